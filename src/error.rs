@@ -1,0 +1,229 @@
+//! Rejections: finding palisade's own errors in whatever error a stack returns.
+//!
+//! Every way a palisade layer refuses or abandons a request is a small concrete error type
+//! ([`TimedOut`](crate::timeout::TimedOut), …). Layers that add a failure mode return
+//! [`BoxError`], like tower's own layers, so they stack with anything. To get the typed view back
+//! without a ladder of `downcast_ref` calls, [`Rejection::find`] walks an error and its whole
+//! `source()` chain and returns the first palisade rejection as an enum to `match` on.
+//!
+//! ```
+//! # #[cfg(feature = "timeout")] {
+//! use std::time::Duration;
+//! use palisade::error::{BoxError, Rejection};
+//! use palisade::timeout::TimeoutLayer;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_millis(100)))
+//!     .service_fn(|_: http::Request<()>| async {
+//!         tokio::time::sleep(Duration::from_secs(1)).await;
+//!         Ok::<_, BoxError>("late")
+//!     });
+//!
+//! let err = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap_err();
+//! match Rejection::find(&*err) {
+//!     Some(Rejection::TimedOut(timed_out)) => {
+//!         assert_eq!(timed_out.after, Duration::from_millis(100));
+//!     }
+//!     other => panic!("expected a timeout, got {other:?}"),
+//! }
+//! # }
+//! # }
+//! ```
+
+use std::error::Error;
+use std::fmt;
+use std::time::Duration;
+
+#[cfg(feature = "http")]
+use crate::http::{InvalidDeadlineHeader, Problem};
+#[cfg(feature = "timeout")]
+use crate::timeout::TimedOut;
+
+/// A type-erased error, as tower's layers use: `Box<dyn Error + Send + Sync>`.
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// A borrowed view of one palisade rejection, found with [`Rejection::find`].
+///
+/// One variant per rejection type of the enabled features. It is `#[non_exhaustive]`: a match
+/// needs a `_` arm, and new layers add variants without breaking it.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Rejection<'a> {
+    /// A timeout's limit or the request's deadline passed before the inner service answered.
+    #[cfg(feature = "timeout")]
+    TimedOut(&'a TimedOut),
+    /// A deadline header sent by the caller was malformed.
+    #[cfg(feature = "http")]
+    InvalidDeadlineHeader(&'a InvalidDeadlineHeader),
+    /// Keeps the lifetime used when no feature adds a variant; never constructed.
+    #[cfg(not(any(feature = "timeout", feature = "http")))]
+    #[doc(hidden)]
+    __Never(std::convert::Infallible, std::marker::PhantomData<&'a ()>),
+}
+
+impl<'a> Rejection<'a> {
+    /// The first palisade rejection in `error` or anywhere in its `source()` chain.
+    ///
+    /// For a [`BoxError`] `err`, call it as `Rejection::find(&*err)`.
+    #[must_use]
+    pub fn find(error: &'a (dyn Error + 'static)) -> Option<Self> {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if let Some(rejection) = Self::of(error) {
+                return Some(rejection);
+            }
+            next = error.source();
+        }
+        None
+    }
+
+    /// `error` itself as a rejection, without looking at its sources.
+    #[allow(unused_variables)] // with no feature enabled there is nothing to look for
+    fn of(error: &'a (dyn Error + 'static)) -> Option<Self> {
+        #[cfg(feature = "timeout")]
+        if let Some(timed_out) = error.downcast_ref::<TimedOut>() {
+            return Some(Self::TimedOut(timed_out));
+        }
+        #[cfg(feature = "http")]
+        if let Some(invalid) = error.downcast_ref::<InvalidDeadlineHeader>() {
+            return Some(Self::InvalidDeadlineHeader(invalid));
+        }
+        None
+    }
+
+    /// The rejection as an error.
+    #[must_use]
+    pub fn as_error(&self) -> &'a (dyn Error + Send + Sync + 'static) {
+        match *self {
+            #[cfg(feature = "timeout")]
+            Self::TimedOut(e) => e,
+            #[cfg(feature = "http")]
+            Self::InvalidDeadlineHeader(e) => e,
+            #[cfg(not(any(feature = "timeout", feature = "http")))]
+            Self::__Never(never, _) => match never {},
+        }
+    }
+
+    /// How long the caller should wait before trying again, when the rejection says (an open
+    /// circuit does; a timeout does not). Retry layers honour it as server pushback.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        match *self {
+            #[cfg(feature = "timeout")]
+            Self::TimedOut(_) => None,
+            #[cfg(feature = "http")]
+            Self::InvalidDeadlineHeader(_) => None,
+            #[cfg(not(any(feature = "timeout", feature = "http")))]
+            Self::__Never(never, _) => match never {},
+        }
+    }
+
+    /// The HTTP status this rejection maps to (feature `http`).
+    ///
+    /// | rejection | status |
+    /// | --- | --- |
+    /// | [`TimedOut`](crate::timeout::TimedOut) | 504 Gateway Timeout (the server-side timeout answers 503 or 408, as configured) |
+    /// | [`InvalidDeadlineHeader`] | 400 Bad Request |
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn status(&self) -> http::StatusCode {
+        match *self {
+            #[cfg(feature = "timeout")]
+            Self::TimedOut(e) => e.status(),
+            Self::InvalidDeadlineHeader(e) => e.status(),
+        }
+    }
+
+    /// The rejection as an `application/problem+json` description (feature `http`); turn it into
+    /// a response with [`Problem::into_response`].
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn problem(&self) -> Problem {
+        match *self {
+            #[cfg(feature = "timeout")]
+            Self::TimedOut(e) => e.problem(),
+            Self::InvalidDeadlineHeader(e) => e.problem(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_error(), f)
+    }
+}
+
+#[cfg(feature = "http")]
+impl InvalidDeadlineHeader {
+    /// `400 Bad Request`: the caller sent a header outside its grammar.
+    #[must_use]
+    pub fn status(&self) -> http::StatusCode {
+        http::StatusCode::BAD_REQUEST
+    }
+
+    /// This rejection as a problem description.
+    #[must_use]
+    pub fn problem(&self) -> Problem {
+        Problem::new(
+            self.status(),
+            "urn:palisade:invalid-deadline-header",
+            "Invalid deadline header",
+            self.to_string(),
+        )
+    }
+}
+
+#[cfg(all(test, feature = "timeout", not(palisade_loom)))]
+mod tests {
+    use super::*;
+    use crate::timeout::TimeoutKind;
+
+    /// An application error that wraps another one as its source, as `anyhow`-style and
+    /// hand-written error types do.
+    #[derive(Debug)]
+    struct Wrapped(BoxError);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("calling the backend failed")
+        }
+    }
+
+    impl Error for Wrapped {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    fn timed_out() -> TimedOut {
+        TimedOut::new(Duration::from_millis(250), TimeoutKind::Limit)
+    }
+
+    #[test]
+    fn finds_a_rejection_at_the_top_of_a_box_error() {
+        let err: BoxError = timed_out().into();
+        let Some(Rejection::TimedOut(found)) = Rejection::find(&*err) else {
+            panic!("no rejection found");
+        };
+        assert_eq!(found.after, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn finds_a_rejection_two_sources_down() {
+        let err: BoxError = Wrapped(Wrapped(timed_out().into()).into()).into();
+        let found = Rejection::find(&*err).expect("rejection in the chain");
+        assert!(matches!(found, Rejection::TimedOut(t) if t.kind == TimeoutKind::Limit));
+        assert_eq!(found.to_string(), "request timed out after 250ms");
+        assert_eq!(found.retry_after(), None);
+    }
+
+    #[test]
+    fn an_unrelated_chain_has_no_rejection() {
+        let io = std::io::Error::other("reset");
+        let err: BoxError = Wrapped(io.into()).into();
+        assert!(Rejection::find(&*err).is_none());
+    }
+}

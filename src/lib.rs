@@ -1,0 +1,171 @@
+//! Composable [`tower`](https://docs.rs/tower) middleware that keeps services standing when what
+//! they depend on fails.
+//!
+//! palisade's layers stack over any `tower::Service`: around an HTTP client (hyper-util's
+//! client, a tonic channel, anything tower-shaped) and inside an axum `Router`. Each layer keeps
+//! its decisions cheap: the happy path reads no clock it does not need, takes no lock and
+//! allocates nothing.
+//!
+//! | layer | what it stops | module |
+//! | --- | --- | --- |
+//! | timeout with deadlines | a slow dependency tying up every caller; work nobody waits for | [`timeout`] |
+//!
+//! The circuit breaker, retry with budgets, idempotency keys and the stale-while-revalidate
+//! cache join this table as they land.
+//!
+//! # A client stack
+//!
+//! Every attempt gets at most 2 s and never more than the request's own deadline; the server is
+//! told how long it has in a `grpc-timeout` header. Here a `service_fn` stands in for the HTTP
+//! client (a `hyper_util::client::legacy::Client` slots in the same way, see
+//! `examples/demo.rs`).
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::deadline::Deadline;
+//! use palisade::error::{BoxError, Rejection};
+//! use palisade::http::DeadlineHeader;
+//! use palisade::timeout::{PropagateDeadlineLayer, TimeoutLayer};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let client = tower::service_fn(|req: http::Request<()>| async move {
+//!     // What the server would see:
+//!     let budget = req.headers()["grpc-timeout"].to_str().unwrap().to_owned();
+//!     tokio::time::sleep(Duration::from_secs(1)).await;
+//!     Ok::<_, BoxError>(budget)
+//! });
+//! let mut client = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_secs(2)).publish_deadline(true))
+//!     .layer(PropagateDeadlineLayer::new(DeadlineHeader::grpc()))
+//!     .service(client);
+//!
+//! // No deadline: the attempt limit is published and sent.
+//! let sent = client.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+//! assert_eq!(sent, "2000000u");
+//!
+//! // A caller's deadline 500 ms away wins over the 2 s limit.
+//! let mut req = http::Request::new(());
+//! req.extensions_mut().insert(Deadline::after(Duration::from_millis(500)));
+//! let err = client.ready().await.unwrap().call(req).await.unwrap_err();
+//! assert!(matches!(Rejection::find(&*err), Some(Rejection::TimedOut(t)) if t.is_deadline()));
+//! # }
+//! ```
+//!
+//! # An axum server
+//!
+//! Handlers get at most 5 s, less if the caller says it has less; a handler that overruns is
+//! answered with `503` and an `application/problem+json` body, and the router keeps its
+//! `Infallible` error type.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Extension, Router, routing::get};
+//! use palisade::deadline::Deadline;
+//! use palisade::http::DeadlineHeader;
+//! use palisade::timeout::ServerTimeoutLayer;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! async fn handler(Extension(deadline): Extension<Deadline>) -> String {
+//!     // Put `deadline` into the extensions of the requests this handler makes.
+//!     format!("{:?} left", deadline.remaining())
+//! }
+//!
+//! let app = Router::new()
+//!     .route("/", get(handler))
+//!     .layer(ServerTimeoutLayer::new(Duration::from_secs(5)).accept(DeadlineHeader::grpc()));
+//!
+//! let req = http::Request::get("/").header("grpc-timeout", "250m").body(axum::body::Body::empty()).unwrap();
+//! let response = app.oneshot(req).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+//! assert_eq!(body, "250ms left");
+//! # }
+//! ```
+//!
+//! # Ordering layers
+//!
+//! A tower stack is an onion: the first layer added is the outermost and sees the request first.
+//!
+//! ```text
+//! client:  total Timeout (publish_deadline) ⊃ … ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ HTTP client
+//! server:  axum Router: ServerTimeout ⊃ … ⊃ handler
+//! ```
+//!
+//! - The **attempt timeout** sits innermost, next to the client, so each attempt is bounded on
+//!   its own; the **total timeout** sits outermost and publishes its expiry as the request's
+//!   [`Deadline`](deadline::Deadline), so every layer inside works to the same end.
+//! - **Deadline propagation** sits inside the attempt timeout, so the header carries the tighter
+//!   of the attempt limit and the total deadline at the moment the request leaves.
+//! - On the server, the **server timeout** goes outside anything that can wait, so the caller's
+//!   deadline bounds all of it.
+//!
+//! # Features
+//!
+//! | feature | default | enables |
+//! | --- | --- | --- |
+//! | `timeout` | yes | [`timeout`]: [`Timeout`](timeout::Timeout), deadlines |
+//! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses, the server-side timeout and deadline propagation |
+//! | `full` | no | every feature |
+//!
+//! Always present: [`clock`], [`classify`], [`deadline`], [`error`] and the
+//! [`RequestExtensions`] trait. Without `http` the crate needs only tokio (`time`), tower's
+//! service traits and the `http` crate's extension map.
+//!
+//! # Testing your stack
+//!
+//! Every palisade decision reads tokio's clock, and every wait is a tokio timer, so
+//! `#[tokio::test(start_paused = true)]` with `tokio::time::advance` drives a stack through
+//! time exactly and instantly. [`clock::ManualClock`] moves time by hand for testing state
+//! machines without a runtime.
+//!
+//! # Rust version and targets
+//!
+//! The minimum supported Rust version is 1.85 (edition 2024; tokio declares the same). Only the
+//! newest stable toolchain is tested. State machines use 64-bit atomics, so targets without
+//! `AtomicU64` are not supported.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+#[cfg(not(target_has_atomic = "64"))]
+compile_error!("palisade needs 64-bit atomics (`AtomicU64`), which this target lacks");
+
+pub mod classify;
+pub mod clock;
+pub mod deadline;
+pub mod error;
+mod extensions;
+#[cfg(feature = "http")]
+pub mod http;
+mod sync;
+#[cfg(feature = "timeout")]
+pub mod timeout;
+
+pub use self::extensions::RequestExtensions;
+
+/// `get_ref`, `get_mut` and `into_inner` for a service struct whose inner service is the field
+/// `inner` of type `S`.
+#[cfg_attr(not(feature = "timeout"), allow(unused_macros))]
+macro_rules! inner_accessors {
+    () => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Consumes this layer's service and returns the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+#[cfg_attr(not(feature = "timeout"), allow(unused_imports))]
+pub(crate) use inner_accessors;

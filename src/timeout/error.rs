@@ -1,0 +1,81 @@
+//! The timeout's rejection.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The request did not complete in time: its limit or its deadline passed first.
+///
+/// `after` is the time the request was given, from the call to expiry: the layer's (or the
+/// request's own) limit, or the time its [`Deadline`](crate::deadline::Deadline) left, whichever
+/// was smaller. It is zero when the deadline had already passed at the call, in which case the
+/// inner service was never called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub struct TimedOut {
+    /// How long the request was given before it was abandoned.
+    pub after: Duration,
+    /// Whether the timeout's own limit or the request's deadline ran out.
+    pub kind: TimeoutKind,
+}
+
+/// Which bound a [`TimedOut`] request ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// The timeout's own limit: the layer's, a per-request closure's, or a
+    /// [`TimeoutOverride`](crate::timeout::TimeoutOverride).
+    Limit,
+    /// The request-scoped [`Deadline`](crate::deadline::Deadline), which was sooner.
+    Deadline,
+}
+
+impl TimedOut {
+    pub(crate) fn new(after: Duration, kind: TimeoutKind) -> Self {
+        Self { after, kind }
+    }
+
+    /// The time the request was given before it was abandoned.
+    #[must_use]
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+
+    /// Whether the request's deadline (rather than the timeout's own limit) ran out.
+    #[must_use]
+    pub fn is_deadline(&self) -> bool {
+        self.kind == TimeoutKind::Deadline
+    }
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            TimeoutKind::Deadline if self.after.is_zero() => {
+                f.write_str("request deadline had already passed")
+            }
+            TimeoutKind::Deadline => write!(f, "request deadline exceeded after {:?}", self.after),
+            TimeoutKind::Limit => write!(f, "request timed out after {:?}", self.after),
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+impl TimedOut {
+    /// `504 Gateway Timeout`: an upstream did not answer in time. The server-side timeout
+    /// answers its own handler's timeouts with its configured status (503 or 408) instead.
+    #[must_use]
+    pub fn status(&self) -> http::StatusCode {
+        http::StatusCode::GATEWAY_TIMEOUT
+    }
+
+    /// This rejection as a problem description.
+    #[must_use]
+    pub fn problem(&self) -> crate::http::Problem {
+        crate::http::Problem::new(
+            self.status(),
+            "urn:palisade:timed-out",
+            "Request timed out",
+            self.to_string(),
+        )
+    }
+}

@@ -1,0 +1,286 @@
+//! The timeout layers' futures and the lazily armed timer they share.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use super::TimedOut;
+use crate::clock::Instant;
+use crate::error::BoxError;
+
+/// When a request's timer should fire.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Expiry {
+    /// `limit` after the first poll that finds the inner future pending. Nothing is read or
+    /// registered before that, so a future that is ready on its first poll costs no clock read
+    /// and no timer.
+    After(Duration),
+    /// At a fixed instant (a deadline was involved, so the clock was read at the call anyway).
+    At(Instant),
+    /// Never: the limit is too far away to represent.
+    Never,
+}
+
+pin_project! {
+    /// A timer armed on the first `Pending`, not at the call.
+    pub(crate) struct Timer {
+        #[pin]
+        sleep: Option<Sleep>,
+        expiry: Expiry,
+    }
+}
+
+impl Timer {
+    pub(crate) fn new(expiry: Expiry) -> Self {
+        Self {
+            sleep: None,
+            expiry,
+        }
+    }
+
+    /// Arms the timer if needed and polls it. Call only after the inner future returned
+    /// `Pending`: the inner future's waker is registered then, so returning `Pending` for a timer
+    /// that never fires still wakes the task when the inner future progresses.
+    pub(crate) fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if this.sleep.is_none() {
+            let at = match *this.expiry {
+                Expiry::After(limit) => Instant::now().checked_add(limit),
+                Expiry::At(at) => Some(at),
+                Expiry::Never => None,
+            };
+            let Some(at) = at else {
+                *this.expiry = Expiry::Never;
+                return Poll::Pending;
+            };
+            this.sleep.set(Some(tokio::time::sleep_until(at)));
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    fn is_armed(&self) -> bool {
+        self.sleep.is_some()
+    }
+}
+
+pin_project! {
+    /// The response future of [`Timeout`](super::Timeout) and
+    /// [`PropagateDeadline`](super::PropagateDeadline): the inner future raced against the
+    /// request's limit.
+    ///
+    /// It polls the inner future first, so a response that is ready at the same moment as the
+    /// timer wins. The timer is armed on the first poll that finds the inner future pending.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Running {
+            #[pin]
+            inner: F,
+            #[pin]
+            timer: Timer,
+            timed_out: TimedOut,
+        },
+        Expired {
+            timed_out: TimedOut,
+        },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn running(inner: F, expiry: Expiry, timed_out: TimedOut) -> Self {
+        Self {
+            kind: Kind::Running {
+                inner,
+                timer: Timer::new(expiry),
+                timed_out,
+            },
+        }
+    }
+
+    /// Fails at once: the deadline had passed before the inner service was called.
+    pub(crate) fn expired(timed_out: TimedOut) -> Self {
+        Self {
+            kind: Kind::Expired { timed_out },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Running {
+                inner,
+                timer,
+                timed_out,
+            } => {
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                ready!(timer.poll_expired(cx));
+                tracing::trace!(after = ?timed_out.after, kind = ?timed_out.kind, "request timed out");
+                Poll::Ready(Err((*timed_out).into()))
+            }
+            KindProj::Expired { timed_out } => {
+                tracing::trace!("request deadline had already passed; inner service not called");
+                Poll::Ready(Err((*timed_out).into()))
+            }
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Running {
+                timer, timed_out, ..
+            } => f
+                .debug_struct("ResponseFuture::Running")
+                .field("limit", &timed_out.after)
+                .field("armed", &timer.is_armed())
+                .finish(),
+            Kind::Expired { timed_out } => f
+                .debug_struct("ResponseFuture::Expired")
+                .field("timed_out", timed_out)
+                .finish(),
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+pub use self::server::ServerResponseFuture;
+
+#[cfg(feature = "http")]
+mod server {
+    use std::fmt;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, ready};
+
+    use http::{Response, StatusCode};
+    use pin_project_lite::pin_project;
+
+    use super::{Expiry, Timer};
+    use crate::http::{Problem, ResponseBody};
+    use crate::timeout::TimedOut;
+
+    pin_project! {
+        /// The response future of [`ServerTimeout`](crate::timeout::ServerTimeout): the
+        /// handler's response, or a problem+json response when it runs out of time or the
+        /// request is refused before the handler runs.
+        pub struct ServerResponseFuture<F> {
+            #[pin]
+            kind: Kind<F>,
+        }
+    }
+
+    pin_project! {
+        #[project = KindProj]
+        enum Kind<F> {
+            Running {
+                #[pin]
+                inner: F,
+                #[pin]
+                timer: Timer,
+                timed_out: TimedOut,
+                status: StatusCode,
+            },
+            Answer {
+                problem: Problem,
+            },
+        }
+    }
+
+    impl<F> ServerResponseFuture<F> {
+        pub(crate) fn running(
+            inner: F,
+            expiry: Expiry,
+            timed_out: TimedOut,
+            status: StatusCode,
+        ) -> Self {
+            Self {
+                kind: Kind::Running {
+                    inner,
+                    timer: Timer::new(expiry),
+                    timed_out,
+                    status,
+                },
+            }
+        }
+
+        /// Answers with `problem` without calling the handler.
+        pub(crate) fn answer(problem: Problem) -> Self {
+            Self {
+                kind: Kind::Answer { problem },
+            }
+        }
+    }
+
+    impl<F, B, E> Future for ServerResponseFuture<F>
+    where
+        F: Future<Output = Result<Response<B>, E>>,
+    {
+        type Output = Result<Response<ResponseBody<B>>, E>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            match self.project().kind.project() {
+                KindProj::Running {
+                    inner,
+                    timer,
+                    timed_out,
+                    status,
+                } => {
+                    if let Poll::Ready(result) = inner.poll(cx) {
+                        return Poll::Ready(result.map(|response| response.map(ResponseBody::new)));
+                    }
+                    ready!(timer.poll_expired(cx));
+                    tracing::trace!(after = ?timed_out.after, kind = ?timed_out.kind, "handler timed out");
+                    let problem = timed_out.problem().with_status(*status);
+                    Poll::Ready(Ok(problem.into_response()))
+                }
+                KindProj::Answer { problem } => Poll::Ready(Ok(problem.clone().into_response())),
+            }
+        }
+    }
+
+    impl<F> fmt::Debug for ServerResponseFuture<F> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match &self.kind {
+                Kind::Running {
+                    timer,
+                    timed_out,
+                    status,
+                    ..
+                } => f
+                    .debug_struct("ServerResponseFuture::Running")
+                    .field("limit", &timed_out.after)
+                    .field("armed", &timer.is_armed())
+                    .field("status", status)
+                    .finish(),
+                Kind::Answer { problem } => f
+                    .debug_struct("ServerResponseFuture::Answer")
+                    .field("problem", problem)
+                    .finish(),
+            }
+        }
+    }
+}

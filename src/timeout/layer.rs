@@ -1,0 +1,75 @@
+//! [`TimeoutLayer`].
+
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::{FixedTimeout, PerRequestTimeout, Timeout};
+
+/// Applies a [`Timeout`] to every request: see the [module docs](crate::timeout).
+///
+/// # Clone
+///
+/// The layer holds only configuration; clones and every [`Layer::layer`] call produce
+/// independent, identical timeouts (a timeout keeps no shared state).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct TimeoutLayer<P = FixedTimeout> {
+    policy: P,
+    publish_deadline: bool,
+}
+
+impl TimeoutLayer {
+    /// Limits every request to `timeout` (and to its [`Deadline`](crate::deadline::Deadline),
+    /// whichever comes first).
+    ///
+    /// `Duration::MAX` means no limit of its own: only deadlines apply.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            policy: FixedTimeout::new(timeout),
+            publish_deadline: false,
+        }
+    }
+
+    /// Chooses each request's limit with `choose`; where it returns `None`, the limit given to
+    /// [`TimeoutLayer::new`] applies.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade::timeout::TimeoutLayer;
+    ///
+    /// let layer = TimeoutLayer::new(Duration::from_secs(2)).per_request(|req: &http::Request<()>| {
+    ///     req.uri().path().starts_with("/reports/").then(|| Duration::from_secs(30))
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn per_request<F>(self, choose: F) -> TimeoutLayer<PerRequestTimeout<F>> {
+        TimeoutLayer {
+            policy: PerRequestTimeout::new(choose, self.policy.get()),
+            publish_deadline: self.publish_deadline,
+        }
+    }
+}
+
+impl<P> TimeoutLayer<P> {
+    /// Whether this timeout's expiry also becomes the request's
+    /// [`Deadline`](crate::deadline::Deadline), so that everything inside it (nested timeouts,
+    /// retries, deadline headers on outgoing calls) works to the same bound.
+    ///
+    /// Defaults to `false`. A request that already carries a deadline always has it tightened
+    /// in place when this timeout is sooner, whatever this setting. Publishing into a request
+    /// that carries none reads the clock at the call and inserts an extension (one allocation),
+    /// which the default avoids.
+    pub fn publish_deadline(mut self, publish: bool) -> Self {
+        self.publish_deadline = publish;
+        self
+    }
+}
+
+impl<S, P: Clone> Layer<S> for TimeoutLayer<P> {
+    type Service = Timeout<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timeout::with_policy(inner, self.policy.clone(), self.publish_deadline)
+    }
+}

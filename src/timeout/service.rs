@@ -1,0 +1,121 @@
+//! [`Timeout`].
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower_service::Service;
+
+use super::future::{Expiry, ResponseFuture};
+use super::{FixedTimeout, TimedOut, TimeoutKind, TimeoutOverride, TimeoutPolicy};
+use crate::RequestExtensions;
+use crate::clock::Instant;
+use crate::deadline::Deadline;
+use crate::error::BoxError;
+
+/// Limits how long the inner service may take to answer each request: see the
+/// [module docs](crate::timeout).
+///
+/// Built by [`TimeoutLayer`](super::TimeoutLayer) or [`Timeout::new`]. Its error type is
+/// [`BoxError`]: the inner service's error, or a [`TimedOut`].
+///
+/// # Clone
+///
+/// A timeout keeps no shared state; a clone is an independent timeout around a clone of the
+/// inner service.
+#[derive(Clone, Debug)]
+pub struct Timeout<S, P = FixedTimeout> {
+    inner: S,
+    policy: P,
+    publish_deadline: bool,
+}
+
+impl<S> Timeout<S> {
+    /// Limits every request to `inner` to `timeout` (and to its deadline, whichever is sooner).
+    #[must_use]
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Self::with_policy(inner, FixedTimeout::new(timeout), false)
+    }
+}
+
+impl<S, P> Timeout<S, P> {
+    pub(crate) fn with_policy(inner: S, policy: P, publish_deadline: bool) -> Self {
+        Self {
+            inner,
+            policy,
+            publish_deadline,
+        }
+    }
+
+    crate::inner_accessors!();
+}
+
+impl<S, P, Req> Service<Req> for Timeout<S, P>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    P: TimeoutPolicy<Req>,
+    Req: RequestExtensions,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Req) -> Self::Future {
+        let extensions = request.extensions();
+        let limit = match extensions.and_then(|e| e.get::<TimeoutOverride>()) {
+            Some(TimeoutOverride(limit)) => *limit,
+            None => self.policy.timeout(&request),
+        };
+        let deadline = extensions.and_then(|e| e.get::<Deadline>()).copied();
+
+        if deadline.is_none() && !self.publish_deadline {
+            // The common path: no clock read and no timer until the inner future is pending.
+            let timed_out = TimedOut::new(limit, TimeoutKind::Limit);
+            return ResponseFuture::running(
+                self.inner.call(request),
+                Expiry::After(limit),
+                timed_out,
+            );
+        }
+
+        // A deadline is involved, so the expiry must be an instant: read the clock once.
+        let now = Instant::now();
+        if let Some(deadline) = deadline {
+            if deadline.is_expired_at(now) {
+                return ResponseFuture::expired(TimedOut::new(
+                    Duration::ZERO,
+                    TimeoutKind::Deadline,
+                ));
+            }
+        }
+        let own = now.checked_add(limit);
+        let (expiry, kind) = match (deadline, own) {
+            (Some(deadline), Some(own)) if deadline.instant() < own => {
+                (Some(deadline.instant()), TimeoutKind::Deadline)
+            }
+            (Some(deadline), None) => (Some(deadline.instant()), TimeoutKind::Deadline),
+            (_, own) => (own, TimeoutKind::Limit),
+        };
+        if let (Some(at), TimeoutKind::Limit) = (expiry, kind) {
+            // Our limit is the tighter bound: let everything inside see it.
+            if let Some(extensions) = request.extensions_mut() {
+                match extensions.get_mut::<Deadline>() {
+                    Some(existing) => *existing = Deadline::at(at),
+                    None if self.publish_deadline => {
+                        extensions.insert(Deadline::at(at));
+                    }
+                    None => {}
+                }
+            }
+        }
+        let (expiry, after) = match expiry {
+            Some(at) => (Expiry::At(at), at - now),
+            None => (Expiry::Never, limit),
+        };
+        ResponseFuture::running(self.inner.call(request), expiry, TimedOut::new(after, kind))
+    }
+}
