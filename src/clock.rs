@@ -191,9 +191,16 @@ impl Epoch {
         Self { base }
     }
 
-    /// The instant `ticks` after the base.
+    /// The instant `ticks` after the base (the latest representable instant if that overflows,
+    /// which only a clock advanced by centuries can reach).
     pub(crate) fn instant(&self, ticks: u64) -> Instant {
-        self.base + Duration::from_nanos(ticks)
+        let mut ahead = Duration::from_nanos(ticks);
+        loop {
+            if let Some(at) = self.base.checked_add(ahead) {
+                return at;
+            }
+            ahead /= 2;
+        }
     }
 
     /// A duration as ticks, saturating at `u64::MAX`.

@@ -68,10 +68,17 @@ impl Deadline {
     /// A deadline `duration` after `now`, clamped to about 30 years ahead if `duration` would
     /// overflow an instant.
     pub(crate) fn after_from(now: Instant, duration: Duration) -> Self {
-        let at = now
-            .checked_add(duration)
-            .or_else(|| now.checked_add(FAR_FUTURE))
-            .unwrap_or(now);
+        let mut ahead = duration.min(FAR_FUTURE);
+        let at = now.checked_add(duration).unwrap_or_else(|| {
+            loop {
+                // Only reachable on a platform whose instants cannot reach 30 years ahead: take the
+                // farthest instant that can be represented, never one in the past.
+                if let Some(at) = now.checked_add(ahead) {
+                    break at;
+                }
+                ahead /= 2;
+            }
+        });
         Self { at }
     }
 

@@ -7,7 +7,6 @@
 //! `source()` chain and returns the first palisade rejection as an enum to `match` on.
 //!
 //! ```
-//! # #[cfg(feature = "timeout")] {
 //! use std::time::Duration;
 //! use palisade::error::{BoxError, Rejection};
 //! use palisade::timeout::TimeoutLayer;
@@ -29,7 +28,6 @@
 //!     }
 //!     other => panic!("expected a timeout, got {other:?}"),
 //! }
-//! # }
 //! # }
 //! ```
 

@@ -11,7 +11,8 @@ use http::Extensions;
 ///
 /// For a request type of your own, either keep an [`http::Extensions`] in it and return it, or
 /// write an empty impl: both methods default to `None`, meaning "this request carries nothing",
-/// and the layers then apply only their own configuration.
+/// and the layers then apply only their own configuration. For a request type from another
+/// crate, wrap it in [`NoExtensions`].
 ///
 /// ```
 /// use palisade::RequestExtensions;
@@ -33,7 +34,9 @@ use http::Extensions;
 ///         Some(&mut self.extensions)
 ///     }
 /// }
-/// # assert!(Ping.extensions().is_none());
+/// assert!(Ping.extensions().is_none());
+/// let query = Query { sql: "select 1".into(), extensions: http::Extensions::new() };
+/// assert!(query.extensions().is_some() && !query.sql.is_empty());
 /// ```
 pub trait RequestExtensions {
     /// The request's extensions, or `None` if this request type carries none.
@@ -56,3 +59,42 @@ impl<B> RequestExtensions for http::Request<B> {
         Some(http::Request::extensions_mut(self))
     }
 }
+
+/// Wraps a request of a type that cannot carry extensions and that you cannot implement
+/// [`RequestExtensions`] for (a type from another crate: Rust's orphan rule forbids it).
+///
+/// Layers see a request without extensions and apply only their own configuration. Wrap before
+/// the palisade layers and unwrap after them:
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::NoExtensions;
+/// use palisade::timeout::TimeoutLayer;
+/// use tower::{Service, ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A service over a request type from another crate (here `String`).
+/// let inner = tower::service_fn(|query: String| async move {
+///     Ok::<_, palisade::error::BoxError>(query.len())
+/// });
+/// let mut svc = ServiceBuilder::new()
+///     .map_request(NoExtensions)
+///     .layer(TimeoutLayer::new(Duration::from_secs(1)))
+///     .map_request(NoExtensions::into_inner)
+///     .service(inner);
+/// let len = svc.ready().await.unwrap().call("select 1".to_owned()).await.unwrap();
+/// assert_eq!(len, 8);
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NoExtensions<T>(pub T);
+
+impl<T> NoExtensions<T> {
+    /// The wrapped request.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> RequestExtensions for NoExtensions<T> {}

@@ -108,11 +108,11 @@
 //! | feature | default | enables |
 //! | --- | --- | --- |
 //! | `timeout` | yes | [`timeout`]: [`Timeout`](timeout::Timeout), deadlines |
-//! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses, the server-side timeout and deadline propagation |
+//! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses; with `timeout`, the server-side timeout and deadline propagation |
 //! | `full` | no | every feature |
 //!
 //! Always present: [`clock`], [`classify`], [`deadline`], [`error`] and the
-//! [`RequestExtensions`] trait. Without `http` the crate needs only tokio (`time`), tower's
+//! [`RequestExtensions`] trait (with [`NoExtensions`] for request types from other crates). Without `http` the crate needs only tokio (`time`), tower's
 //! service traits and the `http` crate's extension map.
 //!
 //! # Testing your stack
@@ -144,7 +144,7 @@ mod sync;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 
-pub use self::extensions::RequestExtensions;
+pub use self::extensions::{NoExtensions, RequestExtensions};
 
 /// `get_ref`, `get_mut` and `into_inner` for a service struct whose inner service is the field
 /// `inner` of type `S`.

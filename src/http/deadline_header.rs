@@ -83,7 +83,7 @@ impl DeadlineHeader {
             Format::Grpc => encode_grpc(remaining),
             Format::Millis => {
                 let millis = remaining.as_nanos().div_ceil(1_000_000);
-                HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX))
+                number_value(millis, b"")
             }
         }
     }
@@ -131,29 +131,45 @@ impl DeadlineHeader {
 
 /// Smallest-unit-that-fits encoding, rounded up, as grpc-go does.
 fn encode_grpc(remaining: Duration) -> HeaderValue {
-    const UNITS: [(u128, &str); 6] = [
-        (1, "n"),
-        (1_000, "u"),
-        (1_000_000, "m"),
-        (1_000_000_000, "S"),
-        (60_000_000_000, "M"),
-        (3_600_000_000_000, "H"),
+    const UNITS: [(u128, &[u8]); 6] = [
+        (1, b"n"),
+        (1_000, b"u"),
+        (1_000_000, b"m"),
+        (1_000_000_000, b"S"),
+        (60_000_000_000, b"M"),
+        (3_600_000_000_000, b"H"),
     ];
     // Zero (or less) is sent as `1n`, never `0n`: some peers read 0 as "no deadline".
     let nanos = remaining.as_nanos().max(1);
     for (unit, suffix) in UNITS {
         let value = nanos.div_ceil(unit);
         if value <= GRPC_MAX_VALUE {
-            return grpc_value(value, suffix);
+            return number_value(value, suffix);
         }
     }
-    grpc_value(GRPC_MAX_VALUE, "H")
+    number_value(GRPC_MAX_VALUE, b"H")
 }
 
-fn grpc_value(value: u128, suffix: &str) -> HeaderValue {
-    // Digits and one ASCII letter: always a valid header value.
-    HeaderValue::try_from(format!("{value}{suffix}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("99999999H"))
+/// `value` in decimal followed by `suffix`, formatted on the stack so the header value is the
+/// only allocation. `value` saturates at `u64::MAX`.
+fn number_value(value: u128, suffix: &[u8]) -> HeaderValue {
+    let mut value = u64::try_from(value).unwrap_or(u64::MAX);
+    let mut buf = [0u8; 24];
+    let mut start = buf.len() - suffix.len();
+    buf[start..].copy_from_slice(suffix);
+    loop {
+        start -= 1;
+        // `value % 10` is a single digit.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (value % 10) as u8;
+        buf[start] = b'0' + digit;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    // Digits and an ASCII letter are always a valid header value.
+    HeaderValue::from_bytes(&buf[start..]).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn parse_grpc(value: &[u8]) -> Result<Duration, InvalidReason> {

@@ -26,6 +26,10 @@ pub enum TimeoutKind {
     /// [`TimeoutOverride`](crate::timeout::TimeoutOverride).
     Limit,
     /// The request-scoped [`Deadline`](crate::deadline::Deadline), which was sooner.
+    ///
+    /// A deadline published or tightened by an *outer* timeout counts as a deadline here: when
+    /// timeouts nest, the innermost one that fires reports it, and the outer one's own limit
+    /// shows up as `Deadline` from inside.
     Deadline,
 }
 

@@ -2,11 +2,12 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tokio::task::coop;
 use tokio::time::Sleep;
 
 use super::TimedOut;
@@ -61,7 +62,11 @@ impl Timer {
             this.sleep.set(Some(tokio::time::sleep_until(at)));
         }
         match this.sleep.as_pin_mut() {
-            Some(sleep) => sleep.poll(cx),
+            // Unconstrained: an inner future that spends the task's whole cooperative budget on
+            // every poll (draining a busy socket, say) would otherwise make tokio report the
+            // sleep as pending forever, and the timeout would never fire. Firing is a one-off,
+            // so skipping the budget here cannot starve anything.
+            Some(sleep) => pin!(coop::unconstrained(sleep)).poll(cx),
             None => Poll::Pending,
         }
     }

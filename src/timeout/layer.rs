@@ -52,14 +52,22 @@ impl TimeoutLayer {
 }
 
 impl<P> TimeoutLayer<P> {
+    /// Chooses each request's limit with a [`TimeoutPolicy`](super::TimeoutPolicy) of your own.
+    pub fn with_policy(policy: P) -> Self {
+        Self {
+            policy,
+            publish_deadline: false,
+        }
+    }
+
     /// Whether this timeout's expiry also becomes the request's
     /// [`Deadline`](crate::deadline::Deadline), so that everything inside it (nested timeouts,
     /// retries, deadline headers on outgoing calls) works to the same bound.
     ///
     /// Defaults to `false`. A request that already carries a deadline always has it tightened
     /// in place when this timeout is sooner, whatever this setting. Publishing into a request
-    /// that carries none reads the clock at the call and inserts an extension (one allocation),
-    /// which the default avoids.
+    /// that carries none reads the clock at the call and inserts an extension (three small
+    /// allocations when the request has no extensions yet), which the default avoids.
     pub fn publish_deadline(mut self, publish: bool) -> Self {
         self.publish_deadline = publish;
         self

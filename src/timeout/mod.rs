@@ -14,6 +14,11 @@
 //! tonic channel; and on the server around handlers, so that work whose caller has given up
 //! stops.
 //!
+//! A [`Timeout`] serves any request type that implements
+//! [`RequestExtensions`](crate::RequestExtensions), which is where deadlines and overrides
+//! travel: `http::Request` does, a type of your own can in one line, and a type from another
+//! crate is wrapped in [`NoExtensions`](crate::NoExtensions).
+//!
 //! # When not to use it
 //!
 //! - To bound the time to *stream a response body*: the timeout covers the call until the
@@ -82,7 +87,7 @@
 //! | setting | default | why |
 //! | --- | --- | --- |
 //! | [`TimeoutLayer::new`] limit | required | no limit suits every dependency |
-//! | [`TimeoutLayer::publish_deadline`] | `false` | publishing costs a clock read and an allocation per call |
+//! | [`TimeoutLayer::publish_deadline`] | `false` | publishing costs a clock read and an extension insert per call |
 //! | [`ServerTimeoutLayer::status`] | `503` ([`DEFAULT_SERVER_TIMEOUT_STATUS`]) | the server, not the client, was slow; `408` means the client was slow to send |
 //! | [`ServerTimeoutLayer::accept`] | no header | trusting callers' deadlines is a choice |
 //! | [`ServerTimeoutLayer::on_invalid_header`] | [`OnInvalidHeader::Reject`] (400) | a broken deadline header is a caller bug worth surfacing |

@@ -67,10 +67,19 @@ pub enum OnInvalidHeader {
 /// # let _ = app;
 /// ```
 ///
+/// Its answers are HTTP answers: gRPC clients read a 503 as `UNAVAILABLE`, not
+/// `DEADLINE_EXCEEDED`, so put it in front of HTTP handlers, not tonic services (tonic enforces
+/// `grpc-timeout` itself and answers with gRPC statuses).
+///
 /// # Clone
 ///
 /// The configuration is shared behind an `Arc`: cloning the layer or the service, and every
 /// `Layer::layer` call, costs a reference count and no allocation.
+///
+/// # Panics
+///
+/// Like any tokio timer, the response future panics when the handler is pending and the runtime
+/// was built without its time driver (axum's `serve` runs on one that has it).
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct ServerTimeoutLayer {
@@ -122,7 +131,7 @@ impl ServerTimeoutLayer {
 
     /// Whether the handler's deadline is published into the request's extensions as a
     /// [`Deadline`], for the handler's outgoing calls to inherit. Defaults to `true` (it costs
-    /// one extension insert per request).
+    /// an extension insert per request: one to three small allocations).
     pub fn publish_deadline(mut self, publish: bool) -> Self {
         Arc::make_mut(&mut self.config).publish_deadline = publish;
         self
@@ -199,8 +208,17 @@ where
             tracing::trace!("caller's deadline had already passed; handler not called");
             return ServerResponseFuture::answer(timed_out.problem().with_status(config.status));
         }
-        if let (true, Some(at)) = (config.publish_deadline, expiry) {
-            request.extensions_mut().insert(Deadline::at(at));
+        if let Some(at) = expiry {
+            // An existing deadline is always tightened in place (it is only ever made sooner);
+            // publishing decides whether a request without one gets one.
+            let extensions = request.extensions_mut();
+            match extensions.get_mut::<Deadline>() {
+                Some(existing) => *existing = Deadline::at(at),
+                None if config.publish_deadline => {
+                    extensions.insert(Deadline::at(at));
+                }
+                None => {}
+            }
         }
         let (expiry, after) = match expiry {
             Some(at) => (Expiry::At(at), at - now),

@@ -22,6 +22,12 @@ use crate::error::BoxError;
 ///
 /// A timeout keeps no shared state; a clone is an independent timeout around a clone of the
 /// inner service.
+///
+/// # Panics
+///
+/// Polling its response future panics, as any tokio timer does, if the inner future is pending
+/// and the tokio runtime was built without its time driver (`enable_time` / `enable_all`). A
+/// future that is ready on its first poll needs no runtime at all.
 #[derive(Clone, Debug)]
 pub struct Timeout<S, P = FixedTimeout> {
     inner: S,
