@@ -1,0 +1,218 @@
+//! Heap allocations per call, counted by a global allocator.
+//!
+//! The counter is per thread and every call runs on the test's own thread (a current-thread
+//! runtime), so tests running in parallel do not disturb each other's counts. Each figure is the
+//! allocations a layer *adds*: the same requests are built for the bare service and for the
+//! layered one, and the difference is what the layer costs.
+//!
+//! Run with `--nocapture` to see the table.
+
+#![allow(unsafe_code)] // a global allocator must implement the unsafe `GlobalAlloc` trait
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::future::Future;
+use std::time::Duration;
+
+use palisade::RequestExtensions;
+use palisade::deadline::Deadline;
+use palisade::error::BoxError;
+use palisade::http::DeadlineHeader;
+use palisade::timeout::{PropagateDeadlineLayer, TimeoutLayer};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every method forwards to `System` unchanged; the counter is a const-initialised
+// thread-local `Cell`, which neither allocates nor needs a destructor.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CALLS: u64 = 1_000;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// Allocations per call of `svc` on requests from `make`, after a warm-up.
+fn per_call<S, Req>(mut svc: S, mut make: impl FnMut() -> Req) -> f64
+where
+    S: Service<Req>,
+    S::Error: std::fmt::Debug,
+{
+    let rt = runtime();
+    rt.block_on(async {
+        for _ in 0..100 {
+            svc.ready().await.unwrap().call(make()).await.unwrap();
+        }
+        let before = allocations();
+        for _ in 0..CALLS {
+            svc.ready().await.unwrap().call(make()).await.unwrap();
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let per_call = (allocations() - before) as f64 / CALLS as f64;
+        per_call
+    })
+}
+
+/// A request type that carries no extensions, as in the benches.
+struct Ping(u32);
+impl RequestExtensions for Ping {}
+
+fn ready_ping() -> impl Service<Ping, Response = u32, Error = BoxError> + Clone {
+    service_fn(|Ping(n): Ping| std::future::ready(Ok::<_, BoxError>(n)))
+}
+
+fn ready_http() -> impl Service<http::Request<()>, Response = (), Error = BoxError> + Clone {
+    service_fn(|_: http::Request<()>| std::future::ready(Ok::<_, BoxError>(())))
+}
+
+/// Pending on its first poll (waking itself), ready on the second: the path that arms a timer.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = Result<(), BoxError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if self.0 {
+            std::task::Poll::Ready(Ok(()))
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
+fn pending_once() -> impl Service<Ping, Response = (), Error = BoxError> + Clone {
+    service_fn(|_: Ping| YieldOnce(false))
+}
+
+fn with_deadline() -> http::Request<()> {
+    let mut req = http::Request::new(());
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(60)));
+    req
+}
+
+fn report(name: &str, bare: f64, layered: f64) -> f64 {
+    let added = layered - bare;
+    println!("{name:<48} bare {bare:>5.2}  layered {layered:>5.2}  added {added:>5.2}");
+    added
+}
+
+#[test]
+fn timeout_adds_no_allocation_when_the_inner_future_is_ready() {
+    let bare = per_call(ready_ping(), || Ping(1));
+    let layered = per_call(
+        TimeoutLayer::new(Duration::from_secs(1)).layer(ready_ping()),
+        || Ping(1),
+    );
+    assert_eq!(bare, 0.0);
+    assert_eq!(report("timeout, ready inner", bare, layered), 0.0);
+}
+
+#[test]
+fn timeout_adds_no_allocation_when_it_arms_its_timer() {
+    let bare = per_call(pending_once(), || Ping(1));
+    let layered = per_call(
+        TimeoutLayer::new(Duration::from_secs(1)).layer(pending_once()),
+        || Ping(1),
+    );
+    assert_eq!(
+        report("timeout, pending once (timer armed)", bare, layered),
+        0.0
+    );
+}
+
+#[test]
+fn timeout_tightening_an_existing_deadline_allocates_nothing() {
+    let bare = per_call(ready_http(), with_deadline);
+    let layered = per_call(
+        TimeoutLayer::new(Duration::from_secs(1)).layer(ready_http()),
+        with_deadline,
+    );
+    assert_eq!(
+        report("timeout, request with a deadline", bare, layered),
+        0.0
+    );
+}
+
+#[test]
+fn publishing_a_deadline_into_a_bare_request_costs_the_extension_insert() {
+    let bare = per_call(ready_http(), || http::Request::new(()));
+    let layered = per_call(
+        TimeoutLayer::new(Duration::from_secs(1))
+            .publish_deadline(true)
+            .layer(ready_http()),
+        || http::Request::new(()),
+    );
+    let added = report("timeout, publish into a request without one", bare, layered);
+    // http's extension map: the map itself, its table, and the boxed value.
+    assert!(added > 0.0 && added <= 3.0, "{added}");
+}
+
+#[test]
+fn propagation_costs_only_the_header_it_writes() {
+    let bare = per_call(ready_http(), with_deadline);
+    let layered = per_call(
+        PropagateDeadlineLayer::new(DeadlineHeader::grpc()).layer(ready_http()),
+        with_deadline,
+    );
+    let added = report("propagate grpc-timeout", bare, layered);
+    // The header value's bytes, and the header map's first index and entry tables.
+    assert!(added > 0.0 && added <= 3.0, "{added}");
+
+    let without = per_call(
+        PropagateDeadlineLayer::new(DeadlineHeader::grpc()).layer(ready_http()),
+        || http::Request::new(()),
+    );
+    let bare_without = per_call(ready_http(), || http::Request::new(()));
+    assert_eq!(
+        report(
+            "propagate, request without a deadline",
+            bare_without,
+            without
+        ),
+        0.0
+    );
+}
