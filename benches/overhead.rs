@@ -1,0 +1,262 @@
+//! Per-call overhead of each layer against the bare service, measured in the same run.
+//!
+//! One criterion group per layer. Every subject is one `ready().await` plus one `call().await`
+//! on a current-thread runtime around an always-ready `tower::service_fn` (or one that is
+//! pending exactly once, for timer paths); `bare` is that same service with no layer. After the
+//! criterion run, a table prints each subject's median, its ratio to `bare` of its group, the
+//! nanoseconds it adds, and the heap allocations per call it adds (counted separately, with a
+//! counting allocator, so counting never slows the timed loops).
+//!
+//! ```text
+//! cargo bench --bench overhead                  # everything
+//! cargo bench --bench overhead -- timeout/      # one group
+//! ```
+//!
+//! Adding a layer: write a `fn <layer>_group(bench: &mut Bench)` next to `timeout_group` with a
+//! bare subject and the layered ones (each names the bare subject it is compared with), and call
+//! it from `main`.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use criterion::Criterion;
+use palisade::RequestExtensions;
+use palisade::deadline::Deadline;
+use palisade::timeout::TimeoutLayer;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+#[path = "../tests/support/counting_alloc.rs"]
+mod counting_alloc;
+
+/// A request that carries no extensions (the cheapest a palisade layer can see).
+struct Ping(u32);
+impl RequestExtensions for Ping {}
+
+/// A request whose extensions hold a deadline, borrowed so building it costs nothing.
+struct Scoped(&'static http::Extensions, u32);
+impl RequestExtensions for Scoped {
+    fn extensions(&self) -> Option<&http::Extensions> {
+        Some(self.0)
+    }
+}
+
+/// Pending on its first poll (waking itself), ready on the second: the path that arms a timer.
+struct YieldOnce(Option<u32>, bool);
+
+impl Future for YieldOnce {
+    type Output = Result<u32, palisade::error::BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.1 {
+            Poll::Ready(Ok(self.0.take().unwrap_or_default()))
+        } else {
+            self.1 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+type BoxError = palisade::error::BoxError;
+
+fn ready_ping() -> impl Service<Ping, Response = u32, Error = BoxError> + Clone {
+    service_fn(|Ping(n): Ping| std::future::ready(Ok::<_, BoxError>(n)))
+}
+
+fn ready_scoped() -> impl Service<Scoped, Response = u32, Error = BoxError> + Clone {
+    service_fn(|Scoped(_, n): Scoped| std::future::ready(Ok::<_, BoxError>(n)))
+}
+
+fn pending_once() -> impl Service<Ping, Response = u32, Error = BoxError> + Clone {
+    service_fn(|Ping(n): Ping| YieldOnce(Some(n), false))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+/// Times `iters` calls of `svc`, each on a request from `make`.
+#[allow(clippy::disallowed_methods)] // criterion measures wall time: std's clock is the point
+fn time_calls<S, Req>(
+    rt: &tokio::runtime::Runtime,
+    svc: &mut S,
+    make: &mut impl FnMut() -> Req,
+    iters: u64,
+) -> Duration
+where
+    S: Service<Req>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            let ready = svc.ready().await.expect("ready");
+            black_box(ready.call(black_box(make())).await.expect("call"));
+        }
+        start.elapsed()
+    })
+}
+
+/// Allocations per call, outside the timed loops.
+fn allocations_per_call<S, Req>(svc: &mut S, make: &mut impl FnMut() -> Req) -> f64
+where
+    S: Service<Req>,
+    S::Error: std::fmt::Debug,
+{
+    const CALLS: u64 = 10_000;
+    let rt = runtime();
+    let _ = time_calls(&rt, svc, make, 1_000);
+    let before = counting_alloc::allocations();
+    let _ = time_calls(&rt, svc, make, CALLS);
+    #[allow(clippy::cast_precision_loss)]
+    let per_call = (counting_alloc::allocations() - before) as f64 / CALLS as f64;
+    per_call
+}
+
+/// The criterion run plus what the closing table needs about each subject.
+struct Bench {
+    criterion: Criterion,
+    rows: Vec<Row>,
+}
+
+/// One subject: its id, the bare subject it is compared with, and its allocations per call.
+struct Row {
+    id: String,
+    baseline: String,
+    allocations: f64,
+}
+
+impl Bench {
+    /// Measures `svc` on requests from `make` as `group/name`, to be compared with
+    /// `group/baseline`.
+    fn subject<S, Req>(
+        &mut self,
+        group: &str,
+        name: &str,
+        baseline: &str,
+        mut svc: S,
+        mut make: impl FnMut() -> Req,
+    ) where
+        S: Service<Req>,
+        S::Error: std::fmt::Debug,
+    {
+        let id = format!("{group}/{name}");
+        self.rows.push(Row {
+            id: id.clone(),
+            baseline: format!("{group}/{baseline}"),
+            allocations: allocations_per_call(&mut svc, &mut make),
+        });
+        let rt = runtime();
+        let mut criterion_group = self.criterion.benchmark_group(group);
+        criterion_group.bench_function(name, |b| {
+            b.iter_custom(|iters| time_calls(&rt, &mut svc, &mut make, iters));
+        });
+        criterion_group.finish();
+    }
+
+    /// The table: median, ratio and added nanoseconds against the baseline of the same run, and
+    /// added allocations per call.
+    #[allow(clippy::print_stdout)]
+    fn report(&self) {
+        println!();
+        println!(
+            "{:<34} {:>9} {:>8} {:>9} {:>9}",
+            "subject", "ns/call", "x bare", "+ns", "+allocs"
+        );
+        for row in &self.rows {
+            let base_allocations = self
+                .rows
+                .iter()
+                .find(|other| other.id == row.baseline)
+                .map_or(0.0, |base| base.allocations);
+            let added_allocations = row.allocations - base_allocations;
+            match (median_ns(&row.id), median_ns(&row.baseline)) {
+                (Some(ns), Some(base)) => println!(
+                    "{:<34} {ns:>9.2} {:>8.2} {:>+9.2} {added_allocations:>+9.2}",
+                    row.id,
+                    ns / base,
+                    ns - base,
+                ),
+                _ => println!(
+                    "{:<34} {:>9} {:>8} {:>9} {added_allocations:>+9.2}",
+                    row.id, "-", "-", "-"
+                ),
+            }
+        }
+    }
+}
+
+/// The median of a subject from criterion's saved estimates, in nanoseconds per call.
+fn median_ns(id: &str) -> Option<f64> {
+    let dir = std::env::var_os("CRITERION_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR").map(|t| std::path::Path::new(&t).join("criterion"))
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("target/criterion"));
+    let path = dir.join(id).join("new").join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn timeout_group(bench: &mut Bench) {
+    let limit = Duration::from_secs(1);
+    let g = "timeout";
+
+    // Inner ready at once: no clock read, no timer.
+    bench.subject(g, "bare", "bare", ready_ping(), || Ping(42));
+    let palisade = TimeoutLayer::new(limit).layer(ready_ping());
+    bench.subject(g, "palisade", "bare", palisade, || Ping(42));
+    let tower = tower::timeout::TimeoutLayer::new(limit).layer(ready_ping());
+    bench.subject(g, "tower", "bare", tower, || Ping(42));
+
+    // A request carrying a deadline: the clock is read once at the call.
+    let extensions: &'static http::Extensions = Box::leak(Box::new({
+        let mut extensions = http::Extensions::new();
+        extensions.insert(Deadline::after(Duration::from_secs(3600)));
+        extensions
+    }));
+    let scoped = move || Scoped(extensions, 42);
+    bench.subject(g, "bare_deadline", "bare_deadline", ready_scoped(), scoped);
+    let palisade = TimeoutLayer::new(limit).layer(ready_scoped());
+    bench.subject(g, "palisade_deadline", "bare_deadline", palisade, scoped);
+
+    // What one clock read costs in this build, for reading the deadline row: the benches build
+    // with the dev-dependencies, whose tokio has `test-util`, and there `Instant::now()` also
+    // checks for a paused clock. Without `test-util` it is a plain monotonic clock read.
+    let clock = service_fn(|Ping(n): Ping| {
+        black_box(tokio::time::Instant::now());
+        std::future::ready(Ok::<_, BoxError>(n))
+    });
+    bench.subject(g, "clock_read_only", "bare", clock, || Ping(42));
+
+    // Inner pending once: the timer is armed, registered and cancelled.
+    bench.subject(g, "bare_pending", "bare_pending", pending_once(), || {
+        Ping(42)
+    });
+    let palisade = TimeoutLayer::new(limit).layer(pending_once());
+    bench.subject(g, "palisade_pending", "bare_pending", palisade, || Ping(42));
+    let tower = tower::timeout::TimeoutLayer::new(limit).layer(pending_once());
+    bench.subject(g, "tower_pending", "bare_pending", tower, || Ping(42));
+}
+
+fn main() {
+    let criterion = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let mut bench = Bench {
+        criterion,
+        rows: Vec::new(),
+    };
+    timeout_group(&mut bench);
+    bench.criterion.final_summary();
+    bench.report();
+}
