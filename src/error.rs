@@ -1,7 +1,7 @@
 //! Rejections: finding palisade's own errors in whatever error a stack returns.
 //!
 //! Every way a palisade layer refuses or abandons a request is a small concrete error type
-//! ([`TimedOut`](crate::timeout::TimedOut), …). Layers that add a failure mode return
+//! ([`TimedOut`], …). Layers that add a failure mode return
 //! [`BoxError`], like tower's own layers, so they stack with anything. To get the typed view back
 //! without a ladder of `downcast_ref` calls, [`Rejection::find`] walks an error and its whole
 //! `source()` chain and returns the first palisade rejection as an enum to `match` on.
@@ -123,7 +123,7 @@ impl<'a> Rejection<'a> {
     ///
     /// | rejection | status |
     /// | --- | --- |
-    /// | [`TimedOut`](crate::timeout::TimedOut) | 504 Gateway Timeout (the server-side timeout answers 503 or 408, as configured) |
+    /// | [`TimedOut`] | 504 Gateway Timeout (the server-side timeout answers 503 or 408, as configured) |
     /// | [`InvalidDeadlineHeader`] | 400 Bad Request |
     #[cfg(feature = "http")]
     #[must_use]

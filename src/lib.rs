@@ -169,3 +169,8 @@ macro_rules! inner_accessors {
 }
 #[cfg_attr(not(feature = "timeout"), allow(unused_imports))]
 pub(crate) use inner_accessors;
+
+/// The README's code blocks, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

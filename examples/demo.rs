@@ -1,0 +1,209 @@
+//! palisade's demo: a client stack and an axum server on 127.0.0.1, no external service.
+//!
+//! ```text
+//! cargo run --example demo
+//! ```
+//!
+//! The server gives every handler at most 1 s, less if the caller says it has less
+//! (`grpc-timeout`), and hands the handler's remaining time to its own outgoing calls. The client
+//! gives every call a limit, publishes it as the request's deadline, and tells the server how
+//! much of it is left.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::get;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use palisade::deadline::Deadline;
+use palisade::error::{BoxError, Rejection};
+use palisade::http::{DeadlineHeader, GRPC_TIMEOUT};
+use palisade::timeout::{PropagateDeadlineLayer, ServerTimeoutLayer, TimeoutLayer};
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// The server: `/fast`, `/slow`, `/budget` (what the caller said it had left) and `/chain` (a
+/// handler that calls `/budget` itself, passing its own deadline on).
+async fn serve() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let addr = listener.local_addr().expect("local address");
+    let app = Router::new()
+        .route(
+            "/fast",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                "fast answer"
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                "slow answer"
+            }),
+        )
+        .route("/budget", get(|req: Request| async move { budget(&req) }))
+        .route(
+            "/chain",
+            get(move |req: Request| async move {
+                let mut downstream = get_request(addr, "/budget");
+                if let Some(deadline) = req.extensions().get::<Deadline>() {
+                    downstream.extensions_mut().insert(*deadline);
+                }
+                match call(&mut client(Duration::from_secs(30)), downstream).await {
+                    Ok((_, body)) => format!("downstream saw: {body}"),
+                    Err(err) => format!("downstream call failed: {err}"),
+                }
+            }),
+        )
+        .layer(ServerTimeoutLayer::new(Duration::from_secs(1)).accept(DeadlineHeader::grpc()));
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            eprintln!("server stopped: {err}");
+        }
+    });
+    addr
+}
+
+/// What a handler was told and given: the `grpc-timeout` header and its published deadline.
+fn budget(req: &Request) -> String {
+    let header = req
+        .headers()
+        .get(GRPC_TIMEOUT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("none");
+    match req.extensions().get::<Deadline>() {
+        Some(deadline) => format!(
+            "grpc-timeout: {header}, handler deadline in {} ms",
+            deadline.remaining().as_millis()
+        ),
+        None => format!("grpc-timeout: {header}, no deadline"),
+    }
+}
+
+type Body = Empty<Bytes>;
+
+/// The client stack: at most `limit` per call, published as the request's deadline and sent to
+/// the server as `grpc-timeout`.
+fn client(
+    limit: Duration,
+) -> impl Service<
+    http::Request<Body>,
+    Response = http::Response<hyper::body::Incoming>,
+    Error = BoxError,
+    Future: Send,
+> + Send {
+    let http = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    ServiceBuilder::new()
+        .layer(TimeoutLayer::new(limit).publish_deadline(true))
+        .layer(PropagateDeadlineLayer::new(DeadlineHeader::grpc()))
+        .service(http)
+}
+
+fn get_request(addr: SocketAddr, path: &str) -> http::Request<Body> {
+    http::Request::get(format!("http://{addr}{path}"))
+        .body(Empty::new())
+        .expect("valid request")
+}
+
+async fn call<S>(
+    svc: &mut S,
+    req: http::Request<Body>,
+) -> Result<(http::StatusCode, String), BoxError>
+where
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<hyper::body::Incoming>,
+            Error = BoxError,
+        >,
+{
+    let response = svc.ready().await?.call(req).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Makes one call and prints what happened to it.
+async fn show<S>(title: &str, svc: &mut S, req: http::Request<Body>)
+where
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<hyper::body::Incoming>,
+            Error = BoxError,
+        >,
+{
+    let start = Instant::now();
+    let outcome = call(svc, req).await;
+    let took = start.elapsed().as_millis();
+    println!("\n▶ {title}");
+    match outcome {
+        Ok((status, body)) => println!("  {status} after {took} ms: {body}"),
+        Err(err) => match Rejection::find(&*err) {
+            Some(Rejection::TimedOut(timed_out)) => println!(
+                "  client gave up after {took} ms: {timed_out} (kind {:?})",
+                timed_out.kind
+            ),
+            _ => println!("  failed after {took} ms: {err}"),
+        },
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let addr = serve().await;
+    println!("palisade demo: server on http://{addr}, handlers limited to 1 s");
+
+    show(
+        "GET /fast, client limit 500 ms: answered in time",
+        &mut client(Duration::from_millis(500)),
+        get_request(addr, "/fast"),
+    )
+    .await;
+
+    show(
+        "GET /slow (2 s handler), client limit 500 ms: the client stops waiting",
+        &mut client(Duration::from_millis(500)),
+        get_request(addr, "/slow"),
+    )
+    .await;
+
+    show(
+        "GET /slow, client limit 5 s: the server cuts its handler at its own 1 s cap",
+        &mut client(Duration::from_secs(5)),
+        get_request(addr, "/slow"),
+    )
+    .await;
+
+    show(
+        "GET /budget, client limit 800 ms: the server learns how long the caller waits",
+        &mut client(Duration::from_millis(800)),
+        get_request(addr, "/budget"),
+    )
+    .await;
+
+    show(
+        "GET /chain, client limit 600 ms: the handler's own call inherits the caller's deadline",
+        &mut client(Duration::from_millis(600)),
+        get_request(addr, "/chain"),
+    )
+    .await;
+
+    let mut malformed = get_request(addr, "/budget");
+    malformed
+        .headers_mut()
+        .insert(GRPC_TIMEOUT, http::HeaderValue::from_static("soon"));
+    show(
+        "GET /budget with `grpc-timeout: soon`: a malformed header is a 400, the handler never runs",
+        &mut Client::builder(TokioExecutor::new())
+            .build_http::<Body>()
+            .map_err(BoxError::from),
+        malformed,
+    )
+    .await;
+}
