@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use tokio::task::coop;
 use tokio::time::Sleep;
 
-use super::TimedOut;
+use super::{TimedOut, TimeoutKind};
 use crate::clock::Instant;
 use crate::error::BoxError;
 
@@ -21,8 +21,9 @@ pub(crate) enum Expiry {
     /// registered before that, so a future that is ready on its first poll costs no clock read
     /// and no timer.
     After(Duration),
-    /// At a fixed instant (a deadline was involved, so the clock was read at the call anyway).
-    At(Instant),
+    /// At a fixed instant (a deadline was involved, so the clock was read at the call anyway);
+    /// `since` is when the call was made, to report how long the request was given.
+    At { at: Instant, since: Instant },
     /// Never: the limit is too far away to represent.
     Never,
 }
@@ -33,26 +34,33 @@ pin_project! {
         #[pin]
         sleep: Option<Sleep>,
         expiry: Expiry,
+        kind: TimeoutKind,
     }
 }
 
 impl Timer {
-    pub(crate) fn new(expiry: Expiry) -> Self {
+    pub(crate) fn new(expiry: Expiry, kind: TimeoutKind) -> Self {
         Self {
             sleep: None,
             expiry,
+            kind,
         }
     }
 
-    /// Arms the timer if needed and polls it. Call only after the inner future returned
-    /// `Pending`: the inner future's waker is registered then, so returning `Pending` for a timer
-    /// that never fires still wakes the task when the inner future progresses.
-    pub(crate) fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    /// Arms the timer if needed and polls it; on expiry, the rejection to report. Call only
+    /// after the inner future returned `Pending`: the inner future's waker is registered then,
+    /// so returning `Pending` for a timer that never fires still wakes the task when the inner
+    /// future progresses.
+    ///
+    /// Kept out of line: it is the slow path, and the response futures' ready path stays small
+    /// enough to inline.
+    #[inline(never)]
+    pub(crate) fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TimedOut> {
         let mut this = self.project();
         if this.sleep.is_none() {
             let at = match *this.expiry {
                 Expiry::After(limit) => Instant::now().checked_add(limit),
-                Expiry::At(at) => Some(at),
+                Expiry::At { at, .. } => Some(at),
                 Expiry::Never => None,
             };
             let Some(at) = at else {
@@ -61,18 +69,35 @@ impl Timer {
             };
             this.sleep.set(Some(tokio::time::sleep_until(at)));
         }
-        match this.sleep.as_pin_mut() {
-            // Unconstrained: an inner future that spends the task's whole cooperative budget on
-            // every poll (draining a busy socket, say) would otherwise make tokio report the
-            // sleep as pending forever, and the timeout would never fire. Firing is a one-off,
-            // so skipping the budget here cannot starve anything.
-            Some(sleep) => pin!(coop::unconstrained(sleep)).poll(cx),
-            None => Poll::Pending,
-        }
+        let Some(sleep) = this.sleep.as_pin_mut() else {
+            return Poll::Pending;
+        };
+        // Unconstrained: an inner future that spends the task's whole cooperative budget on
+        // every poll (draining a busy socket, say) would otherwise make tokio report the sleep as
+        // pending forever, and the timeout would never fire. Firing is a one-off, so skipping
+        // the budget here cannot starve anything.
+        ready!(pin!(coop::unconstrained(sleep)).poll(cx));
+        let after = match *this.expiry {
+            Expiry::After(limit) => limit,
+            Expiry::At { at, since } => at.saturating_duration_since(since),
+            Expiry::Never => Duration::MAX,
+        };
+        let timed_out = TimedOut::new(after, *this.kind);
+        tracing::trace!(after = ?timed_out.after, kind = ?timed_out.kind, "request timed out");
+        Poll::Ready(timed_out)
     }
 
     fn is_armed(&self) -> bool {
         self.sleep.is_some()
+    }
+
+    /// The limit this timer enforces, for `Debug`.
+    fn limit(&self) -> Option<Duration> {
+        match self.expiry {
+            Expiry::After(limit) => Some(limit),
+            Expiry::At { at, since } => Some(at.saturating_duration_since(since)),
+            Expiry::Never => None,
+        }
     }
 }
 
@@ -97,7 +122,6 @@ pin_project! {
             inner: F,
             #[pin]
             timer: Timer,
-            timed_out: TimedOut,
         },
         Expired {
             timed_out: TimedOut,
@@ -106,12 +130,12 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn running(inner: F, expiry: Expiry, timed_out: TimedOut) -> Self {
+    #[inline]
+    pub(crate) fn running(inner: F, expiry: Expiry, kind: TimeoutKind) -> Self {
         Self {
             kind: Kind::Running {
                 inner,
-                timer: Timer::new(expiry),
-                timed_out,
+                timer: Timer::new(expiry, kind),
             },
         }
     }
@@ -131,19 +155,15 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Running {
-                inner,
-                timer,
-                timed_out,
-            } => {
+            KindProj::Running { inner, timer } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
                     return Poll::Ready(result.map_err(Into::into));
                 }
-                ready!(timer.poll_expired(cx));
-                tracing::trace!(after = ?timed_out.after, kind = ?timed_out.kind, "request timed out");
-                Poll::Ready(Err((*timed_out).into()))
+                let timed_out = ready!(timer.poll_expired(cx));
+                Poll::Ready(Err(timed_out.into()))
             }
             KindProj::Expired { timed_out } => {
                 tracing::trace!("request deadline had already passed; inner service not called");
@@ -156,11 +176,9 @@ where
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Running {
-                timer, timed_out, ..
-            } => f
+            Kind::Running { timer, .. } => f
                 .debug_struct("ResponseFuture::Running")
-                .field("limit", &timed_out.after)
+                .field("limit", &timer.limit())
                 .field("armed", &timer.is_armed())
                 .finish(),
             Kind::Expired { timed_out } => f
@@ -186,7 +204,7 @@ mod server {
 
     use super::{Expiry, Timer};
     use crate::http::{Problem, ResponseBody};
-    use crate::timeout::TimedOut;
+    use crate::timeout::TimeoutKind;
 
     pin_project! {
         /// The response future of [`ServerTimeout`](crate::timeout::ServerTimeout): the
@@ -206,7 +224,6 @@ mod server {
                 inner: F,
                 #[pin]
                 timer: Timer,
-                timed_out: TimedOut,
                 status: StatusCode,
             },
             Answer {
@@ -219,14 +236,13 @@ mod server {
         pub(crate) fn running(
             inner: F,
             expiry: Expiry,
-            timed_out: TimedOut,
+            kind: TimeoutKind,
             status: StatusCode,
         ) -> Self {
             Self {
                 kind: Kind::Running {
                     inner,
-                    timer: Timer::new(expiry),
-                    timed_out,
+                    timer: Timer::new(expiry, kind),
                     status,
                 },
             }
@@ -251,14 +267,12 @@ mod server {
                 KindProj::Running {
                     inner,
                     timer,
-                    timed_out,
                     status,
                 } => {
                     if let Poll::Ready(result) = inner.poll(cx) {
                         return Poll::Ready(result.map(|response| response.map(ResponseBody::new)));
                     }
-                    ready!(timer.poll_expired(cx));
-                    tracing::trace!(after = ?timed_out.after, kind = ?timed_out.kind, "handler timed out");
+                    let timed_out = ready!(timer.poll_expired(cx));
                     let problem = timed_out.problem().with_status(*status);
                     Poll::Ready(Ok(problem.into_response()))
                 }
@@ -270,14 +284,9 @@ mod server {
     impl<F> fmt::Debug for ServerResponseFuture<F> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             match &self.kind {
-                Kind::Running {
-                    timer,
-                    timed_out,
-                    status,
-                    ..
-                } => f
+                Kind::Running { timer, status, .. } => f
                     .debug_struct("ServerResponseFuture::Running")
-                    .field("limit", &timed_out.after)
+                    .field("limit", &timer.limit())
                     .field("armed", &timer.is_armed())
                     .field("status", status)
                     .finish(),

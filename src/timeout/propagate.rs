@@ -117,7 +117,7 @@ where
         ResponseFuture::running(
             self.inner.call(request),
             Expiry::Never,
-            TimedOut::new(Duration::ZERO, TimeoutKind::Deadline),
+            TimeoutKind::Deadline,
         )
     }
 }

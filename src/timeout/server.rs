@@ -220,15 +220,10 @@ where
                 None => {}
             }
         }
-        let (expiry, after) = match expiry {
-            Some(at) => (Expiry::At(at), at - now),
-            None => (Expiry::Never, config.limit),
+        let expiry = match expiry {
+            Some(at) => Expiry::At { at, since: now },
+            None => Expiry::Never,
         };
-        ServerResponseFuture::running(
-            self.inner.call(request),
-            expiry,
-            TimedOut::new(after, kind),
-            config.status,
-        )
+        ServerResponseFuture::running(self.inner.call(request), expiry, kind, config.status)
     }
 }

@@ -66,10 +66,12 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Req) -> Self::Future {
         let extensions = request.extensions();
         let limit = match extensions.and_then(|e| e.get::<TimeoutOverride>()) {
@@ -80,11 +82,10 @@ where
 
         if deadline.is_none() && !self.publish_deadline {
             // The common path: no clock read and no timer until the inner future is pending.
-            let timed_out = TimedOut::new(limit, TimeoutKind::Limit);
             return ResponseFuture::running(
                 self.inner.call(request),
                 Expiry::After(limit),
-                timed_out,
+                TimeoutKind::Limit,
             );
         }
 
@@ -118,10 +119,10 @@ where
                 }
             }
         }
-        let (expiry, after) = match expiry {
-            Some(at) => (Expiry::At(at), at - now),
-            None => (Expiry::Never, limit),
+        let expiry = match expiry {
+            Some(at) => Expiry::At { at, since: now },
+            None => Expiry::Never,
         };
-        ResponseFuture::running(self.inner.call(request), expiry, TimedOut::new(after, kind))
+        ResponseFuture::running(self.inner.call(request), expiry, kind)
     }
 }
