@@ -31,6 +31,8 @@
 //! assert_eq!(custom.classify(&Err("not found")), Outcome::Ignore);
 //! ```
 
+use std::time::Duration;
+
 /// What one call's result means for the health of the service behind it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -50,6 +52,14 @@ pub enum Outcome {
 pub trait Classify<Res, E> {
     /// The outcome of one call.
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
+
+    /// How long the server asked callers to stay away, if the result says so (server pushback,
+    /// such as a `503` or `429` with `Retry-After`). Layers that honour pushback (a circuit
+    /// breaker with server-directed opening, a retry) read it; the default is `None`.
+    fn pushback(&self, result: &Result<Res, E>) -> Option<Duration> {
+        let _ = result;
+        None
+    }
 }
 
 impl<F, Res, E> Classify<Res, E> for F
@@ -79,6 +89,8 @@ pub use self::status::StatusClassifier;
 
 #[cfg(feature = "http")]
 mod status {
+    use std::time::Duration;
+
     use http::StatusCode;
 
     use super::{Classify, Outcome};
@@ -200,6 +212,20 @@ mod status {
                 Ok(response) => self.outcome(response.status()),
                 Err(_) => Outcome::Failure,
             }
+        }
+
+        /// The `Retry-After` of a `503 Service Unavailable` or `429 Too Many Requests`
+        /// response, in either form (see [`parse_retry_after`](crate::http::parse_retry_after)).
+        fn pushback(&self, result: &Result<http::Response<B>, E>) -> Option<Duration> {
+            let response = result.as_ref().ok()?;
+            if !matches!(
+                response.status(),
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+            ) {
+                return None;
+            }
+            let value = response.headers().get(http::header::RETRY_AFTER)?;
+            crate::http::parse_retry_after(value, std::time::SystemTime::now())
         }
     }
 

@@ -68,6 +68,14 @@ impl Clock {
     }
 }
 
+impl Clock {
+    /// Whether this is tokio's clock (whose time tokio's timers follow).
+    #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
+    pub(crate) fn is_tokio(&self) -> bool {
+        matches!(self.source, Source::Tokio)
+    }
+}
+
 impl From<ManualClock> for Clock {
     fn from(manual: ManualClock) -> Self {
         Self {
@@ -191,6 +199,11 @@ impl Epoch {
         Self { base }
     }
 
+    /// Ticks from the base to `at` (0 if `at` is before the base, saturating at `u64::MAX`).
+    pub(crate) fn ticks(&self, at: Instant) -> u64 {
+        Self::ticks_of(at.saturating_duration_since(self.base))
+    }
+
     /// The instant `ticks` after the base (the latest representable instant if that overflows,
     /// which only a clock advanced by centuries can reach).
     pub(crate) fn instant(&self, ticks: u64) -> Instant {
@@ -255,6 +268,9 @@ mod tests {
         let base = Instant::now();
         let epoch = Epoch::new(base);
         assert_eq!(epoch.instant(1_234_000), base + Duration::from_micros(1234));
+        assert_eq!(epoch.ticks(base + Duration::from_micros(1234)), 1_234_000);
+        let before = base.checked_sub(Duration::from_secs(1)).unwrap_or(base);
+        assert_eq!(epoch.ticks(before), 0);
         assert_eq!(Epoch::ticks_of(Duration::from_micros(1234)), 1_234_000);
         assert_eq!(Epoch::ticks_of(Duration::MAX), u64::MAX);
     }

@@ -35,6 +35,8 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "circuit-breaker")]
+use crate::circuit_breaker::{CircuitBreakerError, CircuitOpen};
 #[cfg(feature = "http")]
 use crate::http::{InvalidDeadlineHeader, Problem};
 #[cfg(feature = "timeout")]
@@ -42,6 +44,63 @@ use crate::timeout::TimedOut;
 
 /// A type-erased error, as tower's layers use: `Box<dyn Error + Send + Sync>`.
 pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// A layer configuration that cannot work, found when the layer is built.
+///
+/// One variant per broken rule, each naming the setting and the allowed range, so a test can
+/// match on exactly what was wrong.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A [`Ratio`](crate::Ratio) outside `0..=1` (or `0..=100` percent), or NaN.
+    #[error("a ratio must be between 0 and 1 (0 and 100 percent), got {value}")]
+    InvalidRatio {
+        /// The value given.
+        value: f64,
+    },
+    /// A threshold of zero would trip on any call.
+    #[error("`{setting}` must be above zero")]
+    ZeroThreshold {
+        /// The setting.
+        setting: &'static str,
+    },
+    /// A count outside its allowed range.
+    #[error("`{setting}` must be between {min} and {max}, got {value}")]
+    CountOutOfRange {
+        /// The setting.
+        setting: &'static str,
+        /// The value given.
+        value: u64,
+        /// The smallest allowed value.
+        min: u64,
+        /// The largest allowed value.
+        max: u64,
+    },
+    /// A duration outside its allowed range.
+    #[error("`{setting}` must be between {min:?} and {max:?}, got {value:?}")]
+    DurationOutOfRange {
+        /// The setting.
+        setting: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The shortest allowed value.
+        min: Duration,
+        /// The longest allowed value.
+        max: Duration,
+    },
+    /// Two settings that contradict each other.
+    #[error("`{setting}` ({value}) conflicts with `{other}`: {why}")]
+    Conflict {
+        /// The setting.
+        setting: &'static str,
+        /// Its value, formatted.
+        value: String,
+        /// The setting it conflicts with.
+        other: &'static str,
+        /// The rule broken.
+        why: &'static str,
+    },
+}
 
 /// A borrowed view of one palisade rejection, found with [`Rejection::find`].
 ///
@@ -56,8 +115,11 @@ pub enum Rejection<'a> {
     /// A deadline header sent by the caller was malformed.
     #[cfg(feature = "http")]
     InvalidDeadlineHeader(&'a InvalidDeadlineHeader),
+    /// A circuit breaker refused the call.
+    #[cfg(feature = "circuit-breaker")]
+    CircuitOpen(&'a CircuitOpen),
     /// Keeps the lifetime used when no feature adds a variant; never constructed.
-    #[cfg(not(any(feature = "timeout", feature = "http")))]
+    #[cfg(not(any(feature = "timeout", feature = "http", feature = "circuit-breaker")))]
     #[doc(hidden)]
     __Never(std::convert::Infallible, std::marker::PhantomData<&'a ()>),
 }
@@ -89,6 +151,18 @@ impl<'a> Rejection<'a> {
         if let Some(invalid) = error.downcast_ref::<InvalidDeadlineHeader>() {
             return Some(Self::InvalidDeadlineHeader(invalid));
         }
+        #[cfg(feature = "circuit-breaker")]
+        if let Some(open) = error.downcast_ref::<CircuitOpen>() {
+            return Some(Self::CircuitOpen(open));
+        }
+        #[cfg(feature = "circuit-breaker")]
+        if let Some(breaker_error) = error.downcast_ref::<CircuitBreakerError>() {
+            // A transparent wrapper: its `source()` skips the inner error itself.
+            return match breaker_error {
+                CircuitBreakerError::Open(open) => Some(Self::CircuitOpen(open)),
+                CircuitBreakerError::Inner(inner) => Self::find(&**inner),
+            };
+        }
         None
     }
 
@@ -100,13 +174,16 @@ impl<'a> Rejection<'a> {
             Self::TimedOut(e) => e,
             #[cfg(feature = "http")]
             Self::InvalidDeadlineHeader(e) => e,
-            #[cfg(not(any(feature = "timeout", feature = "http")))]
+            #[cfg(feature = "circuit-breaker")]
+            Self::CircuitOpen(e) => e,
+            #[cfg(not(any(feature = "timeout", feature = "http", feature = "circuit-breaker")))]
             Self::__Never(never, _) => match never {},
         }
     }
 
     /// How long the caller should wait before trying again, when the rejection says (an open
-    /// circuit does; a timeout does not). Retry layers honour it as server pushback.
+    /// circuit does, computed now; a timeout does not). Retry layers honour it as server
+    /// pushback.
     #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
         match *self {
@@ -114,7 +191,9 @@ impl<'a> Rejection<'a> {
             Self::TimedOut(_) => None,
             #[cfg(feature = "http")]
             Self::InvalidDeadlineHeader(_) => None,
-            #[cfg(not(any(feature = "timeout", feature = "http")))]
+            #[cfg(feature = "circuit-breaker")]
+            Self::CircuitOpen(e) => e.retry_after(),
+            #[cfg(not(any(feature = "timeout", feature = "http", feature = "circuit-breaker")))]
             Self::__Never(never, _) => match never {},
         }
     }
@@ -125,6 +204,7 @@ impl<'a> Rejection<'a> {
     /// | --- | --- |
     /// | [`TimedOut`] | 504 Gateway Timeout (the server-side timeout answers 503 or 408, as configured) |
     /// | [`InvalidDeadlineHeader`] | 400 Bad Request |
+    /// | [`CircuitOpen`](crate::circuit_breaker::CircuitOpen) | 503 Service Unavailable, with `Retry-After` when known |
     #[cfg(feature = "http")]
     #[must_use]
     pub fn status(&self) -> http::StatusCode {
@@ -132,6 +212,8 @@ impl<'a> Rejection<'a> {
             #[cfg(feature = "timeout")]
             Self::TimedOut(e) => e.status(),
             Self::InvalidDeadlineHeader(e) => e.status(),
+            #[cfg(feature = "circuit-breaker")]
+            Self::CircuitOpen(e) => e.status(),
         }
     }
 
@@ -144,6 +226,8 @@ impl<'a> Rejection<'a> {
             #[cfg(feature = "timeout")]
             Self::TimedOut(e) => e.problem(),
             Self::InvalidDeadlineHeader(e) => e.problem(),
+            #[cfg(feature = "circuit-breaker")]
+            Self::CircuitOpen(e) => e.problem(),
         }
     }
 }

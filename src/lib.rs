@@ -133,6 +133,8 @@
 #[cfg(not(target_has_atomic = "64"))]
 compile_error!("palisade needs 64-bit atomics (`AtomicU64`), which this target lacks");
 
+#[cfg(feature = "circuit-breaker")]
+pub mod circuit_breaker;
 pub mod classify;
 pub mod clock;
 pub mod deadline;
@@ -140,11 +142,13 @@ pub mod error;
 mod extensions;
 #[cfg(feature = "http")]
 pub mod http;
+mod ratio;
 mod sync;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 
 pub use self::extensions::{NoExtensions, RequestExtensions};
+pub use self::ratio::Ratio;
 
 /// `get_ref`, `get_mut` and `into_inner` for a service struct whose inner service is the field
 /// `inner` of type `S`.

@@ -1,0 +1,844 @@
+//! The shared breaker: the state word, the window, the open timer and the transition events.
+//!
+//! One `Breaker` lives behind an `Arc` in the layer; every service and every response future
+//! holds a clone. Admission ([`Breaker::admit`]) is one load of the state word on the paths that
+//! decide without time (closed, isolated, forced closed, open with its timer armed); recording
+//! ([`Breaker::record`]) writes only when the outcome changes something.
+
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::config::{Config, HalfOpenTimeout, Trip, WindowKind};
+use super::error::CircuitOpen;
+use super::handle::{Metrics, State, Transition, TransitionReason};
+use super::state::{AtomicState, Snapshot, next_generation, next_reopens};
+use super::window::{CountWindow, Counts, TimeWindow};
+use crate::classify::{Classify, Outcome};
+use crate::clock::{Clock, Epoch, Instant};
+use crate::sync::{AtomicU64, Ordering};
+
+const NANOS_PER_MS: u64 = 1_000_000;
+/// Capacity of the transition channel: a subscriber more than this many transitions behind
+/// gets `Lagged` and skips ahead.
+const EVENT_CAPACITY: usize = 64;
+
+/// What an admitted call carries back to record its outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Permit {
+    /// Forced closed: nothing is recorded.
+    Untracked,
+    /// A call admitted while closed, in generation `generation`.
+    Closed { generation: u16 },
+    /// A half-open probe of generation `generation`.
+    Probe { generation: u16 },
+}
+
+/// The decision for one call.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    Admitted(Permit),
+    Rejected(CircuitOpen),
+}
+
+/// Where a closed breaker keeps score.
+enum Window {
+    Consecutive { threshold: u64 },
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+/// Keeps the state word on a cache line of its own: away from the `Arc`'s reference counts,
+/// which every call writes, and from the window's counters, so a healthy breaker's hottest word
+/// is only ever read.
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+pub(crate) struct Breaker<C> {
+    state: CacheLine<AtomicState>,
+    /// `[generation 13 | ms since the epoch 48]`: when the probes of that half-open generation
+    /// count as stuck. Self-validating: a stamp of another generation means "not yet set".
+    probe_deadline: AtomicU64,
+    window: Window,
+    config: Config,
+    epoch: Epoch,
+    /// splitmix64 state for the open-duration jitter; advanced only on transitions.
+    random: AtomicU64,
+    transitions: AtomicU64,
+    events: broadcast::Sender<Transition>,
+    pub(crate) classifier: C,
+}
+
+impl<C> Breaker<C> {
+    pub(crate) fn new(config: Config, classifier: C) -> Self {
+        let epoch = Epoch::new(config.clock.now());
+        let window = match config.trip {
+            Trip::Consecutive { threshold } => Window::Consecutive { threshold },
+            Trip::Rate {
+                window: WindowKind::Count { size },
+                ..
+            } => Window::Count(CountWindow::new(size)),
+            Trip::Rate {
+                window: WindowKind::Time { span, buckets },
+                ..
+            } => Window::Time(TimeWindow::new(
+                epoch,
+                Epoch::ticks_of(span) / u64::from(buckets),
+                buckets,
+            )),
+        };
+        let seed = config
+            .jitter_seed
+            .unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64));
+        Self {
+            state: CacheLine(AtomicState::new(Snapshot::INITIAL)),
+            probe_deadline: AtomicU64::new(u64::MAX),
+            window,
+            config,
+            epoch,
+            random: AtomicU64::new(seed),
+            transitions: AtomicU64::new(0),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            classifier,
+        }
+    }
+
+    fn state(&self) -> &AtomicState {
+        &self.state.0
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.config.clock
+    }
+
+    /// Whether outcomes need the clock: slow-call detection times each call.
+    pub(crate) fn times_calls(&self) -> bool {
+        self.config.slow_call.is_some()
+    }
+
+    fn ticks(&self, at: Instant) -> u64 {
+        self.epoch.ticks(at)
+    }
+
+    /// `at` in whole ms since the epoch, rounded up so an `until` is never early.
+    fn ms_ceil(&self, at: Instant) -> u64 {
+        self.ticks(at).div_ceil(NANOS_PER_MS)
+    }
+
+    fn instant_of_ms(&self, ms: u64) -> Instant {
+        self.epoch.instant(ms.saturating_mul(NANOS_PER_MS))
+    }
+
+    fn rejection(&self, snapshot: Snapshot) -> CircuitOpen {
+        match snapshot {
+            Snapshot::Open { until_ms, .. } => {
+                CircuitOpen::new(State::Open, Some(self.instant_of_ms(until_ms)))
+            }
+            Snapshot::HalfOpen { generation, .. } => CircuitOpen::new(
+                State::HalfOpen,
+                self.probe_deadline(generation)
+                    .map(|ms| self.instant_of_ms(ms)),
+            ),
+            _ => CircuitOpen::new(State::Isolated, None),
+        }
+    }
+
+    /// Admits or rejects one call.
+    #[inline]
+    pub(crate) fn admit(self: &Arc<Self>) -> Admission
+    where
+        C: Send + Sync + 'static,
+    {
+        match self.state().load() {
+            Snapshot::Closed { generation, .. } => {
+                Admission::Admitted(Permit::Closed { generation })
+            }
+            Snapshot::ForcedClosed { .. } => Admission::Admitted(Permit::Untracked),
+            snapshot @ (Snapshot::Isolated { .. } | Snapshot::Open { armed: true, .. }) => {
+                // No clock: an armed timer will move an open breaker on.
+                tracing::trace!(state = ?State::from(snapshot), "circuit open: call rejected");
+                Admission::Rejected(self.rejection(snapshot))
+            }
+            _ => self.admit_with_clock(),
+        }
+    }
+
+    /// Admission in the states that need the time: open with no timer, and half-open.
+    #[cold]
+    fn admit_with_clock(self: &Arc<Self>) -> Admission
+    where
+        C: Send + Sync + 'static,
+    {
+        let now = self.clock().now();
+        let now_ticks = self.ticks(now);
+        let reopen = LazyOpen::new(self, now);
+        let mut settled = None;
+        let exchanged = self.state().update(|snapshot| match snapshot {
+            Snapshot::Closed { generation, .. } => {
+                settled = Some(Admission::Admitted(Permit::Closed { generation }));
+                None
+            }
+            Snapshot::ForcedClosed { .. } => {
+                settled = Some(Admission::Admitted(Permit::Untracked));
+                None
+            }
+            Snapshot::Isolated { .. } => {
+                settled = Some(Admission::Rejected(self.rejection(snapshot)));
+                None
+            }
+            Snapshot::Open {
+                generation,
+                reopens,
+                until_ms,
+                ..
+            } => {
+                if now_ticks < until_ms.saturating_mul(NANOS_PER_MS) {
+                    settled = Some(Admission::Rejected(self.rejection(snapshot)));
+                    return None;
+                }
+                Some(Snapshot::HalfOpen {
+                    generation: next_generation(generation),
+                    reopens,
+                    admitted: 1,
+                    succeeded: 0,
+                })
+            }
+            Snapshot::HalfOpen {
+                generation,
+                reopens,
+                admitted,
+                succeeded,
+            } => {
+                if admitted < self.config.probes {
+                    return Some(Snapshot::HalfOpen {
+                        generation,
+                        reopens,
+                        admitted: admitted + 1,
+                        succeeded,
+                    });
+                }
+                let stuck = self
+                    .probe_deadline(generation)
+                    .is_some_and(|ms| now_ticks >= ms.saturating_mul(NANOS_PER_MS));
+                if !stuck {
+                    settled = Some(Admission::Rejected(self.rejection(snapshot)));
+                    return None;
+                }
+                Some(match self.config.on_probe_timeout {
+                    HalfOpenTimeout::Rearm => Snapshot::HalfOpen {
+                        generation: next_generation(generation),
+                        reopens,
+                        admitted: 1,
+                        succeeded: 0,
+                    },
+                    HalfOpenTimeout::Reopen => reopen.snapshot(generation, next_reopens(reopens)),
+                })
+            }
+        });
+        let Some((old, new)) = exchanged else {
+            // Every path that declines settles; fail open if that ever stops being true.
+            return settled.unwrap_or(Admission::Admitted(Permit::Untracked));
+        };
+        let reason = match (old, new) {
+            (Snapshot::Open { .. }, _) => Some(TransitionReason::OpenElapsed),
+            (Snapshot::HalfOpen { generation: g, .. }, Snapshot::HalfOpen { generation, .. })
+                if g != generation =>
+            {
+                Some(TransitionReason::ProbesTimedOut)
+            }
+            (_, Snapshot::Open { .. }) => Some(TransitionReason::ProbesTimedOut),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            self.on_transition(old, new, reason);
+        }
+        match new {
+            Snapshot::HalfOpen {
+                generation,
+                admitted,
+                ..
+            } => {
+                if admitted == 1 {
+                    self.stamp_probe_deadline(generation, now);
+                }
+                Admission::Admitted(Permit::Probe { generation })
+            }
+            other => Admission::Rejected(self.rejection(other)),
+        }
+    }
+
+    /// The probe deadline of `generation`, in ms, if it has been stamped.
+    fn probe_deadline(&self, generation: u16) -> Option<u64> {
+        // Relaxed: the stamp carries its own generation, so a stale value is recognised and
+        // read as "not yet stamped"; the state word's exchange decides any re-arm.
+        let word = self.probe_deadline.load(Ordering::Relaxed);
+        (word >> 48 == u64::from(generation)).then_some(word & ((1 << 48) - 1))
+    }
+
+    fn stamp_probe_deadline(&self, generation: u16, now: Instant) {
+        let deadline = self.ms_ceil(now + self.config.probe_max_wait);
+        // Relaxed: see `probe_deadline`.
+        self.probe_deadline.store(
+            (u64::from(generation) << 48) | deadline.min((1 << 48) - 1),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Records the outcome of a call admitted with `permit`.
+    pub(crate) fn record<Res, E>(
+        self: &Arc<Self>,
+        permit: Permit,
+        started: Option<Instant>,
+        result: &Result<Res, E>,
+    ) where
+        C: Classify<Res, E> + Send + Sync + 'static,
+    {
+        if self.config.server_directed {
+            if let Some(pushback) = self.classifier.pushback(result) {
+                self.open_by_server(pushback.min(self.config.max_pushback));
+            }
+        }
+        let outcome = self.classifier.classify(result);
+        if outcome == Outcome::Ignore {
+            self.release(permit);
+            return;
+        }
+        let needs_clock = started.is_some()
+            || (matches!(self.window, Window::Time(_)) && permit != Permit::Untracked);
+        let now = needs_clock.then(|| self.clock().now());
+        let slow = match (started, now, self.config.slow_call) {
+            (Some(started), Some(now), Some(threshold)) => {
+                now.saturating_duration_since(started) > threshold
+            }
+            _ => false,
+        };
+        let failed = outcome == Outcome::Failure;
+        match permit {
+            Permit::Untracked => {}
+            Permit::Closed { generation } => self.record_closed(generation, failed, slow, now),
+            Permit::Probe { generation } => self.record_probe(generation, failed || slow),
+        }
+    }
+
+    fn record_closed(
+        self: &Arc<Self>,
+        generation: u16,
+        failed: bool,
+        slow: bool,
+        now: Option<Instant>,
+    ) where
+        C: Send + Sync + 'static,
+    {
+        let current = |snapshot| matches!(snapshot, Snapshot::Closed { generation: g, .. } if g == generation);
+        match &self.window {
+            Window::Consecutive { threshold } => {
+                let threshold = *threshold;
+                if !failed {
+                    // A success writes only when it ends a run of failures.
+                    if !matches!(self.state().load(), Snapshot::Closed { generation: g, failures } if g == generation && failures > 0)
+                    {
+                        return;
+                    }
+                    self.state().update(|snapshot| match snapshot {
+                        Snapshot::Closed {
+                            generation: g,
+                            failures,
+                        } if g == generation && failures > 0 => Some(Snapshot::Closed {
+                            generation,
+                            failures: 0,
+                        }),
+                        _ => None,
+                    });
+                    return;
+                }
+                let open = LazyOpen::new(self, now.unwrap_or_else(|| self.clock().now()));
+                let exchanged = self.state().update(|snapshot| match snapshot {
+                    Snapshot::Closed {
+                        generation: g,
+                        failures,
+                    } if g == generation => Some(if failures + 1 >= threshold {
+                        open.snapshot(generation, 0)
+                    } else {
+                        Snapshot::Closed {
+                            generation,
+                            failures: failures + 1,
+                        }
+                    }),
+                    _ => None,
+                });
+                if let Some((old, new @ Snapshot::Open { .. })) = exchanged {
+                    self.on_transition(old, new, TransitionReason::ConsecutiveFailures);
+                }
+            }
+            Window::Count(window) => {
+                if !current(self.state().load()) {
+                    return;
+                }
+                if window.record(failed, slow, self.minimum_calls()) {
+                    self.evaluate(generation, window.counts(), now);
+                }
+            }
+            Window::Time(window) => {
+                if !current(self.state().load()) {
+                    return;
+                }
+                let now = now.unwrap_or_else(|| self.clock().now());
+                if window.record(now, failed, slow) {
+                    self.evaluate(generation, window.counts(now), Some(now));
+                }
+            }
+        }
+    }
+
+    fn minimum_calls(&self) -> u64 {
+        match self.config.trip {
+            Trip::Rate { minimum_calls, .. } => minimum_calls,
+            Trip::Consecutive { .. } => u64::MAX,
+        }
+    }
+
+    /// Opens the breaker of `generation` if the window's rates reach their thresholds.
+    fn evaluate(self: &Arc<Self>, generation: u16, counts: Counts, now: Option<Instant>)
+    where
+        C: Send + Sync + 'static,
+    {
+        let Trip::Rate {
+            failure_rate,
+            slow_rate,
+            minimum_calls,
+            ..
+        } = self.config.trip
+        else {
+            return;
+        };
+        if counts.calls == 0 || counts.calls < minimum_calls {
+            return;
+        }
+        #[allow(clippy::cast_precision_loss)] // counts stay far below 2^52
+        let rate = |n: u64| n as f64 / counts.calls as f64;
+        let reason = if rate(counts.failures) >= failure_rate.get() {
+            TransitionReason::FailureRate
+        } else if slow_rate.is_some_and(|threshold| rate(counts.slow) >= threshold.get()) {
+            TransitionReason::SlowCallRate
+        } else {
+            return;
+        };
+        let open = LazyOpen::new(self, now.unwrap_or_else(|| self.clock().now()));
+        let exchanged = self.state().update(|snapshot| match snapshot {
+            Snapshot::Closed { generation: g, .. } if g == generation => {
+                Some(open.snapshot(generation, 0))
+            }
+            _ => None,
+        });
+        if let Some((old, new)) = exchanged {
+            self.on_transition(old, new, reason);
+        }
+    }
+
+    fn record_probe(self: &Arc<Self>, generation: u16, failed: bool)
+    where
+        C: Send + Sync + 'static,
+    {
+        if failed {
+            let open = LazyOpen::new(self, self.clock().now());
+            let exchanged = self.state().update(|snapshot| match snapshot {
+                Snapshot::HalfOpen {
+                    generation: g,
+                    reopens,
+                    ..
+                } if g == generation => Some(open.snapshot(generation, next_reopens(reopens))),
+                _ => None,
+            });
+            if let Some((old, new)) = exchanged {
+                self.on_transition(old, new, TransitionReason::ProbeFailed);
+            }
+            return;
+        }
+        let probes = self.config.probes;
+        if matches!(self.state().load(), Snapshot::HalfOpen { generation: g, succeeded, .. } if g == generation && succeeded + 1 >= probes)
+        {
+            // This success closes the breaker (unless something else wins the exchange): empty
+            // the window first, so the closed period starts clean. Harmless if the exchange
+            // fails; the window counts nothing until the next close.
+            self.reset_window();
+        }
+        let exchanged = self.state().update(|snapshot| match snapshot {
+            Snapshot::HalfOpen {
+                generation: g,
+                reopens,
+                admitted,
+                succeeded,
+            } if g == generation => Some(if succeeded + 1 >= probes {
+                Snapshot::Closed {
+                    generation: next_generation(generation),
+                    failures: 0,
+                }
+            } else {
+                Snapshot::HalfOpen {
+                    generation,
+                    reopens,
+                    admitted,
+                    succeeded: succeeded + 1,
+                }
+            }),
+            _ => None,
+        });
+        if let Some((old, new @ Snapshot::Closed { .. })) = exchanged {
+            self.on_transition(old, new, TransitionReason::ProbesSucceeded);
+        }
+    }
+
+    /// Gives back the permit of a call that will record nothing: its outcome was ignored, or
+    /// its future was dropped before it finished.
+    pub(crate) fn release(&self, permit: Permit) {
+        let Permit::Probe { generation } = permit else {
+            return;
+        };
+        self.state().update(|snapshot| match snapshot {
+            Snapshot::HalfOpen {
+                generation: g,
+                reopens,
+                admitted,
+                succeeded,
+            } if g == generation && admitted > 0 => Some(Snapshot::HalfOpen {
+                generation,
+                reopens,
+                admitted: admitted - 1,
+                succeeded,
+            }),
+            _ => None,
+        });
+    }
+
+    /// Opens the breaker for `pushback`, as the server asked.
+    fn open_by_server(self: &Arc<Self>, pushback: Duration)
+    where
+        C: Send + Sync + 'static,
+    {
+        let now = self.clock().now();
+        let until_ms = self.ms_ceil(now + pushback.max(Duration::from_millis(1)));
+        let armed = self.can_arm();
+        let exchanged = self.state().update(|snapshot| match snapshot {
+            Snapshot::Isolated { .. } | Snapshot::ForcedClosed { .. } => None,
+            Snapshot::Open { until_ms: u, .. } if u >= until_ms => None,
+            other => Some(Snapshot::Open {
+                generation: next_generation(other.generation()),
+                reopens: other.reopens(),
+                armed,
+                until_ms,
+            }),
+        });
+        if let Some((old, new)) = exchanged {
+            self.on_transition(old, new, TransitionReason::ServerDirected);
+        }
+    }
+
+    /// Whether an open timer can be armed here: tokio's clock, inside a tokio runtime.
+    fn can_arm(&self) -> bool {
+        self.config.clock.is_tokio() && tokio::runtime::Handle::try_current().is_ok()
+    }
+
+    /// The open duration after `reopens` consecutive re-opens, before jitter.
+    fn open_duration(&self, reopens: u8) -> Duration {
+        let factor = 1u32 << u32::from(reopens).min(30);
+        self.config
+            .open_base
+            .checked_mul(factor)
+            .unwrap_or(Duration::MAX)
+            .min(self.config.open_max)
+    }
+
+    /// A uniform draw in `[0, 1)` (splitmix64 over an atomic counter: lock-free, seedable).
+    fn random_unit(&self) -> f64 {
+        // Relaxed: any distinct counter value will do; only transitions draw.
+        let mut z = self
+            .random
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        #[allow(clippy::cast_precision_loss)] // 53 bits are exact in an f64
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+        unit
+    }
+
+    /// Runs the side effects of one successful exchange: count it, log it, tell subscribers,
+    /// and arm the open timer.
+    fn on_transition(self: &Arc<Self>, old: Snapshot, new: Snapshot, reason: TransitionReason)
+    where
+        C: Send + Sync + 'static,
+    {
+        // Relaxed: a statistic.
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+        let transition = Transition {
+            from: State::from(old),
+            to: State::from(new),
+            generation: new.generation(),
+            reason,
+        };
+        tracing::info!(
+            breaker = self.config.name.as_deref().unwrap_or(""),
+            from = ?transition.from,
+            to = ?transition.to,
+            generation = transition.generation,
+            reason = ?transition.reason,
+            "circuit breaker transition"
+        );
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(transition);
+        }
+        if let Snapshot::Open {
+            generation,
+            armed: true,
+            until_ms,
+            ..
+        } = new
+        {
+            self.arm_timer(generation, until_ms);
+        }
+    }
+
+    /// Starts the task that moves Open(`generation`) to HalfOpen at `until_ms`.
+    fn arm_timer(self: &Arc<Self>, generation: u16, until_ms: u64)
+    where
+        C: Send + Sync + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.disarm(generation);
+            return;
+        };
+        let at = self.instant_of_ms(until_ms);
+        let timer = OpenTimer {
+            breaker: Arc::downgrade(self),
+            generation,
+            fired: false,
+        };
+        runtime.spawn(async move {
+            let mut timer = timer;
+            tokio::time::sleep_until(at).await;
+            timer.fire();
+        });
+    }
+
+    /// Open(`generation`, armed) to HalfOpen(`generation + 1`, no probe admitted yet).
+    fn open_elapsed(self: &Arc<Self>, generation: u16)
+    where
+        C: Send + Sync + 'static,
+    {
+        let exchanged = self.state().update(|snapshot| match snapshot {
+            Snapshot::Open {
+                generation: g,
+                reopens,
+                ..
+            } if g == generation => Some(Snapshot::HalfOpen {
+                generation: next_generation(generation),
+                reopens,
+                admitted: 0,
+                succeeded: 0,
+            }),
+            _ => None,
+        });
+        if let Some((old, new)) = exchanged {
+            self.on_transition(old, new, TransitionReason::OpenElapsed);
+        }
+    }
+
+    /// Clears the armed bit of Open(`generation`): calls then check the clock themselves.
+    fn disarm(&self, generation: u16) {
+        self.state().update(|snapshot| match snapshot {
+            Snapshot::Open {
+                generation: g,
+                reopens,
+                armed: true,
+                until_ms,
+            } if g == generation => Some(Snapshot::Open {
+                generation,
+                reopens,
+                armed: false,
+                until_ms,
+            }),
+            _ => None,
+        });
+    }
+
+    fn reset_window(&self) {
+        match &self.window {
+            Window::Consecutive { .. } => {}
+            Window::Count(window) => window.reset(),
+            Window::Time(window) => window.reset(),
+        }
+    }
+
+    /// Moves to `target` (Isolated, ForcedClosed or Closed) from any state.
+    pub(crate) fn force(self: &Arc<Self>, target: State)
+    where
+        C: Send + Sync + 'static,
+    {
+        let (reason, make): (_, fn(u16) -> Snapshot) = match target {
+            State::Isolated => (TransitionReason::Isolated, |generation| {
+                Snapshot::Isolated { generation }
+            }),
+            State::ForcedClosed => (TransitionReason::ForcedClosed, |generation| {
+                Snapshot::ForcedClosed { generation }
+            }),
+            _ => (TransitionReason::Reset, |generation| Snapshot::Closed {
+                generation,
+                failures: 0,
+            }),
+        };
+        if reason == TransitionReason::Reset {
+            self.reset_window();
+        }
+        let exchanged = self
+            .state()
+            .update(|snapshot| Some(make(next_generation(snapshot.generation()))));
+        if let Some((old, new)) = exchanged {
+            self.on_transition(old, new, reason);
+        }
+    }
+
+    pub(crate) fn current_state(&self) -> State {
+        State::from(self.state().load())
+    }
+
+    pub(crate) fn metrics(&self) -> Metrics {
+        let snapshot = self.state().load();
+        let counts = match &self.window {
+            Window::Consecutive { .. } => Counts::default(),
+            Window::Count(window) => window.counts(),
+            Window::Time(window) => window.counts(self.clock().now()),
+        };
+        let (consecutive_failures, probes_admitted, probes_succeeded) = match snapshot {
+            Snapshot::Closed { failures, .. } => (failures, 0, 0),
+            Snapshot::HalfOpen {
+                admitted,
+                succeeded,
+                ..
+            } => (0, admitted, succeeded),
+            _ => (0, 0, 0),
+        };
+        Metrics::new(
+            State::from(snapshot),
+            counts,
+            consecutive_failures,
+            probes_admitted,
+            probes_succeeded,
+            // Relaxed: a statistic.
+            self.transitions.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.events.subscribe()
+    }
+}
+
+/// Computes an Open snapshot's `until` at most once per transition attempt: the jitter draw
+/// advances shared state, so it must not repeat when the exchange loop retries.
+struct LazyOpen<'a, C> {
+    breaker: &'a Breaker<C>,
+    now: Instant,
+    armed: Cell<Option<bool>>,
+    until: Cell<Option<(u8, u64)>>,
+}
+
+impl<'a, C> LazyOpen<'a, C> {
+    fn new(breaker: &'a Breaker<C>, now: Instant) -> Self {
+        Self {
+            breaker,
+            now,
+            armed: Cell::new(None),
+            until: Cell::new(None),
+        }
+    }
+
+    /// Open(`generation + 1`) after `reopens` re-opens.
+    fn snapshot(&self, generation: u16, reopens: u8) -> Snapshot {
+        let until_ms = match self.until.get() {
+            Some((r, until_ms)) if r == reopens => until_ms,
+            _ => {
+                let base = self.breaker.open_duration(reopens);
+                let jitter = self.breaker.config.open_jitter.get();
+                let duration = if jitter > 0.0 {
+                    let spread = jitter * (2.0 * self.breaker.random_unit() - 1.0);
+                    base.mul_f64((1.0 + spread).max(0.0))
+                        .max(Duration::from_millis(1))
+                } else {
+                    base
+                };
+                let until_ms = self.breaker.ms_ceil(self.now + duration);
+                self.until.set(Some((reopens, until_ms)));
+                until_ms
+            }
+        };
+        let armed = match self.armed.get() {
+            Some(armed) => armed,
+            None => {
+                let armed = self.breaker.can_arm();
+                self.armed.set(Some(armed));
+                armed
+            }
+        };
+        Snapshot::Open {
+            generation: next_generation(generation),
+            reopens,
+            armed,
+            until_ms,
+        }
+    }
+}
+
+/// The open timer's task state: fires once, or disarms the breaker if dropped unfired (the
+/// runtime shut down first), so the breaker falls back to checking the clock.
+struct OpenTimer<C> {
+    breaker: Weak<Breaker<C>>,
+    generation: u16,
+    fired: bool,
+}
+
+impl<C: Send + Sync + 'static> OpenTimer<C> {
+    fn fire(&mut self) {
+        self.fired = true;
+        if let Some(breaker) = self.breaker.upgrade() {
+            breaker.open_elapsed(self.generation);
+        }
+    }
+}
+
+impl<C> Drop for OpenTimer<C> {
+    fn drop(&mut self) {
+        if !self.fired {
+            if let Some(breaker) = self.breaker.upgrade() {
+                breaker.disarm(self.generation);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl<C: Send + Sync + 'static> Breaker<C> {
+    pub(crate) fn snapshot_for_tests(&self) -> Snapshot {
+        self.state().load()
+    }
+
+    pub(crate) fn open_elapsed_for_tests(self: &Arc<Self>, generation: u16) {
+        self.open_elapsed(generation);
+    }
+
+    pub(crate) fn open_by_server_for_tests(self: &Arc<Self>, pushback: Duration) {
+        self.open_by_server(pushback);
+    }
+
+    pub(crate) fn now_ms_for_tests(&self) -> u64 {
+        self.ms_ceil(self.clock().now())
+    }
+}

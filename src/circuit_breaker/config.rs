@@ -1,0 +1,443 @@
+//! Building a breaker: [`CircuitBreakerBuilder`], its defaults and their validation.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::CircuitBreakerLayer;
+use super::breaker::Breaker;
+use super::state::{MAX_PROBES, MAX_UNTIL_MS};
+use crate::Ratio;
+use crate::classify::DefaultClassifier;
+use crate::clock::Clock;
+use crate::error::ConfigError;
+
+/// Size of the default count-based window: the last 100 calls (resilience4j's
+/// `slidingWindowSize`).
+pub const DEFAULT_WINDOW_SIZE: u32 = 100;
+/// Failure rate at which the breaker opens: 50 % (resilience4j, Hystrix and opossum all use 50).
+pub const DEFAULT_FAILURE_RATE: Ratio = Ratio::new_const(0.5);
+/// Calls the window must hold before any decision: 100 (resilience4j's
+/// `minimumNumberOfCalls`, Polly's `MinimumThroughput`); clamped to a count window's size.
+pub const DEFAULT_MINIMUM_CALLS: u32 = 100;
+/// How long the breaker stays open: 5 s (Polly v8's `BreakDuration`, Hystrix's sleep window).
+pub const DEFAULT_OPEN_DURATION: Duration = Duration::from_secs(5);
+/// Probes admitted while half-open: 1 (Polly, Hystrix, opossum).
+pub const DEFAULT_PROBES: NonZeroU32 = NonZeroU32::MIN;
+/// Longest time a server-directed open (a `Retry-After`) may keep the breaker open: 5 min.
+pub const DEFAULT_MAX_PUSHBACK: Duration = Duration::from_secs(300);
+
+/// The shortest open duration, bucket or probe wait: 1 ms, the word's time resolution.
+const MIN_DURATION: Duration = Duration::from_millis(1);
+/// The longest open duration or probe wait: 30 days, far below what the word can hold.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The widest count window (64 words per bit ring).
+const MAX_WINDOW_SIZE: u32 = 4096;
+/// The most buckets in a time window.
+const MAX_BUCKETS: u32 = 64;
+
+/// What to do when every half-open probe is still in flight after the maximum wait (its caller
+/// hung, or holds the future without polling it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HalfOpenTimeout {
+    /// Admit a fresh set of probes; the stuck probes' outcomes are then ignored (they belong to
+    /// an older generation). The default, as Polly re-arms its single probe.
+    #[default]
+    Rearm,
+    /// Treat the stuck probes as failed and open again, with the next open duration.
+    Reopen,
+}
+
+/// How the closed breaker decides to open.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Trip {
+    /// After `threshold` consecutive failures.
+    Consecutive { threshold: u64 },
+    /// When a rate over the window reaches its threshold, once the window holds
+    /// `minimum_calls`.
+    Rate {
+        window: WindowKind,
+        failure_rate: Ratio,
+        slow_rate: Option<Ratio>,
+        minimum_calls: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum WindowKind {
+    Count { size: u32 },
+    Time { span: Duration, buckets: u32 },
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) trip: Trip,
+    pub(crate) slow_call: Option<Duration>,
+    pub(crate) open_base: Duration,
+    pub(crate) open_max: Duration,
+    pub(crate) open_jitter: Ratio,
+    pub(crate) probes: u16,
+    pub(crate) probe_max_wait: Duration,
+    pub(crate) on_probe_timeout: HalfOpenTimeout,
+    pub(crate) server_directed: bool,
+    pub(crate) max_pushback: Duration,
+    pub(crate) jitter_seed: Option<u64>,
+    pub(crate) clock: Clock,
+}
+
+/// Builds a [`CircuitBreakerLayer`]: choose a trip policy, thresholds and the open and
+/// half-open behaviour, then [`build`](Self::build). Every setter states its default; the
+/// [module docs](crate::circuit_breaker) list them with their sources.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::Ratio;
+/// use palisade::circuit_breaker::CircuitBreakerLayer;
+///
+/// let layer = CircuitBreakerLayer::builder()
+///     .time_window(Duration::from_secs(30), 10)
+///     .failure_rate(Ratio::percent(25.0).unwrap())
+///     .minimum_calls(20)
+///     .open_for(Duration::from_secs(2))
+///     .open_backoff(Duration::from_secs(60))
+///     .open_jitter(Ratio::new_const(0.2))
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
+    classifier: C,
+    name: Option<Arc<str>>,
+    window: Option<WindowKind>,
+    consecutive: Option<NonZeroU32>,
+    failure_rate: Ratio,
+    minimum_calls: u32,
+    slow_call: Option<(Duration, Ratio)>,
+    open_base: Duration,
+    open_max: Option<Duration>,
+    open_jitter: Ratio,
+    probes: NonZeroU32,
+    probe_max_wait: Option<Duration>,
+    on_probe_timeout: HalfOpenTimeout,
+    server_directed: bool,
+    max_pushback: Duration,
+    jitter_seed: Option<u64>,
+    clock: Clock,
+}
+
+impl CircuitBreakerBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            classifier: DefaultClassifier,
+            name: None,
+            window: None,
+            consecutive: None,
+            failure_rate: DEFAULT_FAILURE_RATE,
+            minimum_calls: DEFAULT_MINIMUM_CALLS,
+            slow_call: None,
+            open_base: DEFAULT_OPEN_DURATION,
+            open_max: None,
+            open_jitter: Ratio::ZERO,
+            probes: DEFAULT_PROBES,
+            probe_max_wait: None,
+            on_probe_timeout: HalfOpenTimeout::Rearm,
+            server_directed: false,
+            max_pushback: DEFAULT_MAX_PUSHBACK,
+            jitter_seed: None,
+            clock: Clock::default(),
+        }
+    }
+}
+
+impl<C> CircuitBreakerBuilder<C> {
+    /// Decides what counts as a failure with `classifier` (a [`Classify`](crate::classify::Classify)
+    /// implementation or a closure). Defaults to [`DefaultClassifier`]: `Err` is a failure.
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
+        CircuitBreakerBuilder {
+            classifier,
+            name: self.name,
+            window: self.window,
+            consecutive: self.consecutive,
+            failure_rate: self.failure_rate,
+            minimum_calls: self.minimum_calls,
+            slow_call: self.slow_call,
+            open_base: self.open_base,
+            open_max: self.open_max,
+            open_jitter: self.open_jitter,
+            probes: self.probes,
+            probe_max_wait: self.probe_max_wait,
+            on_probe_timeout: self.on_probe_timeout,
+            server_directed: self.server_directed,
+            max_pushback: self.max_pushback,
+            jitter_seed: self.jitter_seed,
+            clock: self.clock,
+        }
+    }
+
+    /// A name for this breaker's transition events and `Debug` output. Defaults to none.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Trips on the failure rate over the last `size` calls (a real ring: after any number of
+    /// successes, the last `size` outcomes alone decide). The default policy, with a size of
+    /// [`DEFAULT_WINDOW_SIZE`] (100); at most 4096.
+    pub fn count_window(mut self, size: u32) -> Self {
+        self.window = Some(WindowKind::Count { size });
+        self.consecutive = None;
+        self
+    }
+
+    /// Trips on the failure rate over the calls of the last `span`, kept in `buckets` buckets
+    /// of `span / buckets` each (at most 64, each at least 1 ms). Old buckets drop out whole, so
+    /// the window slides in steps of one bucket. Reads the clock once per call.
+    pub fn time_window(mut self, span: Duration, buckets: u32) -> Self {
+        self.window = Some(WindowKind::Time { span, buckets });
+        self.consecutive = None;
+        self
+    }
+
+    /// Trips after `threshold` consecutive failures, with no window (the cheapest policy: a
+    /// success writes only when it ends a run of failures).
+    pub fn consecutive_failures(mut self, threshold: NonZeroU32) -> Self {
+        self.consecutive = Some(threshold);
+        self.window = None;
+        self
+    }
+
+    /// The failure rate at which a windowed breaker opens (`>=`). Defaults to
+    /// [`DEFAULT_FAILURE_RATE`] (50 %); must be above zero.
+    pub fn failure_rate(mut self, rate: Ratio) -> Self {
+        self.failure_rate = rate;
+        self
+    }
+
+    /// Calls the window must hold before a rate can open the breaker. Defaults to
+    /// [`DEFAULT_MINIMUM_CALLS`] (100), clamped to a count window's size.
+    pub fn minimum_calls(mut self, calls: u32) -> Self {
+        self.minimum_calls = calls;
+        self
+    }
+
+    /// Counts calls longer than `threshold` (strictly) as slow, and opens when the slow-call
+    /// rate reaches `rate` (`>=`), successes included. Defaults to off. Needs a window, and
+    /// reads the clock when each call starts and ends.
+    pub fn slow_calls(mut self, threshold: Duration, rate: Ratio) -> Self {
+        self.slow_call = Some((threshold, rate));
+        self
+    }
+
+    /// How long the breaker stays open. Defaults to [`DEFAULT_OPEN_DURATION`] (5 s); between
+    /// 1 ms and 30 days.
+    pub fn open_for(mut self, duration: Duration) -> Self {
+        self.open_base = duration;
+        self
+    }
+
+    /// Doubles the open duration with each re-open that follows a failed probe, up to `max`;
+    /// a successful close starts over. Defaults to off (every open lasts the same).
+    pub fn open_backoff(mut self, max: Duration) -> Self {
+        self.open_max = Some(max);
+        self
+    }
+
+    /// Spreads each open duration uniformly over `±jitter` of itself, so a fleet of breakers
+    /// that opened together does not probe together. Defaults to zero.
+    pub fn open_jitter(mut self, jitter: Ratio) -> Self {
+        self.open_jitter = jitter;
+        self
+    }
+
+    /// Seeds the jitter's random numbers, for reproducible tests. Defaults to a random seed.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
+
+    /// Probes admitted while half-open; all must succeed to close. Defaults to
+    /// [`DEFAULT_PROBES`] (1); at most 4095.
+    pub fn half_open_probes(mut self, probes: NonZeroU32) -> Self {
+        self.probes = probes;
+        self
+    }
+
+    /// How long probes may stay in flight before they count as stuck, and what then happens.
+    /// Defaults to the open duration and [`HalfOpenTimeout::Rearm`].
+    pub fn half_open_max_wait(mut self, wait: Duration, then: HalfOpenTimeout) -> Self {
+        self.probe_max_wait = Some(wait);
+        self.on_probe_timeout = then;
+        self
+    }
+
+    /// Opens the breaker when the classifier reports server pushback (with
+    /// [`StatusClassifier`](crate::classify::StatusClassifier): a `503` or `429` with
+    /// `Retry-After`), for that long, at most `max`. Defaults to off.
+    pub fn server_directed(mut self, max: Duration) -> Self {
+        self.server_directed = true;
+        self.max_pushback = max;
+        self
+    }
+
+    /// The clock decisions read. Defaults to tokio's; a
+    /// [`ManualClock`](crate::clock::ManualClock) drives a breaker by hand (then no timer
+    /// moves it out of Open: calls compare the clock themselves).
+    pub fn clock(mut self, clock: impl Into<Clock>) -> Self {
+        self.clock = clock.into();
+        self
+    }
+
+    /// Checks the settings together and builds the layer, whose breaker every service it
+    /// builds shares.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first setting out of range or in conflict: a zero failure
+    /// rate, a window of 0 or more than 4096 calls, more than 64 buckets or buckets under 1 ms,
+    /// an open duration or probe wait outside 1 ms to 30 days, a backoff cap below the open
+    /// duration, more than 4095 probes, or slow-call detection without a window.
+    pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        let config = self.validate()?;
+        Ok(CircuitBreakerLayer::from_breaker(Arc::new(Breaker::new(
+            config,
+            self.classifier,
+        ))))
+    }
+
+    fn validate(&self) -> Result<Config, ConfigError> {
+        let duration = |setting, value: Duration| {
+            if (MIN_DURATION..=MAX_DURATION).contains(&value) {
+                Ok(value)
+            } else {
+                Err(ConfigError::DurationOutOfRange {
+                    setting,
+                    value,
+                    min: MIN_DURATION,
+                    max: MAX_DURATION,
+                })
+            }
+        };
+        let open_base = duration("open_for", self.open_base)?;
+        let open_max = match self.open_max {
+            Some(max) => {
+                let max = duration("open_backoff", max)?;
+                if max < open_base {
+                    return Err(ConfigError::Conflict {
+                        setting: "open_backoff",
+                        value: format!("{max:?}"),
+                        other: "open_for",
+                        why: "the backoff cap must be at least the open duration",
+                    });
+                }
+                max
+            }
+            None => open_base,
+        };
+        // The longest open, jitter included, must fit the word's 41-bit `until`.
+        debug_assert!(u128::from(MAX_UNTIL_MS) > MAX_DURATION.as_millis() * 2);
+        let probe_max_wait = duration(
+            "half_open_max_wait",
+            self.probe_max_wait.unwrap_or(open_base),
+        )?;
+        let probes = u16::try_from(self.probes.get())
+            .ok()
+            .filter(|p| *p <= MAX_PROBES)
+            .ok_or(ConfigError::CountOutOfRange {
+                setting: "half_open_probes",
+                value: u64::from(self.probes.get()),
+                min: 1,
+                max: u64::from(MAX_PROBES),
+            })?;
+
+        let trip = match (self.consecutive, self.window) {
+            (Some(threshold), _) => {
+                if self.slow_call.is_some() {
+                    return Err(ConfigError::Conflict {
+                        setting: "slow_calls",
+                        value: "on".to_owned(),
+                        other: "consecutive_failures",
+                        why: "slow-call rates need a count or time window",
+                    });
+                }
+                Trip::Consecutive {
+                    threshold: u64::from(threshold.get()),
+                }
+            }
+            (None, window) => {
+                let window = window.unwrap_or(WindowKind::Count {
+                    size: DEFAULT_WINDOW_SIZE,
+                });
+                let minimum_calls = match window {
+                    WindowKind::Count { size } => {
+                        if size == 0 || size > MAX_WINDOW_SIZE {
+                            return Err(ConfigError::CountOutOfRange {
+                                setting: "count_window",
+                                value: u64::from(size),
+                                min: 1,
+                                max: u64::from(MAX_WINDOW_SIZE),
+                            });
+                        }
+                        self.minimum_calls.min(size)
+                    }
+                    WindowKind::Time { span, buckets } => {
+                        if buckets == 0 || buckets > MAX_BUCKETS {
+                            return Err(ConfigError::CountOutOfRange {
+                                setting: "time_window buckets",
+                                value: u64::from(buckets),
+                                min: 1,
+                                max: u64::from(MAX_BUCKETS),
+                            });
+                        }
+                        if span / buckets < MIN_DURATION || span > MAX_DURATION {
+                            return Err(ConfigError::DurationOutOfRange {
+                                setting: "time_window span",
+                                value: span,
+                                min: MIN_DURATION * buckets,
+                                max: MAX_DURATION,
+                            });
+                        }
+                        self.minimum_calls
+                    }
+                };
+                if self.failure_rate == Ratio::ZERO {
+                    return Err(ConfigError::ZeroThreshold {
+                        setting: "failure_rate",
+                    });
+                }
+                if let Some((_, rate)) = self.slow_call {
+                    if rate == Ratio::ZERO {
+                        return Err(ConfigError::ZeroThreshold {
+                            setting: "slow_calls rate",
+                        });
+                    }
+                }
+                Trip::Rate {
+                    window,
+                    failure_rate: self.failure_rate,
+                    slow_rate: self.slow_call.map(|(_, rate)| rate),
+                    minimum_calls: u64::from(minimum_calls.max(1)),
+                }
+            }
+        };
+        Ok(Config {
+            name: self.name.clone(),
+            trip,
+            slow_call: self.slow_call.map(|(threshold, _)| threshold),
+            open_base,
+            open_max,
+            open_jitter: self.open_jitter,
+            probes,
+            probe_max_wait,
+            on_probe_timeout: self.on_probe_timeout,
+            server_directed: self.server_directed,
+            max_pushback: self.max_pushback,
+            jitter_seed: self.jitter_seed,
+            clock: self.clock.clone(),
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! The breaker's response future.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+
+use super::breaker::{Breaker, Permit};
+use super::error::{CircuitBreakerError, CircuitOpen};
+use crate::classify::Classify;
+use crate::clock::Instant;
+use crate::error::BoxError;
+
+/// An admitted call's claim on the breaker: records the outcome exactly once, or gives the
+/// permit back if the future is dropped first (the caller went away; nothing is learned).
+pub(crate) struct Call<C> {
+    breaker: Arc<Breaker<C>>,
+    permit: Option<Permit>,
+    started: Option<Instant>,
+}
+
+impl<C> Call<C> {
+    pub(crate) fn new(breaker: Arc<Breaker<C>>, permit: Permit, started: Option<Instant>) -> Self {
+        Self {
+            breaker,
+            permit: Some(permit),
+            started,
+        }
+    }
+
+    fn finish<Res, E>(&mut self, result: &Result<Res, E>)
+    where
+        C: Classify<Res, E> + Send + Sync + 'static,
+    {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.record(permit, self.started, result);
+        }
+    }
+}
+
+impl<C> Drop for Call<C> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.release(permit);
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`CircuitBreaker`](super::CircuitBreaker).
+    ///
+    /// A rejected call resolves at once to [`CircuitBreakerError::Open`]. An admitted call
+    /// resolves to the inner service's result, after recording its outcome with the breaker;
+    /// dropped before that, it gives back a half-open probe slot and records nothing.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, C> {
+        Admitted {
+            #[pin]
+            inner: F,
+            call: Call<C>,
+        },
+        Rejected {
+            rejection: CircuitOpen,
+        },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn admitted(inner: F, call: Call<C>) -> Self {
+        Self {
+            kind: Kind::Admitted { inner, call },
+        }
+    }
+
+    pub(crate) fn rejected(rejection: CircuitOpen) -> Self {
+        Self {
+            kind: Kind::Rejected { rejection },
+        }
+    }
+}
+
+impl<F, C, Res, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<Res, E>>,
+    E: Into<BoxError>,
+    C: Classify<Res, E> + Send + Sync + 'static,
+{
+    type Output = Result<Res, CircuitBreakerError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Admitted { inner, call } => {
+                let result = ready!(inner.poll(cx));
+                call.finish(&result);
+                Poll::Ready(result.map_err(|e| CircuitBreakerError::Inner(e.into())))
+            }
+            KindProj::Rejected { rejection } => {
+                Poll::Ready(Err(CircuitBreakerError::Open(*rejection)))
+            }
+        }
+    }
+}
+
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Admitted { call, .. } => f
+                .debug_struct("ResponseFuture::Admitted")
+                .field("permit", &call.permit)
+                .finish(),
+            Kind::Rejected { rejection } => f
+                .debug_struct("ResponseFuture::Rejected")
+                .field("rejection", rejection)
+                .finish(),
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! The breaker's transitions, one test per row of the transition table in `state.rs`, driven
+//! by hand on a `ManualClock` with no runtime (so no timer is ever armed and Open is left by
+//! the clock check).
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::breaker::{Admission, Breaker, Permit};
+use super::config::{CircuitBreakerBuilder, HalfOpenTimeout};
+use super::state::Snapshot;
+use super::{CircuitBreakerLayer, State, TransitionReason};
+use crate::Ratio;
+use crate::classify::{DefaultClassifier, Outcome};
+use crate::clock::ManualClock;
+
+const MS: Duration = Duration::from_millis(1);
+
+pub(super) struct Harness<C = DefaultClassifier> {
+    pub(super) breaker: Arc<Breaker<C>>,
+    pub(super) clock: ManualClock,
+}
+
+pub(super) fn harness(builder: CircuitBreakerBuilder) -> Harness {
+    let clock = ManualClock::new();
+    let layer: CircuitBreakerLayer = builder.clock(clock.clone()).build().unwrap();
+    Harness {
+        breaker: layer.breaker_for_tests(),
+        clock,
+    }
+}
+
+impl<C: crate::classify::Classify<(), ()> + Send + Sync + 'static> Harness<C> {
+    pub(super) fn admit(&self) -> Option<Permit> {
+        match self.breaker.admit() {
+            Admission::Admitted(permit) => Some(permit),
+            Admission::Rejected(_) => None,
+        }
+    }
+
+    pub(super) fn ok(&self, permit: Permit) {
+        self.breaker.record(permit, None, &Ok::<(), ()>(()));
+    }
+
+    pub(super) fn fail(&self, permit: Permit) {
+        self.breaker.record(permit, None, &Err::<(), ()>(()));
+    }
+
+    /// Admits one call and records `failed` for it; returns whether it was admitted.
+    pub(super) fn call(&self, failed: bool) -> bool {
+        let Some(permit) = self.admit() else {
+            return false;
+        };
+        if failed {
+            self.fail(permit);
+        } else {
+            self.ok(permit);
+        }
+        true
+    }
+
+    pub(super) fn snapshot(&self) -> Snapshot {
+        self.breaker.snapshot_for_tests()
+    }
+
+    pub(super) fn state(&self) -> State {
+        self.breaker.current_state()
+    }
+}
+
+fn consecutive(n: u32) -> CircuitBreakerBuilder {
+    CircuitBreakerLayer::builder()
+        .consecutive_failures(NonZeroU32::new(n).unwrap())
+        .open_for(100 * MS)
+}
+
+fn count_window(size: u32, minimum_calls: u32) -> CircuitBreakerBuilder {
+    CircuitBreakerLayer::builder()
+        .count_window(size)
+        .minimum_calls(minimum_calls)
+        .open_for(100 * MS)
+}
+
+/// Trips a consecutive(1) breaker and returns its harness, Open for 100 ms.
+fn opened() -> Harness {
+    let h = harness(consecutive(1));
+    assert!(h.call(true));
+    assert_eq!(h.state(), State::Open);
+    h
+}
+
+/// An opened breaker moved to HalfOpen with its probe (generation returned) admitted.
+fn half_open_with_probe(builder: CircuitBreakerBuilder) -> (Harness, Permit) {
+    let h = harness(builder);
+    while h.state() == State::Closed {
+        h.call(true);
+    }
+    h.clock.advance(Duration::from_secs(3600));
+    let permit = h
+        .admit()
+        .expect("first call after the open duration is a probe");
+    assert!(matches!(permit, Permit::Probe { .. }));
+    (h, permit)
+}
+
+#[test]
+fn closed_failure_below_threshold_counts_it() {
+    let h = harness(consecutive(3));
+    assert!(h.call(true));
+    assert!(h.call(true));
+    assert!(matches!(h.snapshot(), Snapshot::Closed { failures: 2, .. }));
+}
+
+#[test]
+fn closed_failure_at_threshold_opens() {
+    let h = harness(consecutive(3));
+    h.call(true);
+    h.call(true);
+    assert_eq!(h.state(), State::Closed);
+    h.call(true);
+    assert!(matches!(
+        h.snapshot(),
+        Snapshot::Open {
+            generation: 1,
+            reopens: 0,
+            armed: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn closed_success_ends_a_run_of_failures() {
+    let h = harness(consecutive(3));
+    h.call(true);
+    h.call(true);
+    h.call(false);
+    assert!(matches!(
+        h.snapshot(),
+        Snapshot::Closed {
+            failures: 0,
+            generation: 0
+        }
+    ));
+    h.call(true);
+    h.call(true);
+    assert_eq!(h.state(), State::Closed, "the run started over");
+}
+
+#[test]
+fn window_trips_at_the_failure_rate_once_minimum_calls_is_reached() {
+    let h = harness(count_window(10, 4).failure_rate(Ratio::new_const(0.5)));
+    h.call(true);
+    h.call(true);
+    h.call(true);
+    assert_eq!(h.state(), State::Closed, "3 calls < minimum of 4");
+    h.call(false);
+    assert_eq!(h.state(), State::Open, "3 of 4 failed, at minimum_calls");
+}
+
+#[test]
+fn window_rate_just_below_the_threshold_stays_closed() {
+    let h = harness(count_window(10, 10).failure_rate(Ratio::new_const(0.5)));
+    for i in 0..10 {
+        h.call(i >= 6);
+    }
+    assert_eq!(h.state(), State::Closed, "4 of 10 is below 50 %");
+    // The oldest outcome (a success) leaves as a failure arrives: 5 of 10.
+    h.call(true);
+    assert_eq!(h.state(), State::Open, "5 of 10 reaches 50 %");
+}
+
+#[test]
+fn open_timer_path_half_opens_without_admitting() {
+    // The timer's own transition: Open(armed) to HalfOpen with no probe admitted yet.
+    let h = opened();
+    let Snapshot::Open { generation, .. } = h.snapshot() else {
+        unreachable!()
+    };
+    h.breaker.open_elapsed_for_tests(generation);
+    assert!(matches!(
+        h.snapshot(),
+        Snapshot::HalfOpen {
+            admitted: 0,
+            succeeded: 0,
+            ..
+        }
+    ));
+    assert!(matches!(h.admit(), Some(Permit::Probe { .. })));
+}
+
+#[test]
+fn open_rejects_until_the_open_duration_has_passed() {
+    let h = opened();
+    h.clock.advance(99 * MS);
+    assert_eq!(h.admit(), None, "1 ms before");
+    let Admission::Rejected(rejection) = h.breaker.admit() else {
+        unreachable!()
+    };
+    assert_eq!(
+        rejection.reopens_at().unwrap() - h.clock.now(),
+        MS,
+        "the rejection knows the exact time left"
+    );
+    h.clock.advance(MS);
+    assert!(
+        matches!(h.admit(), Some(Permit::Probe { generation: 2 })),
+        "at the open duration the first call is a probe"
+    );
+    assert!(matches!(
+        h.snapshot(),
+        Snapshot::HalfOpen {
+            generation: 2,
+            admitted: 1,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn half_open_admits_exactly_the_permitted_probes() {
+    let (h, _first) =
+        half_open_with_probe(consecutive(1).half_open_probes(NonZeroU32::new(2).unwrap()));
+    assert!(matches!(h.admit(), Some(Permit::Probe { .. })));
+    assert_eq!(h.admit(), None, "a third call is rejected");
+    assert!(matches!(
+        h.snapshot(),
+        Snapshot::HalfOpen { admitted: 2, .. }
+    ));
+}
+
+#[test]
+fn probe_success_below_the_permitted_count_is_counted() {
+    let (h, first) =
+        half_open_with_probe(consecutive(1).half_open_probes(NonZeroU32::new(2).unwrap()));
+    let second = h.admit().unwrap();
+    h.ok(first);
+    assert!(matches!(
+        h.snapshot(),
+        Snapshot::HalfOpen {
+            admitted: 2,
+            succeeded: 1,
+            ..
+        }
+    ));
+    h.ok(second);
+    assert_eq!(h.state(), State::Closed);
+}
+
+#[test]
+fn last_probe_success_closes_with_an_empty_window() {
+    let (h, probe) = half_open_with_probe(count_window(4, 2));
+    h.ok(probe);
+    assert!(matches!(h.snapshot(), Snapshot::Closed { failures: 0, .. }));
+    let metrics = h.breaker.metrics();
+    assert_eq!(
+        (metrics.calls, metrics.failures),
+        (0, 0),
+        "window starts clean"
+    );
+}
+
+#[test]
+fn probe_failure_reopens_with_the_next_duration() {
+    let (h, probe) = half_open_with_probe(consecutive(1).open_backoff(Duration::from_secs(1)));
+    h.fail(probe);
+    let Snapshot::Open { reopens, .. } = h.snapshot() else {
+        panic!("expected Open, got {:?}", h.snapshot())
+    };
+    assert_eq!(reopens, 1);
+    h.clock.advance(199 * MS);
+    assert_eq!(h.admit(), None, "second open lasts 200 ms: 1 ms before");
+    h.clock.advance(MS);
+    assert!(h.admit().is_some());
+}
+
+#[test]
+fn a_slow_probe_counts_as_failed() {
+    let (h, probe) = half_open_with_probe(count_window(4, 1).slow_calls(10 * MS, Ratio::ONE));
+    let started = h.clock.now();
+    h.clock.advance(11 * MS);
+    h.breaker.record(probe, Some(started), &Ok::<(), ()>(()));
+    assert_eq!(h.state(), State::Open);
+}
+
+#[test]
+fn ignored_or_dropped_probes_give_their_slot_back() {
+    let ignoring = |r: &Result<(), ()>| match r {
+        Ok(()) => Outcome::Ignore,
+        Err(()) => Outcome::Failure,
+    };
+    let clock = ManualClock::new();
+    let layer = consecutive(1)
+        .classifier(ignoring)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let h = Harness {
+        breaker: layer.breaker_for_tests(),
+        clock,
+    };
+    h.call(true);
+    h.clock.advance(Duration::from_secs(1));
+    let probe = h.admit().unwrap();
+    assert_eq!(h.admit(), None);
+    h.ok(probe); // ignored
+    assert!(matches!(
+        h.snapshot(),
+        Snapshot::HalfOpen { admitted: 0, .. }
+    ));
+    let probe = h.admit().expect("slot given back");
+    h.breaker.release(probe); // a dropped future
+    assert!(matches!(
+        h.snapshot(),
+        Snapshot::HalfOpen { admitted: 0, .. }
+    ));
+    assert!(h.admit().is_some());
+}
+
+#[test]
+fn stuck_probes_are_rearmed_after_the_maximum_wait() {
+    let (h, stuck) =
+        half_open_with_probe(consecutive(1).half_open_max_wait(50 * MS, HalfOpenTimeout::Rearm));
+    h.clock.advance(49 * MS);
+    assert_eq!(h.admit(), None, "1 ms before the maximum wait");
+    h.clock.advance(MS);
+    let fresh = h.admit().expect("a fresh probe after the maximum wait");
+    assert_ne!(fresh, stuck);
+    // The stuck probe's late outcome belongs to an older generation: ignored.
+    h.fail(stuck);
+    assert_eq!(h.state(), State::HalfOpen);
+    h.ok(fresh);
+    assert_eq!(h.state(), State::Closed);
+}
+
+#[test]
+fn stuck_probes_can_reopen_instead() {
+    let (h, _stuck) =
+        half_open_with_probe(consecutive(1).half_open_max_wait(50 * MS, HalfOpenTimeout::Reopen));
+    h.clock.advance(50 * MS);
+    assert_eq!(h.admit(), None);
+    assert!(matches!(h.snapshot(), Snapshot::Open { reopens: 1, .. }));
+}
+
+#[test]
+fn outcomes_of_an_older_generation_are_ignored() {
+    let h = harness(consecutive(2));
+    let early = h.admit().unwrap();
+    h.call(true);
+    h.call(true); // opens: generation 1
+    h.clock.advance(Duration::from_secs(1));
+    let probe = h.admit().unwrap();
+    h.ok(probe); // closes: generation 3
+    h.fail(early); // admitted in generation 0
+    assert!(matches!(
+        h.snapshot(),
+        Snapshot::Closed {
+            failures: 0,
+            generation: 3
+        }
+    ));
+}
+
+#[test]
+fn manual_control_moves_from_any_state() {
+    let h = opened();
+    h.breaker.force(State::Isolated);
+    assert_eq!(h.state(), State::Isolated);
+    let Admission::Rejected(rejection) = h.breaker.admit() else {
+        unreachable!()
+    };
+    assert_eq!(rejection.retry_after(), None, "isolated has no end");
+    h.breaker.force(State::ForcedClosed);
+    assert!(matches!(h.admit(), Some(Permit::Untracked)));
+    for _ in 0..10 {
+        h.call(true);
+    }
+    assert_eq!(h.state(), State::ForcedClosed, "nothing counted");
+    h.breaker.force(State::Closed);
+    assert!(matches!(h.snapshot(), Snapshot::Closed { failures: 0, .. }));
+}
+
+#[test]
+fn server_pushback_opens_until_then_and_never_shortens_an_open() {
+    let h = harness(consecutive(10));
+    h.breaker.open_by_server_for_tests(Duration::from_secs(2));
+    assert_eq!(h.state(), State::Open);
+    h.breaker.open_by_server_for_tests(Duration::from_secs(1));
+    h.clock.advance(Duration::from_millis(1999));
+    assert_eq!(h.admit(), None, "the longer pushback stands");
+    h.clock.advance(MS);
+    assert!(h.admit().is_some());
+    h.breaker.force(State::Isolated);
+    h.breaker.open_by_server_for_tests(Duration::from_secs(2));
+    assert_eq!(h.state(), State::Isolated, "forced states ignore pushback");
+}
+
+#[test]
+fn jitter_spreads_open_durations_within_bounds() {
+    let jitter = Ratio::new_const(0.5);
+    let mut seen = Vec::new();
+    for seed in 0..40 {
+        let h = harness(consecutive(1).open_jitter(jitter).jitter_seed(seed));
+        h.call(true);
+        let Snapshot::Open { until_ms, .. } = h.snapshot() else {
+            unreachable!()
+        };
+        seen.push(until_ms);
+    }
+    assert!(seen.iter().all(|ms| (50..=150).contains(ms)), "{seen:?}");
+    let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert!(distinct.len() > 20, "jitter spreads: {distinct:?}");
+}
+
+#[test]
+fn backoff_doubles_up_to_its_cap() {
+    let h = harness(consecutive(1).open_backoff(350 * MS));
+    h.call(true);
+    let mut durations = Vec::new();
+    for _ in 0..4 {
+        let Snapshot::Open { until_ms, .. } = h.snapshot() else {
+            unreachable!()
+        };
+        let now_ms = h.breaker.now_ms_for_tests();
+        durations.push(until_ms - now_ms);
+        h.clock.advance(Duration::from_secs(10));
+        let probe = h.admit().unwrap();
+        h.fail(probe);
+    }
+    assert_eq!(durations, [100, 200, 350, 350]);
+    // A successful close starts over.
+    h.clock.advance(Duration::from_secs(10));
+    let probe = h.admit().unwrap();
+    h.ok(probe);
+    h.call(true);
+    let Snapshot::Open {
+        until_ms, reopens, ..
+    } = h.snapshot()
+    else {
+        unreachable!()
+    };
+    assert_eq!(reopens, 0);
+    assert_eq!(until_ms - h.breaker.now_ms_for_tests(), 100);
+}
+
+#[test]
+fn transitions_are_counted_and_reasoned() {
+    let h = harness(consecutive(1));
+    let mut events = h.breaker.subscribe();
+    h.call(true);
+    h.clock.advance(Duration::from_secs(1));
+    h.call(false);
+    let reasons: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|t| (t.from, t.to, t.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (
+                State::Closed,
+                State::Open,
+                TransitionReason::ConsecutiveFailures
+            ),
+            (State::Open, State::HalfOpen, TransitionReason::OpenElapsed),
+            (
+                State::HalfOpen,
+                State::Closed,
+                TransitionReason::ProbesSucceeded
+            ),
+        ]
+    );
+    assert_eq!(h.breaker.metrics().transitions, 3);
+}
+
+#[test]
+fn the_default_configuration_is_valid() {
+    let layer = CircuitBreakerLayer::new();
+    assert_eq!(layer.handle().state(), State::Closed);
+}
+
+#[test]
+fn invalid_configurations_name_the_setting() {
+    use crate::error::ConfigError;
+    let err = |b: CircuitBreakerBuilder| b.build().unwrap_err();
+    assert!(matches!(
+        err(CircuitBreakerLayer::builder().count_window(0)),
+        ConfigError::CountOutOfRange {
+            setting: "count_window",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(CircuitBreakerLayer::builder().count_window(5000)),
+        ConfigError::CountOutOfRange {
+            setting: "count_window",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(CircuitBreakerLayer::builder().failure_rate(Ratio::ZERO)),
+        ConfigError::ZeroThreshold {
+            setting: "failure_rate"
+        }
+    ));
+    assert!(matches!(
+        err(CircuitBreakerLayer::builder().open_for(Duration::ZERO)),
+        ConfigError::DurationOutOfRange {
+            setting: "open_for",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(CircuitBreakerLayer::builder()
+            .open_for(Duration::from_secs(10))
+            .open_backoff(Duration::from_secs(1))),
+        ConfigError::Conflict {
+            setting: "open_backoff",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(CircuitBreakerLayer::builder().time_window(Duration::from_millis(10), 20)),
+        ConfigError::DurationOutOfRange {
+            setting: "time_window span",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(CircuitBreakerLayer::builder().time_window(Duration::from_secs(10), 65)),
+        ConfigError::CountOutOfRange {
+            setting: "time_window buckets",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(consecutive(2).slow_calls(MS, Ratio::ONE)),
+        ConfigError::Conflict {
+            setting: "slow_calls",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(CircuitBreakerLayer::builder().half_open_probes(NonZeroU32::new(5000).unwrap())),
+        ConfigError::CountOutOfRange {
+            setting: "half_open_probes",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn minimum_calls_is_clamped_to_a_count_window() {
+    let h = harness(count_window(4, 100));
+    for _ in 0..4 {
+        h.call(true);
+    }
+    assert_eq!(
+        h.state(),
+        State::Open,
+        "minimum of 100 clamped to the 4-call window"
+    );
+}
