@@ -200,6 +200,7 @@ impl Epoch {
     }
 
     /// Ticks from the base to `at` (0 if `at` is before the base, saturating at `u64::MAX`).
+    #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
     pub(crate) fn ticks(&self, at: Instant) -> u64 {
         Self::ticks_of(at.saturating_duration_since(self.base))
     }
