@@ -16,9 +16,9 @@
 #[cfg(not(palisade_loom))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(palisade_loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 #[cfg(palisade_loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(palisade_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU64, Ordering, fence};

@@ -20,7 +20,7 @@ use super::state::{AtomicState, Snapshot, next_generation, next_reopens};
 use super::window::{CountWindow, Counts, TimeWindow};
 use crate::classify::{Classify, Outcome};
 use crate::clock::{Clock, Epoch, Instant};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, fence};
 
 const NANOS_PER_MS: u64 = 1_000_000;
 /// Capacity of the transition channel: a subscriber more than this many transitions behind
@@ -383,6 +383,12 @@ impl<C> Breaker<C> {
                     return;
                 }
                 if window.record(failed, slow, self.minimum_calls()) {
+                    // SeqCst fence: two outcomes recorded at once each write their slot, then
+                    // read the whole window. Without a total order between those writes and
+                    // reads each thread may miss the other's write (the store-buffer pattern)
+                    // and neither would trip; with it, the thread whose fence comes second sees
+                    // both. Only evaluated records pay for it, never a plain success.
+                    fence(Ordering::SeqCst);
                     self.evaluate(generation, window.counts(), now);
                 }
             }
@@ -392,6 +398,8 @@ impl<C> Breaker<C> {
                 }
                 let now = now.unwrap_or_else(|| self.clock().now());
                 if window.record(now, failed, slow) {
+                    // SeqCst fence: as for the count window above.
+                    fence(Ordering::SeqCst);
                     self.evaluate(generation, window.counts(now), Some(now));
                 }
             }
@@ -834,10 +842,12 @@ impl<C: Send + Sync + 'static> Breaker<C> {
         self.open_elapsed(generation);
     }
 
+    #[cfg_attr(palisade_loom, allow(dead_code))]
     pub(crate) fn open_by_server_for_tests(self: &Arc<Self>, pushback: Duration) {
         self.open_by_server(pushback);
     }
 
+    #[cfg_attr(palisade_loom, allow(dead_code))]
     pub(crate) fn now_ms_for_tests(&self) -> u64 {
         self.ms_ceil(self.clock().now())
     }

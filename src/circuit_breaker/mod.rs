@@ -158,6 +158,10 @@ mod error;
 pub mod future;
 mod handle;
 mod layer;
+#[cfg(all(test, palisade_loom))]
+mod loom_models;
+#[cfg(all(test, not(palisade_loom)))]
+mod model_tests;
 mod service;
 mod state;
 #[cfg(all(test, not(palisade_loom)))]

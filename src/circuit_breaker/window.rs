@@ -10,6 +10,10 @@
 //! buckets. It runs only after an outcome that can raise a rate (a failure or a slow call), or
 //! after a success that can bring the window to `minimum_calls` while it holds failures.
 //!
+//! Outcomes recorded at the same time that together reach a threshold do trip the breaker: the
+//! breaker puts a `SeqCst` fence between recording and evaluating, so of two concurrent
+//! recorders the later sees both writes (a loom model checks it).
+//!
 //! Races, and what they cost (all bounded, none lasting):
 //!
 //! - Two recorders a whole ring apart (one preempted for N records) can write one slot in the
@@ -214,7 +218,11 @@ impl TimeWindow {
         for bucket in self.buckets.iter() {
             let word = bucket.load(Ordering::Relaxed);
             let age = epoch.wrapping_sub(word >> STAMP_SHIFT) & FIELD_MASK;
-            if age < self.len() {
+            // A bucket up to B epochs *ahead* was written by a thread that read the clock a
+            // little later than this one: its outcomes are current too (and leaving them out
+            // would let two concurrent failures in neighbouring buckets each miss the other).
+            let ahead = (FIELD_MASK + 1 - age) & FIELD_MASK;
+            if age < self.len() || (ahead > 0 && ahead < self.len()) {
                 counts.calls += (word >> CALLS_SHIFT) & FIELD_MASK;
                 counts.failures += (word >> FAILURES_SHIFT) & FIELD_MASK;
                 counts.slow += word & FIELD_MASK;

@@ -1,0 +1,250 @@
+//! loom models: every interleaving of the races listed in the state machine's invariants.
+//!
+//! Run with `RUSTFLAGS="--cfg palisade_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib
+//! loom`. The breakers run on a `ManualClock`, so no timer task is involved; the timer's own
+//! transition is modelled by calling it directly.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loom::thread;
+
+use super::breaker::{Admission, Breaker, Permit};
+use super::state::Snapshot;
+use super::{CircuitBreakerBuilder, CircuitBreakerLayer, State};
+use crate::Ratio;
+use crate::classify::DefaultClassifier;
+use crate::clock::ManualClock;
+
+fn build(builder: CircuitBreakerBuilder, clock: &ManualClock) -> Arc<Breaker<DefaultClassifier>> {
+    builder
+        .clock(clock.clone())
+        .open_for(Duration::from_millis(10))
+        .build()
+        .unwrap()
+        .breaker_for_tests()
+}
+
+fn admit(breaker: &Arc<Breaker<DefaultClassifier>>) -> Option<Permit> {
+    match breaker.admit() {
+        Admission::Admitted(permit) => Some(permit),
+        Admission::Rejected(_) => None,
+    }
+}
+
+fn fail(breaker: &Arc<Breaker<DefaultClassifier>>, permit: Permit) {
+    breaker.record(permit, None, &Err::<(), ()>(()));
+}
+
+fn succeed(breaker: &Arc<Breaker<DefaultClassifier>>, permit: Permit) {
+    breaker.record(permit, None, &Ok::<(), ()>(()));
+}
+
+/// A breaker opened by one failure, its open duration passed, and moved to HalfOpen with no
+/// probe admitted yet (as its timer would).
+fn half_open(clock: &ManualClock, probes: u32) -> Arc<Breaker<DefaultClassifier>> {
+    let breaker = build(
+        CircuitBreakerLayer::builder()
+            .consecutive_failures(NonZeroU32::MIN)
+            .half_open_probes(NonZeroU32::new(probes).unwrap()),
+        clock,
+    );
+    let permit = admit(&breaker).unwrap();
+    fail(&breaker, permit);
+    let Snapshot::Open { generation, .. } = breaker.snapshot_for_tests() else {
+        panic!("not open")
+    };
+    clock.advance(Duration::from_millis(10));
+    breaker.open_elapsed_for_tests(generation);
+    breaker
+}
+
+#[test]
+fn loom_two_failures_race_the_closed_to_open_transition() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = build(
+            CircuitBreakerLayer::builder().consecutive_failures(NonZeroU32::new(2).unwrap()),
+            &clock,
+        );
+        let first = admit(&breaker).unwrap();
+        let second = admit(&breaker).unwrap();
+        let other = Arc::clone(&breaker);
+        let racer = thread::spawn(move || fail(&other, first));
+        fail(&breaker, second);
+        racer.join().unwrap();
+        assert!(matches!(
+            breaker.snapshot_for_tests(),
+            Snapshot::Open { generation: 1, .. }
+        ));
+        assert_eq!(
+            breaker.metrics().transitions,
+            1,
+            "exactly one thread opened it"
+        );
+    });
+}
+
+#[test]
+fn loom_two_failures_race_a_window_trip() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = build(
+            CircuitBreakerLayer::builder()
+                .count_window(2)
+                .minimum_calls(2)
+                .failure_rate(Ratio::ONE),
+            &clock,
+        );
+        let first = admit(&breaker).unwrap();
+        let second = admit(&breaker).unwrap();
+        let other = Arc::clone(&breaker);
+        let racer = thread::spawn(move || fail(&other, first));
+        fail(&breaker, second);
+        racer.join().unwrap();
+        assert_eq!(breaker.current_state(), State::Open, "two of two failed");
+        assert_eq!(breaker.metrics().transitions, 1);
+    });
+}
+
+#[test]
+fn loom_two_failures_race_a_time_window_trip() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = build(
+            CircuitBreakerLayer::builder()
+                .time_window(Duration::from_secs(10), 2)
+                .minimum_calls(2)
+                .failure_rate(Ratio::ONE),
+            &clock,
+        );
+        let first = admit(&breaker).unwrap();
+        let second = admit(&breaker).unwrap();
+        let other = Arc::clone(&breaker);
+        let later = clock.clone();
+        // The racer records one bucket later, so the two failures land in different bucket
+        // words: only the fence lets one of the two threads see both.
+        let racer = thread::spawn(move || {
+            later.advance(Duration::from_secs(5));
+            fail(&other, first);
+        });
+        fail(&breaker, second);
+        racer.join().unwrap();
+        assert_eq!(breaker.current_state(), State::Open, "two of two failed");
+        assert_eq!(breaker.metrics().transitions, 1);
+    });
+}
+
+#[test]
+fn loom_the_open_timer_races_a_call_that_sees_the_time_is_up() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = build(
+            CircuitBreakerLayer::builder().consecutive_failures(NonZeroU32::MIN),
+            &clock,
+        );
+        let permit = admit(&breaker).unwrap();
+        fail(&breaker, permit);
+        let Snapshot::Open { generation, .. } = breaker.snapshot_for_tests() else {
+            panic!("not open")
+        };
+        clock.advance(Duration::from_millis(10));
+        let timer = Arc::clone(&breaker);
+        let fired = thread::spawn(move || timer.open_elapsed_for_tests(generation));
+        let call = admit(&breaker);
+        fired.join().unwrap();
+        // Whichever won, there is one HalfOpen generation, and the call is its only probe.
+        let Snapshot::HalfOpen {
+            admitted,
+            generation: g,
+            ..
+        } = breaker.snapshot_for_tests()
+        else {
+            panic!("not half-open: {:?}", breaker.snapshot_for_tests())
+        };
+        assert_eq!(g, 2);
+        assert!(matches!(call, Some(Permit::Probe { generation: 2 })));
+        assert_eq!(admitted, 1);
+        assert_eq!(
+            breaker.metrics().transitions,
+            2,
+            "closed→open, open→half-open"
+        );
+    });
+}
+
+#[test]
+fn loom_a_probe_completes_while_another_call_arrives() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = half_open(&clock, 1);
+        let probe = admit(&breaker).unwrap();
+        let other = Arc::clone(&breaker);
+        let finisher = thread::spawn(move || succeed(&other, probe));
+        let call = admit(&breaker);
+        finisher.join().unwrap();
+        assert_eq!(breaker.current_state(), State::Closed);
+        // The late caller is either rejected (the slot was taken) or admitted into the new
+        // closed period; never a second probe.
+        assert!(
+            matches!(call, None | Some(Permit::Closed { .. })),
+            "{call:?}"
+        );
+    });
+}
+
+#[test]
+fn loom_two_requests_race_for_one_probe_slot() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = half_open(&clock, 1);
+        let other = Arc::clone(&breaker);
+        let racer = thread::spawn(move || admit(&other));
+        let mine = admit(&breaker);
+        let theirs = racer.join().unwrap();
+        let probes = [mine, theirs].iter().filter(|p| p.is_some()).count();
+        assert_eq!(probes, 1, "exactly one probe: {mine:?} / {theirs:?}");
+        assert!(matches!(
+            breaker.snapshot_for_tests(),
+            Snapshot::HalfOpen { admitted: 1, .. }
+        ));
+    });
+}
+
+#[test]
+fn loom_a_late_outcome_from_an_older_generation_changes_nothing() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = half_open(&clock, 1);
+        let probe = admit(&breaker).unwrap();
+        let other = Arc::clone(&breaker);
+        let late = thread::spawn(move || succeed(&other, probe));
+        breaker.force(State::Isolated);
+        late.join().unwrap();
+        // Isolating first makes the probe's success stale; succeeding first closes, and the
+        // isolation follows. Either way the breaker ends isolated.
+        assert_eq!(breaker.current_state(), State::Isolated);
+    });
+}
+
+#[test]
+fn loom_a_dropped_probe_gives_its_slot_back() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = half_open(&clock, 1);
+        let probe = admit(&breaker).unwrap();
+        let other = Arc::clone(&breaker);
+        let dropper = thread::spawn(move || other.release(probe));
+        let call = admit(&breaker);
+        dropper.join().unwrap();
+        let Snapshot::HalfOpen { admitted, .. } = breaker.snapshot_for_tests() else {
+            panic!("not half-open")
+        };
+        match call {
+            Some(Permit::Probe { .. }) => assert_eq!(admitted, 1, "the slot went to the new call"),
+            None => assert_eq!(admitted, 0, "rejected before the slot came back"),
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
