@@ -405,10 +405,9 @@ fn classify(result: &Result<(), Fault>) -> Outcome {
     }
 }
 
-fn build(
-    setup: Setup,
-    clock: &ManualClock,
-) -> CircuitBreakerLayer<fn(&Result<(), Fault>) -> Outcome> {
+type Classifier = fn(&Result<(), Fault>) -> Outcome;
+
+fn build(setup: Setup, clock: &ManualClock) -> CircuitBreakerLayer<Classifier> {
     let builder = CircuitBreakerLayer::builder();
     let builder = match setup.policy {
         Policy::Consecutive { threshold } => {
@@ -462,7 +461,7 @@ fn build(
         .open_for(Duration::from_millis(setup.open_ms))
         .half_open_probes(NonZeroU32::new(u32::from(setup.probes)).unwrap())
         .half_open_max_wait(Duration::from_millis(setup.wait_ms), on_stuck)
-        .classifier(classify as fn(&Result<(), Fault>) -> Outcome)
+        .classifier(classify as Classifier)
         .clock(clock.clone())
         .build()
         .unwrap()
