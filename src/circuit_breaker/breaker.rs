@@ -838,6 +838,11 @@ impl<C: Send + Sync + 'static> Breaker<C> {
         self.state().load()
     }
 
+    #[cfg_attr(palisade_loom, allow(dead_code))]
+    pub(crate) fn set_for_tests(&self, snapshot: Snapshot) {
+        self.state().update(|_| Some(snapshot));
+    }
+
     pub(crate) fn open_elapsed_for_tests(self: &Arc<Self>, generation: u16) {
         self.open_elapsed(generation);
     }

@@ -560,3 +560,60 @@ fn minimum_calls_is_clamped_to_a_count_window() {
         "minimum of 100 clamped to the 4-call window"
     );
 }
+
+#[test]
+fn an_open_timer_dropped_with_its_runtime_disarms_the_breaker() {
+    let layer = consecutive(1).build().unwrap();
+    let breaker = layer.breaker_for_tests();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let Admission::Admitted(permit) = breaker.admit() else {
+            unreachable!()
+        };
+        breaker.record(permit, None, &Err::<(), ()>(()));
+    });
+    assert!(
+        matches!(
+            breaker.snapshot_for_tests(),
+            Snapshot::Open { armed: true, .. }
+        ),
+        "a timer was armed inside the runtime"
+    );
+    drop(runtime);
+    assert!(
+        matches!(
+            breaker.snapshot_for_tests(),
+            Snapshot::Open { armed: false, .. }
+        ),
+        "the dropped timer task disarmed it, so calls check the clock again"
+    );
+}
+
+#[test]
+fn an_armed_open_breaker_rejects_without_reading_the_clock() {
+    // A ManualClock never arms; an armed word built by hand shows the admission path reads
+    // no time: however far the clock moves, only the timer leaves Open.
+    let h = opened();
+    let Snapshot::Open {
+        generation,
+        reopens,
+        until_ms,
+        ..
+    } = h.snapshot()
+    else {
+        unreachable!()
+    };
+    h.breaker.set_for_tests(Snapshot::Open {
+        generation,
+        reopens,
+        armed: true,
+        until_ms,
+    });
+    h.clock.advance(Duration::from_secs(3600));
+    assert_eq!(h.admit(), None);
+    h.breaker.open_elapsed_for_tests(generation);
+    assert!(h.admit().is_some());
+}
