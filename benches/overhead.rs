@@ -62,7 +62,8 @@ impl Future for YieldOnce {
 
 type BoxError = palisade::error::BoxError;
 
-fn ready_ping() -> impl Service<Ping, Response = u32, Error = BoxError> + Clone {
+fn ready_ping() -> impl Service<Ping, Response = u32, Error = BoxError, Future: Send> + Clone + Send
+{
     service_fn(|Ping(n): Ping| std::future::ready(Ok::<_, BoxError>(n)))
 }
 
@@ -97,23 +98,27 @@ where
         let start = std::time::Instant::now();
         for _ in 0..iters {
             let ready = svc.ready().await.expect("ready");
-            black_box(ready.call(black_box(make())).await.expect("call"));
+            // Rejections are results too (the open-breaker rows measure them).
+            let _ = black_box(ready.call(black_box(make())).await);
         }
         start.elapsed()
     })
 }
 
 /// Allocations per call, outside the timed loops.
-fn allocations_per_call<S, Req>(svc: &mut S, make: &mut impl FnMut() -> Req) -> f64
+fn allocations_per_call<S, Req>(
+    rt: &tokio::runtime::Runtime,
+    svc: &mut S,
+    make: &mut impl FnMut() -> Req,
+) -> f64
 where
     S: Service<Req>,
     S::Error: std::fmt::Debug,
 {
     const CALLS: u64 = 10_000;
-    let rt = runtime();
-    let _ = time_calls(&rt, svc, make, 1_000);
+    let _ = time_calls(rt, svc, make, 1_000);
     let before = counting_alloc::allocations();
-    let _ = time_calls(&rt, svc, make, CALLS);
+    let _ = time_calls(rt, svc, make, CALLS);
     #[allow(clippy::cast_precision_loss)]
     let per_call = (counting_alloc::allocations() - before) as f64 / CALLS as f64;
     per_call
@@ -122,14 +127,25 @@ where
 /// The criterion run plus what the closing table needs about each subject.
 struct Bench {
     criterion: Criterion,
+    /// One current-thread runtime for every single-task subject, alive for the whole run (a
+    /// breaker tripped in it keeps its open timer armed).
+    rt: tokio::runtime::Runtime,
     rows: Vec<Row>,
 }
 
-/// One subject: its id, the bare subject it is compared with, and its allocations per call.
+/// What a subject's calls must return, checked once before it is measured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Ok,
+    Err,
+}
+
+/// One subject: its id, the bare subject it is compared with, and its allocations per call
+/// (not counted for the multi-threaded rows: the counter is per thread).
 struct Row {
     id: String,
     baseline: String,
-    allocations: f64,
+    allocations: Option<f64>,
 }
 
 impl Bench {
@@ -142,20 +158,95 @@ impl Bench {
         baseline: &str,
         mut svc: S,
         mut make: impl FnMut() -> Req,
+        expect: Expect,
     ) where
         S: Service<Req>,
         S::Error: std::fmt::Debug,
     {
         let id = format!("{group}/{name}");
+        let outcome = self.rt.block_on(async {
+            let ready = svc.ready().await.expect("ready");
+            ready.call(make()).await
+        });
+        let succeeded = outcome.is_ok();
+        assert_eq!(
+            succeeded,
+            expect == Expect::Ok,
+            "{id} must {} before it is measured: {:?}",
+            if expect == Expect::Ok {
+                "succeed"
+            } else {
+                "fail"
+            },
+            outcome.err()
+        );
         self.rows.push(Row {
             id: id.clone(),
             baseline: format!("{group}/{baseline}"),
-            allocations: allocations_per_call(&mut svc, &mut make),
+            allocations: Some(allocations_per_call(&self.rt, &mut svc, &mut make)),
         });
-        let rt = runtime();
+        let rt = &self.rt;
         let mut criterion_group = self.criterion.benchmark_group(group);
         criterion_group.bench_function(name, |b| {
-            b.iter_custom(|iters| time_calls(&rt, &mut svc, &mut make, iters));
+            b.iter_custom(|iters| time_calls(rt, &mut svc, &mut make, iters));
+        });
+        criterion_group.finish();
+    }
+
+    /// Measures two tasks on a two-worker runtime, each calling its own clone of `svc`
+    /// `iters` times; the time is per call per task.
+    fn contended<S, Req>(
+        &mut self,
+        group: &str,
+        name: &str,
+        baseline: &str,
+        svc: &S,
+        make: fn() -> Req,
+    ) where
+        S: Service<Req> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: std::fmt::Debug + Send,
+        Req: Send + 'static,
+    {
+        let id = format!("{group}/{name}");
+        self.rows.push(Row {
+            id,
+            baseline: format!("{group}/{baseline}"),
+            allocations: None,
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let mut criterion_group = self.criterion.benchmark_group(group);
+        criterion_group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start_line = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+                    #[allow(clippy::disallowed_methods)] // wall time is what criterion wants
+                    let tasks: Vec<_> = (0..2)
+                        .map(|_| {
+                            let mut svc = svc.clone();
+                            let start_line = std::sync::Arc::clone(&start_line);
+                            tokio::spawn(async move {
+                                start_line.wait().await;
+                                let start = std::time::Instant::now();
+                                for _ in 0..iters {
+                                    let ready = svc.ready().await.expect("ready");
+                                    let _ = black_box(ready.call(black_box(make())).await);
+                                }
+                                start.elapsed()
+                            })
+                        })
+                        .collect();
+                    let mut slowest = Duration::ZERO;
+                    for task in tasks {
+                        slowest = slowest.max(task.await.expect("task"));
+                    }
+                    slowest
+                })
+            });
         });
         criterion_group.finish();
     }
@@ -174,22 +265,115 @@ impl Bench {
                 .rows
                 .iter()
                 .find(|other| other.id == row.baseline)
-                .map_or(0.0, |base| base.allocations);
-            let added_allocations = row.allocations - base_allocations;
+                .and_then(|base| base.allocations)
+                .unwrap_or(0.0);
+            let allocations = row.allocations.map_or_else(
+                || "-".to_owned(),
+                |a| format!("{:+.2}", a - base_allocations),
+            );
             match (median_ns(&row.id), median_ns(&row.baseline)) {
                 (Some(ns), Some(base)) => println!(
-                    "{:<34} {ns:>9.2} {:>8.2} {:>+9.2} {added_allocations:>+9.2}",
+                    "{:<34} {ns:>9.2} {:>8.2} {:>+9.2} {allocations:>9}",
                     row.id,
                     ns / base,
                     ns - base,
                 ),
                 _ => println!(
-                    "{:<34} {:>9} {:>8} {:>9} {added_allocations:>+9.2}",
+                    "{:<34} {:>9} {:>8} {:>9} {allocations:>9}",
                     row.id, "-", "-", "-"
                 ),
             }
         }
     }
+}
+
+/// A failure with no data, so boxing it allocates nothing (a fair baseline for rejections).
+#[derive(Debug)]
+struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refused")
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn failing_ping() -> impl Service<Ping, Response = u32, Error = BoxError> + Clone {
+    service_fn(|_: Ping| std::future::ready(Err::<u32, BoxError>(Box::new(Refused))))
+}
+
+fn circuit_breaker_group(bench: &mut Bench) {
+    use palisade::circuit_breaker::{CircuitBreakerLayer, State};
+    let g = "circuit_breaker";
+
+    // Closed, every call succeeding: the ring is full and clean after the warm-up, so a
+    // success writes nothing.
+    bench.subject(g, "bare", "bare", ready_ping(), || Ping(42), Expect::Ok);
+    let count = CircuitBreakerLayer::new().layer(ready_ping());
+    bench.subject(g, "count_window", "bare", count, || Ping(42), Expect::Ok);
+    let time = CircuitBreakerLayer::builder()
+        .time_window(Duration::from_secs(10), 10)
+        .build()
+        .expect("valid")
+        .layer(ready_ping());
+    bench.subject(g, "time_window", "bare", time, || Ping(42), Expect::Ok);
+    let consecutive = CircuitBreakerLayer::builder()
+        .consecutive_failures(std::num::NonZeroU32::new(5).expect("non-zero"))
+        .build()
+        .expect("valid")
+        .layer(ready_ping());
+    bench.subject(
+        g,
+        "consecutive",
+        "bare",
+        consecutive,
+        || Ping(42),
+        Expect::Ok,
+    );
+
+    // Open: tripped inside the bench's runtime, so its (30-day) open timer stays armed and a
+    // rejection reads no clock. Compared with a bare service that fails at once.
+    bench.subject(
+        g,
+        "bare_err",
+        "bare_err",
+        failing_ping(),
+        || Ping(42),
+        Expect::Err,
+    );
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(std::num::NonZeroU32::MIN)
+        .open_for(Duration::from_secs(30 * 24 * 3600))
+        .build()
+        .expect("valid");
+    let handle = layer.handle();
+    let mut open = layer.layer(failing_ping());
+    bench.rt.block_on(async {
+        let _ = open.ready().await.expect("ready").call(Ping(1)).await;
+    });
+    assert_eq!(handle.state(), State::Open);
+    bench.subject(
+        g,
+        "open_rejection",
+        "bare_err",
+        open,
+        || Ping(42),
+        Expect::Err,
+    );
+
+    // Two tasks on a two-worker runtime sharing one breaker (count window, all succeeding).
+    bench.contended(g, "shared_bare", "shared_bare", &ready_ping(), || Ping(42));
+    let shared = CircuitBreakerLayer::new().layer(ready_ping());
+    bench.contended(g, "shared_count_window", "shared_bare", &shared, || {
+        Ping(42)
+    });
+    let shared = CircuitBreakerLayer::builder()
+        .consecutive_failures(std::num::NonZeroU32::new(5).expect("non-zero"))
+        .build()
+        .expect("valid")
+        .layer(ready_ping());
+    bench.contended(g, "shared_consecutive", "shared_bare", &shared, || Ping(42));
 }
 
 /// The median of a subject from criterion's saved estimates, in nanoseconds per call.
@@ -211,11 +395,11 @@ fn timeout_group(bench: &mut Bench) {
     let g = "timeout";
 
     // Inner ready at once: no clock read, no timer.
-    bench.subject(g, "bare", "bare", ready_ping(), || Ping(42));
+    bench.subject(g, "bare", "bare", ready_ping(), || Ping(42), Expect::Ok);
     let palisade = TimeoutLayer::new(limit).layer(ready_ping());
-    bench.subject(g, "palisade", "bare", palisade, || Ping(42));
+    bench.subject(g, "palisade", "bare", palisade, || Ping(42), Expect::Ok);
     let tower = tower::timeout::TimeoutLayer::new(limit).layer(ready_ping());
-    bench.subject(g, "tower", "bare", tower, || Ping(42));
+    bench.subject(g, "tower", "bare", tower, || Ping(42), Expect::Ok);
 
     // A request carrying a deadline: the clock is read once at the call.
     let extensions: &'static http::Extensions = Box::leak(Box::new({
@@ -224,9 +408,23 @@ fn timeout_group(bench: &mut Bench) {
         extensions
     }));
     let scoped = move || Scoped(extensions, 42);
-    bench.subject(g, "bare_deadline", "bare_deadline", ready_scoped(), scoped);
+    bench.subject(
+        g,
+        "bare_deadline",
+        "bare_deadline",
+        ready_scoped(),
+        scoped,
+        Expect::Ok,
+    );
     let palisade = TimeoutLayer::new(limit).layer(ready_scoped());
-    bench.subject(g, "palisade_deadline", "bare_deadline", palisade, scoped);
+    bench.subject(
+        g,
+        "palisade_deadline",
+        "bare_deadline",
+        palisade,
+        scoped,
+        Expect::Ok,
+    );
 
     // What one clock read costs in this build, for reading the deadline row: the benches build
     // with the dev-dependencies, whose tokio has `test-util`, and there `Instant::now()` also
@@ -235,16 +433,35 @@ fn timeout_group(bench: &mut Bench) {
         black_box(tokio::time::Instant::now());
         std::future::ready(Ok::<_, BoxError>(n))
     });
-    bench.subject(g, "clock_read_only", "bare", clock, || Ping(42));
+    bench.subject(g, "clock_read_only", "bare", clock, || Ping(42), Expect::Ok);
 
     // Inner pending once: the timer is armed, registered and cancelled.
-    bench.subject(g, "bare_pending", "bare_pending", pending_once(), || {
-        Ping(42)
-    });
+    bench.subject(
+        g,
+        "bare_pending",
+        "bare_pending",
+        pending_once(),
+        || Ping(42),
+        Expect::Ok,
+    );
     let palisade = TimeoutLayer::new(limit).layer(pending_once());
-    bench.subject(g, "palisade_pending", "bare_pending", palisade, || Ping(42));
+    bench.subject(
+        g,
+        "palisade_pending",
+        "bare_pending",
+        palisade,
+        || Ping(42),
+        Expect::Ok,
+    );
     let tower = tower::timeout::TimeoutLayer::new(limit).layer(pending_once());
-    bench.subject(g, "tower_pending", "bare_pending", tower, || Ping(42));
+    bench.subject(
+        g,
+        "tower_pending",
+        "bare_pending",
+        tower,
+        || Ping(42),
+        Expect::Ok,
+    );
 }
 
 fn main() {
@@ -254,9 +471,11 @@ fn main() {
         .configure_from_args();
     let mut bench = Bench {
         criterion,
+        rt: runtime(),
         rows: Vec::new(),
     };
     timeout_group(&mut bench);
+    circuit_breaker_group(&mut bench);
     bench.criterion.final_summary();
     bench.report();
 }

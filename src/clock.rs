@@ -189,7 +189,7 @@ impl std::fmt::Debug for ManualClock {
 /// State machines keep time in atomics as ticks from their own `Epoch`, never as raw instants.
 /// Instants before the base read as tick 0; 2^64 ns is about 584 years, so ticks saturate rather
 /// than wrap for any realistic uptime.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Epoch {
     base: Instant,
 }

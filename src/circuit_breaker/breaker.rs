@@ -140,12 +140,11 @@ impl<C> Breaker<C> {
     fn rejection(&self, snapshot: Snapshot) -> CircuitOpen {
         match snapshot {
             Snapshot::Open { until_ms, .. } => {
-                CircuitOpen::new(State::Open, Some(self.instant_of_ms(until_ms)))
+                CircuitOpen::new(State::Open, Some((self.epoch, until_ms)))
             }
             Snapshot::HalfOpen { generation, .. } => CircuitOpen::new(
                 State::HalfOpen,
-                self.probe_deadline(generation)
-                    .map(|ms| self.instant_of_ms(ms)),
+                self.probe_deadline(generation).map(|ms| (self.epoch, ms)),
             ),
             _ => CircuitOpen::new(State::Isolated, None),
         }
@@ -154,6 +153,26 @@ impl<C> Breaker<C> {
     /// Admits or rejects one call.
     #[inline]
     pub(crate) fn admit(self: &Arc<Self>) -> Admission
+    where
+        C: Send + Sync + 'static,
+    {
+        if let Some(generation) = self.state().closed_generation() {
+            return Admission::Admitted(Permit::Closed { generation });
+        }
+        if let Some(until_ms) = self.state().armed_open_until() {
+            // No clock: the armed timer will move the breaker on.
+            tracing::trace!("circuit open: call rejected");
+            return Admission::Rejected(CircuitOpen::new(
+                State::Open,
+                Some((self.epoch, until_ms)),
+            ));
+        }
+        self.admit_not_closed()
+    }
+
+    /// Admission in every state but Closed and armed Open.
+    #[cold]
+    fn admit_not_closed(self: &Arc<Self>) -> Admission
     where
         C: Send + Sync + 'static,
     {
@@ -293,6 +312,7 @@ impl<C> Breaker<C> {
     }
 
     /// Records the outcome of a call admitted with `permit`.
+    #[inline]
     pub(crate) fn record<Res, E>(
         self: &Arc<Self>,
         permit: Permit,
@@ -301,12 +321,33 @@ impl<C> Breaker<C> {
     ) where
         C: Classify<Res, E> + Send + Sync + 'static,
     {
+        let outcome = self.classifier.classify(result);
+        // The hot path: an untimed success of a closed call that changes nothing (a clean, full
+        // ring; or no run of failures to end). No write, no clock.
+        if let (Outcome::Success, Permit::Closed { generation }, None, false) =
+            (outcome, permit, started, self.config.server_directed)
+        {
+            let unchanged = match &self.window {
+                Window::Count(window) => window.success_changes_nothing(),
+                Window::Consecutive { .. } => self.state().is_closed_without_failures(generation),
+                Window::Time(_) => false,
+            };
+            if unchanged {
+                return;
+            }
+        }
         if self.config.server_directed {
             if let Some(pushback) = self.classifier.pushback(result) {
                 self.open_by_server(pushback.min(self.config.max_pushback));
             }
         }
-        let outcome = self.classifier.classify(result);
+        self.record_outcome(permit, started, outcome);
+    }
+
+    fn record_outcome(self: &Arc<Self>, permit: Permit, started: Option<Instant>, outcome: Outcome)
+    where
+        C: Send + Sync + 'static,
+    {
         if outcome == Outcome::Ignore {
             self.release(permit);
             return;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::State;
-use crate::clock::Instant;
+use crate::clock::{Epoch, Instant};
 use crate::error::BoxError;
 
 /// The breaker refused the call without calling the inner service.
@@ -20,25 +20,28 @@ pub struct CircuitOpen {
     /// The state that refused the call: [`State::Open`], [`State::HalfOpen`] (every probe
     /// slot taken) or [`State::Isolated`].
     pub state: State,
-    reopens_at: Option<Instant>,
+    /// The breaker's epoch and the reopening time in ms since it: turned into an instant only
+    /// when asked, so rejecting does no time arithmetic.
+    reopens: Option<(Epoch, u64)>,
 }
 
 impl CircuitOpen {
-    pub(crate) fn new(state: State, reopens_at: Option<Instant>) -> Self {
-        Self { state, reopens_at }
+    pub(crate) fn new(state: State, reopens: Option<(Epoch, u64)>) -> Self {
+        Self { state, reopens }
     }
 
     /// When the breaker will let a call through again, if it knows.
     #[must_use]
     pub fn reopens_at(&self) -> Option<Instant> {
-        self.reopens_at
+        self.reopens
+            .map(|(epoch, ms)| epoch.instant(ms.saturating_mul(1_000_000)))
     }
 
     /// The time left until the breaker lets a call through again (zero if that moment has
     /// passed), if it knows. Reads tokio's clock.
     #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
-        self.reopens_at
+        self.reopens_at()
             .map(|at| at.saturating_duration_since(Instant::now()))
     }
 }

@@ -150,6 +150,7 @@ impl Snapshot {
         failures: 0,
     };
 
+    #[inline]
     pub(crate) fn generation(self) -> u16 {
         match self {
             Self::Closed { generation, .. }
@@ -168,6 +169,7 @@ impl Snapshot {
         }
     }
 
+    #[inline]
     fn encode(self) -> u64 {
         let (phase, generation, payload) = match self {
             Self::Closed {
@@ -207,6 +209,7 @@ impl Snapshot {
     }
 
     #[allow(clippy::cast_possible_truncation)] // every field is masked to its width first
+    #[inline]
     fn decode(word: u64) -> Self {
         let generation = ((word >> GENERATION_SHIFT) & GENERATION_MASK) as u16;
         let payload = word & PAYLOAD_MASK;
@@ -240,6 +243,7 @@ impl Snapshot {
 }
 
 /// The generation after `generation` (wrapping in 13 bits).
+#[inline]
 pub(crate) fn next_generation(generation: u16) -> u16 {
     #[allow(clippy::cast_possible_truncation)] // masked to 13 bits
     let next = ((u64::from(generation) + 1) & GENERATION_MASK) as u16;
@@ -266,6 +270,7 @@ impl AtomicState {
     }
 
     /// The current state.
+    #[inline]
     pub(crate) fn load(&self) -> Snapshot {
         // Acquire pairs with the Release half of the exchange in `update`: a caller that sees
         // Closed(g + 1) also sees the window reset the closing thread did before closing, so
@@ -273,6 +278,39 @@ impl AtomicState {
         // state machine shares, and a slightly stale view costs at most a call admitted or
         // rejected just as the state changes; the exchange in `update` is what decides.
         Snapshot::decode(self.word.load(Ordering::Acquire))
+    }
+
+    /// The generation if the breaker is Closed, without decoding the rest: the hot path of
+    /// admission and of recording a success.
+    #[inline]
+    pub(crate) fn closed_generation(&self) -> Option<u16> {
+        // Acquire: as in `load`.
+        let word = self.word.load(Ordering::Acquire);
+        #[allow(clippy::cast_possible_truncation)] // masked to 13 bits
+        let generation = ((word >> GENERATION_SHIFT) & GENERATION_MASK) as u16;
+        (word >> PHASE_SHIFT == CLOSED).then_some(generation)
+    }
+
+    /// `until_ms` if the breaker is Open with its timer armed (the state that rejects without
+    /// reading the clock), without decoding the rest.
+    #[inline]
+    pub(crate) fn armed_open_until(&self) -> Option<u64> {
+        // Relaxed would do for a rejection, but Acquire keeps every load of the word alike.
+        let word = self.word.load(Ordering::Acquire);
+        (word >> PHASE_SHIFT == OPEN && word & ARMED_BIT != 0).then_some(word & UNTIL_MASK)
+    }
+
+    /// Whether the breaker is Closed in `generation` with no run of failures: the state in
+    /// which a success in consecutive mode changes nothing.
+    #[inline]
+    pub(crate) fn is_closed_without_failures(&self, generation: u16) -> bool {
+        // Acquire: as in `load`.
+        let word = self.word.load(Ordering::Acquire);
+        word == Snapshot::Closed {
+            generation,
+            failures: 0,
+        }
+        .encode()
     }
 
     /// Applies `decide` until the word changes from the state it decided on, or `decide`

@@ -40,43 +40,68 @@ pub(crate) struct CountWindow {
     size: u64,
     /// Outcomes recorded since the last reset; slot = head % size.
     head: AtomicU64,
-    failures: Box<[AtomicU64]>,
-    slow: Box<[AtomicU64]>,
+    /// The failure ring's words, then the slow ring's: one slice, so checking that the window
+    /// is clean is one short loop.
+    bits: Box<[AtomicU64]>,
+    /// Words per ring.
+    words: usize,
+    /// How many bits of both rings are set: zero means every slot holds a plain success.
+    /// Changed only with the bit flip it counts (from the flip's RMW result), so at rest it is
+    /// exact; a record in flight can leave it one behind for a moment.
+    bad_bits: AtomicU64,
 }
 
 impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         let words = size.div_ceil(64) as usize;
-        let bits = || (0..words).map(|_| AtomicU64::new(0)).collect();
         Self {
             size: u64::from(size),
             head: AtomicU64::new(0),
-            failures: bits(),
-            slow: bits(),
+            bits: (0..2 * words).map(|_| AtomicU64::new(0)).collect(),
+            words,
+            bad_bits: AtomicU64::new(0),
         }
     }
 
+    fn failures(&self) -> &[AtomicU64] {
+        &self.bits[..self.words]
+    }
+
+    fn slow(&self) -> &[AtomicU64] {
+        &self.bits[self.words..]
+    }
+
+    /// Whether a plain success would change nothing: the ring is full and every slot holds a
+    /// plain success.
+    #[inline]
+    pub(crate) fn success_changes_nothing(&self) -> bool {
+        // Relaxed: a hint; see `record`. A count one behind makes one success skip evicting
+        // an old outcome, the same bounded lag as any record in flight.
+        self.head.load(Ordering::Relaxed) >= self.size && self.bad_bits.load(Ordering::Relaxed) == 0
+    }
+
     /// Records one outcome. Returns whether the window should be evaluated now.
+    #[inline]
     pub(crate) fn record(&self, failed: bool, slow: bool, minimum_calls: u64) -> bool {
         let bad = failed || slow;
         // Relaxed throughout: each slot and the head are independent counters; evaluation
-        // tolerates a record in flight, and the state word orders resets (see `reset`).
-        if !bad && self.head.load(Ordering::Relaxed) >= self.size && self.is_clean() {
+        // is fenced by the caller, and the state word orders resets (see `reset`).
+        if !bad && self.success_changes_nothing() {
             // Every slot already holds a plain success: this one changes nothing.
             return false;
         }
         let index = self.head.fetch_add(1, Ordering::Relaxed);
         let slot = index % self.size;
-        write_bit(&self.failures, slot, failed);
-        write_bit(&self.slow, slot, slow);
+        let flips = write_bit(self.failures(), slot, failed) + write_bit(self.slow(), slot, slow);
+        // Relaxed: a count; see the field.
+        if flips > 0 {
+            self.bad_bits
+                .fetch_add(flips.unsigned_abs(), Ordering::Relaxed);
+        } else if flips < 0 {
+            self.bad_bits
+                .fetch_sub(flips.unsigned_abs(), Ordering::Relaxed);
+        }
         bad || index + 1 == minimum_calls
-    }
-
-    fn is_clean(&self) -> bool {
-        self.failures
-            .iter()
-            .chain(self.slow.iter())
-            .all(|word| word.load(Ordering::Relaxed) == 0)
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -88,33 +113,39 @@ impl CountWindow {
         };
         Counts {
             calls: self.head.load(Ordering::Relaxed).min(self.size),
-            failures: ones(&self.failures),
-            slow: ones(&self.slow),
+            failures: ones(self.failures()),
+            slow: ones(self.slow()),
         }
     }
 
     /// Empties the window. Called before the state word is released into Closed, whose
     /// Release exchange publishes these stores to every recorder that sees the new state.
     pub(crate) fn reset(&self) {
-        for word in self.failures.iter().chain(self.slow.iter()) {
+        for word in self.bits.iter() {
             word.store(0, Ordering::Relaxed);
         }
+        self.bad_bits.store(0, Ordering::Relaxed);
         self.head.store(0, Ordering::Relaxed);
     }
 }
 
-/// Sets or clears bit `slot`, writing only if it changes.
-fn write_bit(words: &[AtomicU64], slot: u64, value: bool) {
+/// Sets or clears bit `slot`, writing only if it changes. Returns +1 if this call set it, −1
+/// if it cleared it, 0 if it was already so (decided by the RMW's result, so two racing
+/// writers never both count one flip).
+#[inline]
+fn write_bit(words: &[AtomicU64], slot: u64, value: bool) -> i64 {
     let Some(word) = usize::try_from(slot / 64).ok().and_then(|i| words.get(i)) else {
-        return;
+        return 0;
     };
     let mask = 1u64 << (slot % 64);
     // Relaxed: the bit is the whole message; the load only avoids a needless write.
     let set = word.load(Ordering::Relaxed) & mask != 0;
     if value && !set {
-        word.fetch_or(mask, Ordering::Relaxed);
+        i64::from(word.fetch_or(mask, Ordering::Relaxed) & mask == 0)
     } else if !value && set {
-        word.fetch_and(!mask, Ordering::Relaxed);
+        -i64::from(word.fetch_and(!mask, Ordering::Relaxed) & mask != 0)
+    } else {
+        0
     }
 }
 
@@ -162,6 +193,7 @@ impl TimeWindow {
     }
 
     /// Records one outcome at `now`. Returns whether the window should be evaluated now.
+    #[inline]
     pub(crate) fn record(&self, now: Instant, failed: bool, slow: bool) -> bool {
         let epoch = self.epoch_of(now);
         let Some(bucket) = usize::try_from(epoch % self.len())
