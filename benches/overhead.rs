@@ -331,6 +331,11 @@ fn circuit_breaker_group(bench: &mut Bench) {
         || Ping(42),
         Expect::Ok,
     );
+    let keyed = CircuitBreakerLayer::builder()
+        .keyed(|Ping(n): &Ping| *n % 16)
+        .expect("valid")
+        .layer(ready_ping());
+    bench.subject(g, "keyed", "bare", keyed, || Ping(42), Expect::Ok);
 
     // Open: tripped inside the bench's runtime, so its (30-day) open timer stays armed and a
     // rejection reads no clock. Compared with a bare service that fails at once.

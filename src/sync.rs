@@ -12,13 +12,16 @@
 //! ```
 //!
 //! Only what the crate uses is re-exported; a layer that needs another atomic type adds it here.
+//! Builds with only some features enabled use a subset, hence the `allow(unused_imports)`.
 
 #[cfg(not(palisade_loom))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(palisade_loom))]
+#[allow(unused_imports)]
 pub(crate) use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 #[cfg(palisade_loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(palisade_loom)]
+#[allow(unused_imports)]
 pub(crate) use loom::sync::atomic::{AtomicU64, Ordering, fence};

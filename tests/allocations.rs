@@ -177,3 +177,71 @@ fn propagation_costs_only_the_header_it_writes() {
         0.0
     );
 }
+
+fn ready_u32() -> impl Service<u32, Response = u32, Error = BoxError> + Clone {
+    service_fn(|n: u32| std::future::ready(Ok::<_, BoxError>(n)))
+}
+
+#[test]
+fn the_breaker_allocates_nothing_on_its_closed_paths() {
+    use palisade::circuit_breaker::CircuitBreakerLayer;
+    let bare = per_call(ready_u32(), || 1);
+    let count = per_call(CircuitBreakerLayer::new().layer(ready_u32()), || 1);
+    let time = per_call(
+        CircuitBreakerLayer::builder()
+            .time_window(Duration::from_secs(10), 10)
+            .build()
+            .unwrap()
+            .layer(ready_u32()),
+        || 1,
+    );
+    let consecutive = per_call(
+        CircuitBreakerLayer::builder()
+            .consecutive_failures(std::num::NonZeroU32::new(5).unwrap())
+            .build()
+            .unwrap()
+            .layer(ready_u32()),
+        || 1,
+    );
+    let keyed = per_call(
+        CircuitBreakerLayer::builder()
+            .keyed(|n: &u32| *n % 8)
+            .unwrap()
+            .layer(ready_u32()),
+        || 3,
+    );
+    assert_eq!(report("breaker, count window, closed", bare, count), 0.0);
+    assert_eq!(report("breaker, time window, closed", bare, time), 0.0);
+    assert_eq!(
+        report("breaker, consecutive, closed", bare, consecutive),
+        0.0
+    );
+    assert_eq!(report("breaker, keyed, closed", bare, keyed), 0.0);
+}
+
+#[test]
+fn an_open_breaker_rejects_without_allocating() {
+    use palisade::circuit_breaker::{CircuitBreakerLayer, State};
+    let layer = CircuitBreakerLayer::new();
+    let handle = layer.handle();
+    handle.isolate();
+    assert_eq!(handle.state(), State::Isolated);
+    let rt = runtime();
+    let mut svc = layer.layer(ready_u32());
+    let rejected = rt.block_on(async {
+        for _ in 0..100 {
+            let _ = svc.ready().await.unwrap().call(1).await;
+        }
+        let before = allocations();
+        for _ in 0..CALLS {
+            let result = svc.ready().await.unwrap().call(1).await;
+            assert!(result.is_err());
+        }
+        allocations() - before
+    });
+    println!(
+        "{:<48} allocations over {CALLS} rejections: {rejected}",
+        "breaker, open"
+    );
+    assert_eq!(rejected, 0);
+}

@@ -535,6 +535,87 @@ async fn a_timeout_inside_the_breaker_counts_as_a_failure_and_stays_findable() {
     }
 }
 
+/// A request for the keyed tests: the upstream it goes to, and whether it fails.
+#[derive(Clone, Copy, Debug)]
+struct To(&'static str, bool);
+
+fn keyed_backend() -> impl Service<To, Response = (), Error = BoxError, Future: Send> + Clone {
+    service_fn(|To(_, fail)| async move {
+        if fail {
+            Err::<(), BoxError>("upstream failed".into())
+        } else {
+            Ok(())
+        }
+    })
+}
+
+async fn keyed_call<S>(svc: &mut S, to: To) -> Result<(), CircuitBreakerError>
+where
+    S: Service<To, Response = (), Error = CircuitBreakerError>,
+{
+    svc.ready().await?.call(to).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_failing_key_does_not_cut_off_the_others() {
+    let layer = consecutive(2)
+        .name("upstreams")
+        .keyed(|to: &To| to.0)
+        .unwrap();
+    let mut svc = layer.layer(keyed_backend());
+    keyed_call(&mut svc, To("a", true)).await.unwrap_err();
+    keyed_call(&mut svc, To("a", true)).await.unwrap_err();
+    rejection(keyed_call(&mut svc, To("a", false)).await);
+    keyed_call(&mut svc, To("b", false)).await.unwrap();
+    keyed_call(&mut svc, To("b", true)).await.unwrap_err();
+    keyed_call(&mut svc, To("b", false)).await.unwrap();
+
+    assert_eq!(layer.handle("a").unwrap().state(), State::Open);
+    assert_eq!(layer.handle("b").unwrap().state(), State::Closed);
+    assert_eq!(layer.handle("a").unwrap().name(), Some("upstreams[\"a\"]"));
+    assert!(layer.handle("c").is_none());
+    assert_eq!(layer.keys(), 2);
+    assert_eq!(layer.handles().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_breakers_stay_bounded_and_evict_keys_left_idle() {
+    let layer = consecutive(1).max_keys(2).keyed(|to: &To| to.0).unwrap();
+    let mut svc = layer.layer(keyed_backend());
+    keyed_call(&mut svc, To("a", false)).await.unwrap();
+    keyed_call(&mut svc, To("b", false)).await.unwrap();
+
+    // Full, and both keys were just used: a third key shares the overflow breaker.
+    keyed_call(&mut svc, To("c", true)).await.unwrap_err();
+    assert!(layer.handle("c").is_none());
+    assert_eq!(layer.overflow_handle().state(), State::Open);
+    assert_eq!(layer.keys(), 2);
+
+    // "b" keeps being used; "a" stays idle for a whole sweep interval and is evicted for "d".
+    sleep(Duration::from_millis(500)).await;
+    keyed_call(&mut svc, To("b", false)).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    keyed_call(&mut svc, To("b", false)).await.unwrap();
+    keyed_call(&mut svc, To("d", false)).await.unwrap();
+    assert!(layer.handle("a").is_none(), "idle key evicted");
+    assert!(layer.handle("b").is_some());
+    assert!(layer.handle("d").is_some());
+    assert_eq!(layer.keys(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_distinct_keys_never_grows_past_the_bound() {
+    let layer = consecutive(3).max_keys(16).keyed(|n: &u32| *n).unwrap();
+    let mut svc = layer.layer(service_fn(|_: u32| async { Ok::<(), BoxError>(()) }));
+    for n in 0..10_000u32 {
+        svc.ready().await.unwrap().call(n).await.unwrap();
+        if n % 1000 == 0 {
+            sleep(Duration::from_millis(1500)).await;
+        }
+        assert!(layer.keys() <= 16, "{} keys after {n}", layer.keys());
+    }
+}
+
 #[test]
 fn a_breaker_tripped_without_a_runtime_leaves_open_by_the_clock() {
     // No runtime: no timer can be armed, so calls compare the clock themselves.

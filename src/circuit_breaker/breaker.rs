@@ -71,6 +71,8 @@ pub(crate) struct Breaker<C> {
     transitions: AtomicU64,
     events: broadcast::Sender<Transition>,
     pub(crate) classifier: C,
+    /// For keyed breakers: the eviction sweep this breaker was last used in.
+    pub(crate) last_used: AtomicU64,
 }
 
 impl<C> Breaker<C> {
@@ -104,6 +106,7 @@ impl<C> Breaker<C> {
             transitions: AtomicU64::new(0),
             events: broadcast::channel(EVENT_CAPACITY).0,
             classifier,
+            last_used: AtomicU64::new(0),
         }
     }
 

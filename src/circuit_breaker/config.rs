@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::CircuitBreakerLayer;
 use super::breaker::Breaker;
+use super::keyed::{DEFAULT_MAX_KEYS, KeyedCircuitBreakerLayer};
 use super::state::{MAX_PROBES, MAX_UNTIL_MS};
 use crate::Ratio;
 use crate::classify::DefaultClassifier;
@@ -128,6 +129,7 @@ pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     max_pushback: Duration,
     jitter_seed: Option<u64>,
     clock: Clock,
+    max_keys: usize,
 }
 
 impl CircuitBreakerBuilder {
@@ -150,6 +152,7 @@ impl CircuitBreakerBuilder {
             max_pushback: DEFAULT_MAX_PUSHBACK,
             jitter_seed: None,
             clock: Clock::default(),
+            max_keys: DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -176,6 +179,7 @@ impl<C> CircuitBreakerBuilder<C> {
             max_pushback: self.max_pushback,
             jitter_seed: self.jitter_seed,
             clock: self.clock,
+            max_keys: self.max_keys,
         }
     }
 
@@ -290,6 +294,54 @@ impl<C> CircuitBreakerBuilder<C> {
     pub fn clock(mut self, clock: impl Into<Clock>) -> Self {
         self.clock = clock.into();
         self
+    }
+
+    /// For [`keyed`](Self::keyed) breakers: how many keys to track at most. Defaults to
+    /// [`DEFAULT_MAX_KEYS`](super::DEFAULT_MAX_KEYS) (1024); at least 1.
+    pub fn max_keys(mut self, max: usize) -> Self {
+        self.max_keys = max;
+        self
+    }
+
+    /// Checks the settings and builds a layer with one breaker per key, `key_of` mapping each
+    /// request to its key (a host, a route, a tenant id). Every key's breaker has this
+    /// configuration; see [`KeyedCircuitBreaker`](super::KeyedCircuitBreaker).
+    ///
+    /// A key is hashed, not stored, so returning a borrowed or `Copy` key keeps the call
+    /// allocation-free.
+    ///
+    /// ```
+    /// use palisade::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let per_host = CircuitBreakerLayer::builder()
+    ///     .max_keys(256)
+    ///     .keyed(|req: &http::Request<()>| req.uri().host().map(str::to_owned))
+    ///     .unwrap();
+    /// # let _ = per_host;
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build), and [`ConfigError::CountOutOfRange`] for `max_keys` of 0.
+    pub fn keyed<F>(self, key_of: F) -> Result<KeyedCircuitBreakerLayer<F, C>, ConfigError>
+    where
+        C: Clone + Send + Sync + 'static,
+    {
+        let config = self.validate()?;
+        if self.max_keys == 0 {
+            return Err(ConfigError::CountOutOfRange {
+                setting: "max_keys",
+                value: 0,
+                min: 1,
+                max: u64::MAX,
+            });
+        }
+        Ok(KeyedCircuitBreakerLayer::new(
+            key_of,
+            config,
+            self.classifier,
+            self.max_keys,
+        ))
     }
 
     /// Checks the settings together and builds the layer, whose breaker every service it

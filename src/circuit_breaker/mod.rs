@@ -157,6 +157,7 @@ mod config;
 mod error;
 pub mod future;
 mod handle;
+mod keyed;
 mod layer;
 #[cfg(all(test, palisade_loom))]
 mod loom_models;
@@ -174,5 +175,6 @@ pub use self::config::{
 };
 pub use self::error::{CircuitBreakerError, CircuitOpen};
 pub use self::handle::{CircuitBreakerHandle, Metrics, State, Transition, TransitionReason};
+pub use self::keyed::{DEFAULT_MAX_KEYS, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::service::CircuitBreaker;
