@@ -15,7 +15,7 @@ use http::HeaderValue;
 /// `now` is the wall clock (`SystemTime::now()`), since HTTP-dates are wall-clock times.
 ///
 /// ```
-/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// use std::time::{Duration, UNIX_EPOCH};
 /// use http::HeaderValue;
 /// use palisade::http::parse_retry_after;
 ///
