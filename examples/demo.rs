@@ -8,8 +8,15 @@
 //! (`grpc-timeout`), and hands the handler's remaining time to its own outgoing calls. The client
 //! gives every call a limit, publishes it as the request's deadline, and tells the server how
 //! much of it is left.
+//!
+//! Then a route goes down: a circuit breaker in front of it opens after three failures,
+//! rejects calls at once with the time left (`Retry-After` for HTTP callers) instead of sending
+//! them, and closes again once a probe finds the route healthy.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,6 +26,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::classify::StatusClassifier;
 use palisade::deadline::Deadline;
 use palisade::error::{BoxError, Rejection};
 use palisade::http::{DeadlineHeader, GRPC_TIMEOUT};
@@ -26,9 +35,17 @@ use palisade::timeout::{PropagateDeadlineLayer, ServerTimeoutLayer, TimeoutLayer
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-/// The server: `/fast`, `/slow`, `/budget` (what the caller said it had left) and `/chain` (a
-/// handler that calls `/budget` itself, passing its own deadline on).
-async fn serve() -> SocketAddr {
+/// The state of the `/flaky` route: whether it works, and how many requests reached it.
+#[derive(Default)]
+struct Flaky {
+    healthy: AtomicBool,
+    hits: AtomicUsize,
+}
+
+/// The server: `/fast`, `/slow`, `/budget` (what the caller said it had left), `/chain` (a
+/// handler that calls `/budget` itself, passing its own deadline on) and `/flaky` (a 500 until
+/// `flaky.healthy` is set).
+async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1");
@@ -49,6 +66,20 @@ async fn serve() -> SocketAddr {
             }),
         )
         .route("/budget", get(|req: Request| async move { budget(&req) }))
+        .route(
+            "/flaky",
+            get(move || async move {
+                flaky.hits.fetch_add(1, Ordering::Relaxed);
+                if flaky.healthy.load(Ordering::Relaxed) {
+                    (http::StatusCode::OK, "flaky route is back")
+                } else {
+                    (
+                        http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "flaky route is down",
+                    )
+                }
+            }),
+        )
         .route(
             "/chain",
             get(move |req: Request| async move {
@@ -149,6 +180,17 @@ where
                 "  client gave up after {took} ms: {timed_out} (kind {:?})",
                 timed_out.kind
             ),
+            Some(Rejection::CircuitOpen(open)) => {
+                let answer = open.problem().into_response::<Body>();
+                let retry_after = &answer.headers()[http::header::RETRY_AFTER];
+                println!(
+                    "  rejected after {took} ms, never sent: {open}, retry after {} ms\n  \
+                     (as an HTTP answer: {}, Retry-After: {})",
+                    open.retry_after().unwrap_or_default().as_millis(),
+                    answer.status(),
+                    retry_after.to_str().unwrap_or("?"),
+                );
+            }
             _ => println!("  failed after {took} ms: {err}"),
         },
     }
@@ -156,7 +198,8 @@ where
 
 #[tokio::main]
 async fn main() {
-    let addr = serve().await;
+    let flaky = Arc::new(Flaky::default());
+    let addr = serve(Arc::clone(&flaky)).await;
     println!("palisade demo: server on http://{addr}, handlers limited to 1 s");
 
     show(
@@ -206,4 +249,56 @@ async fn main() {
         malformed,
     )
     .await;
+
+    breaker_demo(addr, &flaky).await;
+}
+
+/// A breaker in front of `/flaky`: opens after three failures, rejects at once while open,
+/// and closes when a probe finds the route healthy again.
+async fn breaker_demo(addr: SocketAddr, flaky: &Flaky) {
+    println!("\n── circuit breaker in front of /flaky (opens after 3 failures, open for 1 s) ──");
+    let breaker = CircuitBreakerLayer::builder()
+        .name("flaky")
+        .classifier(StatusClassifier::new())
+        .consecutive_failures(NonZeroU32::new(3).expect("non-zero"))
+        .open_for(Duration::from_secs(1))
+        .build()
+        .expect("valid breaker configuration");
+    let handle = breaker.handle();
+    let mut transitions = handle.subscribe();
+    // Prints the transitions that happened since the last call, in order.
+    let mut print_transitions = move || {
+        while let Ok(t) = transitions.try_recv() {
+            println!("  ⇢ breaker: {:?} → {:?} ({:?})", t.from, t.to, t.reason);
+        }
+    };
+    let mut svc = ServiceBuilder::new()
+        .map_err(BoxError::from)
+        .layer(breaker)
+        .service(client(Duration::from_millis(500)));
+
+    for attempt in 1..=5 {
+        let title = format!("GET /flaky #{attempt} (route down)");
+        show(&title, &mut svc, get_request(addr, "/flaky")).await;
+        print_transitions();
+    }
+    println!(
+        "\n  the route saw {} requests for 5 calls; the breaker is {:?}",
+        flaky.hits.load(Ordering::Relaxed),
+        handle.state()
+    );
+
+    flaky.healthy.store(true, Ordering::Relaxed);
+    println!("\n  the route recovers; waiting out the open duration…");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    print_transitions();
+    for title in ["GET /flaky (the probe)", "GET /flaky (closed again)"] {
+        show(title, &mut svc, get_request(addr, "/flaky")).await;
+        print_transitions();
+    }
+    let metrics = handle.metrics();
+    println!(
+        "\n  breaker {:?} after {} transitions",
+        metrics.state, metrics.transitions
+    );
 }

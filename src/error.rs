@@ -204,7 +204,7 @@ impl<'a> Rejection<'a> {
     /// | --- | --- |
     /// | [`TimedOut`] | 504 Gateway Timeout (the server-side timeout answers 503 or 408, as configured) |
     /// | [`InvalidDeadlineHeader`] | 400 Bad Request |
-    /// | [`CircuitOpen`](crate::circuit_breaker::CircuitOpen) | 503 Service Unavailable, with `Retry-After` when known |
+    /// | [`CircuitOpen`] | 503 Service Unavailable, with `Retry-After` when known |
     #[cfg(feature = "http")]
     #[must_use]
     pub fn status(&self) -> http::StatusCode {

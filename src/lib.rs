@@ -9,9 +9,10 @@
 //! | layer | what it stops | module |
 //! | --- | --- | --- |
 //! | timeout with deadlines | a slow dependency tying up every caller; work nobody waits for | [`timeout`] |
+//! | circuit breaker | hammering a dependency that is down; callers queueing behind it | [`circuit_breaker`] |
 //!
-//! The circuit breaker, retry with budgets, idempotency keys and the stale-while-revalidate
-//! cache join this table as they land.
+//! Retry with budgets, idempotency keys and the stale-while-revalidate cache join this table
+//! as they land.
 //!
 //! # A client stack
 //!
@@ -91,7 +92,7 @@
 //! A tower stack is an onion: the first layer added is the outermost and sees the request first.
 //!
 //! ```text
-//! client:  total Timeout (publish_deadline) ⊃ … ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ HTTP client
+//! client:  total Timeout (publish_deadline) ⊃ CircuitBreaker ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ HTTP client
 //! server:  axum Router: ServerTimeout ⊃ … ⊃ handler
 //! ```
 //!
@@ -100,6 +101,9 @@
 //!   [`Deadline`](deadline::Deadline), so every layer inside works to the same end.
 //! - **Deadline propagation** sits inside the attempt timeout, so the header carries the tighter
 //!   of the attempt limit and the total deadline at the moment the request leaves.
+//! - The **circuit breaker** sits outside the attempt timeout, so a timed-out attempt counts as
+//!   a failure, and inside the total timeout (and, when it lands, the retry), so each attempt is
+//!   admitted and counted on its own and a rejection is cheap for everything outside.
 //! - On the server, the **server timeout** goes outside anything that can wait, so the caller's
 //!   deadline bounds all of it.
 //!
@@ -108,10 +112,11 @@
 //! | feature | default | enables |
 //! | --- | --- | --- |
 //! | `timeout` | yes | [`timeout`]: [`Timeout`](timeout::Timeout), deadlines |
+//! | `circuit-breaker` | yes | [`circuit_breaker`]: [`CircuitBreaker`](circuit_breaker::CircuitBreaker), keyed breakers (adds `scc`) |
 //! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses; with `timeout`, the server-side timeout and deadline propagation |
 //! | `full` | no | every feature |
 //!
-//! Always present: [`clock`], [`classify`], [`deadline`], [`error`] and the
+//! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`] and the
 //! [`RequestExtensions`] trait (with [`NoExtensions`] for request types from other crates). Without `http` the crate needs only tokio (`time`), tower's
 //! service traits and the `http` crate's extension map.
 //!
@@ -152,7 +157,10 @@ pub use self::ratio::Ratio;
 
 /// `get_ref`, `get_mut` and `into_inner` for a service struct whose inner service is the field
 /// `inner` of type `S`.
-#[cfg_attr(not(feature = "timeout"), allow(unused_macros))]
+#[cfg_attr(
+    not(any(feature = "timeout", feature = "circuit-breaker")),
+    allow(unused_macros)
+)]
 macro_rules! inner_accessors {
     () => {
         /// The inner service.
@@ -171,7 +179,10 @@ macro_rules! inner_accessors {
         }
     };
 }
-#[cfg_attr(not(feature = "timeout"), allow(unused_imports))]
+#[cfg_attr(
+    not(any(feature = "timeout", feature = "circuit-breaker")),
+    allow(unused_imports)
+)]
 pub(crate) use inner_accessors;
 
 /// The README's code blocks, compiled as doctests so they cannot rot.

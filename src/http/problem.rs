@@ -56,7 +56,7 @@ impl Problem {
         self
     }
 
-    /// Adds a `Retry-After` (rounded up to whole seconds on the wire).
+    /// Adds a `Retry-After` (whole seconds on the wire, rounded up beyond 1 ms of slack).
     #[must_use]
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = Some(retry_after);
@@ -126,8 +126,11 @@ impl Problem {
     }
 }
 
-/// `Retry-After` in delta-seconds, rounded up so a client never comes back early.
+/// `Retry-After` in delta-seconds, rounded up so a client never comes back early, but with one
+/// millisecond of slack: layers keep time in whole milliseconds rounded up, so a 1 s wait can
+/// read as 1.0005 s, which should still say `1`.
 fn retry_after_value(retry_after: Duration) -> HeaderValue {
+    let retry_after = retry_after.saturating_sub(Duration::from_millis(1));
     let seconds = retry_after
         .as_secs()
         .saturating_add(u64::from(retry_after.subsec_nanos() > 0));
@@ -174,9 +177,11 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        assert_eq!(retry_after_value(Duration::from_millis(1)), "1");
+        assert_eq!(retry_after_value(Duration::from_millis(2)), "1");
         assert_eq!(retry_after_value(Duration::from_secs(30)), "30");
-        assert_eq!(retry_after_value(Duration::from_millis(30_001)), "31");
+        assert_eq!(retry_after_value(Duration::from_micros(30_000_900)), "30");
+        assert_eq!(retry_after_value(Duration::from_millis(30_002)), "31");
+        assert_eq!(retry_after_value(Duration::from_millis(1)), "0");
         assert_eq!(retry_after_value(Duration::ZERO), "0");
     }
 }
