@@ -333,7 +333,20 @@ impl<C> Breaker<C> {
             let unchanged = match &self.window {
                 Window::Count(window) => window.success_changes_nothing(),
                 Window::Consecutive { .. } => self.state().is_closed_without_failures(generation),
-                Window::Time(_) => false,
+                Window::Time(window) => {
+                    // Every success is counted in its bucket, but needs nothing else unless the
+                    // window may hold failures (then it can bring it to minimum_calls).
+                    if self.state().closed_generation() != Some(generation) {
+                        return;
+                    }
+                    let now = self.clock().now();
+                    if window.record(now, false, false) {
+                        // SeqCst fence: see `record_closed`.
+                        fence(Ordering::SeqCst);
+                        self.evaluate(generation, window.counts(now), Some(now));
+                    }
+                    return;
+                }
             };
             if unchanged {
                 return;
