@@ -60,20 +60,33 @@ fn half_open(clock: &ManualClock, probes: u32) -> Arc<Breaker<DefaultClassifier>
     breaker
 }
 
+/// Admits two calls, then records both as failures at once, the second one `later` after
+/// the first's clock (so they can land in different time buckets). Returns the breaker.
+fn race_two_failures(
+    builder: CircuitBreakerBuilder,
+    later: Duration,
+) -> Arc<Breaker<DefaultClassifier>> {
+    let clock = ManualClock::new();
+    let breaker = build(builder, &clock);
+    let first = admit(&breaker).unwrap();
+    let second = admit(&breaker).unwrap();
+    let other = Arc::clone(&breaker);
+    let racer = thread::spawn(move || {
+        clock.advance(later);
+        fail(&other, first);
+    });
+    fail(&breaker, second);
+    racer.join().unwrap();
+    breaker
+}
+
 #[test]
 fn loom_two_failures_race_the_closed_to_open_transition() {
     loom::model(|| {
-        let clock = ManualClock::new();
-        let breaker = build(
+        let breaker = race_two_failures(
             CircuitBreakerLayer::builder().consecutive_failures(NonZeroU32::new(2).unwrap()),
-            &clock,
+            Duration::ZERO,
         );
-        let first = admit(&breaker).unwrap();
-        let second = admit(&breaker).unwrap();
-        let other = Arc::clone(&breaker);
-        let racer = thread::spawn(move || fail(&other, first));
-        fail(&breaker, second);
-        racer.join().unwrap();
         assert!(matches!(
             breaker.snapshot_for_tests(),
             Snapshot::Open { generation: 1, .. }
@@ -89,20 +102,13 @@ fn loom_two_failures_race_the_closed_to_open_transition() {
 #[test]
 fn loom_two_failures_race_a_window_trip() {
     loom::model(|| {
-        let clock = ManualClock::new();
-        let breaker = build(
+        let breaker = race_two_failures(
             CircuitBreakerLayer::builder()
                 .count_window(2)
                 .minimum_calls(2)
                 .failure_rate(Ratio::ONE),
-            &clock,
+            Duration::ZERO,
         );
-        let first = admit(&breaker).unwrap();
-        let second = admit(&breaker).unwrap();
-        let other = Arc::clone(&breaker);
-        let racer = thread::spawn(move || fail(&other, first));
-        fail(&breaker, second);
-        racer.join().unwrap();
         assert_eq!(breaker.current_state(), State::Open, "two of two failed");
         assert_eq!(breaker.metrics().transitions, 1);
     });
@@ -111,26 +117,15 @@ fn loom_two_failures_race_a_window_trip() {
 #[test]
 fn loom_two_failures_race_a_time_window_trip() {
     loom::model(|| {
-        let clock = ManualClock::new();
-        let breaker = build(
+        // One bucket apart, the two failures land in different bucket words: only the fence
+        // (and counting a bucket a little ahead) lets one of the two threads see both.
+        let breaker = race_two_failures(
             CircuitBreakerLayer::builder()
                 .time_window(Duration::from_secs(10), 2)
                 .minimum_calls(2)
                 .failure_rate(Ratio::ONE),
-            &clock,
+            Duration::from_secs(5),
         );
-        let first = admit(&breaker).unwrap();
-        let second = admit(&breaker).unwrap();
-        let other = Arc::clone(&breaker);
-        let later = clock.clone();
-        // The racer records one bucket later, so the two failures land in different bucket
-        // words: only the fence lets one of the two threads see both.
-        let racer = thread::spawn(move || {
-            later.advance(Duration::from_secs(5));
-            fail(&other, first);
-        });
-        fail(&breaker, second);
-        racer.join().unwrap();
         assert_eq!(breaker.current_state(), State::Open, "two of two failed");
         assert_eq!(breaker.metrics().transitions, 1);
     });
