@@ -604,6 +604,27 @@ async fn keyed_breakers_stay_bounded_and_evict_keys_left_idle() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_open_keyed_breaker_is_never_evicted_for_a_new_key() {
+    let layer = consecutive(1).max_keys(1).keyed(|to: &To| to.0).unwrap();
+    let mut svc = layer.layer(keyed_backend());
+    keyed_call(&mut svc, To("down", true)).await.unwrap_err();
+    assert_eq!(layer.handle("down").unwrap().state(), State::Open);
+    // Callers honour the open breaker and stop calling "down"; new keys keep arriving.
+    for _ in 0..5 {
+        sleep(Duration::from_secs(2)).await;
+        keyed_call(&mut svc, To("other", false)).await.unwrap();
+    }
+    assert!(
+        layer.handle("down").is_some(),
+        "the open breaker survives: forgetting it would send the failing upstream full traffic"
+    );
+    assert!(
+        layer.handle("other").is_none(),
+        "the new key shared the overflow breaker"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_flood_of_distinct_keys_never_grows_past_the_bound() {
     let layer = consecutive(3).max_keys(16).keyed(|n: &u32| *n).unwrap();
     let mut svc = layer.layer(service_fn(|_: u32| async { Ok::<(), BoxError>(()) }));
@@ -711,6 +732,85 @@ mod http_mapping {
         assert_eq!(handle.state(), State::Open);
         sleep(2 * MS).await;
         assert_eq!(handle.state(), State::HalfOpen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn later_pushback_extends_an_open_breaker_in_one_transition() {
+        let layer = CircuitBreakerLayer::builder()
+            .classifier(StatusClassifier::new())
+            .server_directed(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let (mut svc, mut mock) = tower_test::mock::spawn_layer::<(), Response<()>, _>(layer);
+        let busy = |seconds: &str| {
+            Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .header(header::RETRY_AFTER, seconds)
+                .body(())
+                .unwrap()
+        };
+        // Two calls in flight; the first answers "2 s", the second a moment later "5 s".
+        assert!(svc.poll_ready().is_ready());
+        let first = svc.call(());
+        assert!(svc.poll_ready().is_ready());
+        let second = svc.call(());
+        mock.next_request()
+            .await
+            .unwrap()
+            .1
+            .send_response(busy("2"));
+        first.await.unwrap();
+        mock.next_request()
+            .await
+            .unwrap()
+            .1
+            .send_response(busy("5"));
+        second.await.unwrap();
+        assert_eq!(handle.metrics().transitions, 1, "one open, pushed later");
+
+        sleep(Duration::from_secs(5) - MS).await;
+        assert_eq!(
+            handle.state(),
+            State::Open,
+            "the timer slept again until the later time"
+        );
+        sleep(2 * MS).await;
+        assert_eq!(handle.state(), State::HalfOpen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_retry_after_cannot_panic_the_caller() {
+        let layer = CircuitBreakerLayer::builder()
+            .classifier(StatusClassifier::new())
+            .server_directed(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let mut svc = layer.layer(service_fn(|()| async {
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .header(header::RETRY_AFTER, "99999999999999999999999")
+                    .body(())
+                    .unwrap(),
+            )
+        }));
+        svc.ready().await.unwrap().call(()).await.unwrap();
+        let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+        assert_eq!(
+            err.as_open().unwrap().retry_after(),
+            Some(Duration::from_secs(60))
+        );
+        assert!(matches!(
+            CircuitBreakerLayer::builder()
+                .server_directed(Duration::MAX)
+                .build()
+                .unwrap_err(),
+            palisade::error::ConfigError::DurationOutOfRange {
+                setting: "server_directed",
+                ..
+            }
+        ));
     }
 
     #[tokio::test(start_paused = true)]

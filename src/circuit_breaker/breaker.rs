@@ -131,9 +131,12 @@ impl<C> Breaker<C> {
         self.epoch.ticks(at)
     }
 
-    /// `at` in whole ms since the epoch, rounded up so an `until` is never early.
-    fn ms_ceil(&self, at: Instant) -> u64 {
-        self.ticks(at).div_ceil(NANOS_PER_MS)
+    /// `after` past `now`, in whole ms since the epoch, rounded up. Integer arithmetic that
+    /// saturates: no duration, however long, can make it panic.
+    fn ms_after(&self, now: Instant, after: Duration) -> u64 {
+        self.ticks(now)
+            .saturating_add(Epoch::ticks_of(after))
+            .div_ceil(NANOS_PER_MS)
     }
 
     fn instant_of_ms(&self, ms: u64) -> Instant {
@@ -247,9 +250,14 @@ impl<C> Breaker<C> {
                         succeeded,
                     });
                 }
-                let stuck = self
-                    .probe_deadline(generation)
-                    .is_some_and(|ms| now_ticks >= ms.saturating_mul(NANOS_PER_MS));
+                let deadline = self.probe_deadline(generation);
+                if deadline.is_none() {
+                    // Every slot is taken but the generation has no deadline yet (the thread
+                    // that took the first slot has not stamped it): stamp it now, so a hung
+                    // probe is still rescued in time.
+                    self.stamp_probe_deadline(generation, now);
+                }
+                let stuck = deadline.is_some_and(|ms| now_ticks >= ms.saturating_mul(NANOS_PER_MS));
                 if !stuck {
                     settled = Some(Admission::Rejected(self.rejection(snapshot)));
                     return None;
@@ -269,6 +277,16 @@ impl<C> Breaker<C> {
             // Every path that declines settles; fail open if that ever stops being true.
             return settled.unwrap_or(Admission::Admitted(Permit::Untracked));
         };
+        if let Snapshot::HalfOpen {
+            generation,
+            admitted: 1,
+            ..
+        } = new
+        {
+            // Stamped before anything else runs, so no later failure can leave this
+            // generation without a deadline.
+            self.stamp_probe_deadline(generation, now);
+        }
         let reason = match (old, new) {
             (Snapshot::Open { .. }, _) => Some(TransitionReason::OpenElapsed),
             (Snapshot::HalfOpen { generation: g, .. }, Snapshot::HalfOpen { generation, .. })
@@ -283,14 +301,7 @@ impl<C> Breaker<C> {
             self.on_transition(old, new, reason);
         }
         match new {
-            Snapshot::HalfOpen {
-                generation,
-                admitted,
-                ..
-            } => {
-                if admitted == 1 {
-                    self.stamp_probe_deadline(generation, now);
-                }
+            Snapshot::HalfOpen { generation, .. } => {
                 Admission::Admitted(Permit::Probe { generation })
             }
             other => Admission::Rejected(self.rejection(other)),
@@ -305,13 +316,37 @@ impl<C> Breaker<C> {
         (word >> 48 == u64::from(generation)).then_some(word & ((1 << 48) - 1))
     }
 
+    /// Stamps the probe deadline of `generation` (a fresh first probe pushes it later), unless
+    /// the breaker has already moved past that generation: a late stamp must never replace a
+    /// newer generation's.
     fn stamp_probe_deadline(&self, generation: u16, now: Instant) {
-        let deadline = self.ms_ceil(now + self.config.probe_max_wait);
-        // Relaxed: see `probe_deadline`.
-        self.probe_deadline.store(
-            (u64::from(generation) << 48) | deadline.min((1 << 48) - 1),
-            Ordering::Relaxed,
-        );
+        let deadline = self
+            .ms_after(now, self.config.probe_max_wait)
+            .min((1 << 48) - 1);
+        let stamp = (u64::from(generation) << 48) | deadline;
+        // Relaxed: see `probe_deadline`; the exchange only has to be atomic with respect to
+        // other stamps, and the generation check below keeps a stale stamper out.
+        let mut current = self.probe_deadline.load(Ordering::Relaxed);
+        loop {
+            let still_current = matches!(
+                self.state().load(),
+                Snapshot::HalfOpen { generation: g, .. } if g == generation
+            );
+            let already_later =
+                current >> 48 == u64::from(generation) && current & ((1 << 48) - 1) >= deadline;
+            if !still_current || already_later {
+                return;
+            }
+            match self.probe_deadline.compare_exchange_weak(
+                current,
+                stamp,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     /// Records the outcome of a call admitted with `permit`.
@@ -528,13 +563,7 @@ impl<C> Breaker<C> {
             return;
         }
         let probes = self.config.probes;
-        if matches!(self.state().load(), Snapshot::HalfOpen { generation: g, succeeded, .. } if g == generation && succeeded + 1 >= probes)
-        {
-            // This success closes the breaker (unless something else wins the exchange): empty
-            // the window first, so the closed period starts clean. Harmless if the exchange
-            // fails; the window counts nothing until the next close.
-            self.reset_window();
-        }
+        let window_reset = Cell::new(false);
         let exchanged = self.state().update(|snapshot| match snapshot {
             Snapshot::HalfOpen {
                 generation: g,
@@ -542,6 +571,12 @@ impl<C> Breaker<C> {
                 admitted,
                 succeeded,
             } if g == generation => Some(if succeeded + 1 >= probes {
+                // This attempt would close the breaker: empty the window first (once), so the
+                // closed period starts clean whichever concurrent success closes it. Resetting
+                // while half-open is harmless: the window counts nothing until the next close.
+                if !window_reset.replace(true) {
+                    self.reset_window();
+                }
                 Snapshot::Closed {
                     generation: next_generation(generation),
                     failures: 0,
@@ -589,11 +624,24 @@ impl<C> Breaker<C> {
         C: Send + Sync + 'static,
     {
         let now = self.clock().now();
-        let until_ms = self.ms_ceil(now + pushback.max(Duration::from_millis(1)));
+        let until_ms = self.ms_after(now, pushback.max(Duration::from_millis(1)));
         let armed = self.can_arm();
         let exchanged = self.state().update(|snapshot| match snapshot {
             Snapshot::Isolated { .. } | Snapshot::ForcedClosed { .. } => None,
             Snapshot::Open { until_ms: u, .. } if u >= until_ms => None,
+            // Already open: push `until` out in the same generation. No transition, no new
+            // timer (the armed one sees the later `until` and sleeps again).
+            Snapshot::Open {
+                generation,
+                reopens,
+                armed,
+                ..
+            } => Some(Snapshot::Open {
+                generation,
+                reopens,
+                armed,
+                until_ms,
+            }),
             other => Some(Snapshot::Open {
                 generation: next_generation(other.generation()),
                 reopens: other.reopens(),
@@ -602,7 +650,9 @@ impl<C> Breaker<C> {
             }),
         });
         if let Some((old, new)) = exchanged {
-            self.on_transition(old, new, TransitionReason::ServerDirected);
+            if !matches!(old, Snapshot::Open { .. }) {
+                self.on_transition(old, new, TransitionReason::ServerDirected);
+            }
         }
     }
 
@@ -689,17 +739,36 @@ impl<C> Breaker<C> {
         };
         runtime.spawn(async move {
             let mut timer = timer;
-            tokio::time::sleep_until(at).await;
-            timer.fire();
+            let mut at = at;
+            loop {
+                tokio::time::sleep_until(at).await;
+                match timer.fire() {
+                    // Server pushback moved `until` out meanwhile: sleep until then.
+                    Some(later) => at = later,
+                    None => break,
+                }
+            }
         });
     }
 
-    /// Open(`generation`, armed) to HalfOpen(`generation + 1`, no probe admitted yet).
-    fn open_elapsed(self: &Arc<Self>, generation: u16)
+    /// Open(`generation`) to HalfOpen(`generation + 1`, no probe admitted yet), once its
+    /// `until` has passed. Returns the later `until` if it was pushed out meanwhile (the timer
+    /// then sleeps again).
+    fn open_elapsed(self: &Arc<Self>, generation: u16) -> Option<Instant>
     where
         C: Send + Sync + 'static,
     {
+        let now_ticks = self.ticks(self.clock().now());
+        let mut later = None;
         let exchanged = self.state().update(|snapshot| match snapshot {
+            Snapshot::Open {
+                generation: g,
+                until_ms,
+                ..
+            } if g == generation && now_ticks < until_ms.saturating_mul(NANOS_PER_MS) => {
+                later = Some(self.instant_of_ms(until_ms));
+                None
+            }
             Snapshot::Open {
                 generation: g,
                 reopens,
@@ -715,6 +784,7 @@ impl<C> Breaker<C> {
         if let Some((old, new)) = exchanged {
             self.on_transition(old, new, TransitionReason::OpenElapsed);
         }
+        later
     }
 
     /// Clears the armed bit of Open(`generation`): calls then check the clock themselves.
@@ -768,6 +838,22 @@ impl<C> Breaker<C> {
             .update(|snapshot| Some(make(next_generation(snapshot.generation()))));
         if let Some((old, new)) = exchanged {
             self.on_transition(old, new, reason);
+        }
+    }
+
+    /// Whether forgetting this breaker loses nothing: closed, with no run of failures and
+    /// nothing bad in its window. Keyed breakers evict only these.
+    pub(crate) fn is_quiet(&self) -> bool {
+        if !matches!(self.state().load(), Snapshot::Closed { failures: 0, .. }) {
+            return false;
+        }
+        match &self.window {
+            Window::Consecutive { .. } => true,
+            Window::Count(window) => window.holds_nothing_bad(),
+            Window::Time(window) => {
+                let counts = window.counts(self.clock().now());
+                counts.failures == 0 && counts.slow == 0
+            }
         }
     }
 
@@ -840,7 +926,7 @@ impl<'a, C> LazyOpen<'a, C> {
                 } else {
                     base
                 };
-                let until_ms = self.breaker.ms_ceil(self.now + duration);
+                let until_ms = self.breaker.ms_after(self.now, duration);
                 self.until.set(Some((reopens, until_ms)));
                 until_ms
             }
@@ -871,11 +957,15 @@ struct OpenTimer<C> {
 }
 
 impl<C: Send + Sync + 'static> OpenTimer<C> {
-    fn fire(&mut self) {
-        self.fired = true;
-        if let Some(breaker) = self.breaker.upgrade() {
-            breaker.open_elapsed(self.generation);
-        }
+    /// Moves the breaker on, or returns the later time to wake at if its `until` was pushed
+    /// out.
+    fn fire(&mut self) -> Option<Instant> {
+        let later = self
+            .breaker
+            .upgrade()
+            .and_then(|breaker| breaker.open_elapsed(self.generation));
+        self.fired = later.is_none();
+        later
     }
 }
 
@@ -901,7 +991,7 @@ impl<C: Send + Sync + 'static> Breaker<C> {
     }
 
     pub(crate) fn open_elapsed_for_tests(self: &Arc<Self>, generation: u16) {
-        self.open_elapsed(generation);
+        let _ = self.open_elapsed(generation);
     }
 
     #[cfg_attr(palisade_loom, allow(dead_code))]
@@ -910,7 +1000,12 @@ impl<C: Send + Sync + 'static> Breaker<C> {
     }
 
     #[cfg_attr(palisade_loom, allow(dead_code))]
+    pub(crate) fn stamp_probe_deadline_for_tests(&self, generation: u16) {
+        self.stamp_probe_deadline(generation, self.clock().now());
+    }
+
+    #[cfg_attr(palisade_loom, allow(dead_code))]
     pub(crate) fn now_ms_for_tests(&self) -> u64 {
-        self.ms_ceil(self.clock().now())
+        self.ms_after(self.clock().now(), Duration::ZERO)
     }
 }

@@ -244,8 +244,9 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// Doubles the open duration with each re-open that follows a failed probe, up to `max`;
-    /// a successful close starts over. Defaults to off (every open lasts the same).
+    /// Doubles the open duration with each re-open that follows a failed probe, up to `max`
+    /// (before jitter, which may spread it past `max` by the jitter fraction); a successful
+    /// close starts over. Defaults to off (every open lasts the same).
     pub fn open_backoff(mut self, max: Duration) -> Self {
         self.open_max = Some(max);
         self
@@ -281,7 +282,8 @@ impl<C> CircuitBreakerBuilder<C> {
 
     /// Opens the breaker when the classifier reports server pushback (with
     /// [`StatusClassifier`](crate::classify::StatusClassifier): a `503` or `429` with
-    /// `Retry-After`), for that long, at most `max`. Defaults to off.
+    /// `Retry-After`), for that long, at most `max` (1 ms to 30 days). An open breaker's time is
+    /// only ever pushed later. Defaults to off.
     pub fn server_directed(mut self, max: Duration) -> Self {
         self.server_directed = true;
         self.max_pushback = max;
@@ -351,7 +353,7 @@ impl<C> CircuitBreakerBuilder<C> {
     ///
     /// [`ConfigError`] naming the first setting out of range or in conflict: a zero failure
     /// rate, a window of 0 or more than 4096 calls, more than 64 buckets or buckets under 1 ms,
-    /// an open duration or probe wait outside 1 ms to 30 days, a backoff cap below the open
+    /// an open duration, probe wait or pushback cap outside 1 ms to 30 days, a backoff cap below the open
     /// duration, more than 4095 probes, or slow-call detection without a window.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let config = self.validate()?;
@@ -396,6 +398,7 @@ impl<C> CircuitBreakerBuilder<C> {
             "half_open_max_wait",
             self.probe_max_wait.unwrap_or(open_base),
         )?;
+        let max_pushback = duration("server_directed", self.max_pushback)?;
         let probes = u16::try_from(self.probes.get())
             .ok()
             .filter(|p| *p <= MAX_PROBES)
@@ -487,7 +490,7 @@ impl<C> CircuitBreakerBuilder<C> {
             probe_max_wait,
             on_probe_timeout: self.on_probe_timeout,
             server_directed: self.server_directed,
-            max_pushback: self.max_pushback,
+            max_pushback,
             jitter_seed: self.jitter_seed,
             clock: self.clock.clone(),
         })

@@ -121,8 +121,10 @@ impl<F, C: Clone + Send + Sync + 'static> Keyed<F, C> {
         breaker
     }
 
-    /// Removes the keys not used since the sweep before this one, at most once per
-    /// [`SWEEP_INTERVAL`].
+    /// Removes the keys not used since the sweep before this one whose breaker is quiet
+    /// (closed, nothing bad in its window), at most once per [`SWEEP_INTERVAL`]. An open,
+    /// half-open, isolated or forced breaker is never evicted: forgetting it would send a
+    /// failing upstream full traffic again, or drop an operator's decision.
     fn sweep_idle(&self) {
         let now_ms = u64::try_from(
             self.config
@@ -148,7 +150,8 @@ impl<F, C: Clone + Send + Sync + 'static> Keyed<F, C> {
         let previous = self.sweep.fetch_add(1, Ordering::Relaxed);
         let mut removed = 0;
         self.map.retain_sync(|_, breaker| {
-            let keep = breaker.last_used.load(BreakerOrdering::Relaxed) >= previous;
+            let keep =
+                breaker.last_used.load(BreakerOrdering::Relaxed) >= previous || !breaker.is_quiet();
             if !keep {
                 removed += 1;
             }
@@ -267,10 +270,12 @@ impl<F, C> fmt::Debug for KeyedCircuitBreakerLayer<F, C> {
 /// its request maps to, with the same configuration for every key.
 ///
 /// The number of keys is bounded ([`max_keys`](super::CircuitBreakerBuilder::max_keys)):
-/// a key not used since the previous sweep is evicted when room is needed (sweeps run at most
-/// once a second), and a new key arriving while every slot is in use shares one overflow
-/// breaker, so memory never grows without bound and such keys are still protected. An evicted
-/// key starts over with a fresh, closed breaker.
+/// a key not used since the previous sweep, whose breaker is closed with nothing bad in its
+/// window, is evicted when room is needed (sweeps run at most once a second); a breaker that is
+/// open, half-open, isolated or forced is kept, so its protection and an operator's decision
+/// survive. A new key arriving while every slot is taken shares one overflow breaker, so memory
+/// never grows without bound and such keys are still protected. An evicted key starts over with
+/// a fresh, closed breaker.
 ///
 /// Keys are held as a 64-bit hash under a per-process random seed: a lookup allocates nothing
 /// and keys need only `Hash` and `Debug` (the latter names each breaker's events). Two keys
@@ -323,10 +328,9 @@ where
             Admission::Admitted(permit) => {
                 let started = (breaker.times_calls() && permit != Permit::Untracked)
                     .then(|| breaker.clock().now());
-                ResponseFuture::admitted(
-                    self.inner.call(request),
-                    Call::new(breaker, permit, started),
-                )
+                // The claim first: if the inner service panics, its drop gives the permit back.
+                let call = Call::new(breaker, permit, started);
+                ResponseFuture::admitted(self.inner.call(request), call)
             }
             Admission::Rejected(rejection) => ResponseFuture::rejected(rejection),
         }

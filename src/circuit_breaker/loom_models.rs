@@ -243,3 +243,39 @@ fn loom_a_dropped_probe_gives_its_slot_back() {
         }
     });
 }
+
+#[test]
+fn loom_two_probe_successes_race_the_close_and_the_window_starts_empty() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = build(
+            CircuitBreakerLayer::builder()
+                .count_window(4)
+                .minimum_calls(2)
+                .half_open_probes(NonZeroU32::new(2).unwrap()),
+            &clock,
+        );
+        for _ in 0..2 {
+            let permit = admit(&breaker).unwrap();
+            fail(&breaker, permit);
+        }
+        let Snapshot::Open { generation, .. } = breaker.snapshot_for_tests() else {
+            panic!("not open")
+        };
+        clock.advance(Duration::from_millis(10));
+        breaker.open_elapsed_for_tests(generation);
+        let first = admit(&breaker).unwrap();
+        let second = admit(&breaker).unwrap();
+        let other = Arc::clone(&breaker);
+        let racer = thread::spawn(move || succeed(&other, first));
+        succeed(&breaker, second);
+        racer.join().unwrap();
+        assert_eq!(breaker.current_state(), State::Closed);
+        let metrics = breaker.metrics();
+        assert_eq!(
+            (metrics.calls, metrics.failures),
+            (0, 0),
+            "the failures that tripped it are gone"
+        );
+    });
+}

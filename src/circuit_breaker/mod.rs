@@ -73,7 +73,7 @@
 //!   after N failures in a row, with no window: the cheapest policy.
 //! - **Evaluation** follows every outcome that can open the breaker: every failure and slow
 //!   call, and a success that brings a window holding failures to `minimum_calls`. A success
-//!   never lowers a rate below what it was, so nothing else can trip it.
+//!   never raises a rate, so nothing else can trip it.
 //! - **Open.** Calls are rejected with [`CircuitOpen`], whose
 //!   [`retry_after`](CircuitOpen::retry_after) is the exact time left. The open duration is
 //!   fixed, or doubles with each consecutive re-open up to a cap
@@ -140,8 +140,9 @@
 //!
 //! # Invariants
 //!
-//! 1. Exactly `half_open_probes` calls of one half-open generation reach the service, whatever
-//!    the interleaving; every one of them gives back a success, a failure or its slot.
+//! 1. At most `half_open_probes` probes of one half-open generation are in flight at once,
+//!    whatever the interleaving; every one of them gives back a success, a failure or its slot
+//!    (a slot given back can be taken by a new probe).
 //! 2. An outcome only affects the generation its call was admitted in.
 //! 3. An open breaker always half-opens once its time is up: by its timer, or by the first call
 //!    that checks the clock.

@@ -38,8 +38,8 @@
 //! | HalfOpen | 47–42 · 41–30 · 29–18 | reopens · probes admitted · probes succeeded (12 bits each, probes ≤ 4095) |
 //! | Isolated, ForcedClosed | — | 0 |
 //!
-//! Sentinels: HalfOpen with 0 admitted means the open timer moved the breaker on and no probe has
-//! been admitted yet. Open with the armed bit clear means no timer will move it on, so calls
+//! Sentinels: HalfOpen with 0 admitted means no probe is in flight: the open timer moved the
+//! breaker on and none has been admitted yet, or every probe gave its slot back. Open with the armed bit clear means no timer will move it on, so calls
 //! compare the clock with `until` themselves.
 //!
 //! # Transition table
@@ -54,7 +54,7 @@
 //! | Closed(g, f) | failure, consecutive mode | f + 1 ≥ threshold, permit gen = g | Open(g + 1, reopens 0, until now + open) |
 //! | Closed(g, f > 0) | success, consecutive mode | permit gen = g | Closed(g, 0) |
 //! | Closed(g) | window trips (rates) | permit gen = g | Open(g + 1, reopens 0) |
-//! | Open(g, armed) | open timer fires | | HalfOpen(g + 1, admitted 0) |
+//! | Open(g, armed) | open timer fires | now ≥ until (else it sleeps until `until`) | HalfOpen(g + 1, admitted 0) |
 //! | Open(g, armed) | timer task dropped unfired | | Open(g, not armed) |
 //! | Open(g, not armed) | call | now ≥ until | HalfOpen(g + 1, admitted 1) |
 //! | HalfOpen(g, a) | call | a < probes; a = 0 also stamps the probe deadline | HalfOpen(g, a + 1) |
@@ -64,15 +64,16 @@
 //! | HalfOpen(g, a, s) | probe success | s + 1 = probes | Closed(g + 1, 0) |
 //! | HalfOpen(g, a) | probe failure or slow | | Open(g + 1, reopens + 1) |
 //! | HalfOpen(g, a) | probe ignored or dropped | | HalfOpen(g, a − 1) |
-//! | not Isolated/ForcedClosed | server pushback | opt-in | Open(g + 1, until max(current, now + pushback)) |
+//! | Closed / HalfOpen (g) | server pushback | opt-in | Open(g + 1, until now + pushback) |
+//! | Open(g) | server pushback | opt-in, later than `until` | Open(g, until now + pushback) (no transition; the timer sleeps again) |
 //! | any | isolate / force_closed / reset | | Isolated / ForcedClosed / Closed (g + 1) |
 //!
 //! # Invariants
 //!
 //! 1. Exactly one thread performs each transition: the one whose compare-and-swap succeeds;
 //!    events, timers and window resets follow only from a successful exchange.
-//! 2. In HalfOpen, `succeeded ≤ admitted ≤ probes`: at most `probes` calls of one generation
-//!    are admitted, whatever the interleaving.
+//! 2. In HalfOpen, `succeeded ≤ admitted ≤ probes`: at most `probes` probes of one generation
+//!    are in flight at once, whatever the interleaving (a slot given back can be taken again).
 //! 3. An outcome only changes the state of the generation its call was admitted in; an outcome
 //!    of an older generation is ignored.
 //! 4. Every admitted probe gives back exactly one thing: a success, a failure, or its permit
@@ -323,7 +324,9 @@ impl AtomicState {
         &self,
         mut decide: impl FnMut(Snapshot) -> Option<Snapshot>,
     ) -> Option<(Snapshot, Snapshot)> {
-        // Relaxed: the value only seeds the first attempt; the exchange below re-checks it.
+        // Relaxed: the value only seeds the first attempt, and the exchange below re-checks it.
+        // When `decide` declines on this value, the caller acts on a possibly stale view; the
+        // callers that decline (recorders, releases) only ever decline into doing nothing.
         let mut current = self.word.load(Ordering::Relaxed);
         loop {
             let old = Snapshot::decode(current);

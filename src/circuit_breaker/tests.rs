@@ -177,6 +177,10 @@ fn open_timer_path_half_opens_without_admitting() {
     let Snapshot::Open { generation, .. } = h.snapshot() else {
         unreachable!()
     };
+    h.clock.advance(99 * MS);
+    h.breaker.open_elapsed_for_tests(generation);
+    assert_eq!(h.state(), State::Open, "a timer firing early sleeps again");
+    h.clock.advance(MS);
     h.breaker.open_elapsed_for_tests(generation);
     assert!(matches!(
         h.snapshot(),
@@ -615,5 +619,45 @@ fn an_armed_open_breaker_rejects_without_reading_the_clock() {
     h.clock.advance(Duration::from_secs(3600));
     assert_eq!(h.admit(), None);
     h.breaker.open_elapsed_for_tests(generation);
+    assert!(h.admit().is_some());
+}
+
+#[test]
+fn a_late_probe_deadline_stamp_never_replaces_a_newer_generations() {
+    let (h, first) =
+        half_open_with_probe(consecutive(1).half_open_max_wait(50 * MS, HalfOpenTimeout::Rearm));
+    let Permit::Probe { generation: old } = first else {
+        unreachable!()
+    };
+    // The probe fails, the breaker re-opens and half-opens again with a new probe (and stamp).
+    h.fail(first);
+    h.clock.advance(Duration::from_secs(3600));
+    let second = h.admit().unwrap();
+    let Permit::Probe { generation: new } = second else {
+        unreachable!()
+    };
+    assert_ne!(old, new);
+    // A stalled thread now finishes stamping the old generation: it must not land.
+    h.breaker.stamp_probe_deadline_for_tests(old);
+    h.clock.advance(50 * MS);
+    assert!(
+        h.admit().is_some(),
+        "the newer generation's deadline still rescues its probe"
+    );
+}
+
+#[test]
+fn a_server_pushback_while_open_extends_it_without_a_transition() {
+    let h = opened();
+    let transitions = h.breaker.metrics().transitions;
+    h.breaker.open_by_server_for_tests(Duration::from_secs(2));
+    assert_eq!(
+        h.breaker.metrics().transitions,
+        transitions,
+        "same generation, no event"
+    );
+    h.clock.advance(Duration::from_secs(2) - MS);
+    assert_eq!(h.admit(), None);
+    h.clock.advance(MS);
     assert!(h.admit().is_some());
 }

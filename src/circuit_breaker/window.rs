@@ -16,6 +16,10 @@
 //!
 //! Races, and what they cost (all bounded, none lasting):
 //!
+//! - In the time window, a success that brings the window to `minimum_calls` decides whether to
+//!   evaluate before any fence (fencing every success would cost every call); racing a failure
+//!   recorded at the same moment, both may miss the other, and the breaker then trips on the next
+//!   outcome instead. The count window's trigger (the record index) is exact.
 //! - Two recorders a whole ring apart (one preempted for N records) can write one slot in the
 //!   wrong order, leaving an outcome N records old in place of a newer one until the slot is
 //!   next written.
@@ -71,6 +75,12 @@ impl CountWindow {
         &self.bits[self.words..]
     }
 
+    /// Whether the ring holds no failure and no slow call.
+    pub(crate) fn holds_nothing_bad(&self) -> bool {
+        // Relaxed: a hint for eviction.
+        self.bad_bits.load(Ordering::Relaxed) == 0
+    }
+
     /// Whether a plain success would change nothing: the ring is full and every slot holds a
     /// plain success.
     #[inline]
@@ -98,8 +108,13 @@ impl CountWindow {
             self.bad_bits
                 .fetch_add(flips.unsigned_abs(), Ordering::Relaxed);
         } else if flips < 0 {
-            self.bad_bits
-                .fetch_sub(flips.unsigned_abs(), Ordering::Relaxed);
+            // Saturating: a reset racing this record can zero the count between the bit flip
+            // and this decrement; wrapping would switch the clean-ring shortcut off for good.
+            let _ = self
+                .bad_bits
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(flips.unsigned_abs()))
+                });
         }
         bad || index + 1 == minimum_calls
     }
@@ -239,7 +254,10 @@ impl TimeWindow {
         // Relaxed: both are monotonic hints read by evaluation; the load skips the write in
         // all but the first record of each epoch.
         if self.latest.load(Ordering::Relaxed) <= epoch {
-            self.latest.fetch_max(epoch + 1, Ordering::Relaxed);
+            let previous = self.latest.fetch_max(epoch + 1, Ordering::Relaxed);
+            if previous != 0 && previous < epoch {
+                self.clear_skipped(previous, epoch);
+            }
         }
         let bad = failed || slow;
         if bad {
@@ -248,6 +266,29 @@ impl TimeWindow {
             return true;
         }
         epoch < self.dirty_until.load(Ordering::Relaxed)
+    }
+
+    /// Empties the buckets of the epochs `first..last` that passed with no record (at most one
+    /// lap of the ring). Without this, a bucket skipped by sparse or periodic traffic would
+    /// keep its old counts until its 16-bit stamp came round again and made them look current.
+    /// The thread that moved `latest` past the gap does it; a record racing in for one of those
+    /// epochs may be cleared with it (one outcome lost).
+    #[cold]
+    fn clear_skipped(&self, first: u64, last: u64) {
+        let first = first.max(last.saturating_sub(self.len()));
+        for skipped in first..last {
+            let Some(bucket) = usize::try_from(skipped % self.len())
+                .ok()
+                .and_then(|i| self.buckets.get(i))
+            else {
+                continue;
+            };
+            let word = bucket.load(Ordering::Relaxed);
+            // Leave a bucket that was already rewritten for a current epoch.
+            if word >> STAMP_SHIFT != last & FIELD_MASK && word != 0 {
+                let _ = bucket.compare_exchange(word, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
     }
 
     pub(crate) fn counts(&self, now: Instant) -> Counts {
@@ -410,6 +451,22 @@ mod tests {
         // Exactly 65 536 epochs later the 16-bit stamp matches again.
         let wrapped = base + bucket * 65_536;
         assert_eq!(window.counts(wrapped), Counts::default());
+    }
+
+    #[test]
+    fn buckets_skipped_by_sparse_traffic_do_not_come_back_when_their_stamp_wraps() {
+        let bucket = Duration::from_millis(1);
+        let (window, base) = time_window(4, bucket);
+        window.record(base, true, false); // epoch 0, bucket 0
+        // Traffic resumes with a gap, then keeps hitting only bucket 1 (epochs ≡ 1 mod 4).
+        let mut epoch = 5;
+        while epoch < 65_536 {
+            window.record(base + bucket * u32::try_from(epoch).unwrap(), false, false);
+            epoch += 4;
+        }
+        // At epoch 65 536 bucket 0's old stamp (0) matches again; it must hold nothing.
+        let wrapped = base + bucket * 65_536;
+        assert_eq!(window.counts(wrapped).failures, 0);
     }
 
     #[test]
