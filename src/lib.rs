@@ -147,6 +147,8 @@ pub mod error;
 mod extensions;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "circuit-breaker")]
+mod random;
 mod ratio;
 mod sync;
 #[cfg(feature = "timeout")]

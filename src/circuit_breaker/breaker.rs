@@ -6,8 +6,6 @@
 //! ([`Breaker::record`]) writes only when the outcome changes something.
 
 use std::cell::Cell;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -20,6 +18,7 @@ use super::state::{AtomicState, Snapshot, next_generation, next_reopens};
 use super::window::{CountWindow, Counts, TimeWindow};
 use crate::classify::{Classify, Outcome};
 use crate::clock::{Clock, Epoch, Instant};
+use crate::random::Random;
 use crate::sync::{AtomicU64, Ordering, fence};
 
 const NANOS_PER_MS: u64 = 1_000_000;
@@ -66,8 +65,8 @@ pub(crate) struct Breaker<C> {
     window: Window,
     config: Config,
     epoch: Epoch,
-    /// splitmix64 state for the open-duration jitter; advanced only on transitions.
-    random: AtomicU64,
+    /// Draws for the open-duration jitter; used only on transitions.
+    random: Random,
     transitions: AtomicU64,
     events: broadcast::Sender<Transition>,
     pub(crate) classifier: C,
@@ -93,16 +92,14 @@ impl<C> Breaker<C> {
                 buckets,
             )),
         };
-        let seed = config
-            .jitter_seed
-            .unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64));
+        let random = Random::new(config.jitter_seed);
         Self {
             state: CacheLine(AtomicState::new(Snapshot::INITIAL)),
             probe_deadline: AtomicU64::new(u64::MAX),
             window,
             config,
             epoch,
-            random: AtomicU64::new(seed),
+            random,
             transitions: AtomicU64::new(0),
             events: broadcast::channel(EVENT_CAPACITY).0,
             classifier,
@@ -671,21 +668,6 @@ impl<C> Breaker<C> {
             .min(self.config.open_max)
     }
 
-    /// A uniform draw in `[0, 1)` (splitmix64 over an atomic counter: lock-free, seedable).
-    fn random_unit(&self) -> f64 {
-        // Relaxed: any distinct counter value will do; only transitions draw.
-        let mut z = self
-            .random
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        #[allow(clippy::cast_precision_loss)] // 53 bits are exact in an f64
-        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
-        unit
-    }
-
     /// Runs the side effects of one successful exchange: count it, log it, tell subscribers,
     /// and arm the open timer.
     fn on_transition(self: &Arc<Self>, old: Snapshot, new: Snapshot, reason: TransitionReason)
@@ -920,7 +902,7 @@ impl<'a, C> LazyOpen<'a, C> {
                 let base = self.breaker.open_duration(reopens);
                 let jitter = self.breaker.config.open_jitter.get();
                 let duration = if jitter > 0.0 {
-                    let spread = jitter * (2.0 * self.breaker.random_unit() - 1.0);
+                    let spread = jitter * (2.0 * self.breaker.random.unit() - 1.0);
                     base.mul_f64((1.0 + spread).max(0.0))
                         .max(Duration::from_millis(1))
                 } else {
