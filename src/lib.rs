@@ -150,6 +150,8 @@ pub mod http;
 #[cfg(feature = "circuit-breaker")]
 mod random;
 mod ratio;
+#[cfg(feature = "circuit-breaker")]
+mod ring;
 mod sync;
 #[cfg(feature = "timeout")]
 pub mod timeout;

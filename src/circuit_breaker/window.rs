@@ -29,6 +29,7 @@
 //!   are not counted (the rates are by then well sampled).
 
 use crate::clock::{Epoch, Instant};
+use crate::ring::StampedRing;
 use crate::sync::{AtomicU64, Ordering};
 
 /// What a window holds.
@@ -164,7 +165,6 @@ fn write_bit(words: &[AtomicU64], slot: u64, value: bool) -> i64 {
     }
 }
 
-const STAMP_SHIFT: u32 = 48;
 const CALLS_SHIFT: u32 = 32;
 const FAILURES_SHIFT: u32 = 16;
 const FIELD_MASK: u64 = 0xFFFF;
@@ -172,18 +172,11 @@ const FIELD_MASK: u64 = 0xFFFF;
 /// passed the check before it filled.
 const BUCKET_SATURATED: u64 = 0xFFFF - 1024;
 
-/// The outcomes of the last `buckets × bucket length`, one stamped word per bucket.
-///
-/// A bucket word is `[stamp 16 | calls 16 | failures 16 | slow 16]`, where the stamp is the
-/// low 16 bits of the bucket's epoch (ticks since the window's base divided by the bucket
-/// length). A bucket from an older epoch is reset by the first recorder that finds it stale,
-/// with one compare-and-swap, and ignored by evaluation.
+/// The outcomes of the last `buckets × bucket length`: a [`StampedRing`] whose payloads are
+/// `[calls 16 | failures 16 | slow 16]` (16-bit stamps).
 pub(crate) struct TimeWindow {
-    epoch: Epoch,
-    bucket_nanos: u64,
-    buckets: Box<[AtomicU64]>,
-    /// One past the latest epoch recorded, 0 for none: an idle window has no valid bucket.
-    latest: AtomicU64,
+    ring: StampedRing,
+    buckets: u64,
     /// The window may hold a failure or slow call while the epoch is below this.
     dirty_until: AtomicU64,
 }
@@ -191,136 +184,41 @@ pub(crate) struct TimeWindow {
 impl TimeWindow {
     pub(crate) fn new(epoch: Epoch, bucket_nanos: u64, buckets: u32) -> Self {
         Self {
-            epoch,
-            bucket_nanos: bucket_nanos.max(1),
-            buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
-            latest: AtomicU64::new(0),
+            ring: StampedRing::new(epoch, bucket_nanos, buckets, 16),
+            buckets: u64::from(buckets.max(1)),
             dirty_until: AtomicU64::new(0),
         }
-    }
-
-    #[inline]
-    fn epoch_of(&self, now: Instant) -> u64 {
-        let ticks = self.epoch.ticks(now);
-        // Most calls fall in the latest bucket: check it with a multiplication and skip the
-        // 64-bit division (tens of cycles). Relaxed: a hint, verified against `ticks`.
-        let latest = self.latest.load(Ordering::Relaxed);
-        if let Some(current) = latest.checked_sub(1) {
-            let start = current.saturating_mul(self.bucket_nanos);
-            if ticks >= start && ticks - start < self.bucket_nanos {
-                return current;
-            }
-        }
-        ticks / self.bucket_nanos
-    }
-
-    fn len(&self) -> u64 {
-        self.buckets.len() as u64
     }
 
     /// Records one outcome at `now`. Returns whether the window should be evaluated now.
     #[inline]
     pub(crate) fn record(&self, now: Instant, failed: bool, slow: bool) -> bool {
-        let epoch = self.epoch_of(now);
-        let Some(bucket) = usize::try_from(epoch % self.len())
-            .ok()
-            .and_then(|i| self.buckets.get(i))
-        else {
-            return false;
-        };
-        let stamp = epoch & FIELD_MASK;
         let delta = (1 << CALLS_SHIFT) | (u64::from(failed) << FAILURES_SHIFT) | u64::from(slow);
-        // Relaxed: each bucket word is its own counter; the stamp travels in the same word as
-        // the counts, so one RMW both checks and updates them.
-        let mut current = bucket.load(Ordering::Relaxed);
-        loop {
-            if current >> STAMP_SHIFT == stamp {
-                if (current >> CALLS_SHIFT) & FIELD_MASK < BUCKET_SATURATED {
-                    bucket.fetch_add(delta, Ordering::Relaxed);
-                }
-                break;
-            }
-            // A stale bucket: replace it with this epoch's first outcome.
-            match bucket.compare_exchange_weak(
-                current,
-                (stamp << STAMP_SHIFT) | delta,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
-        }
-        // Relaxed: both are monotonic hints read by evaluation; the load skips the write in
-        // all but the first record of each epoch.
-        if self.latest.load(Ordering::Relaxed) <= epoch {
-            let previous = self.latest.fetch_max(epoch + 1, Ordering::Relaxed);
-            if previous != 0 && previous < epoch {
-                self.clear_skipped(previous, epoch);
-            }
-        }
-        let bad = failed || slow;
-        if bad {
+        let epoch = self.ring.add(now, delta, |payload| {
+            (payload >> CALLS_SHIFT) & FIELD_MASK >= BUCKET_SATURATED
+        });
+        // Relaxed: a monotonic hint read only to decide whether to evaluate.
+        if failed || slow {
             self.dirty_until
-                .fetch_max(epoch + self.len(), Ordering::Relaxed);
+                .fetch_max(epoch + self.buckets, Ordering::Relaxed);
             return true;
         }
         epoch < self.dirty_until.load(Ordering::Relaxed)
     }
 
-    /// Empties the buckets of the epochs `first..last` that passed with no record (at most one
-    /// lap of the ring). Without this, a bucket skipped by sparse or periodic traffic would
-    /// keep its old counts until its 16-bit stamp came round again and made them look current.
-    /// The thread that moved `latest` past the gap does it; a record racing in for one of those
-    /// epochs may be cleared with it (one outcome lost).
-    #[cold]
-    fn clear_skipped(&self, first: u64, last: u64) {
-        let first = first.max(last.saturating_sub(self.len()));
-        for skipped in first..last {
-            let Some(bucket) = usize::try_from(skipped % self.len())
-                .ok()
-                .and_then(|i| self.buckets.get(i))
-            else {
-                continue;
-            };
-            let word = bucket.load(Ordering::Relaxed);
-            // Leave a bucket that was already rewritten for a current epoch.
-            if word >> STAMP_SHIFT != last & FIELD_MASK && word != 0 {
-                let _ = bucket.compare_exchange(word, 0, Ordering::Relaxed, Ordering::Relaxed);
-            }
-        }
-    }
-
     pub(crate) fn counts(&self, now: Instant) -> Counts {
-        let epoch = self.epoch_of(now);
-        let latest = self.latest.load(Ordering::Relaxed);
-        if latest == 0 || epoch >= latest - 1 + self.len() {
-            // Nothing recorded within the window's span.
-            return Counts::default();
-        }
         let mut counts = Counts::default();
-        for bucket in self.buckets.iter() {
-            let word = bucket.load(Ordering::Relaxed);
-            let age = epoch.wrapping_sub(word >> STAMP_SHIFT) & FIELD_MASK;
-            // A bucket up to B epochs *ahead* was written by a thread that read the clock a
-            // little later than this one: its outcomes are current too (and leaving them out
-            // would let two concurrent failures in neighbouring buckets each miss the other).
-            let ahead = (FIELD_MASK + 1 - age) & FIELD_MASK;
-            if age < self.len() || (ahead > 0 && ahead < self.len()) {
-                counts.calls += (word >> CALLS_SHIFT) & FIELD_MASK;
-                counts.failures += (word >> FAILURES_SHIFT) & FIELD_MASK;
-                counts.slow += word & FIELD_MASK;
-            }
-        }
+        self.ring.for_each_current(now, |payload| {
+            counts.calls += (payload >> CALLS_SHIFT) & FIELD_MASK;
+            counts.failures += (payload >> FAILURES_SHIFT) & FIELD_MASK;
+            counts.slow += payload & FIELD_MASK;
+        });
         counts
     }
 
     /// Empties the window (see [`CountWindow::reset`] for the ordering).
     pub(crate) fn reset(&self) {
-        for bucket in self.buckets.iter() {
-            bucket.store(0, Ordering::Relaxed);
-        }
-        self.latest.store(0, Ordering::Relaxed);
+        self.ring.reset();
         self.dirty_until.store(0, Ordering::Relaxed);
     }
 }
