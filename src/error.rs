@@ -39,6 +39,8 @@ use std::time::Duration;
 use crate::circuit_breaker::{CircuitBreakerError, CircuitOpen};
 #[cfg(feature = "http")]
 use crate::http::{InvalidDeadlineHeader, Problem};
+#[cfg(feature = "retry")]
+use crate::retry::BudgetExhausted;
 #[cfg(feature = "timeout")]
 use crate::timeout::TimedOut;
 
@@ -118,8 +120,16 @@ pub enum Rejection<'a> {
     /// A circuit breaker refused the call.
     #[cfg(feature = "circuit-breaker")]
     CircuitOpen(&'a CircuitOpen),
+    /// The retry budget refused a retry (only when configured to say so).
+    #[cfg(feature = "retry")]
+    BudgetExhausted(&'a BudgetExhausted),
     /// Keeps the lifetime used when no feature adds a variant; never constructed.
-    #[cfg(not(any(feature = "timeout", feature = "http", feature = "circuit-breaker")))]
+    #[cfg(not(any(
+        feature = "timeout",
+        feature = "http",
+        feature = "circuit-breaker",
+        feature = "retry"
+    )))]
     #[doc(hidden)]
     __Never(std::convert::Infallible, std::marker::PhantomData<&'a ()>),
 }
@@ -155,6 +165,10 @@ impl<'a> Rejection<'a> {
         if let Some(open) = error.downcast_ref::<CircuitOpen>() {
             return Some(Self::CircuitOpen(open));
         }
+        #[cfg(feature = "retry")]
+        if let Some(exhausted) = error.downcast_ref::<BudgetExhausted>() {
+            return Some(Self::BudgetExhausted(exhausted));
+        }
         #[cfg(feature = "circuit-breaker")]
         if let Some(breaker_error) = error.downcast_ref::<CircuitBreakerError>() {
             // A transparent wrapper: its `source()` skips the inner error itself.
@@ -176,7 +190,14 @@ impl<'a> Rejection<'a> {
             Self::InvalidDeadlineHeader(e) => e,
             #[cfg(feature = "circuit-breaker")]
             Self::CircuitOpen(e) => e,
-            #[cfg(not(any(feature = "timeout", feature = "http", feature = "circuit-breaker")))]
+            #[cfg(feature = "retry")]
+            Self::BudgetExhausted(e) => e,
+            #[cfg(not(any(
+                feature = "timeout",
+                feature = "http",
+                feature = "circuit-breaker",
+                feature = "retry"
+            )))]
             Self::__Never(never, _) => match never {},
         }
     }
@@ -193,7 +214,14 @@ impl<'a> Rejection<'a> {
             Self::InvalidDeadlineHeader(_) => None,
             #[cfg(feature = "circuit-breaker")]
             Self::CircuitOpen(e) => e.retry_after(),
-            #[cfg(not(any(feature = "timeout", feature = "http", feature = "circuit-breaker")))]
+            #[cfg(feature = "retry")]
+            Self::BudgetExhausted(_) => None,
+            #[cfg(not(any(
+                feature = "timeout",
+                feature = "http",
+                feature = "circuit-breaker",
+                feature = "retry"
+            )))]
             Self::__Never(never, _) => match never {},
         }
     }
@@ -205,6 +233,7 @@ impl<'a> Rejection<'a> {
     /// | [`TimedOut`] | 504 Gateway Timeout (the server-side timeout answers 503 or 408, as configured) |
     /// | [`InvalidDeadlineHeader`] | 400 Bad Request |
     /// | [`CircuitOpen`] | 503 Service Unavailable, with `Retry-After` when known |
+    /// | [`BudgetExhausted`] | 503 Service Unavailable |
     #[cfg(feature = "http")]
     #[must_use]
     pub fn status(&self) -> http::StatusCode {
@@ -214,6 +243,8 @@ impl<'a> Rejection<'a> {
             Self::InvalidDeadlineHeader(e) => e.status(),
             #[cfg(feature = "circuit-breaker")]
             Self::CircuitOpen(e) => e.status(),
+            #[cfg(feature = "retry")]
+            Self::BudgetExhausted(e) => e.status(),
         }
     }
 
@@ -228,6 +259,8 @@ impl<'a> Rejection<'a> {
             Self::InvalidDeadlineHeader(e) => e.problem(),
             #[cfg(feature = "circuit-breaker")]
             Self::CircuitOpen(e) => e.problem(),
+            #[cfg(feature = "retry")]
+            Self::BudgetExhausted(e) => e.problem(),
         }
     }
 }

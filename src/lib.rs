@@ -147,10 +147,12 @@ pub mod error;
 mod extensions;
 #[cfg(feature = "http")]
 pub mod http;
-#[cfg(feature = "circuit-breaker")]
+#[cfg(any(feature = "circuit-breaker", feature = "retry"))]
 mod random;
 mod ratio;
-#[cfg(feature = "circuit-breaker")]
+#[cfg(feature = "retry")]
+pub mod retry;
+#[cfg(any(feature = "circuit-breaker", feature = "retry"))]
 mod ring;
 mod sync;
 #[cfg(feature = "timeout")]
@@ -162,7 +164,7 @@ pub use self::ratio::Ratio;
 /// `get_ref`, `get_mut` and `into_inner` for a service struct whose inner service is the field
 /// `inner` of type `S`.
 #[cfg_attr(
-    not(any(feature = "timeout", feature = "circuit-breaker")),
+    not(any(feature = "timeout", feature = "circuit-breaker", feature = "retry")),
     allow(unused_macros)
 )]
 macro_rules! inner_accessors {
@@ -184,7 +186,7 @@ macro_rules! inner_accessors {
     };
 }
 #[cfg_attr(
-    not(any(feature = "timeout", feature = "circuit-breaker")),
+    not(any(feature = "timeout", feature = "circuit-breaker", feature = "retry")),
     allow(unused_imports)
 )]
 pub(crate) use inner_accessors;

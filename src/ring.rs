@@ -153,6 +153,7 @@ impl StampedRing {
 
     /// Empties the ring. Relaxed stores: the caller publishes them (the breaker does it before
     /// the Release exchange that closes it).
+    #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
     pub(crate) fn reset(&self) {
         for slot in self.slots.iter() {
             slot.store(0, Ordering::Relaxed);

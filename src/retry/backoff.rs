@@ -234,6 +234,7 @@ mod tests {
         let mut buckets = [0u32; 10];
         for _ in 0..100_000 {
             let delay = b.delay(100, b.base(), random.unit());
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // in 0..=10
             let bucket = (delay.as_secs_f64() / b.cap().as_secs_f64() * 10.0) as usize;
             buckets[bucket.min(9)] += 1;
         }

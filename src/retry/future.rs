@@ -1,0 +1,286 @@
+//! The retry layer's response future: a named state machine.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use super::budget::RetryBudget;
+use super::error::BudgetExhausted;
+use super::policy::{Decision, Policy};
+use super::service::Config;
+use crate::RequestExtensions;
+use crate::clock::Instant;
+use crate::deadline::Deadline;
+use crate::error::BoxError;
+use crate::random::Random;
+
+pin_project! {
+    /// The response future of [`Retry`](super::Retry).
+    ///
+    /// ```text
+    ///   Calling ──(result: done, or no retry left)──────────────▶ Ready(result)
+    ///     │ failure, retry allowed
+    ///     ▼
+    ///   BackingOff (tokio sleep; skipped for a zero wait)
+    ///     │
+    ///     ▼
+    ///   Readying (poll_ready on a clone of the inner service) ──(error)──▶ Ready(error)
+    ///     │ ready
+    ///     └──────────▶ Calling (the next attempt)
+    /// ```
+    ///
+    /// Dropping it drops the attempt in flight or the sleep: nothing more is sent.
+    pub struct ResponseFuture<S: Service<Req>, Req, P> {
+        #[pin]
+        state: State<S::Future>,
+        retry: Retrying<S, Req, P>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Calling {
+            #[pin]
+            future: F,
+        },
+        BackingOff {
+            #[pin]
+            sleep: Sleep,
+        },
+        Readying,
+    }
+}
+
+/// Everything another attempt needs.
+struct Retrying<S, Req, P> {
+    service: S,
+    policy: P,
+    /// A copy of the request for the next attempt, if it may be retried.
+    copy: Option<Req>,
+    /// The request for the attempt being readied.
+    pending: Option<Req>,
+    config: Config,
+    budget: RetryBudget,
+    random: Option<Arc<Random>>,
+    /// Attempts made so far.
+    attempts: u32,
+    previous_delay: Duration,
+    /// When the call started (only read when a total time limit is set).
+    started: Option<Instant>,
+}
+
+/// After an attempt: return its result, or wait this long and try again.
+enum Next<T> {
+    Finish(T),
+    Wait(Duration),
+}
+
+impl<S: Service<Req>, Req, P> ResponseFuture<S, Req, P> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        future: S::Future,
+        service: S,
+        policy: P,
+        copy: Option<Req>,
+        config: Config,
+        budget: RetryBudget,
+        random: Option<Arc<Random>>,
+        started: Option<Instant>,
+    ) -> Self {
+        Self {
+            state: State::Calling { future },
+            retry: Retrying {
+                service,
+                policy,
+                copy,
+                pending: None,
+                config,
+                budget,
+                random,
+                attempts: 1,
+                previous_delay: config.backoff.base(),
+                started,
+            },
+        }
+    }
+}
+
+impl<S, Req, P> Future for ResponseFuture<S, Req, P>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    P: Policy<Req, S::Response>,
+    Req: RequestExtensions,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    match this.retry.after_attempt(result) {
+                        Next::Finish(result) => return Poll::Ready(result),
+                        Next::Wait(delay) if delay.is_zero() => this.state.set(State::Readying),
+                        Next::Wait(delay) => this.state.set(State::BackingOff {
+                            sleep: tokio::time::sleep(delay),
+                        }),
+                    }
+                }
+                StateProj::BackingOff { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    // Every attempt waits for the inner service's readiness again.
+                    if let Err(error) = ready!(this.retry.service.poll_ready(cx)) {
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    let Some(request) = this.retry.pending.take() else {
+                        // Unreachable: `after_attempt` sets `pending` whenever it waits.
+                        return Poll::Ready(Err("retry lost its request".into()));
+                    };
+                    let future = this.retry.service.call(request);
+                    this.state.set(State::Calling { future });
+                }
+            }
+        }
+    }
+}
+
+impl<S, Req, P> Retrying<S, Req, P>
+where
+    S: Service<Req>,
+    P: Policy<Req, S::Response>,
+    Req: RequestExtensions,
+{
+    /// Decides what follows an attempt's `result`.
+    fn after_attempt(
+        &mut self,
+        result: Result<S::Response, BoxError>,
+    ) -> Next<Result<S::Response, BoxError>> {
+        let decision = self.policy.decide(&result);
+        // The budget learns from every attempt: a failure worth retrying takes a token, a
+        // success refills; an error that is not worth retrying says nothing either way.
+        match (decision, result.is_ok()) {
+            (Decision::Done, true) => self.budget.record(true),
+            (Decision::Done, false) => {}
+            _ => self.budget.record(false),
+        }
+        if decision == Decision::Done || self.attempts >= self.config.max_attempts {
+            return Next::Finish(result);
+        }
+        let Some(copy) = self.copy.take() else {
+            // Not replayable, or not safe to repeat.
+            return Next::Finish(result);
+        };
+        let (delay, reason) = match decision {
+            Decision::RetryAfter(wait) if wait > self.config.max_pushback => {
+                tracing::debug!(?wait, "pushback longer than the maximum: not retrying");
+                return Next::Finish(result);
+            }
+            Decision::RetryAfter(wait) => (wait, "pushback"),
+            _ => {
+                let delay =
+                    self.config
+                        .backoff
+                        .delay(self.attempts - 1, self.previous_delay, self.draw());
+                let reason = if result.is_err() {
+                    "error"
+                } else {
+                    "failure response"
+                };
+                (delay, reason)
+            }
+        };
+        if !self.fits_in_time(&copy, delay) {
+            return Next::Finish(result);
+        }
+        if !self.budget.try_withdraw() {
+            tracing::debug!(attempts = self.attempts, "retry budget exhausted");
+            return Next::Finish(match result {
+                Err(error) if self.config.fail_when_exhausted => {
+                    Err(BudgetExhausted::new(self.attempts, error).into())
+                }
+                other => other,
+            });
+        }
+        self.copy = self.policy.clone_request(&copy);
+        self.pending = Some(copy);
+        self.previous_delay = delay;
+        self.attempts += 1;
+        tracing::debug!(attempt = self.attempts, ?delay, reason, "retrying");
+        Next::Wait(delay)
+    }
+
+    /// Whether waiting `delay` and starting another attempt is still within the request's
+    /// deadline and the total time limit. Reads the clock only if either is set.
+    fn fits_in_time(&self, request: &Req, delay: Duration) -> bool {
+        let deadline = request
+            .extensions()
+            .and_then(|extensions| extensions.get::<Deadline>())
+            .copied();
+        if deadline.is_none() && self.config.max_elapsed.is_none() {
+            return true;
+        }
+        let now = Instant::now();
+        let resume = now.checked_add(delay);
+        if let Some(deadline) = deadline {
+            if resume.is_none_or(|at| at >= deadline.instant()) {
+                tracing::debug!(?delay, "the deadline leaves no time for another attempt");
+                return false;
+            }
+        }
+        if let (Some(limit), Some(started)) = (self.config.max_elapsed, self.started) {
+            if resume.is_none_or(|at| at.saturating_duration_since(started) >= limit) {
+                tracing::debug!(
+                    ?delay,
+                    "the total time limit leaves no time for another attempt"
+                );
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A uniform draw for jitter: from the layer's seeded source, or this thread's.
+    fn draw(&self) -> f64 {
+        match &self.random {
+            Some(random) => random.unit(),
+            None => thread_random(),
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's own draws when no seed was set: no shared word to contend on.
+    static THREAD_RANDOM: Random = Random::new(None);
+}
+
+/// A draw from this thread's generator.
+fn thread_random() -> f64 {
+    THREAD_RANDOM.with(Random::unit)
+}
+
+impl<S: Service<Req>, Req, P> fmt::Debug for ResponseFuture<S, Req, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Calling { .. } => "Calling",
+            State::BackingOff { .. } => "BackingOff",
+            State::Readying => "Readying",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("attempts", &self.retry.attempts)
+            .finish_non_exhaustive()
+    }
+}

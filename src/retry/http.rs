@@ -1,0 +1,520 @@
+//! HTTP retries (features `retry` + `http`): which requests are safe to repeat, and request
+//! bodies that can be sent again.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, Method, Request, header};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::policy::{Decision, Policy, decide_by};
+use crate::classify::{Classify, StatusClassifier};
+use crate::error::BoxError;
+
+/// The largest request body kept for replay: 64 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// The header whose presence makes an unsafe request safe to repeat (the IETF httpapi
+/// `Idempotency-Key` draft).
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The retry policy for HTTP clients.
+///
+/// - **Which requests.** Only requests that are safe to send twice: the idempotent methods of
+///   RFC 9110 (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or any request carrying an
+///   `Idempotency-Key` header (the server then deduplicates). Other requests (a POST without a
+///   key) are sent once. [`retry_unsafe_methods`](Self::retry_unsafe_methods) lifts this.
+/// - **Which bodies.** Only a body [`BufferBodyLayer`] kept in full ([`ReplayBody`]); a body
+///   over its limit is sent once.
+/// - **Which results.** What the classifier calls a failure (by default
+///   [`StatusClassifier`]: 5xx, 429 and transport errors), waiting exactly as long as a
+///   `Retry-After` on a 429 or 503 says.
+/// - **What is sent again.** A fresh request with the same method, URI, version, headers and
+///   extensions, minus the hop-by-hop headers (`Connection` and the headers it names,
+///   `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), which
+///   belong to one connection.
+#[derive(Debug)]
+pub struct HttpPolicy<C = StatusClassifier> {
+    classifier: Arc<C>,
+    unsafe_methods: bool,
+}
+
+impl<C> Clone for HttpPolicy<C> {
+    fn clone(&self) -> Self {
+        Self {
+            classifier: Arc::clone(&self.classifier),
+            unsafe_methods: self.unsafe_methods,
+        }
+    }
+}
+
+impl HttpPolicy {
+    /// Idempotent or keyed requests, retried on 5xx, 429 and errors.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_classifier(StatusClassifier::new())
+    }
+}
+
+impl Default for HttpPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C> HttpPolicy<C> {
+    /// Decides failures with `classifier`.
+    #[must_use]
+    pub fn with_classifier(classifier: C) -> Self {
+        Self {
+            classifier: Arc::new(classifier),
+            unsafe_methods: false,
+        }
+    }
+
+    /// Retries requests of any method, keyed or not. Defaults to `false`: only do this if the
+    /// server deduplicates, or repeating is harmless.
+    #[must_use]
+    pub fn retry_unsafe_methods(mut self, retry: bool) -> Self {
+        self.unsafe_methods = retry;
+        self
+    }
+
+    fn may_repeat<B>(&self, request: &Request<B>) -> bool {
+        self.unsafe_methods
+            || is_idempotent(request.method())
+            || request.headers().contains_key(IDEMPOTENCY_KEY)
+    }
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+impl<B, Res, C> Policy<Request<ReplayBody<B>>, Res> for HttpPolicy<C>
+where
+    C: Classify<Res, BoxError>,
+{
+    fn clone_request(&self, request: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+        if !self.may_repeat(request) {
+            return None;
+        }
+        let body = request.body().try_clone()?;
+        let mut copy = Request::new(body);
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.version_mut() = request.version();
+        *copy.headers_mut() = end_to_end(request.headers());
+        *copy.extensions_mut() = request.extensions().clone();
+        Some(copy)
+    }
+
+    fn decide(&self, result: &Result<Res, BoxError>) -> Decision {
+        decide_by(&*self.classifier, result)
+    }
+}
+
+/// `headers` without the hop-by-hop ones (RFC 9110 §7.6.1).
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    const HOP_BY_HOP: [&str; 7] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    let named_by_connection: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut copy = headers.clone();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named_by_connection.iter().map(String::as_str))
+    {
+        copy.remove(name);
+    }
+    copy
+}
+
+pin_project! {
+    /// A request body that can be sent again when it was kept in full, and otherwise streams
+    /// once: the part already read, then the rest.
+    ///
+    /// Built by [`BufferBodyLayer`]; a client behind it takes `Request<ReplayBody<B>>` (for
+    /// hyper-util: `Client<_, ReplayBody<B>>`).
+    pub struct ReplayBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Kept {
+            data: Option<Bytes>,
+            trailers: Option<HeaderMap>,
+        },
+        Streaming {
+            prefix: Option<Bytes>,
+            #[pin]
+            rest: B,
+        },
+    }
+}
+
+impl<B> ReplayBody<B> {
+    /// A body of `data` alone, kept in full.
+    #[must_use]
+    pub fn kept(data: Bytes) -> Self {
+        Self::kept_with_trailers(data, None)
+    }
+
+    fn kept_with_trailers(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        Self {
+            kind: Kind::Kept {
+                data: (!data.is_empty()).then_some(data),
+                trailers,
+            },
+        }
+    }
+
+    /// A body too large to keep: `prefix` (already read) then `rest`, sent once.
+    fn streaming(prefix: Bytes, rest: B) -> Self {
+        Self {
+            kind: Kind::Streaming {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                rest,
+            },
+        }
+    }
+
+    /// Whether this body can be sent again.
+    #[must_use]
+    pub fn is_replayable(&self) -> bool {
+        matches!(self.kind, Kind::Kept { .. })
+    }
+
+    /// A copy to send again, if the body was kept in full (a reference count, no copy of the
+    /// bytes).
+    #[must_use]
+    pub fn try_clone(&self) -> Option<Self> {
+        match &self.kind {
+            Kind::Kept { data, trailers } => Some(Self {
+                kind: Kind::Kept {
+                    data: data.clone(),
+                    trailers: trailers.clone(),
+                },
+            }),
+            Kind::Streaming { .. } => None,
+        }
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Kept { data, trailers } => Poll::Ready(
+                data.take()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
+            KindProj::Streaming { prefix, rest } => match prefix.take() {
+                Some(prefix) => Poll::Ready(Some(Ok(Frame::data(prefix)))),
+                None => rest.poll_frame(cx),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Kept { data, trailers } => data.is_none() && trailers.is_none(),
+            Kind::Streaming { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Kept { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
+            }
+            Kind::Streaming { prefix, rest } => {
+                let prefix = prefix.as_ref().map_or(0, |prefix| prefix.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + prefix);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + prefix);
+                }
+                hint
+            }
+        }
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Kept { data, .. } => f
+                .debug_struct("ReplayBody::Kept")
+                .field("len", &data.as_ref().map_or(0, Bytes::len))
+                .finish_non_exhaustive(),
+            Kind::Streaming { .. } => f
+                .debug_struct("ReplayBody::Streaming")
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Reads each request's body, up to a limit, into memory so that a retry layer inside can
+/// send it again: `Request<B>` in, `Request<ReplayBody<B>>` out.
+///
+/// A body within the limit is kept in full (replayable); a body over it is sent once, as the
+/// bytes already read followed by the rest, so nothing is lost or sent twice. An empty body, or
+/// one whose size hint is already over the limit, is passed on without waiting. Bodies must be
+/// `Unpin`, as hyper's, axum's and http-body-util's are (box others with `BodyExt::boxed`).
+/// A body that fails while being read fails the call before anything is sent. Place it just
+/// outside the [`RetryLayer`](super::RetryLayer):
+///
+/// ```
+/// use palisade::retry::{BufferBodyLayer, HttpPolicy, RetryLayer};
+/// use tower::ServiceBuilder;
+///
+/// let layers = ServiceBuilder::new()
+///     .layer(BufferBodyLayer::new(64 * 1024))
+///     .layer(RetryLayer::new().policy(HttpPolicy::new()));
+/// # let _ = layers;
+/// ```
+#[derive(Clone, Copy, Debug)]
+#[must_use]
+pub struct BufferBodyLayer {
+    limit: usize,
+}
+
+impl BufferBodyLayer {
+    /// Keeps bodies of up to `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { limit }
+    }
+}
+
+impl Default for BufferBodyLayer {
+    /// Keeps bodies of up to [`DEFAULT_BODY_LIMIT`] (64 KiB).
+    fn default() -> Self {
+        Self::new(DEFAULT_BODY_LIMIT)
+    }
+}
+
+impl<S> Layer<S> for BufferBodyLayer {
+    type Service = BufferBody<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BufferBody {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// Makes request bodies replayable: see [`BufferBodyLayer`].
+#[derive(Clone, Debug)]
+pub struct BufferBody<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> BufferBody<S> {
+    crate::inner_accessors!();
+}
+
+impl<S, B> Service<Request<B>> for BufferBody<S>
+where
+    S: Service<Request<ReplayBody<B>>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BufferFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        // The body may take a while to read; the instance polled ready goes with it, and a
+        // fresh clone stays behind for the next call.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        let known_too_large = body.size_hint().lower() > self.limit as u64;
+        if body.is_end_stream() || known_too_large {
+            let body = if known_too_large {
+                ReplayBody::streaming(Bytes::new(), body)
+            } else {
+                ReplayBody::kept(Bytes::new())
+            };
+            let mut service = ready;
+            let future = service.call(Request::from_parts(parts, body));
+            return BufferFuture {
+                state: BufferState::Calling { future },
+            };
+        }
+        BufferFuture {
+            state: BufferState::Reading {
+                service: Some(ready),
+                parts: Some(parts),
+                body: Some(body),
+                chunks: Vec::new(),
+                read: 0,
+                limit: self.limit,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`BufferBody`]: reads the body, then calls the inner service.
+    pub struct BufferFuture<S: Service<Request<ReplayBody<B>>>, B> {
+        #[pin]
+        state: BufferState<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = BufferStateProj]
+    enum BufferState<S: Service<Request<ReplayBody<B>>>, B> {
+        Reading {
+            service: Option<S>,
+            parts: Option<http::request::Parts>,
+            body: Option<B>,
+            chunks: Vec<Bytes>,
+            read: usize,
+            limit: usize,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+        },
+    }
+}
+
+impl<S, B> Future for BufferFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                BufferStateProj::Calling { future } => {
+                    return future.poll(cx).map_err(Into::into);
+                }
+                BufferStateProj::Reading {
+                    service,
+                    parts,
+                    body,
+                    chunks,
+                    read,
+                    limit,
+                } => {
+                    let Some(reading) = body.as_mut() else {
+                        return Poll::Ready(Err("request body polled after it was sent".into()));
+                    };
+                    let replay = match ready!(Pin::new(reading).poll_frame(cx)) {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => {
+                                *read += data.len();
+                                chunks.push(data);
+                                if *read <= *limit {
+                                    continue;
+                                }
+                                // Over the limit: send what was read, then the rest, once.
+                                body.take()
+                                    .map(|rest| ReplayBody::streaming(join(chunks), rest))
+                            }
+                            Err(frame) => {
+                                body.take();
+                                let trailers = frame.into_trailers().ok();
+                                Some(ReplayBody::kept_with_trailers(join(chunks), trailers))
+                            }
+                        },
+                        Some(Err(error)) => {
+                            let error: BoxError = error.into();
+                            return Poll::Ready(Err(format!(
+                                "the request body failed before it could be sent: {error}"
+                            )
+                            .into()));
+                        }
+                        None => {
+                            body.take();
+                            Some(ReplayBody::kept(join(chunks)))
+                        }
+                    };
+                    let (Some(replay), Some(parts), Some(mut service)) =
+                        (replay, parts.take(), service.take())
+                    else {
+                        return Poll::Ready(Err("request body polled after it was sent".into()));
+                    };
+                    let future = service.call(Request::from_parts(parts, replay));
+                    this.state.set(BufferState::Calling { future });
+                }
+            }
+        }
+    }
+}
+
+/// The chunks read so far as one `Bytes` (no copy for a single chunk).
+fn join(chunks: &mut Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for chunk in chunks.drain(..) {
+                joined.extend_from_slice(&chunk);
+            }
+            joined.freeze()
+        }
+    }
+}
+
+impl<S: Service<Request<ReplayBody<B>>>, B> fmt::Debug for BufferFuture<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferFuture").finish_non_exhaustive()
+    }
+}

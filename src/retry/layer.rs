@@ -1,0 +1,144 @@
+//! [`RetryLayer`].
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::backoff::Backoff;
+use super::budget::RetryBudget;
+use super::policy::RetryFailures;
+use super::service::{Config, Retry};
+use crate::random::Random;
+
+/// Attempts per call, the first included: 3 (the AWS SDKs' standard mode; Google SRE's "at
+/// most 3 attempts" per request).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The longest server pushback (`Retry-After`, an open circuit's time left) worth waiting for:
+/// 20 s, the backoff's own cap. Longer, and the result is returned instead.
+pub const DEFAULT_MAX_PUSHBACK: Duration = Duration::from_secs(20);
+
+/// Applies a [`Retry`]: see the [module docs](crate::retry).
+///
+/// # Clone
+///
+/// The budget is created once, in the layer value: clones of the layer, every service it
+/// builds, and every `Layer::layer` call share it.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RetryLayer<P = RetryFailures> {
+    policy: P,
+    config: Config,
+    budget: RetryBudget,
+    random: Option<Arc<Random>>,
+}
+
+impl RetryLayer {
+    /// Retries failures ([`RetryFailures`] with the default classifier: `Err` is a failure)
+    /// with every default: 3 attempts, full-jitter backoff from 50 ms capped at 20 s, a token
+    /// bucket budget, pushback honoured up to 20 s.
+    pub fn new() -> Self {
+        Self {
+            policy: RetryFailures::default(),
+            config: Config {
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+                backoff: Backoff::default(),
+                max_elapsed: None,
+                max_pushback: DEFAULT_MAX_PUSHBACK,
+                fail_when_exhausted: false,
+            },
+            budget: RetryBudget::default(),
+            random: None,
+        }
+    }
+}
+
+impl Default for RetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P> RetryLayer<P> {
+    /// Decides what is retried with `policy`. Defaults to [`RetryFailures`].
+    pub fn policy<P2>(self, policy: P2) -> RetryLayer<P2> {
+        RetryLayer {
+            policy,
+            config: self.config,
+            budget: self.budget,
+            random: self.random,
+        }
+    }
+
+    /// Attempts per call, counting the first. Defaults to [`DEFAULT_MAX_ATTEMPTS`] (3); 1
+    /// turns retrying off.
+    pub fn max_attempts(mut self, attempts: NonZeroU32) -> Self {
+        self.config.max_attempts = attempts.get();
+        self
+    }
+
+    /// The waits between attempts. Defaults to [`Backoff::default`]: full jitter from 50 ms,
+    /// capped at 20 s.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// A limit on a call's total time: no wait or attempt starts past it. Defaults to none
+    /// (reading the clock at each call is then avoided); a request's
+    /// [`Deadline`](crate::deadline::Deadline) is honoured either way.
+    pub fn max_elapsed(mut self, limit: Duration) -> Self {
+        self.config.max_elapsed = Some(limit);
+        self
+    }
+
+    /// The longest pushback worth waiting for. Defaults to [`DEFAULT_MAX_PUSHBACK`] (20 s); a
+    /// longer `Retry-After` returns the result rather than waiting.
+    pub fn max_pushback(mut self, limit: Duration) -> Self {
+        self.config.max_pushback = limit;
+        self
+    }
+
+    /// The retry budget, shared by everything this layer builds. Defaults to
+    /// [`RetryBudget::default`] (a token bucket); [`RetryBudget::unlimited`] turns it off.
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// When the budget refuses a retry of a failed call, answer
+    /// [`BudgetExhausted`](super::BudgetExhausted) (with the error as its source) instead of
+    /// the error itself. A failure *response* is still returned as it is. Defaults to `false`.
+    pub fn fail_when_budget_exhausted(mut self, fail: bool) -> Self {
+        self.config.fail_when_exhausted = fail;
+        self
+    }
+
+    /// Seeds the jitter's random numbers, for reproducible waits in tests. Defaults to a
+    /// per-thread random source.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.random = Some(Arc::new(Random::new(Some(seed))));
+        self
+    }
+
+    /// The budget this layer's services share.
+    #[must_use]
+    pub fn budget_handle(&self) -> &RetryBudget {
+        &self.budget
+    }
+}
+
+impl<S, P: Clone> Layer<S> for RetryLayer<P> {
+    type Service = Retry<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::new(
+            inner,
+            self.policy.clone(),
+            self.config,
+            self.budget.clone(),
+            self.random.clone(),
+        )
+    }
+}

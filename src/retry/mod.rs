@@ -1,0 +1,151 @@
+//! Retries with jittered backoff, server pushback, budgets and deadlines (feature `retry`).
+//!
+//! A [`Retry`] sends a failed call again, after a wait, so that a transient failure (a dropped
+//! connection, a restarting instance, a brief overload) does not reach the caller. It is built
+//! to not make things worse: waits are **capped, then jittered** so clients do not retry in
+//! lockstep; a server's `Retry-After` (or an open circuit's time left) **replaces** the computed
+//! wait; a **budget** shared by every clone stops retries when a dependency fails as a whole;
+//! and a request's **deadline** is never overrun by a wait or an attempt that cannot finish in
+//! time.
+//!
+//! # When not to use it
+//!
+//! - For requests that are not safe to repeat (a POST that creates something) unless they
+//!   carry an idempotency key the server honours. With the `http` feature the HTTP policy only
+//!   retries idempotent methods and requests with an `Idempotency-Key` by default.
+//! - At several layers of one call chain: three layers of three attempts make 27 calls to the
+//!   bottom service. Retry at one layer, preferably the outermost client.
+//!
+//! # Example
+//!
+//! ```
+//! use std::num::NonZeroU32;
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use palisade::error::BoxError;
+//! use palisade::retry::RetryLayer;
+//! use tower::{Layer, Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! // Fails twice, then answers.
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let counter = Arc::clone(&calls);
+//! let flaky = tower::service_fn(move |n: u32| {
+//!     let attempt = counter.fetch_add(1, Ordering::Relaxed);
+//!     async move {
+//!         if attempt < 2 { Err::<u32, BoxError>("try again".into()) } else { Ok(n * 2) }
+//!     }
+//! });
+//! let mut svc = RetryLayer::new()
+//!     .max_attempts(NonZeroU32::new(3).unwrap())
+//!     .layer(flaky);
+//! assert_eq!(svc.ready().await.unwrap().call(21).await.unwrap(), 42);
+//! assert_eq!(calls.load(Ordering::Relaxed), 3);
+//! # }
+//! ```
+//!
+//! # Behaviour
+//!
+//! Each call's future is a state machine (see [`future::ResponseFuture`]): **calling** an
+//! attempt; on a result, asking the [`Policy`] whether it is done; if not, **backing off** (a
+//! tokio sleep); then **waiting for readiness** of the inner service again; then **calling** the
+//! next attempt. The first attempt goes to the instance `poll_ready` readied; later ones to a
+//! clone.
+//!
+//! - **Attempts.** `max_attempts` counts the first attempt (3 means up to 2 retries).
+//! - **Backoff**, cap first then jitter, with `n` retries so far (the first retry has `n = 0`)
+//!   and `c = min(cap, base·2ⁿ)`: [`Jitter::Full`] `U(0, c)` (the default), [`Jitter::Equal`]
+//!   `c/2 + U(0, c/2)`, [`Jitter::Decorrelated`] `U(base, min(cap, 3·previous))`,
+//!   [`Jitter::None`] `c`. No point mass at the cap (except with no jitter), no overflow for
+//!   any retry count.
+//! - **Pushback.** A result the policy reports with a wait ([`Decision::RetryAfter`]:
+//!   `Retry-After` on a 429 or 503 with the HTTP policy, an open circuit's `retry_after`)
+//!   waits exactly that long instead; if it is longer than `max_pushback`, the result is
+//!   returned rather than waited for.
+//! - **Budget.** Before each retry the [`RetryBudget`] must allow it, or the last result is
+//!   returned (or [`BudgetExhausted`], if configured). Every attempt's outcome feeds it.
+//! - **Time.** With a [`Deadline`](crate::deadline::Deadline) in the request, or a
+//!   `max_elapsed`, no wait starts that would end at or past it; the last result is returned
+//!   instead. (A deadline in the request also bounds each attempt through any palisade timeout
+//!   inside.)
+//! - **Events.** Each retry emits a `tracing` event at `debug` (attempt, wait, reason:
+//!   `pushback`, `error` or `failure response`); so does each refused retry, with why.
+//!
+//! # Choosing a jitter and a budget
+//!
+//! Keep [`Jitter::Full`] unless you have measured otherwise: it spreads a herd of retrying
+//! clients the most and does the least total work. [`Jitter::Decorrelated`] finishes slightly
+//! sooner for slightly more work; [`Jitter::None`] is for tests.
+//!
+//! Keep the token bucket budget (the default) unless traffic is bursty enough that "a
+//! percentage of the last 10 s of requests" describes what you want to allow better than
+//! "stop while more than half of recent attempts fail"; then use [`RetryBudget::percent`],
+//! which costs a clock read and a shared write per request.
+//!
+//! # Defaults
+//!
+//! | setting | default | source |
+//! | --- | --- | --- |
+//! | [`max_attempts`](RetryLayer::max_attempts) | [`DEFAULT_MAX_ATTEMPTS`] (3) | AWS SDK standard mode; Google SRE "at most 3 attempts" |
+//! | [`backoff`](RetryLayer::backoff) base | [`DEFAULT_BASE`] (50 ms) | tower; AWS SDK retry behaviour 2.1 |
+//! | [`backoff`](RetryLayer::backoff) cap | [`DEFAULT_CAP`] (20 s) | AWS SDK `max_backoff` |
+//! | jitter | [`Jitter::Full`] | Brooker, "Exponential Backoff And Jitter" |
+//! | [`budget`](RetryLayer::budget) | token bucket of [`DEFAULT_MAX_TOKENS`] (10), refill [`DEFAULT_TOKEN_RATIO`] (0.1) | gRPC retry throttling (A6) |
+//! | [`RetryBudget::percent`] | TTL [`DEFAULT_TTL`] (10 s), [`DEFAULT_PERCENT`] (20 %), [`DEFAULT_MIN_PER_SECOND`] (10/s) | Finagle, Linkerd, tower |
+//! | [`max_pushback`](RetryLayer::max_pushback) | [`DEFAULT_MAX_PUSHBACK`] (20 s) | the backoff cap |
+//! | [`max_elapsed`](RetryLayer::max_elapsed) | none | |
+//! | policy | [`RetryFailures`]: what the classifier calls a failure | |
+//!
+//! # Errors
+//!
+//! The service's error is a [`BoxError`](crate::error::BoxError): the last attempt's own error
+//! by default, so callers see the real failure. With
+//! [`fail_when_budget_exhausted`](RetryLayer::fail_when_budget_exhausted), an error the budget
+//! refused to retry becomes [`BudgetExhausted`] (503 with the `http` feature), its source the
+//! real error.
+//!
+//! # Interaction with other layers
+//!
+//! - **Outside the circuit breaker**: each attempt is admitted and counted by the breaker on its
+//!   own, and an open circuit's rejection carries the time left, which this layer honours as
+//!   pushback (or gives up on, past `max_pushback`).
+//! - **Outside the per-attempt timeout**, **inside the total timeout**: each attempt has its own
+//!   limit, and the total timeout's published deadline keeps waits and attempts within the
+//!   caller's time.
+//!
+//! # Invariants
+//!
+//! 1. At most `max_attempts` attempts per call; never a retry the policy refused to copy.
+//! 2. No wait is longer than `max_pushback` (pushback) or the backoff's cap (computed).
+//! 3. No wait starts that would end at or past the request's deadline or the total limit.
+//! 4. The path where the first attempt succeeds touches no shared state but an untouched budget
+//!    word, reads no clock (without `max_elapsed`), and allocates nothing beyond the policy's
+//!    request copy.
+//! 5. The budget's words are updated only by atomic read-modify-writes, so concurrent outcomes
+//!    are never lost (loom models check both budgets).
+
+mod backoff;
+mod budget;
+mod error;
+pub mod future;
+#[cfg(feature = "http")]
+mod http;
+mod layer;
+mod policy;
+mod service;
+
+pub use self::backoff::{Backoff, DEFAULT_BASE, DEFAULT_CAP, Jitter};
+pub use self::budget::{
+    DEFAULT_MAX_TOKENS, DEFAULT_MIN_PER_SECOND, DEFAULT_PERCENT, DEFAULT_TOKEN_RATIO, DEFAULT_TTL,
+    RetryBudget,
+};
+pub use self::error::BudgetExhausted;
+#[cfg(feature = "http")]
+pub use self::http::{
+    BufferBody, BufferBodyLayer, BufferFuture, DEFAULT_BODY_LIMIT, HttpPolicy, IDEMPOTENCY_KEY,
+    ReplayBody,
+};
+pub use self::layer::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PUSHBACK, RetryLayer};
+pub use self::policy::{Decision, Policy, RetryFailures};
+pub use self::service::Retry;
