@@ -102,7 +102,8 @@ async fn opens_after_exactly_the_threshold_of_consecutive_failures() {
 
     let open = rejection(call(&mut svc, Ask::Ok).await);
     assert_eq!(open.state, State::Open);
-    assert_eq!(open.retry_after(), Some(100 * MS));
+    // The time left, plus the millisecond that keeps a caller from racing the open timer.
+    assert_eq!(open.retry_after(), Some(100 * MS + MS));
     assert_eq!(
         backend.calls(),
         3,
@@ -122,8 +123,8 @@ async fn stays_open_until_the_open_duration_then_admits_one_probe() {
     let open = rejection(call(&mut svc, Ask::Ok).await);
     assert_eq!(
         open.retry_after(),
-        Some(MS),
-        "1 ms before: rejected, 1 ms left"
+        Some(MS + MS),
+        "1 ms before: rejected, 1 ms left (+1)"
     );
 
     sleep(2 * MS).await;
@@ -340,8 +341,8 @@ async fn a_failed_probe_reopens_for_longer_with_backoff() {
     let open = rejection(call(&mut svc, Ask::Ok).await);
     assert_eq!(
         open.retry_after(),
-        Some(200 * MS),
-        "second open lasts twice as long"
+        Some(200 * MS + MS),
+        "second open lasts twice as long (+1 ms)"
     );
     sleep(199 * MS).await;
     assert_eq!(handle.state(), State::Open);
@@ -530,7 +531,9 @@ async fn a_timeout_inside_the_breaker_counts_as_a_failure_and_stays_findable() {
         .unwrap_err();
     let boxed: BoxError = err.into();
     match Rejection::find(&*boxed) {
-        Some(Rejection::CircuitOpen(open)) => assert_eq!(open.retry_after(), Some(100 * MS)),
+        Some(Rejection::CircuitOpen(open)) => {
+            assert_eq!(open.retry_after(), Some(100 * MS + MS));
+        }
         other => panic!("expected an open circuit, got {other:?}"),
     }
 }
@@ -726,7 +729,7 @@ mod http_mapping {
         let err = svc.ready().await.unwrap().call("2").await.unwrap_err();
         assert_eq!(
             err.as_open().unwrap().retry_after(),
-            Some(Duration::from_secs(2))
+            Some(Duration::from_secs(2) + MS)
         );
         sleep(Duration::from_secs(2) - MS).await;
         assert_eq!(handle.state(), State::Open);
@@ -799,7 +802,7 @@ mod http_mapping {
         let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
         assert_eq!(
             err.as_open().unwrap().retry_after(),
-            Some(Duration::from_secs(60))
+            Some(Duration::from_secs(60) + MS)
         );
         assert!(matches!(
             CircuitBreakerLayer::builder()
@@ -846,7 +849,7 @@ mod http_mapping {
             .unwrap_err();
         assert_eq!(
             err.as_open().unwrap().retry_after(),
-            Some(Duration::from_secs(10))
+            Some(Duration::from_secs(10) + MS)
         );
 
         let mut off_svc = off.layer(busy());

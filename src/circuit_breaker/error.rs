@@ -10,8 +10,9 @@ use crate::error::BoxError;
 /// The breaker refused the call without calling the inner service.
 ///
 /// [`retry_after`](Self::retry_after) is the time left until the breaker will let a call
-/// through again: until an open breaker half-opens, or until a half-open breaker's busy probes
-/// count as stuck. An isolated breaker (forced open through its handle) has none.
+/// through again: until an open breaker half-opens (plus one millisecond, see
+/// [`reopens_at`](Self::reopens_at)), or until a half-open breaker's busy probes count as
+/// stuck. An isolated breaker (forced open through its handle) has none.
 ///
 /// Rejecting reads no clock: the time left is computed when you ask for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,10 +32,16 @@ impl CircuitOpen {
     }
 
     /// When the breaker will let a call through again, if it knows.
+    ///
+    /// For an open breaker this is one millisecond after its open duration ends: the breaker
+    /// half-opens on a timer at that end, and a caller that comes back exactly when told (a
+    /// retry honouring this as pushback) then finds the timer has already fired rather than
+    /// racing it.
     #[must_use]
     pub fn reopens_at(&self) -> Option<Instant> {
+        let margin = u64::from(self.state == State::Open);
         self.reopens
-            .map(|(epoch, ms)| epoch.instant(ms.saturating_mul(1_000_000)))
+            .map(|(epoch, ms)| epoch.instant(ms.saturating_add(margin).saturating_mul(1_000_000)))
     }
 
     /// The time left until the breaker lets a call through again (zero if that moment has

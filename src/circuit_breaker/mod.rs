@@ -46,10 +46,11 @@
 //! }
 //! assert_eq!(handle.state(), State::Open);
 //!
-//! // Rejected without calling the service, with the exact time left.
+//! // Rejected without calling the service, with the time left (plus 1 ms, so a caller that
+//! // waits exactly that long finds the breaker already half-open).
 //! let err = svc.ready().await.unwrap().call(false).await.unwrap_err();
 //! let Some(Rejection::CircuitOpen(open)) = Rejection::find(&err) else { panic!() };
-//! assert_eq!(open.retry_after(), Some(Duration::from_secs(10)));
+//! assert_eq!(open.retry_after(), Some(Duration::from_millis(10_001)));
 //! # }
 //! ```
 //!
@@ -75,7 +76,8 @@
 //!   call, and a success that brings a window holding failures to `minimum_calls`. A success
 //!   never raises a rate, so nothing else can trip it.
 //! - **Open.** Calls are rejected with [`CircuitOpen`], whose
-//!   [`retry_after`](CircuitOpen::retry_after) is the exact time left. The open duration is
+//!   [`retry_after`](CircuitOpen::retry_after) is the time left, plus one millisecond so that
+//!   a caller waiting exactly that long never races the timer that half-opens the breaker. The open duration is
 //!   fixed, or doubles with each consecutive re-open up to a cap
 //!   ([`open_backoff`](CircuitBreakerBuilder::open_backoff)), optionally spread by
 //!   [`open_jitter`](CircuitBreakerBuilder::open_jitter) so breakers that opened together do

@@ -1,0 +1,393 @@
+//! The retry layer through its public API, on paused tokio time: attempts, exact waits, seeded
+//! jitter, pushback, deadlines, budgets, readiness, and composition with the breaker.
+
+mod support;
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use palisade::deadline::Deadline;
+use palisade::error::{BoxError, Rejection};
+use palisade::retry::{Backoff, Decision, Jitter, Policy, RetryBudget, RetryLayer};
+use palisade::{NoExtensions, Ratio};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// A backend that answers from a script (one entry per attempt; the last repeats) and records
+/// when each attempt arrived.
+#[derive(Clone)]
+struct Scripted {
+    script: Arc<Vec<Result<u32, &'static str>>>,
+    calls: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Scripted {
+    fn new(script: Vec<Result<u32, &'static str>>) -> Self {
+        Self {
+            script: Arc::new(script),
+            calls: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> Vec<Instant> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Offsets of each attempt from `start`.
+    fn offsets(&self, start: Instant) -> Vec<Duration> {
+        self.calls().iter().map(|at| *at - start).collect()
+    }
+}
+
+impl Service<http::Request<()>> for Scripted {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        let mut calls = self.calls.lock().unwrap();
+        let index = calls.len().min(self.script.len() - 1);
+        calls.push(Instant::now());
+        std::future::ready(self.script[index].map_err(BoxError::from))
+    }
+}
+
+/// `http::Request` is not `Clone`; this policy copies `http::Request<()>` for the tests.
+#[derive(Clone, Copy, Default)]
+struct CopyUnitRequests;
+
+impl Policy<http::Request<()>, u32> for CopyUnitRequests {
+    fn clone_request(&self, request: &http::Request<()>) -> Option<http::Request<()>> {
+        let mut copy = http::Request::new(());
+        *copy.extensions_mut() = request.extensions().clone();
+        Some(copy)
+    }
+
+    fn decide(&self, result: &Result<u32, BoxError>) -> Decision {
+        match result {
+            Ok(_) => Decision::Done,
+            Err(e) if e.to_string().starts_with("wait ") => {
+                let ms: u64 = e.to_string()[5..].parse().unwrap();
+                Decision::RetryAfter(Duration::from_millis(ms))
+            }
+            Err(_) => Decision::Retry,
+        }
+    }
+}
+
+fn exact(base_ms: u64) -> Backoff {
+    Backoff::new(Duration::from_millis(base_ms), Duration::from_secs(60))
+        .unwrap()
+        .jitter(Jitter::None)
+}
+
+fn layer(attempts: u32) -> RetryLayer<CopyUnitRequests> {
+    RetryLayer::new()
+        .policy(CopyUnitRequests)
+        .max_attempts(NonZeroU32::new(attempts).unwrap())
+        .budget(RetryBudget::unlimited())
+}
+
+async fn call<S>(svc: &mut S, request: http::Request<()>) -> Result<u32, BoxError>
+where
+    S: Service<http::Request<()>, Response = u32, Error = BoxError>,
+{
+    svc.ready().await?.call(request).await
+}
+
+fn request() -> http::Request<()> {
+    http::Request::new(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_on_the_first_attempt_is_not_retried() {
+    support::init_tracing();
+    let backend = Scripted::new(vec![Ok(7)]);
+    let mut svc = layer(3).layer(backend.clone());
+    assert_eq!(call(&mut svc, request()).await.unwrap(), 7);
+    assert_eq!(backend.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_attempts_counts_the_first_and_the_last_error_is_returned() {
+    let backend = Scripted::new(vec![Err("first"), Err("second"), Err("third"), Ok(1)]);
+    let mut svc = layer(3).backoff(exact(10)).layer(backend.clone());
+    let err = call(&mut svc, request()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "third",
+        "the last real error, not a new one"
+    );
+    assert_eq!(backend.calls().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_double_from_the_base_without_jitter() {
+    let backend = Scripted::new(vec![Err("a"), Err("b"), Err("c"), Ok(9)]);
+    let mut svc = layer(4).backoff(exact(100)).layer(backend.clone());
+    let start = Instant::now();
+    assert_eq!(call(&mut svc, request()).await.unwrap(), 9);
+    assert_eq!(
+        backend.offsets(start),
+        [Duration::ZERO, 100 * MS, 300 * MS, 700 * MS],
+        "waits of 100, 200 and 400 ms"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_seed_gives_the_same_waits_and_full_jitter_stays_under_the_ceiling() {
+    async fn offsets(seed: u64) -> Vec<Duration> {
+        let backend = Scripted::new(vec![Err("a"), Err("b"), Err("c"), Err("d"), Ok(0)]);
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(250)).unwrap();
+        let mut svc = layer(5)
+            .backoff(backoff)
+            .jitter_seed(seed)
+            .layer(backend.clone());
+        let start = Instant::now();
+        call(&mut svc, request()).await.unwrap();
+        backend.offsets(start)
+    }
+    let first = offsets(11).await;
+    assert_eq!(first, offsets(11).await, "reproducible with a seed");
+    assert_ne!(first, offsets(12).await);
+    let waits: Vec<_> = first.windows(2).map(|w| w[1] - w[0]).collect();
+    let ceilings = [100 * MS, 200 * MS, 250 * MS, 250 * MS];
+    for (wait, ceiling) in waits.iter().zip(ceilings) {
+        assert!(*wait <= ceiling, "{wait:?} over {ceiling:?} in {waits:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pushback_replaces_the_computed_wait() {
+    let backend = Scripted::new(vec![Err("wait 1500"), Ok(3)]);
+    let mut svc = layer(3).backoff(exact(10)).layer(backend.clone());
+    let start = Instant::now();
+    call(&mut svc, request()).await.unwrap();
+    assert_eq!(backend.offsets(start), [Duration::ZERO, 1500 * MS]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pushback_longer_than_the_maximum_returns_the_result_at_once() {
+    let backend = Scripted::new(vec![Err("wait 30000"), Ok(3)]);
+    let mut svc = layer(3)
+        .max_pushback(Duration::from_secs(10))
+        .layer(backend.clone());
+    let start = Instant::now();
+    let err = call(&mut svc, request()).await.unwrap_err();
+    assert_eq!(err.to_string(), "wait 30000");
+    assert_eq!(Instant::now(), start, "nothing was waited for");
+    assert_eq!(backend.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_wait_starts_that_would_end_past_the_deadline() {
+    let backend = Scripted::new(vec![Err("a"), Err("b"), Err("c"), Ok(1)]);
+    let mut svc = layer(4).backoff(exact(100)).layer(backend.clone());
+    let mut req = request();
+    // Waits of 100 and 200 ms end at 100 and 300 ms; a deadline at 300 ms allows only the
+    // first (the second would end exactly at the deadline).
+    req.extensions_mut().insert(Deadline::after(300 * MS));
+    let start = Instant::now();
+    let err = call(&mut svc, req).await.unwrap_err();
+    assert_eq!(err.to_string(), "b");
+    assert_eq!(backend.offsets(start), [Duration::ZERO, 100 * MS]);
+
+    // 1 ms more and the second wait fits.
+    let backend = Scripted::new(vec![Err("a"), Err("b"), Err("c"), Ok(1)]);
+    let mut svc = layer(4).backoff(exact(100)).layer(backend.clone());
+    let mut req = request();
+    req.extensions_mut().insert(Deadline::after(301 * MS));
+    call(&mut svc, req).await.unwrap_err();
+    assert_eq!(backend.calls().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_total_time_limit_stops_retrying() {
+    let backend = Scripted::new(vec![Err("a"), Err("b"), Err("c"), Ok(1)]);
+    let mut svc = layer(4)
+        .backoff(exact(100))
+        .max_elapsed(250 * MS)
+        .layer(backend.clone());
+    call(&mut svc, request()).await.unwrap_err();
+    assert_eq!(backend.calls().len(), 2, "100 ms fits, 100 + 200 does not");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_token_bucket_stops_retries_across_calls_and_refills_on_success() {
+    let budget = RetryBudget::token_bucket(NonZeroU32::new(4).unwrap(), Ratio::new_const(0.5));
+    let failing = Scripted::new(vec![Err("down")]);
+    let mut svc = layer(3)
+        .budget(budget.clone())
+        .backoff(exact(1))
+        .layer(failing.clone());
+    // Call 1: fail (3 left), retry, fail (2 left), no retry: 2 is not more than half of 4.
+    call(&mut svc, request()).await.unwrap_err();
+    assert_eq!(failing.calls().len(), 2);
+    // Call 2: fail (1 left), no retry.
+    call(&mut svc, request()).await.unwrap_err();
+    assert_eq!(failing.calls().len(), 3);
+    assert!(!budget.allows_retry());
+
+    // Successes (0.5 each) refill the shared bucket: 1 + 3 × 0.5 = 2.5 > 2.
+    let healthy = Scripted::new(vec![Ok(1)]);
+    let mut ok = layer(3).budget(budget.clone()).layer(healthy);
+    for _ in 0..3 {
+        call(&mut ok, request()).await.unwrap();
+    }
+    assert!(budget.allows_retry());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exhausted_budget_can_say_so() {
+    let budget = RetryBudget::token_bucket(NonZeroU32::new(2).unwrap(), Ratio::new_const(0.1));
+    let failing = Scripted::new(vec![Err("down")]);
+    let mut svc = layer(3)
+        .budget(budget)
+        .fail_when_budget_exhausted(true)
+        .layer(failing);
+    let err = call(&mut svc, request()).await.unwrap_err();
+    match Rejection::find(&*err) {
+        Some(Rejection::BudgetExhausted(exhausted)) => {
+            assert_eq!(exhausted.attempts, 1);
+            assert_eq!(exhausted.last_error().to_string(), "down");
+        }
+        other => panic!("expected BudgetExhausted, got {other:?}"),
+    }
+    assert_eq!(err.to_string(), "retry budget exhausted after 1 attempt");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_percent_budget_allows_its_share_of_recent_requests() {
+    let budget = RetryBudget::percent(Duration::from_secs(10), 0.5, 0).unwrap();
+    let failing = Scripted::new(vec![Err("down")]);
+    let mut svc = layer(2)
+        .budget(budget)
+        .backoff(exact(1))
+        .layer(failing.clone());
+    // Every call deposits half a retry: calls 1 and 2 together pay for one retry.
+    call(&mut svc, request()).await.unwrap_err();
+    assert_eq!(failing.calls().len(), 1, "half a retry is not a retry");
+    call(&mut svc, request()).await.unwrap_err();
+    assert_eq!(
+        failing.calls().len(),
+        3,
+        "the second call's deposit completes one"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_waits_for_readiness_again() {
+    let (mut svc, mut handle) =
+        tower_test::mock::spawn_layer::<http::Request<()>, u32, _>(layer(2).backoff(exact(10)));
+    handle.allow(1);
+    assert!(svc.poll_ready().is_ready());
+    let mut response = tokio_test::task::spawn(svc.call(request()));
+    assert!(response.poll().is_pending());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error("try again");
+    assert!(response.poll().is_pending(), "backing off");
+    tokio::time::sleep(20 * MS).await;
+    assert!(
+        response.poll().is_pending(),
+        "the backoff is over, but the service is not ready"
+    );
+    assert!(handle.poll_request().is_pending(), "so nothing was sent");
+    handle.allow(1);
+    assert!(response.poll().is_pending());
+    let (_, send) = handle
+        .next_request()
+        .await
+        .expect("the retry was sent once ready");
+    send.send_response(5);
+    assert!(matches!(response.poll(), Poll::Ready(Ok(5))));
+}
+
+/// A policy that never copies: nothing can be retried.
+#[derive(Clone, Copy)]
+struct NoCopies;
+
+impl Policy<NoExtensions<u32>, u32> for NoCopies {
+    fn clone_request(&self, _: &NoExtensions<u32>) -> Option<NoExtensions<u32>> {
+        None
+    }
+
+    fn decide(&self, _: &Result<u32, BoxError>) -> Decision {
+        Decision::Retry
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_the_policy_will_not_copy_is_sent_once() {
+    let calls = Arc::new(Mutex::new(0));
+    let counter = Arc::clone(&calls);
+    let mut svc =
+        RetryLayer::new()
+            .policy(NoCopies)
+            .layer(tower::service_fn(move |_: NoExtensions<u32>| {
+                *counter.lock().unwrap() += 1;
+                async { Err::<u32, BoxError>("no".into()) }
+            }));
+    svc.ready()
+        .await
+        .unwrap()
+        .call(NoExtensions(1))
+        .await
+        .unwrap_err();
+    assert_eq!(*calls.lock().unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_policy_retries_any_clone_request_and_honours_an_open_circuit() {
+    use palisade::circuit_breaker::CircuitBreakerLayer;
+    // Retry ⊃ breaker ⊃ backend that fails twice then recovers. The breaker opens after the
+    // second failure for 500 ms; the retry waits exactly that long, then the probe succeeds.
+    let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
+    let breaker = CircuitBreakerLayer::builder()
+        .consecutive_failures(NonZeroU32::new(2).unwrap())
+        .open_for(500 * MS)
+        .build()
+        .unwrap();
+    let mut svc = tower::ServiceBuilder::new()
+        .layer(
+            RetryLayer::new()
+                .max_attempts(NonZeroU32::new(4).unwrap())
+                .backoff(exact(10))
+                .budget(RetryBudget::unlimited()),
+        )
+        .layer(breaker)
+        .service(tower::service_fn({
+            let backend = backend.clone();
+            move |n: NoExtensions<u32>| {
+                let mut backend = backend.clone();
+                let mut req = http::Request::new(());
+                *req.extensions_mut() = http::Extensions::new();
+                let _ = n;
+                backend.call(req)
+            }
+        }));
+    let start = Instant::now();
+    let answer = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(NoExtensions(1))
+        .await
+        .unwrap();
+    assert_eq!(answer, 8);
+    // Attempt 1 at 0, attempt 2 at 10 ms (opens the breaker until 510 ms), attempt 3 is
+    // rejected at 30 ms and waits out the 480 ms left (+1 ms margin), attempt 4 is the probe
+    // at 511 ms.
+    assert_eq!(
+        backend.offsets(start),
+        [Duration::ZERO, 10 * MS, 511 * MS],
+        "the backend never saw the rejected attempt"
+    );
+}
