@@ -518,3 +518,204 @@ impl<S: Service<Request<ReplayBody<B>>>, B> fmt::Debug for BufferFuture<S, B> {
         f.debug_struct("BufferFuture").finish_non_exhaustive()
     }
 }
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// A body delivered in the given chunks.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Chunks {
+        fn of(chunks: &[&'static str]) -> Self {
+            Self(
+                chunks
+                    .iter()
+                    .map(|c| Bytes::from_static(c.as_bytes()))
+                    .collect(),
+            )
+        }
+    }
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+        }
+    }
+
+    fn request(method: Method, body: ReplayBody<Chunks>) -> Request<ReplayBody<Chunks>> {
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        request
+    }
+
+    fn kept() -> ReplayBody<Chunks> {
+        ReplayBody::kept(Bytes::from_static(b"payload"))
+    }
+
+    fn copy(policy: &HttpPolicy, request: &Request<ReplayBody<Chunks>>) -> bool {
+        Policy::<_, http::Response<()>>::clone_request(policy, request).is_some()
+    }
+
+    #[test]
+    fn only_idempotent_or_keyed_requests_are_copied() {
+        let policy = HttpPolicy::new();
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(copy(&policy, &request(method.clone(), kept())), "{method}");
+        }
+        for method in [Method::POST, Method::PATCH] {
+            assert!(!copy(&policy, &request(method.clone(), kept())), "{method}");
+            let mut keyed = request(method.clone(), kept());
+            keyed
+                .headers_mut()
+                .insert(IDEMPOTENCY_KEY, "abc".parse().unwrap());
+            assert!(copy(&policy, &keyed), "{method} with a key");
+        }
+        let lenient = HttpPolicy::new().retry_unsafe_methods(true);
+        assert!(copy(&lenient, &request(Method::POST, kept())));
+    }
+
+    #[test]
+    fn a_body_too_large_to_keep_is_never_copied() {
+        let streaming = ReplayBody::streaming(Bytes::from_static(b"head"), Chunks::of(&["tail"]));
+        assert!(!streaming.is_replayable());
+        assert!(!copy(&HttpPolicy::new(), &request(Method::GET, streaming)));
+    }
+
+    #[test]
+    fn a_copy_keeps_end_to_end_headers_and_extensions_but_not_hop_by_hop_ones() {
+        let mut original = request(Method::PUT, kept());
+        *original.uri_mut() = "http://example.test/thing".parse().unwrap();
+        let headers = original.headers_mut();
+        headers.insert(header::CONNECTION, "keep-alive, x-hop".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert("x-hop", "1".parse().unwrap());
+        headers.insert(header::TE, "trailers".parse().unwrap());
+        headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        headers.insert("x-request-id", "42".parse().unwrap());
+        original.extensions_mut().insert(7u32);
+        let copied =
+            Policy::<_, http::Response<()>>::clone_request(&HttpPolicy::new(), &original).unwrap();
+        assert_eq!(copied.method(), Method::PUT);
+        assert_eq!(copied.uri(), original.uri());
+        assert_eq!(copied.extensions().get::<u32>(), Some(&7));
+        let names: Vec<_> = copied.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(copied.headers().contains_key(header::CONTENT_TYPE));
+        assert!(copied.headers().contains_key("x-request-id"));
+    }
+
+    #[tokio::test]
+    async fn a_kept_body_replays_its_data_and_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "abc".parse().unwrap());
+        let body: ReplayBody<Chunks> =
+            ReplayBody::kept_with_trailers(Bytes::from_static(b"data"), Some(trailers));
+        let again = body.try_clone().unwrap();
+        for body in [body, again] {
+            let collected = body.collect().await.unwrap();
+            assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
+            assert_eq!(collected.to_bytes(), "data");
+        }
+    }
+
+    /// An inner "client" that collects the body it is sent.
+    fn collector() -> impl Service<
+        Request<ReplayBody<Chunks>>,
+        Response = (bool, Bytes),
+        Error = BoxError,
+        Future: Send,
+    > + Clone {
+        tower::service_fn(|request: Request<ReplayBody<Chunks>>| async move {
+            let replayable = request.body().is_replayable();
+            let bytes = request.into_body().collect().await?.to_bytes();
+            Ok::<_, BoxError>((replayable, bytes))
+        })
+    }
+
+    async fn send(limit: usize, body: Chunks) -> (bool, Bytes) {
+        use tower::ServiceExt;
+        BufferBodyLayer::new(limit)
+            .layer(collector())
+            .oneshot(Request::new(body))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn bodies_within_the_limit_are_kept_whole() {
+        let (replayable, bytes) = send(10, Chunks::of(&["abc", "def", "ghij"])).await;
+        assert!(replayable);
+        assert_eq!(bytes, "abcdefghij");
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_sent_once_with_nothing_lost() {
+        let (replayable, bytes) = send(5, Chunks::of(&["abc", "def", "ghi", "jkl"])).await;
+        assert!(!replayable);
+        assert_eq!(
+            bytes, "abcdefghijkl",
+            "the read prefix, then the rest, in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_passes_without_reading() {
+        let (replayable, bytes) = send(5, Chunks::of(&[])).await;
+        assert!(replayable);
+        assert!(bytes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_fails_the_call_before_anything_is_sent() {
+        use tower::ServiceExt;
+
+        struct Broken;
+        impl Body for Broken {
+            type Data = Bytes;
+            type Error = std::io::Error;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+                Poll::Ready(Some(Err(std::io::Error::other("disk gone"))))
+            }
+        }
+
+        let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&sent);
+        let inner = tower::service_fn(move |_: Request<ReplayBody<Broken>>| {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            async { Ok::<_, BoxError>(()) }
+        });
+        let err = BufferBodyLayer::new(10)
+            .layer(inner)
+            .oneshot(Request::new(Broken))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the request body failed before it could be sent: disk gone"
+        );
+        assert!(!sent.load(std::sync::atomic::Ordering::Relaxed));
+    }
+}
