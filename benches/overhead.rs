@@ -32,6 +32,7 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 mod counting_alloc;
 
 /// A request that carries no extensions (the cheapest a palisade layer can see).
+#[derive(Clone)]
 struct Ping(u32);
 impl RequestExtensions for Ping {}
 
@@ -381,6 +382,82 @@ fn circuit_breaker_group(bench: &mut Bench) {
     bench.contended(g, "shared_consecutive", "shared_bare", &shared, || Ping(42));
 }
 
+/// tower's retry with the canonical budgeted policy (deposit on success, withdraw to retry),
+/// for comparison in the same run.
+#[derive(Clone)]
+struct TowerBudgeted(std::sync::Arc<tower::retry::budget::TpsBudget>);
+
+impl tower::retry::Policy<Ping, u32, BoxError> for TowerBudgeted {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _: &mut Ping, result: &mut Result<u32, BoxError>) -> Option<Self::Future> {
+        use tower::retry::budget::Budget;
+        match result {
+            Ok(_) => {
+                self.0.deposit();
+                None
+            }
+            Err(_) => self.0.withdraw().then(|| std::future::ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, request: &Ping) -> Option<Ping> {
+        Some(request.clone())
+    }
+}
+
+fn retry_group(bench: &mut Bench) {
+    use palisade::retry::{RetryBudget, RetryLayer};
+    let g = "retry";
+
+    // Every first attempt succeeds: the path a healthy client takes on every call.
+    bench.subject(g, "bare", "bare", ready_ping(), || Ping(42), Expect::Ok);
+    let unbudgeted = RetryLayer::new()
+        .budget(RetryBudget::unlimited())
+        .layer(ready_ping());
+    bench.subject(g, "no_budget", "bare", unbudgeted, || Ping(42), Expect::Ok);
+    let tokens = RetryLayer::new().layer(ready_ping());
+    bench.subject(g, "token_bucket", "bare", tokens, || Ping(42), Expect::Ok);
+    let percent = RetryLayer::new()
+        .budget(RetryBudget::percent(Duration::from_secs(10), 0.2, 10).expect("valid"))
+        .layer(ready_ping());
+    bench.subject(
+        g,
+        "percent_budget",
+        "bare",
+        percent,
+        || Ping(42),
+        Expect::Ok,
+    );
+    let tower_budget = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
+        Duration::from_secs(10),
+        10,
+        0.2,
+    ));
+    let tower = tower::retry::RetryLayer::new(TowerBudgeted(tower_budget)).layer(ready_ping());
+    bench.subject(
+        g,
+        "tower_tps_budget",
+        "bare",
+        tower,
+        || Ping(42),
+        Expect::Ok,
+    );
+
+    // Two tasks on a two-worker runtime sharing one layer's budget.
+    bench.contended(g, "shared_bare", "shared_bare", &ready_ping(), || Ping(42));
+    let shared = RetryLayer::new().layer(ready_ping());
+    bench.contended(g, "shared_token_bucket", "shared_bare", &shared, || {
+        Ping(42)
+    });
+    let shared = RetryLayer::new()
+        .budget(RetryBudget::percent(Duration::from_secs(10), 0.2, 10).expect("valid"))
+        .layer(ready_ping());
+    bench.contended(g, "shared_percent_budget", "shared_bare", &shared, || {
+        Ping(42)
+    });
+}
+
 /// The median of a subject from criterion's saved estimates, in nanoseconds per call.
 fn median_ns(id: &str) -> Option<f64> {
     let dir = std::env::var_os("CRITERION_HOME")
@@ -481,6 +558,7 @@ fn main() {
     };
     timeout_group(&mut bench);
     circuit_breaker_group(&mut bench);
+    retry_group(&mut bench);
     bench.criterion.final_summary();
     bench.report();
 }

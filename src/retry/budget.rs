@@ -173,6 +173,7 @@ impl RetryBudget {
     }
 
     /// A new request (its first attempt) is about to be sent: a percentage budget deposits.
+    #[inline]
     pub(crate) fn on_request(&self) {
         if let Some(Kind::Percent(budget)) = self.kind.as_deref() {
             budget.deposit();
@@ -181,6 +182,7 @@ impl RetryBudget {
 
     /// Records the outcome of one attempt: a token bucket takes a token for a failure and
     /// refills a fraction for a success.
+    #[inline]
     pub fn record(&self, success: bool) {
         if let Some(Kind::Tokens(bucket)) = self.kind.as_deref() {
             bucket.record(success);
@@ -202,6 +204,7 @@ impl RetryBudget {
     /// Two callers racing for the last retry may both get it: the check and the withdrawal
     /// are separate operations, so the budget can be overdrawn by at most one retry per
     /// concurrent caller (as in gRPC's and tower's budgets). It never blocks.
+    #[inline]
     pub(crate) fn try_withdraw(&self) -> bool {
         match self.kind.as_deref() {
             None => true,
@@ -247,6 +250,7 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
+    #[inline]
     fn record(&self, success: bool) {
         // Relaxed throughout: the count is the whole message, and every change is one RMW, so
         // none is lost.
