@@ -12,6 +12,9 @@
 //! Then a route goes down: a circuit breaker in front of it opens after three failures,
 //! rejects calls at once with the time left (`Retry-After` for HTTP callers) instead of sending
 //! them, and closes again once a probe finds the route healthy.
+//!
+//! Last, retries: a flaky route's failures are absorbed, a 503 with `Retry-After` is waited out
+//! exactly, and a POST is repeated only when it carries an `Idempotency-Key`.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -31,21 +34,28 @@ use palisade::classify::StatusClassifier;
 use palisade::deadline::Deadline;
 use palisade::error::{BoxError, Rejection};
 use palisade::http::{DeadlineHeader, GRPC_TIMEOUT};
+use palisade::retry::{BufferBodyLayer, HttpPolicy, IDEMPOTENCY_KEY, ReplayBody, RetryLayer};
 use palisade::timeout::{PropagateDeadlineLayer, ServerTimeoutLayer, TimeoutLayer};
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-/// The state of the `/flaky` route: whether it works, and how many requests reached it.
+/// The state of the `/flaky` route: whether it works, and how many requests reached it; and
+/// of the routes the retry demo uses.
 #[derive(Default)]
 struct Flaky {
     healthy: AtomicBool,
     hits: AtomicUsize,
+    /// Requests to `/shaky` and `/throttled` and `/order` so far.
+    shaky: AtomicUsize,
+    throttled: AtomicUsize,
+    orders: AtomicUsize,
 }
 
 /// The server: `/fast`, `/slow`, `/budget` (what the caller said it had left), `/chain` (a
 /// handler that calls `/budget` itself, passing its own deadline on) and `/flaky` (a 500 until
 /// `flaky.healthy` is set).
 async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
+    let (shaky, throttled, orders) = (Arc::clone(&flaky), Arc::clone(&flaky), Arc::clone(&flaky));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1");
@@ -66,6 +76,48 @@ async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
             }),
         )
         .route("/budget", get(|req: Request| async move { budget(&req) }))
+        .route(
+            "/shaky",
+            // Fails two requests out of three.
+            get(move || async move {
+                if shaky.shaky.fetch_add(1, Ordering::Relaxed) % 3 < 2 {
+                    (http::StatusCode::BAD_GATEWAY, "upstream hiccup")
+                } else {
+                    (http::StatusCode::OK, "shaky route answered")
+                }
+            }),
+        )
+        .route(
+            "/throttled",
+            // Asks the first caller to come back in 1 s.
+            get(move || async move {
+                if throttled.throttled.fetch_add(1, Ordering::Relaxed) == 0 {
+                    let mut headers = http::HeaderMap::new();
+                    headers.insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("1"),
+                    );
+                    (http::StatusCode::SERVICE_UNAVAILABLE, headers, "slow down")
+                } else {
+                    (
+                        http::StatusCode::OK,
+                        http::HeaderMap::new(),
+                        "throttled route answered",
+                    )
+                }
+            }),
+        )
+        .route(
+            "/order",
+            // Fails the first two requests, then accepts.
+            axum::routing::post(move || async move {
+                if orders.orders.fetch_add(1, Ordering::Relaxed) < 2 {
+                    (http::StatusCode::SERVICE_UNAVAILABLE, "try again")
+                } else {
+                    (http::StatusCode::CREATED, "order placed")
+                }
+            }),
+        )
         .route(
             "/flaky",
             get(move || async move {
@@ -251,6 +303,71 @@ async fn main() {
     .await;
 
     breaker_demo(addr, &flaky).await;
+    retry_demo(addr, &flaky).await;
+}
+
+/// The retry stack: request bodies kept for replay, then the HTTP retry policy (idempotent or
+/// keyed requests; 5xx, 429 and errors retried; `Retry-After` honoured), 4 attempts.
+fn retrying_client() -> impl Service<
+    http::Request<Body>,
+    Response = http::Response<hyper::body::Incoming>,
+    Error = BoxError,
+    Future: Send,
+> + Send {
+    let http = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Body>>();
+    ServiceBuilder::new()
+        .layer(BufferBodyLayer::default())
+        .layer(
+            RetryLayer::new()
+                .policy(HttpPolicy::new())
+                .max_attempts(NonZeroU32::new(4).expect("non-zero")),
+        )
+        .service(http)
+}
+
+async fn retry_demo(addr: SocketAddr, state: &Flaky) {
+    println!("\n── retries (4 attempts, full-jitter backoff from 50 ms, Retry-After honoured) ──");
+    show(
+        "GET /shaky (fails 2 of 3): the client sees one success",
+        &mut retrying_client(),
+        get_request(addr, "/shaky"),
+    )
+    .await;
+    println!(
+        "  the route saw {} attempts",
+        state.shaky.load(Ordering::Relaxed)
+    );
+
+    show(
+        "GET /throttled (503, Retry-After: 1): waited out exactly as asked",
+        &mut retrying_client(),
+        get_request(addr, "/throttled"),
+    )
+    .await;
+
+    let post = |key: Option<&'static str>| {
+        let mut request = http::Request::post(format!("http://{addr}/order"));
+        if let Some(key) = key {
+            request = request.header(IDEMPOTENCY_KEY, key);
+        }
+        request.body(Empty::new()).expect("valid request")
+    };
+    show(
+        "POST /order without Idempotency-Key: not safe to repeat, sent once",
+        &mut retrying_client(),
+        post(None),
+    )
+    .await;
+    show(
+        "POST /order with Idempotency-Key: retried after the first attempt fails",
+        &mut retrying_client(),
+        post(Some("order-42")),
+    )
+    .await;
+    println!(
+        "  the order route saw {} requests for 2 calls",
+        state.orders.load(Ordering::Relaxed)
+    );
 }
 
 /// A breaker in front of `/flaky`: opens after three failures, rejects at once while open,

@@ -10,9 +10,9 @@
 //! | --- | --- | --- |
 //! | timeout with deadlines | a slow dependency tying up every caller; work nobody waits for | [`timeout`] |
 //! | circuit breaker | hammering a dependency that is down; callers queueing behind it | [`circuit_breaker`] |
+//! | retry with jittered backoff and budgets | transient failures reaching callers; retry storms | [`retry`] |
 //!
-//! Retry with budgets, idempotency keys and the stale-while-revalidate cache join this table
-//! as they land.
+//! Idempotency keys and the stale-while-revalidate cache join this table as they land.
 //!
 //! # A client stack
 //!
@@ -92,7 +92,7 @@
 //! A tower stack is an onion: the first layer added is the outermost and sees the request first.
 //!
 //! ```text
-//! client:  total Timeout (publish_deadline) ⊃ CircuitBreaker ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ HTTP client
+//! client:  total Timeout (publish_deadline) ⊃ Retry ⊃ CircuitBreaker ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ HTTP client
 //! server:  axum Router: ServerTimeout ⊃ … ⊃ handler
 //! ```
 //!
@@ -102,8 +102,11 @@
 //! - **Deadline propagation** sits inside the attempt timeout, so the header carries the tighter
 //!   of the attempt limit and the total deadline at the moment the request leaves.
 //! - The **circuit breaker** sits outside the attempt timeout, so a timed-out attempt counts as
-//!   a failure, and inside the total timeout (and, when it lands, the retry), so each attempt is
-//!   admitted and counted on its own and a rejection is cheap for everything outside.
+//!   a failure, and inside the retry, so each attempt is admitted and counted on its own and an
+//!   open circuit's time left reaches the retry as pushback.
+//! - The **retry** sits inside the total timeout, whose published deadline stops it from
+//!   starting a wait or an attempt that cannot finish in time. For HTTP, its
+//!   [`BufferBodyLayer`](retry::BufferBodyLayer) goes just outside it.
 //! - On the server, the **server timeout** goes outside anything that can wait, so the caller's
 //!   deadline bounds all of it.
 //!
@@ -113,6 +116,7 @@
 //! | --- | --- | --- |
 //! | `timeout` | yes | [`timeout`]: [`Timeout`](timeout::Timeout), deadlines |
 //! | `circuit-breaker` | yes | [`circuit_breaker`]: [`CircuitBreaker`](circuit_breaker::CircuitBreaker), keyed breakers (adds `scc`) |
+//! | `retry` | yes | [`retry`]: [`Retry`](retry::Retry), backoff, budgets; with `http`, the HTTP policy and replayable bodies |
 //! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses; with `timeout`, the server-side timeout and deadline propagation |
 //! | `full` | no | every feature |
 //!

@@ -22,16 +22,23 @@
 //! use std::num::NonZeroU32;
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicU32, Ordering};
+//! use palisade::RequestExtensions;
 //! use palisade::error::BoxError;
 //! use palisade::retry::RetryLayer;
 //! use tower::{Layer, Service, ServiceExt};
+//!
+//! /// A request of your own: `Clone` so the default policy can copy it for a retry, and
+//! /// `RequestExtensions` (here carrying nothing) so deadlines could travel in it.
+//! #[derive(Clone)]
+//! struct Job(u32);
+//! impl RequestExtensions for Job {}
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! // Fails twice, then answers.
 //! let calls = Arc::new(AtomicU32::new(0));
 //! let counter = Arc::clone(&calls);
-//! let flaky = tower::service_fn(move |n: u32| {
+//! let flaky = tower::service_fn(move |Job(n): Job| {
 //!     let attempt = counter.fetch_add(1, Ordering::Relaxed);
 //!     async move {
 //!         if attempt < 2 { Err::<u32, BoxError>("try again".into()) } else { Ok(n * 2) }
@@ -40,7 +47,7 @@
 //! let mut svc = RetryLayer::new()
 //!     .max_attempts(NonZeroU32::new(3).unwrap())
 //!     .layer(flaky);
-//! assert_eq!(svc.ready().await.unwrap().call(21).await.unwrap(), 42);
+//! assert_eq!(svc.ready().await.unwrap().call(Job(21)).await.unwrap(), 42);
 //! assert_eq!(calls.load(Ordering::Relaxed), 3);
 //! # }
 //! ```
