@@ -60,6 +60,18 @@ pub enum ConfigError {
         /// The value given.
         value: f64,
     },
+    /// A fractional setting outside its allowed range, or NaN.
+    #[error("`{setting}` must be between {min} and {max}, got {value}")]
+    ShareOutOfRange {
+        /// The setting.
+        setting: &'static str,
+        /// The value given.
+        value: f64,
+        /// The smallest allowed value.
+        min: f64,
+        /// The largest allowed value.
+        max: f64,
+    },
     /// A threshold of zero would trip on any call.
     #[error("`{setting}` must be above zero")]
     ZeroThreshold {

@@ -34,7 +34,15 @@ pub(crate) struct StampedRing {
 impl StampedRing {
     /// `len` slots of `period_nanos` each, counted from `epoch`; stamps take the top
     /// `stamp_bits` bits of each word.
+    ///
+    /// The stamps only need to tell the epochs of one lap behind and one lap ahead apart
+    /// (`2^stamp_bits > 2 × len`): `latest` catches an idle ring, and `clear_skipped` empties
+    /// any slot a busy ring skips, so no slot outlives its lap by more than that.
     pub(crate) fn new(epoch: Epoch, period_nanos: u64, len: u32, stamp_bits: u32) -> Self {
+        debug_assert!(
+            (1u64 << stamp_bits) > 2 * u64::from(len),
+            "stamps too narrow for the ring"
+        );
         Self {
             epoch,
             period_nanos: period_nanos.max(1),
@@ -76,20 +84,23 @@ impl StampedRing {
     }
 
     /// Adds `delta` to the payload of the slot for `now` (a stale slot is replaced by `delta`
-    /// alone), unless `full(payload)` says the slot can take no more. Returns the epoch.
+    /// alone), unless `full(payload)` says the slot can take no more. Returns the epoch and
+    /// whether `delta` was added.
     #[inline]
-    pub(crate) fn add(&self, now: Instant, delta: u64, full: impl Fn(u64) -> bool) -> u64 {
+    pub(crate) fn add(&self, now: Instant, delta: u64, full: impl Fn(u64) -> bool) -> (u64, bool) {
         let epoch = self.epoch_of(now);
         let Some(slot) = self.slot(epoch) else {
-            return epoch;
+            return (epoch, false);
         };
+        let mut added = true;
         let stamp = epoch & self.stamp_mask;
         // Relaxed: each slot is its own counter; the stamp travels in the same word as the
         // payload, so one read-modify-write both checks and updates them.
         let mut current = slot.load(Ordering::Relaxed);
         loop {
             if current >> self.stamp_shift == stamp {
-                if !full(current & self.payload_mask()) {
+                added = !full(current & self.payload_mask());
+                if added {
                     slot.fetch_add(delta, Ordering::Relaxed);
                 }
                 break;
@@ -112,7 +123,7 @@ impl StampedRing {
                 self.clear_skipped(previous, epoch);
             }
         }
-        epoch
+        (epoch, added)
     }
 
     /// Empties the slots of the epochs `first..last` that passed with no write (at most one

@@ -391,3 +391,151 @@ async fn the_default_policy_retries_any_clone_request_and_honours_an_open_circui
         "the backend never saw the rejected attempt"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_that_passes_while_waiting_for_readiness_returns_the_last_result() {
+    let (mut svc, mut handle) =
+        tower_test::mock::spawn_layer::<http::Request<()>, u32, _>(layer(3).backoff(exact(10)));
+    handle.allow(1);
+    assert!(svc.poll_ready().is_ready());
+    let mut req = request();
+    req.extensions_mut().insert(Deadline::after(50 * MS));
+    let mut response = tokio_test::task::spawn(svc.call(req));
+    assert!(response.poll().is_pending());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error("first");
+    assert!(response.poll().is_pending(), "backing off 10 ms");
+    // The wait ends at 10 ms, well before the deadline, but the service stays unready past it.
+    tokio::time::sleep(60 * MS).await;
+    assert!(response.poll().is_pending());
+    handle.allow(1);
+    match response.poll() {
+        Poll::Ready(Err(error)) => assert_eq!(error.to_string(), "first"),
+        other => panic!("expected the first attempt's error, got {other:?}"),
+    }
+    assert!(
+        handle.poll_request().is_pending(),
+        "no attempt starts after the deadline"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_fails_to_get_ready_for_a_retry_returns_the_last_result() {
+    let (mut svc, mut handle) =
+        tower_test::mock::spawn_layer::<http::Request<()>, u32, _>(layer(3).backoff(exact(10)));
+    handle.allow(1);
+    assert!(svc.poll_ready().is_ready());
+    let mut response = tokio_test::task::spawn(svc.call(request()));
+    assert!(response.poll().is_pending());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error("the real failure");
+    assert!(response.poll().is_pending(), "backing off 10 ms");
+    handle.send_error("connection pool closed");
+    tokio::time::sleep(20 * MS).await;
+    match response.poll() {
+        Poll::Ready(Err(error)) => assert_eq!(
+            error.to_string(),
+            "the real failure",
+            "the caller learns why the call failed, not why the retry could not start"
+        ),
+        other => panic!("expected the attempt's error, got {other:?}"),
+    }
+}
+
+/// Counts the copies [`CopyUnitRequests`] makes.
+#[derive(Clone, Default)]
+struct CountCopies(Arc<Mutex<u32>>);
+
+impl Policy<http::Request<()>, u32> for CountCopies {
+    fn clone_request(&self, request: &http::Request<()>) -> Option<http::Request<()>> {
+        *self.0.lock().unwrap() += 1;
+        CopyUnitRequests.clone_request(request)
+    }
+
+    fn decide(&self, result: &Result<u32, BoxError>) -> Decision {
+        CopyUnitRequests.decide(result)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_are_copied_only_for_attempts_that_may_follow() {
+    for (attempts, copies) in [(1, 0), (2, 1), (3, 2), (5, 4)] {
+        let policy = CountCopies::default();
+        let mut svc = layer(attempts)
+            .policy(policy.clone())
+            .backoff(exact(1))
+            .layer(Scripted::new(vec![Err("down")]));
+        call(&mut svc, request()).await.unwrap_err();
+        assert_eq!(*policy.0.lock().unwrap(), copies, "{attempts} attempts");
+    }
+    // A success on the first attempt used only the first copy.
+    let policy = CountCopies::default();
+    let mut svc = layer(5)
+        .policy(policy.clone())
+        .layer(Scripted::new(vec![Ok(1)]));
+    call(&mut svc, request()).await.unwrap();
+    assert_eq!(*policy.0.lock().unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignored_results_are_returned_and_leave_the_budget_alone() {
+    use palisade::classify::Outcome;
+    use palisade::retry::RetryFailures;
+
+    // Errors saying "cancelled" tell nothing about the backend: not retried, not counted.
+    let classify = |result: &Result<u32, BoxError>| match result {
+        Ok(_) => Outcome::Success,
+        Err(e) if e.to_string() == "cancelled" => Outcome::Ignore,
+        Err(_) => Outcome::Failure,
+    };
+    let budget = RetryBudget::token_bucket(NonZeroU32::new(2).unwrap(), Ratio::new_const(0.1));
+    let backend = Scripted::new(vec![Err("cancelled")]);
+    let mut svc = RetryLayer::new()
+        .policy(RetryFailures::new(classify))
+        .budget(budget.clone())
+        .layer(tower::service_fn({
+            let backend = backend.clone();
+            move |_: NoExtensions<()>| backend.clone().call(request())
+        }));
+    for _ in 0..5 {
+        let err = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(NoExtensions(()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "cancelled");
+    }
+    assert_eq!(backend.calls().len(), 5, "each sent once");
+    assert!(
+        budget.allows_retry(),
+        "five failures would have emptied a bucket of 2: {budget:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn decorrelated_waits_start_again_from_the_base_after_a_pushback() {
+    // Attempt 1 is told to come back in 10 s; attempt 2 fails plainly. Decorrelated jitter
+    // grows from the previous *computed* wait: the next wait is within [base, 3 × base], not
+    // up to 3 × 10 s.
+    let backoff = Backoff::new(50 * MS, Duration::from_secs(60))
+        .unwrap()
+        .jitter(Jitter::Decorrelated);
+    for seed in 0..20 {
+        let backend = Scripted::new(vec![Err("wait 10000"), Err("plain"), Ok(4)]);
+        let mut svc = layer(3)
+            .backoff(backoff)
+            .jitter_seed(seed)
+            .layer(backend.clone());
+        let start = Instant::now();
+        call(&mut svc, request()).await.unwrap();
+        let offsets = backend.offsets(start);
+        assert_eq!(offsets[1], Duration::from_secs(10));
+        let wait = offsets[2] - offsets[1];
+        assert!(
+            (50 * MS..=150 * MS).contains(&wait),
+            "seed {seed}: {wait:?}"
+        );
+    }
+}

@@ -194,7 +194,8 @@ impl TimeWindow {
     #[inline]
     pub(crate) fn record(&self, now: Instant, failed: bool, slow: bool) -> bool {
         let delta = (1 << CALLS_SHIFT) | (u64::from(failed) << FAILURES_SHIFT) | u64::from(slow);
-        let epoch = self.ring.add(now, delta, |payload| {
+        // A saturated bucket drops the outcome: the window already holds enough calls to judge.
+        let (epoch, _) = self.ring.add(now, delta, |payload| {
             (payload >> CALLS_SHIFT) & FIELD_MASK >= BUCKET_SATURATED
         });
         // Relaxed: a monotonic hint read only to decide whether to evaluate.

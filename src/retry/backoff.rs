@@ -134,10 +134,11 @@ impl Backoff {
 
     /// The wait before retry `retry` (counted from 0), given the previous wait (for
     /// [`Jitter::Decorrelated`]; pass [`Backoff::base`] before the first retry) and a uniform
-    /// draw `unit` in `[0, 1)`.
+    /// draw `unit` in `[0, 1)` (a value outside `[0, 1]` is clamped into it; NaN counts as 0).
     #[must_use]
     pub fn delay(&self, retry: u32, previous: Duration, unit: f64) -> Duration {
-        let unit = unit.clamp(0.0, 1.0);
+        // `>=` is false for NaN, which `mul_f64` would panic on.
+        let unit = if unit >= 0.0 { unit.min(1.0) } else { 0.0 };
         match self.jitter {
             Jitter::None => self.ceiling(retry),
             Jitter::Full => self.ceiling(retry).mul_f64(unit),
@@ -167,6 +168,25 @@ mod tests {
         Backoff::new(Duration::from_millis(10), Duration::from_secs(1))
             .unwrap()
             .jitter(jitter)
+    }
+
+    #[test]
+    fn draws_outside_the_unit_interval_are_clamped_not_a_panic() {
+        for jitter in [
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+            Jitter::None,
+        ] {
+            let b = backoff(jitter);
+            let previous = Duration::from_millis(500);
+            for unit in [f64::NAN, -1.0, f64::NEG_INFINITY] {
+                assert_eq!(b.delay(3, previous, unit), b.delay(3, previous, 0.0));
+            }
+            for unit in [1.5, f64::INFINITY] {
+                assert_eq!(b.delay(3, previous, unit), b.delay(3, previous, 1.0));
+            }
+        }
     }
 
     proptest! {

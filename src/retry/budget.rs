@@ -31,7 +31,9 @@ pub const DEFAULT_MIN_PER_SECOND: u32 = 10;
 /// - [`RetryBudget::token_bucket`] (gRPC retry throttling, the default): every failed attempt
 ///   takes a token, every success puts back a fraction of one, and retries are allowed only
 ///   while more than half the tokens remain. Reads no clock, and a healthy client's successes
-///   into a full bucket write nothing. Use it unless you need the next one.
+///   into a full bucket leave the bucket unwritten. With the defaults (10 tokens, 0.1 per
+///   success) retries stop once more than about 1 attempt in 11 fails for a while: a
+///   fail-fast budget. Use it unless you need the next one.
 /// - [`RetryBudget::percent`] (Finagle's `RetryBudget`, tower's `TpsBudget`): retries may be
 ///   at most a percentage of the requests of the last `ttl`, plus a floor per second. Bounds
 ///   retries relative to traffic over time, which suits a client with bursty volume; it reads
@@ -57,6 +59,9 @@ pub struct RetryBudget {
     kind: Option<Arc<Kind>>,
 }
 
+/// Aligned to its own pair of cache lines: every call writes the `Arc`'s reference count,
+/// which would otherwise share a line with the counters every call reads.
+#[repr(align(128))]
 enum Kind {
     Tokens(TokenBucket),
     Percent(PercentBudget),
@@ -105,14 +110,16 @@ impl RetryBudget {
 
     /// Finagle's budget: retries may be `percent` of the requests of the last `ttl` (1 to 60
     /// s), plus `min_per_second` retries per second. `percent` is a share: 0.2 is 20 %, and
-    /// values above 1 allow several retries per request (up to 10).
+    /// values above 1 allow several retries per request (up to 10). A `percent` of 0 leaves
+    /// only the floor.
     ///
     /// Requests are remembered in 10 slots of `ttl / 10`, so old requests leave the budget in
     /// steps of a tenth of the TTL.
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] for a `ttl` outside 1 to 60 s or a `percent` outside 0 to 10.
+    /// [`ConfigError`] for a `ttl` outside 1 to 60 s, or a `percent` other than 0 outside
+    /// 0.001 to 10.
     pub fn percent(ttl: Duration, percent: f64, min_per_second: u32) -> Result<Self, ConfigError> {
         Self::percent_with_clock(ttl, percent, min_per_second, Clock::default())
     }
@@ -136,26 +143,34 @@ impl RetryBudget {
                 max: Duration::from_secs(60),
             });
         }
-        if !(0.0..=10.0).contains(&percent) {
-            return Err(ConfigError::InvalidRatio { value: percent });
+        if percent != 0.0 && !(0.001..=10.0).contains(&percent) {
+            return Err(ConfigError::ShareOutOfRange {
+                setting: "budget percent",
+                value: percent,
+                min: 0.001,
+                max: 10.0,
+            });
         }
-        // tower's integer scheme: at most one retry per request deposits 1 and withdraws
-        // ⌊1/percent⌋; above that, deposits are 1000 and withdrawals ⌊1000/percent⌋.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // bounded above
-        let (deposit, withdraw) = if percent <= 1.0 {
-            (1, (1.0 / percent.max(1e-6)).floor().min(1e6) as u64)
+        // tower's integer scheme: up to one retry per request, a request deposits 1 and a
+        // retry withdraws ⌊1/percent⌋ (at most 1000); above that, 1000 and ⌊1000/percent⌋
+        // (at least 100). With no percent, requests deposit nothing and a retry withdraws 1
+        // from the floor.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1..=1000
+        let (deposit, withdraw) = if percent == 0.0 {
+            (0, 1)
+        } else if percent <= 1.0 {
+            (1, (1.0 / percent).floor().clamp(1.0, 1000.0) as u64)
         } else {
-            (1000, (1000.0 / percent).floor().max(1.0) as u64)
+            (1000, (1000.0 / percent).floor().clamp(100.0, 1000.0) as u64)
         };
-        let ttl_secs = ttl.as_secs();
-        let reserve = u64::from(min_per_second) * ttl_secs * withdraw;
+        let reserve = u64::from(min_per_second) * ttl.as_secs() * withdraw;
         let period = u64::try_from(ttl.as_nanos() / 10).unwrap_or(u64::MAX);
         let epoch = Epoch::new(clock.now());
         Ok(Self::from_kind(Kind::Percent(PercentBudget {
             clock,
-            ring: StampedRing::new(epoch, period, 10, 20),
+            ring: StampedRing::new(epoch, period, 10, STAMP_BITS),
             deposit,
-            withdraw: withdraw.max(1),
+            withdraw,
             reserve,
         })))
     }
@@ -288,15 +303,24 @@ impl TokenBucket {
 /// Finagle's budget: deposits and withdrawals per slot of `ttl / 10`.
 struct PercentBudget {
     clock: Clock,
-    /// Payload: `[deposits 22 | withdrawals 22]`.
+    /// Payload: `[deposits 28 | withdrawals 28]`, under an 8-bit stamp.
     ring: StampedRing,
+    /// Added per request: 0, 1 or 1000.
     deposit: u64,
+    /// Taken per retry: 1 to 1000.
     withdraw: u64,
+    /// The floor, `min_per_second × ttl` retries, in withdrawal units.
     reserve: u64,
 }
 
-const WITHDRAWALS_BITS: u32 = 22;
+/// Enough for a ring of 10 slots (the ring needs `2^bits > 20`); the rest is payload.
+const STAMP_BITS: u32 = 8;
+const WITHDRAWALS_BITS: u32 = 28;
 const FIELD: u64 = (1 << WITHDRAWALS_BITS) - 1;
+/// Room kept free in a field for adds racing past its check: 1024 concurrent callers of
+/// the largest unit. A slot that full (over 260 000 retries in a tenth of the TTL) stops
+/// counting: deposits are dropped and retries refused.
+const HEADROOM: u64 = 1024 * 1000;
 
 impl PercentBudget {
     fn now(&self) -> Instant {
@@ -308,9 +332,12 @@ impl PercentBudget {
     }
 
     fn deposit(&self) {
+        if self.deposit == 0 {
+            return;
+        }
         self.ring
             .add(self.now(), self.deposit << WITHDRAWALS_BITS, |payload| {
-                (payload >> WITHDRAWALS_BITS) & FIELD > FIELD - 1024 * self.deposit
+                (payload >> WITHDRAWALS_BITS) & FIELD > FIELD - HEADROOM
             });
     }
 
@@ -321,18 +348,19 @@ impl PercentBudget {
             deposits += (payload >> WITHDRAWALS_BITS) & FIELD;
             withdrawals += payload & FIELD;
         });
-        let credit = i64::try_from(deposits + self.reserve).unwrap_or(i64::MAX);
-        credit - i64::try_from(withdrawals).unwrap_or(i64::MAX)
+        let credit = i64::try_from(deposits.saturating_add(self.reserve)).unwrap_or(i64::MAX);
+        credit.saturating_sub(i64::try_from(withdrawals).unwrap_or(i64::MAX))
     }
 
     fn try_withdraw(&self) -> bool {
         if self.balance() < self.withdraw_i64() {
             return false;
         }
-        self.ring.add(self.now(), self.withdraw, |payload| {
-            payload & FIELD > FIELD - 1024 * self.withdraw
+        // A withdrawal the slot cannot hold is a retry the budget cannot account for: refuse it.
+        let (_, added) = self.ring.add(self.now(), self.withdraw, |payload| {
+            payload & FIELD > FIELD - HEADROOM
         });
-        true
+        added
     }
 }
 
@@ -433,8 +461,62 @@ mod tests {
         assert!(RetryBudget::percent(Duration::from_millis(500), 0.2, 10).is_err());
         assert!(RetryBudget::percent(Duration::from_secs(61), 0.2, 10).is_err());
         assert!(RetryBudget::percent(Duration::from_secs(10), 11.0, 10).is_err());
+        assert!(RetryBudget::percent(Duration::from_secs(10), 1e-9, 10).is_err());
+        assert!(RetryBudget::percent(Duration::from_secs(10), -0.1, 10).is_err());
+        assert!(RetryBudget::percent(Duration::from_secs(10), f64::NAN, 10).is_err());
+        assert!(RetryBudget::percent(Duration::from_secs(10), 0.001, 10).is_ok());
         assert!(RetryBudget::try_token_bucket(NonZeroU32::new(1001).unwrap(), Ratio::ONE).is_err());
         assert!(RetryBudget::try_token_bucket(NonZeroU32::MIN, Ratio::ZERO).is_err());
+    }
+
+    #[test]
+    fn a_zero_percent_budget_allows_only_the_floor() {
+        let clock = ManualClock::new();
+        let budget =
+            RetryBudget::percent_with_clock(Duration::from_secs(1), 0.0, 3, clock.into()).unwrap();
+        for _ in 0..1000 {
+            budget.on_request();
+        }
+        let mut allowed = 0;
+        while budget.try_withdraw() {
+            allowed += 1;
+            assert!(allowed <= 3);
+        }
+        assert_eq!(allowed, 3, "3 per second over 1 s, nothing from requests");
+    }
+
+    #[test]
+    fn a_full_slot_refuses_retries_instead_of_overflowing() {
+        // The largest withdrawal (1000 units at 0.1 %) against a floor of a million retries:
+        // the slot fills long before the floor runs out.
+        let clock = ManualClock::new();
+        let budget = RetryBudget::percent_with_clock(
+            Duration::from_secs(1),
+            0.001,
+            1_000_000,
+            clock.clone().into(),
+        )
+        .unwrap();
+        let mut allowed = 0u32;
+        while budget.try_withdraw() {
+            allowed += 1;
+            assert!(allowed < 1_000_000, "the slot never filled");
+        }
+        assert_eq!(u64::from(allowed), (FIELD - HEADROOM) / 1000 + 1);
+        // Deposits of the largest unit (1000 at 10 retries per request) saturate the same way.
+        let busy =
+            RetryBudget::percent_with_clock(Duration::from_secs(1), 10.0, 0, clock.into()).unwrap();
+        for _ in 0..300_000 {
+            busy.on_request();
+        }
+        let Some(Kind::Percent(percent)) = busy.kind.as_deref() else {
+            unreachable!()
+        };
+        let balance = percent.balance();
+        assert!(
+            balance > 0 && balance <= i64::try_from(FIELD).unwrap(),
+            "{balance}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use super::budget::RetryBudget;
 use super::error::BudgetExhausted;
-use super::policy::{Decision, Policy};
+use super::policy::{Decision, Described, Policy};
 use super::service::Config;
 use crate::RequestExtensions;
 use crate::clock::Instant;
@@ -25,28 +25,29 @@ pin_project! {
     /// The response future of [`Retry`](super::Retry).
     ///
     /// ```text
-    ///   Calling ──(result: done, or no retry left)──────────────▶ Ready(result)
-    ///     │ failure, retry allowed
+    ///   Calling ──(result: done, ignored, or no retry left)───────────────▶ Ready(result)
+    ///     │ failure, retry allowed (the result is kept)
     ///     ▼
     ///   BackingOff (tokio sleep; skipped for a zero wait)
     ///     │
     ///     ▼
-    ///   Readying (poll_ready on a clone of the inner service) ──(error)──▶ Ready(error)
-    ///     │ ready
-    ///     └──────────▶ Calling (the next attempt)
+    ///   Readying (poll_ready on a clone of the inner service)
+    ///     │    └──(not ready: error, or no time left)──────────▶ Ready(kept result)
+    ///     │ ready, still in time
+    ///     └──────────▶ Calling (the next attempt; the kept result is dropped)
     /// ```
     ///
     /// Dropping it drops the attempt in flight or the sleep: nothing more is sent.
     pub struct ResponseFuture<S: Service<Req>, Req, P> {
         #[pin]
-        state: State<S::Future>,
+        state: State<S::Future, Result<S::Response, BoxError>>,
         retry: Retrying<S, Req, P>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, T> {
         Calling {
             #[pin]
             future: F,
@@ -55,8 +56,12 @@ pin_project! {
         // least), while an inline one would make every call's future 100 bytes larger.
         BackingOff {
             sleep: Pin<Box<Sleep>>,
+            // The failed attempt's result, returned if no further attempt starts.
+            last: Option<T>,
         },
-        Readying,
+        Readying {
+            last: Option<T>,
+        },
     }
 }
 
@@ -64,7 +69,7 @@ pin_project! {
 struct Retrying<S, Req, P> {
     service: S,
     policy: P,
-    /// A copy of the request for the next attempt, if it may be retried.
+    /// A copy of the request for the attempt after the next, if one may follow.
     copy: Option<Req>,
     /// The request for the attempt being readied.
     pending: Option<Req>,
@@ -73,15 +78,17 @@ struct Retrying<S, Req, P> {
     random: Option<Arc<Random>>,
     /// Attempts made so far.
     attempts: u32,
+    /// The last computed wait, for decorrelated jitter (the base after a pushback).
     previous_delay: Duration,
     /// When the call started (only read when a total time limit is set).
     started: Option<Instant>,
 }
 
-/// After an attempt: return its result, or wait this long and try again.
+/// After an attempt: return its result, or wait this long and try again (keeping the result
+/// in case the next attempt cannot start).
 enum Next<T> {
     Finish(T),
-    Wait(Duration),
+    Wait(Duration, T),
 }
 
 impl<S: Service<Req>, Req, P> ResponseFuture<S, Req, P> {
@@ -131,24 +138,45 @@ where
                     let result = ready!(future.poll(cx)).map_err(Into::into);
                     match this.retry.after_attempt(result) {
                         Next::Finish(result) => return Poll::Ready(result),
-                        Next::Wait(delay) if delay.is_zero() => this.state.set(State::Readying),
-                        Next::Wait(delay) => this.state.set(State::BackingOff {
+                        Next::Wait(delay, last) if delay.is_zero() => {
+                            this.state.set(State::Readying { last: Some(last) });
+                        }
+                        Next::Wait(delay, last) => this.state.set(State::BackingOff {
                             sleep: Box::pin(tokio::time::sleep(delay)),
+                            last: Some(last),
                         }),
                     }
                 }
-                StateProj::BackingOff { sleep } => {
+                StateProj::BackingOff { sleep, last } => {
                     ready!(sleep.as_mut().poll(cx));
-                    this.state.set(State::Readying);
+                    let last = last.take();
+                    this.state.set(State::Readying { last });
                 }
-                StateProj::Readying => {
+                StateProj::Readying { last } => {
                     // Every attempt waits for the inner service's readiness again.
-                    if let Err(error) = ready!(this.retry.service.poll_ready(cx)) {
-                        return Poll::Ready(Err(error.into()));
-                    }
-                    let Some(request) = this.retry.pending.take() else {
+                    let readiness = ready!(this.retry.service.poll_ready(cx));
+                    let request = this.retry.pending.take();
+                    let start = match (readiness, request) {
+                        (Ok(()), Some(request)) => {
+                            this.retry.still_in_time(&request).then_some(request)
+                        }
+                        (Err(error), _) => {
+                            let error: BoxError = error.into();
+                            tracing::debug!(
+                                %error,
+                                "the service failed while getting ready for a retry: \
+                                 returning the last attempt's result"
+                            );
+                            None
+                        }
                         // Unreachable: `after_attempt` sets `pending` whenever it waits.
-                        return Poll::Ready(Err("retry lost its request".into()));
+                        (Ok(()), None) => None,
+                    };
+                    let Some(request) = start else {
+                        return Poll::Ready(
+                            last.take()
+                                .unwrap_or_else(|| Err("retry lost its last result".into())),
+                        );
                     };
                     let future = this.retry.service.call(request);
                     this.state.set(State::Calling { future });
@@ -170,16 +198,16 @@ where
         &mut self,
         result: Result<S::Response, BoxError>,
     ) -> Next<Result<S::Response, BoxError>> {
-        let decision = self.policy.decide(&result);
-        // The budget learns from every attempt: a failure worth retrying takes a token, a
-        // success refills; an error that is not worth retrying says nothing either way.
-        if decision == Decision::Done {
-            if result.is_ok() {
+        // The budget learns from every attempt the policy judged: a success refills, a
+        // failure takes a token (in `after_failure`), an ignored result counts nowhere.
+        match self.policy.decide(&result) {
+            Decision::Done => {
                 self.budget.record(true);
+                Next::Finish(result)
             }
-            return Next::Finish(result);
+            Decision::Ignore => Next::Finish(result),
+            decision => self.after_failure(decision, result),
         }
-        self.after_failure(decision, result)
     }
 
     /// The slow path: a result the policy would retry.
@@ -190,37 +218,44 @@ where
         result: Result<S::Response, BoxError>,
     ) -> Next<Result<S::Response, BoxError>> {
         self.budget.record(false);
+        let outcome = Described::<P, Req, S::Response>::new(&self.policy, &result);
         if self.attempts >= self.config.max_attempts {
+            tracing::debug!(attempts = self.attempts, %outcome, "no attempts left: not retrying");
             return Next::Finish(result);
         }
         let Some(copy) = self.copy.take() else {
-            // Not replayable, or not safe to repeat.
+            tracing::debug!(
+                attempts = self.attempts,
+                %outcome,
+                "the request cannot be sent again (not safe to repeat, or not replayable): \
+                 not retrying"
+            );
             return Next::Finish(result);
         };
-        let (delay, reason) = match decision {
+        let (delay, pushback) = match decision {
             Decision::RetryAfter(wait) if wait > self.config.max_pushback => {
-                tracing::debug!(?wait, "pushback longer than the maximum: not retrying");
+                tracing::debug!(
+                    ?wait,
+                    max_pushback = ?self.config.max_pushback,
+                    %outcome,
+                    "pushback longer than the maximum: not retrying"
+                );
                 return Next::Finish(result);
             }
-            Decision::RetryAfter(wait) => (wait, "pushback"),
+            Decision::RetryAfter(wait) => (wait, true),
             _ => {
                 let delay =
                     self.config
                         .backoff
                         .delay(self.attempts - 1, self.previous_delay, self.draw());
-                let reason = if result.is_err() {
-                    "error"
-                } else {
-                    "failure response"
-                };
-                (delay, reason)
+                (delay, false)
             }
         };
         if !self.fits_in_time(&copy, delay) {
             return Next::Finish(result);
         }
         if !self.budget.try_withdraw() {
-            tracing::debug!(attempts = self.attempts, "retry budget exhausted");
+            tracing::debug!(attempts = self.attempts, %outcome, "retry budget exhausted: not retrying");
             return Next::Finish(match result {
                 Err(error) if self.config.fail_when_exhausted => {
                     Err(BudgetExhausted::new(self.attempts, error).into())
@@ -228,12 +263,28 @@ where
                 other => other,
             });
         }
-        self.copy = self.policy.clone_request(&copy);
-        self.pending = Some(copy);
-        self.previous_delay = delay;
+        tracing::debug!(attempt = self.attempts + 1, ?delay, pushback, %outcome, "retrying");
+        // Decorrelated jitter grows from computed waits only: a server's pushback says
+        // nothing about how far apart our own retries should be.
+        self.previous_delay = if pushback {
+            self.config.backoff.base()
+        } else {
+            delay
+        };
         self.attempts += 1;
-        tracing::debug!(attempt = self.attempts, ?delay, reason, "retrying");
-        Next::Wait(delay)
+        // Copy only for an attempt that may follow this one.
+        self.copy = if self.attempts < self.config.max_attempts {
+            self.policy.clone_request(&copy)
+        } else {
+            None
+        };
+        self.pending = Some(copy);
+        Next::Wait(delay, result)
+    }
+
+    /// Whether the next attempt may still start now: the wait may have used the time left.
+    fn still_in_time(&self, request: &Req) -> bool {
+        self.fits_in_time(request, Duration::ZERO)
     }
 
     /// Whether waiting `delay` and starting another attempt is still within the request's
@@ -290,7 +341,7 @@ impl<S: Service<Req>, Req, P> fmt::Debug for ResponseFuture<S, Req, P> {
         let state = match &self.state {
             State::Calling { .. } => "Calling",
             State::BackingOff { .. } => "BackingOff",
-            State::Readying => "Readying",
+            State::Readying { .. } => "Readying",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, Method, Request, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -37,9 +37,9 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 ///   [`StatusClassifier`]: 5xx, 429 and transport errors), waiting exactly as long as a
 ///   `Retry-After` on a 429 or 503 says.
 /// - **What is sent again.** A fresh request with the same method, URI, version, headers and
-///   extensions, minus the hop-by-hop headers (`Connection` and the headers it names,
-///   `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), which
-///   belong to one connection.
+///   extensions, minus the hop-by-hop headers, which belong to one connection: `Connection`
+///   and the headers it names, `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`,
+///   `Upgrade`, and `TE` except for `TE: trailers` (which gRPC requires on every request).
 #[derive(Debug)]
 pub struct HttpPolicy<C = StatusClassifier> {
     classifier: Arc<C>,
@@ -102,9 +102,9 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-impl<B, Res, C> Policy<Request<ReplayBody<B>>, Res> for HttpPolicy<C>
+impl<B, ResBody, C> Policy<Request<ReplayBody<B>>, Response<ResBody>> for HttpPolicy<C>
 where
-    C: Classify<Res, BoxError>,
+    C: Classify<Response<ResBody>, BoxError>,
 {
     fn clone_request(&self, request: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
         if !self.may_repeat(request) {
@@ -120,38 +120,65 @@ where
         Some(copy)
     }
 
-    fn decide(&self, result: &Result<Res, BoxError>) -> Decision {
+    fn decide(&self, result: &Result<Response<ResBody>, BoxError>) -> Decision {
         decide_by(&*self.classifier, result)
+    }
+
+    fn describe(
+        &self,
+        result: &Result<Response<ResBody>, BoxError>,
+        f: &mut fmt::Formatter<'_>,
+    ) -> fmt::Result {
+        match result {
+            Ok(response) => write!(f, "status {}", response.status()),
+            Err(error) => write!(f, "error: {error}"),
+        }
     }
 }
 
-/// `headers` without the hop-by-hop ones (RFC 9110 §7.6.1).
+/// `headers` without the hop-by-hop ones (RFC 9110 §7.6.1): those a connection consumes, and
+/// those its `Connection` header names. `TE: trailers` is kept (gRPC needs it on every
+/// request); `Trailer` is end-to-end (it announces the body's trailers) and is kept too.
 fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    const HOP_BY_HOP: [&str; 7] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+    const HOP_BY_HOP: [HeaderName; 5] = [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
     ];
-    let named_by_connection: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .collect();
     let mut copy = headers.clone();
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(named_by_connection.iter().map(String::as_str))
-    {
+    // Only a request that names extra hop-by-hop headers pays for collecting them.
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            copy.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
         copy.remove(name);
     }
+    // `TE` may only say `trailers` on HTTP/2 and later; anything else it says is hop-by-hop.
+    let wants_trailers = copy.get_all(header::TE).iter().any(te_lists_trailers);
+    if copy.remove(header::TE).is_some() && wants_trailers {
+        copy.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     copy
+}
+
+/// Whether a `TE` value lists `trailers`.
+fn te_lists_trailers(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|value| {
+        value
+            .split(',')
+            .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"))
+    })
 }
 
 pin_project! {
@@ -270,9 +297,9 @@ where
                 let prefix = prefix.as_ref().map_or(0, |prefix| prefix.len() as u64);
                 let rest = rest.size_hint();
                 let mut hint = SizeHint::new();
-                hint.set_lower(rest.lower() + prefix);
+                hint.set_lower(rest.lower().saturating_add(prefix));
                 if let Some(upper) = rest.upper() {
-                    hint.set_upper(upper + prefix);
+                    hint.set_upper(upper.saturating_add(prefix));
                 }
                 hint
             }
@@ -294,6 +321,15 @@ impl<B> fmt::Debug for ReplayBody<B> {
     }
 }
 
+/// A request body that failed while [`BufferBody`] was reading it: the call failed before
+/// anything was sent. Its [`source`](std::error::Error::source) is the body's own error.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body failed before the request could be sent")]
+pub struct RequestBodyError {
+    #[source]
+    source: BoxError,
+}
+
 /// Reads each request's body, up to a limit, into memory so that a retry layer inside can
 /// send it again: `Request<B>` in, `Request<ReplayBody<B>>` out.
 ///
@@ -301,7 +337,8 @@ impl<B> fmt::Debug for ReplayBody<B> {
 /// bytes already read followed by the rest, so nothing is lost or sent twice. An empty body, or
 /// one whose size hint is already over the limit, is passed on without waiting. Bodies must be
 /// `Unpin`, as hyper's, axum's and http-body-util's are (box others with `BodyExt::boxed`).
-/// A body that fails while being read fails the call before anything is sent. Place it just
+/// A body that fails while being read fails the call with [`RequestBodyError`] before anything
+/// is sent. Place it just
 /// outside the [`RetryLayer`](super::RetryLayer):
 ///
 /// ```
@@ -474,10 +511,9 @@ where
                             }
                         },
                         Some(Err(error)) => {
-                            let error: BoxError = error.into();
-                            return Poll::Ready(Err(format!(
-                                "the request body failed before it could be sent: {error}"
-                            )
+                            return Poll::Ready(Err(RequestBodyError {
+                                source: error.into(),
+                            }
                             .into()));
                         }
                         None => {
@@ -608,8 +644,10 @@ mod tests {
         headers.insert(header::CONNECTION, "keep-alive, x-hop".parse().unwrap());
         headers.insert("keep-alive", "timeout=5".parse().unwrap());
         headers.insert("x-hop", "1".parse().unwrap());
-        headers.insert(header::TE, "trailers".parse().unwrap());
+        headers.insert(header::TE, "gzip, trailers".parse().unwrap());
+        headers.insert(header::TRAILER, "x-checksum".parse().unwrap());
         headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        headers.insert(header::UPGRADE, "h2c".parse().unwrap());
         headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         headers.insert("x-request-id", "42".parse().unwrap());
         original.extensions_mut().insert(7u32);
@@ -618,10 +656,41 @@ mod tests {
         assert_eq!(copied.method(), Method::PUT);
         assert_eq!(copied.uri(), original.uri());
         assert_eq!(copied.extensions().get::<u32>(), Some(&7));
-        let names: Vec<_> = copied.headers().keys().map(HeaderName::as_str).collect();
-        assert_eq!(names.len(), 2, "{names:?}");
-        assert!(copied.headers().contains_key(header::CONTENT_TYPE));
-        assert!(copied.headers().contains_key("x-request-id"));
+        let mut names: Vec<_> = copied.headers().keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "te", "trailer", "x-request-id"]);
+        assert_eq!(
+            copied.headers()[header::TE],
+            "trailers",
+            "only `trailers` survives"
+        );
+    }
+
+    #[test]
+    fn te_without_trailers_is_dropped() {
+        let mut original = request(Method::GET, kept());
+        original
+            .headers_mut()
+            .insert(header::TE, "gzip".parse().unwrap());
+        let copied =
+            Policy::<_, http::Response<()>>::clone_request(&HttpPolicy::new(), &original).unwrap();
+        assert!(copied.headers().is_empty());
+    }
+
+    #[test]
+    fn http_events_describe_a_response_by_its_status() {
+        struct Show<'a>(&'a Result<http::Response<()>, BoxError>);
+        impl fmt::Display for Show<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                Policy::<Request<ReplayBody<Chunks>>, _>::describe(&HttpPolicy::new(), self.0, f)
+            }
+        }
+        let unavailable = http::Response::builder().status(503).body(()).unwrap();
+        assert_eq!(
+            Show(&Ok(unavailable)).to_string(),
+            "status 503 Service Unavailable"
+        );
+        assert_eq!(Show(&Err("reset".into())).to_string(), "error: reset");
     }
 
     #[tokio::test]
@@ -712,10 +781,11 @@ mod tests {
             .oneshot(Request::new(Broken))
             .await
             .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the request body failed before it could be sent: disk gone"
-        );
+        let body_error = err
+            .downcast_ref::<RequestBodyError>()
+            .unwrap_or_else(|| panic!("{err}"));
+        let source = std::error::Error::source(body_error).unwrap();
+        assert_eq!(source.to_string(), "disk gone");
         assert!(!sent.load(std::sync::atomic::Ordering::Relaxed));
     }
 }

@@ -63,21 +63,29 @@
 //! - **Attempts.** `max_attempts` counts the first attempt (3 means up to 2 retries).
 //! - **Backoff**, cap first then jitter, with `n` retries so far (the first retry has `n = 0`)
 //!   and `c = min(cap, base·2ⁿ)`: [`Jitter::Full`] `U(0, c)` (the default), [`Jitter::Equal`]
-//!   `c/2 + U(0, c/2)`, [`Jitter::Decorrelated`] `U(base, min(cap, 3·previous))`,
-//!   [`Jitter::None`] `c`. No point mass at the cap (except with no jitter), no overflow for
-//!   any retry count.
+//!   `c/2 + U(0, c/2)`, [`Jitter::Decorrelated`] `U(base, min(cap, 3·previous))` (`previous`
+//!   is the last computed wait, the base after a pushback), [`Jitter::None`] `c`. No point
+//!   mass at the cap (except with no jitter), no overflow for any retry count.
 //! - **Pushback.** A result the policy reports with a wait ([`Decision::RetryAfter`]:
 //!   `Retry-After` on a 429 or 503 with the HTTP policy, an open circuit's `retry_after`)
 //!   waits exactly that long instead; if it is longer than `max_pushback`, the result is
 //!   returned rather than waited for.
 //! - **Budget.** Before each retry the [`RetryBudget`] must allow it, or the last result is
-//!   returned (or [`BudgetExhausted`], if configured). Every attempt's outcome feeds it.
+//!   returned (or [`BudgetExhausted`], if configured). Every attempt's outcome feeds it, as the
+//!   policy's [`Decision`] says: done is a success, retry a failure, and
+//!   [`Decision::Ignore`] (a deadline that had already passed, a circuit held open by hand,
+//!   what the classifier ignores) nothing.
+//! - **Readiness.** After a wait, the inner service must be ready again; if it fails to get
+//!   ready, or the deadline or time limit passed while it was not, the last attempt's result
+//!   is returned and nothing more is sent.
 //! - **Time.** With a [`Deadline`](crate::deadline::Deadline) in the request, or a
 //!   `max_elapsed`, no wait starts that would end at or past it; the last result is returned
 //!   instead. (A deadline in the request also bounds each attempt through any palisade timeout
 //!   inside.)
-//! - **Events.** Each retry emits a `tracing` event at `debug` (attempt, wait, reason:
-//!   `pushback`, `error` or `failure response`); so does each refused retry, with why.
+//! - **Events.** Each retry emits a `tracing` event at `debug` (attempt, wait, whether it is
+//!   pushback, and the outcome as [`Policy::describe`] writes it: the error, or the HTTP
+//!   status); so does each refused retry, with why (no attempts left, not repeatable,
+//!   pushback too long, out of time, budget exhausted).
 //!
 //! # Choosing a jitter and a budget
 //!
@@ -87,8 +95,9 @@
 //!
 //! Keep the token bucket budget (the default) unless traffic is bursty enough that "a
 //! percentage of the last 10 s of requests" describes what you want to allow better than
-//! "stop while more than half of recent attempts fail"; then use [`RetryBudget::percent`],
-//! which costs a clock read and a shared write per request.
+//! "stop retrying once failures outpace successes' refills" (with the defaults, about one
+//! failed attempt in eleven); then use [`RetryBudget::percent`], which costs a clock read and
+//! a shared write per request.
 //!
 //! # Defaults
 //!
@@ -125,12 +134,15 @@
 //!
 //! 1. At most `max_attempts` attempts per call; never a retry the policy refused to copy.
 //! 2. No wait is longer than `max_pushback` (pushback) or the backoff's cap (computed).
-//! 3. No wait starts that would end at or past the request's deadline or the total limit.
-//! 4. The path where the first attempt succeeds touches no shared state but an untouched budget
-//!    word, reads no clock (without `max_elapsed`), and allocates nothing beyond the policy's
-//!    request copy.
-//! 5. The budget's words are updated only by atomic read-modify-writes, so concurrent outcomes
-//!    are never lost (loom models check both budgets).
+//! 3. No wait starts that would end at or past the request's deadline or the total limit, and
+//!    no retry starts once either has passed.
+//! 4. The path where the first attempt succeeds reads no clock (without `max_elapsed` or a
+//!    percentage budget), allocates nothing beyond the policy's request copy, and writes no
+//!    shared word but the budget's reference count (a token bucket that is full is only read;
+//!    the count sits on its own cache lines).
+//! 5. The budget's counters change only by atomic read-modify-writes, so no concurrent update
+//!    overwrites another (loom models check both budgets). A percentage budget drops deposits
+//!    into a saturated slot and refuses retries it cannot record.
 
 mod backoff;
 mod budget;
@@ -151,7 +163,7 @@ pub use self::error::BudgetExhausted;
 #[cfg(feature = "http")]
 pub use self::http::{
     BufferBody, BufferBodyLayer, BufferFuture, DEFAULT_BODY_LIMIT, HttpPolicy, IDEMPOTENCY_KEY,
-    ReplayBody,
+    ReplayBody, RequestBodyError,
 };
 pub use self::layer::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PUSHBACK, RetryLayer};
 pub use self::policy::{Decision, Policy, RetryFailures};

@@ -1,21 +1,33 @@
 //! [`Policy`]: which requests are retried, and after which results.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::classify::{Classify, DefaultClassifier, Outcome};
 use crate::error::{BoxError, Rejection};
 
 /// What the retry layer does after an attempt.
+///
+/// The decision also tells the [`RetryBudget`](super::RetryBudget) what the attempt was:
+/// [`Done`](Self::Done) counts as a success, [`Retry`](Self::Retry) and
+/// [`RetryAfter`](Self::RetryAfter) as failures (whether or not a retry follows), and
+/// [`Ignore`](Self::Ignore) as nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Decision {
-    /// Return this result.
+    /// Return this result: the attempt succeeded (or failed in a way that counts as success,
+    /// such as a 404).
     Done,
     /// Retry after the backoff's wait.
     Retry,
     /// Retry after exactly this long: the server (`Retry-After`) or an open circuit said when.
     /// A wait longer than the layer's maximum pushback returns the result instead.
     RetryAfter(Duration),
+    /// Return this result, and count it nowhere: it says nothing about the dependency's
+    /// health (a cancelled call, a deadline that had already passed, a circuit held open by
+    /// hand).
+    Ignore,
 }
 
 /// Decides which requests may be retried and which results call for a retry.
@@ -34,6 +46,43 @@ pub trait Policy<Req, Res> {
     /// What to do with one attempt's result (the inner error already converted to a
     /// [`BoxError`]).
     fn decide(&self, result: &Result<Res, BoxError>) -> Decision;
+
+    /// Writes what went wrong with a result the layer retries or gives up on, for its
+    /// `tracing` events (only called when they are enabled). By default: `error: ` and the
+    /// error, or `failure response`; the HTTP policy writes the status.
+    ///
+    /// # Errors
+    ///
+    /// Only the formatter's.
+    fn describe(&self, result: &Result<Res, BoxError>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match result {
+            Err(error) => write!(f, "error: {error}"),
+            Ok(_) => f.write_str("failure response"),
+        }
+    }
+}
+
+/// Formats a result through [`Policy::describe`], lazily, as a `tracing` field.
+pub(crate) struct Described<'a, P, Req, Res> {
+    policy: &'a P,
+    result: &'a Result<Res, BoxError>,
+    request: PhantomData<fn(&Req)>,
+}
+
+impl<'a, P, Req, Res> Described<'a, P, Req, Res> {
+    pub(crate) fn new(policy: &'a P, result: &'a Result<Res, BoxError>) -> Self {
+        Self {
+            policy,
+            result,
+            request: PhantomData,
+        }
+    }
+}
+
+impl<P: Policy<Req, Res>, Req, Res> fmt::Display for Described<'_, P, Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.policy.describe(self.result, f)
+    }
 }
 
 /// The default policy: retries what its classifier calls a
@@ -72,8 +121,10 @@ pub(crate) fn decide_by<Res, C: Classify<Res, BoxError>>(
     classifier: &C,
     result: &Result<Res, BoxError>,
 ) -> Decision {
-    if classifier.classify(result) != Outcome::Failure {
-        return Decision::Done;
+    match classifier.classify(result) {
+        Outcome::Failure => {}
+        Outcome::Ignore => return Decision::Ignore,
+        Outcome::Success => return Decision::Done,
     }
     if let Some(pushback) = classifier.pushback(result) {
         return Decision::RetryAfter(pushback);
@@ -87,19 +138,20 @@ pub(crate) fn decide_by<Res, C: Classify<Res, BoxError>>(
     }
 }
 
-/// How a palisade rejection met by an attempt bears on retrying it.
+/// How a palisade rejection met by an attempt bears on retrying it. The rejections that make
+/// a retry pointless say nothing of the dependency's health either: they are ignored.
 #[allow(unreachable_patterns)] // the variants present depend on the features enabled
 fn rejection_decision(rejection: Rejection<'_>) -> Decision {
     match rejection {
         #[cfg(feature = "timeout")]
-        Rejection::TimedOut(timed_out) if timed_out.is_deadline() => Decision::Done,
+        Rejection::TimedOut(timed_out) if timed_out.is_deadline() => Decision::Ignore,
         #[cfg(feature = "circuit-breaker")]
         Rejection::CircuitOpen(open) => match open.retry_after() {
             Some(wait) => Decision::RetryAfter(wait),
-            None => Decision::Done,
+            None => Decision::Ignore,
         },
         #[cfg(feature = "http")]
-        Rejection::InvalidDeadlineHeader(_) => Decision::Done,
+        Rejection::InvalidDeadlineHeader(_) => Decision::Ignore,
         _ => Decision::Retry,
     }
 }
