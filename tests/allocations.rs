@@ -245,3 +245,33 @@ fn an_open_breaker_rejects_without_allocating() {
     );
     assert_eq!(rejected, 0);
 }
+
+#[cfg(feature = "retry")]
+#[test]
+fn retry_allocates_nothing_when_the_first_attempt_succeeds() {
+    use palisade::retry::{RetryBudget, RetryLayer};
+
+    #[derive(Clone)]
+    struct Job(u32);
+    impl RequestExtensions for Job {}
+    let ready_job = || service_fn(|Job(n): Job| std::future::ready(Ok::<_, BoxError>(n)));
+
+    let bare = per_call(ready_job(), || Job(1));
+    assert_eq!(bare, 0.0);
+    let unlimited = per_call(
+        RetryLayer::new()
+            .budget(RetryBudget::unlimited())
+            .layer(ready_job()),
+        || Job(1),
+    );
+    let tokens = per_call(RetryLayer::new().layer(ready_job()), || Job(1));
+    let percent = per_call(
+        RetryLayer::new()
+            .budget(RetryBudget::percent(Duration::from_secs(10), 0.2, 10).unwrap())
+            .layer(ready_job()),
+        || Job(1),
+    );
+    assert_eq!(report("retry, no budget", bare, unlimited), 0.0);
+    assert_eq!(report("retry, token bucket", bare, tokens), 0.0);
+    assert_eq!(report("retry, percent budget", bare, percent), 0.0);
+}
