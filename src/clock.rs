@@ -200,7 +200,10 @@ impl Epoch {
     }
 
     /// Ticks from the base to `at` (0 if `at` is before the base, saturating at `u64::MAX`).
-    #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "circuit-breaker", feature = "idempotency")),
+        allow(dead_code)
+    )]
     pub(crate) fn ticks(&self, at: Instant) -> u64 {
         Self::ticks_of(at.saturating_duration_since(self.base))
     }
@@ -220,6 +223,12 @@ impl Epoch {
     /// A duration as ticks, saturating at `u64::MAX`.
     pub(crate) fn ticks_of(duration: Duration) -> u64 {
         u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Ticks as a duration.
+    #[cfg_attr(not(feature = "idempotency"), allow(dead_code))]
+    pub(crate) fn duration_of(ticks: u64) -> Duration {
+        Duration::from_nanos(ticks)
     }
 }
 

@@ -151,6 +151,8 @@ pub mod error;
 mod extensions;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "idempotency")]
+pub mod idempotency;
 #[cfg(any(feature = "circuit-breaker", feature = "retry"))]
 mod random;
 mod ratio;

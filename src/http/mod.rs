@@ -8,18 +8,28 @@
 //!   milliseconds header), read by the server-side timeout and written by the deadline
 //!   propagation layer.
 //! - [`parse_retry_after`]: server pushback, in delta-seconds or any of the three HTTP-date forms.
+//! - [`ReplayBody`]: a request body read into memory up to a limit, so a retry can send it again
+//!   and the idempotency layer can fingerprint it.
+//! - [`IDEMPOTENCY_KEY`] and [`IDEMPOTENT_REPLAYED`]: the idempotency headers, and
+//!   [`parse_idempotency_key`] for the first (an RFC 8941 sf-string).
 //!
 //! The HTTP classifier lives with the other classifiers:
 //! [`StatusClassifier`](crate::classify::StatusClassifier).
 
 mod body;
 mod deadline_header;
+pub(crate) mod headers;
+mod idempotency_key;
 mod problem;
+pub(crate) mod replay_body;
 mod retry_after;
 
 pub use self::body::ResponseBody;
 pub use self::deadline_header::{
     DeadlineHeader, GRPC_TIMEOUT, InvalidDeadlineHeader, InvalidReason,
 };
+pub use self::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+pub use self::idempotency_key::{DEFAULT_MAX_KEY_LENGTH, KeyError, parse_idempotency_key};
 pub use self::problem::{PROBLEM_JSON, Problem};
+pub use self::replay_body::ReplayBody;
 pub use self::retry_after::parse_retry_after;

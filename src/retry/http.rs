@@ -7,9 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
-use http_body::{Body, Frame, SizeHint};
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -17,13 +17,12 @@ use tower_service::Service;
 use super::policy::{Decision, Policy, decide_by};
 use crate::classify::{Classify, StatusClassifier};
 use crate::error::BoxError;
+use crate::http::headers::remove_hop_by_hop;
+use crate::http::replay_body::{Collect, Collected};
+use crate::http::{IDEMPOTENCY_KEY, ReplayBody};
 
 /// The largest request body kept for replay: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
-
-/// The header whose presence makes an unsafe request safe to repeat (the IETF httpapi
-/// `Idempotency-Key` draft).
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The retry policy for HTTP clients.
 ///
@@ -115,7 +114,9 @@ where
         *copy.method_mut() = request.method().clone();
         *copy.uri_mut() = request.uri().clone();
         *copy.version_mut() = request.version();
-        *copy.headers_mut() = end_to_end(request.headers());
+        let mut headers = request.headers().clone();
+        remove_hop_by_hop(&mut headers);
+        *copy.headers_mut() = headers;
         *copy.extensions_mut() = request.extensions().clone();
         Some(copy)
     }
@@ -132,191 +133,6 @@ where
         match result {
             Ok(response) => write!(f, "status {}", response.status()),
             Err(error) => write!(f, "error: {error}"),
-        }
-    }
-}
-
-/// `headers` without the hop-by-hop ones (RFC 9110 §7.6.1): those a connection consumes, and
-/// those its `Connection` header names. `TE: trailers` is kept (gRPC needs it on every
-/// request); `Trailer` is end-to-end (it announces the body's trailers) and is kept too.
-fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    const HOP_BY_HOP: [HeaderName; 5] = [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ];
-    let mut copy = headers.clone();
-    // Only a request that names extra hop-by-hop headers pays for collecting them.
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            copy.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        copy.remove(name);
-    }
-    // `TE` may only say `trailers` on HTTP/2 and later; anything else it says is hop-by-hop.
-    let wants_trailers = copy.get_all(header::TE).iter().any(te_lists_trailers);
-    if copy.remove(header::TE).is_some() && wants_trailers {
-        copy.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    copy
-}
-
-/// Whether a `TE` value lists `trailers`.
-fn te_lists_trailers(value: &HeaderValue) -> bool {
-    value.to_str().is_ok_and(|value| {
-        value
-            .split(',')
-            .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"))
-    })
-}
-
-pin_project! {
-    /// A request body that can be sent again when it was kept in full, and otherwise streams
-    /// once: the part already read, then the rest.
-    ///
-    /// Built by [`BufferBodyLayer`]; a client behind it takes `Request<ReplayBody<B>>` (for
-    /// hyper-util: `Client<_, ReplayBody<B>>`).
-    pub struct ReplayBody<B> {
-        #[pin]
-        kind: Kind<B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
-        Kept {
-            data: Option<Bytes>,
-            trailers: Option<HeaderMap>,
-        },
-        Streaming {
-            prefix: Option<Bytes>,
-            #[pin]
-            rest: B,
-        },
-    }
-}
-
-impl<B> ReplayBody<B> {
-    /// A body of `data` alone, kept in full.
-    #[must_use]
-    pub fn kept(data: Bytes) -> Self {
-        Self::kept_with_trailers(data, None)
-    }
-
-    fn kept_with_trailers(data: Bytes, trailers: Option<HeaderMap>) -> Self {
-        Self {
-            kind: Kind::Kept {
-                data: (!data.is_empty()).then_some(data),
-                trailers,
-            },
-        }
-    }
-
-    /// A body too large to keep: `prefix` (already read) then `rest`, sent once.
-    fn streaming(prefix: Bytes, rest: B) -> Self {
-        Self {
-            kind: Kind::Streaming {
-                prefix: (!prefix.is_empty()).then_some(prefix),
-                rest,
-            },
-        }
-    }
-
-    /// Whether this body can be sent again.
-    #[must_use]
-    pub fn is_replayable(&self) -> bool {
-        matches!(self.kind, Kind::Kept { .. })
-    }
-
-    /// A copy to send again, if the body was kept in full (a reference count, no copy of the
-    /// bytes).
-    #[must_use]
-    pub fn try_clone(&self) -> Option<Self> {
-        match &self.kind {
-            Kind::Kept { data, trailers } => Some(Self {
-                kind: Kind::Kept {
-                    data: data.clone(),
-                    trailers: trailers.clone(),
-                },
-            }),
-            Kind::Streaming { .. } => None,
-        }
-    }
-}
-
-impl<B> Body for ReplayBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Kept { data, trailers } => Poll::Ready(
-                data.take()
-                    .map(Frame::data)
-                    .or_else(|| trailers.take().map(Frame::trailers))
-                    .map(Ok),
-            ),
-            KindProj::Streaming { prefix, rest } => match prefix.take() {
-                Some(prefix) => Poll::Ready(Some(Ok(Frame::data(prefix)))),
-                None => rest.poll_frame(cx),
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Kept { data, trailers } => data.is_none() && trailers.is_none(),
-            Kind::Streaming { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Kept { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
-            }
-            Kind::Streaming { prefix, rest } => {
-                let prefix = prefix.as_ref().map_or(0, |prefix| prefix.len() as u64);
-                let rest = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(rest.lower().saturating_add(prefix));
-                if let Some(upper) = rest.upper() {
-                    hint.set_upper(upper.saturating_add(prefix));
-                }
-                hint
-            }
-        }
-    }
-}
-
-impl<B> fmt::Debug for ReplayBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            Kind::Kept { data, .. } => f
-                .debug_struct("ReplayBody::Kept")
-                .field("len", &data.as_ref().map_or(0, Bytes::len))
-                .finish_non_exhaustive(),
-            Kind::Streaming { .. } => f
-                .debug_struct("ReplayBody::Streaming")
-                .finish_non_exhaustive(),
         }
     }
 }
@@ -413,27 +229,11 @@ where
         // fresh clone stays behind for the next call.
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
-        let known_too_large = body.size_hint().lower() > self.limit as u64;
-        if body.is_end_stream() || known_too_large {
-            let body = if known_too_large {
-                ReplayBody::streaming(Bytes::new(), body)
-            } else {
-                ReplayBody::kept(Bytes::new())
-            };
-            let mut service = ready;
-            let future = service.call(Request::from_parts(parts, body));
-            return BufferFuture {
-                state: BufferState::Calling { future },
-            };
-        }
         BufferFuture {
             state: BufferState::Reading {
                 service: Some(ready),
                 parts: Some(parts),
-                body: Some(body),
-                chunks: Vec::new(),
-                read: 0,
-                limit: self.limit,
+                collect: Collect::new(body, self.limit),
             },
         }
     }
@@ -453,10 +253,7 @@ pin_project! {
         Reading {
             service: Option<S>,
             parts: Option<http::request::Parts>,
-            body: Option<B>,
-            chunks: Vec<Bytes>,
-            read: usize,
-            limit: usize,
+            collect: Collect<B>,
         },
         Calling {
             #[pin]
@@ -484,67 +281,28 @@ where
                 BufferStateProj::Reading {
                     service,
                     parts,
-                    body,
-                    chunks,
-                    read,
-                    limit,
+                    collect,
                 } => {
-                    let Some(reading) = body.as_mut() else {
-                        return Poll::Ready(Err("request body polled after it was sent".into()));
-                    };
-                    let replay = match ready!(Pin::new(reading).poll_frame(cx)) {
-                        Some(Ok(frame)) => match frame.into_data() {
-                            Ok(data) => {
-                                *read += data.len();
-                                chunks.push(data);
-                                if *read <= *limit {
-                                    continue;
-                                }
-                                // Over the limit: send what was read, then the rest, once.
-                                body.take()
-                                    .map(|rest| ReplayBody::streaming(join(chunks), rest))
-                            }
-                            Err(frame) => {
-                                body.take();
-                                let trailers = frame.into_trailers().ok();
-                                Some(ReplayBody::kept_with_trailers(join(chunks), trailers))
-                            }
-                        },
-                        Some(Err(error)) => {
+                    let body = match ready!(collect.poll_collect(cx)) {
+                        Ok(Collected::Whole { data, trailers }) => {
+                            ReplayBody::kept_with_trailers(data, trailers)
+                        }
+                        // Over the limit: send what was read, then the rest, once.
+                        Ok(Collected::Over { prefix, rest }) => ReplayBody::streaming(prefix, rest),
+                        Err(error) => {
                             return Poll::Ready(Err(RequestBodyError {
                                 source: error.into(),
                             }
                             .into()));
                         }
-                        None => {
-                            body.take();
-                            Some(ReplayBody::kept(join(chunks)))
-                        }
                     };
-                    let (Some(replay), Some(parts), Some(mut service)) =
-                        (replay, parts.take(), service.take())
-                    else {
+                    let (Some(parts), Some(mut service)) = (parts.take(), service.take()) else {
                         return Poll::Ready(Err("request body polled after it was sent".into()));
                     };
-                    let future = service.call(Request::from_parts(parts, replay));
+                    let future = service.call(Request::from_parts(parts, body));
                     this.state.set(BufferState::Calling { future });
                 }
             }
-        }
-    }
-}
-
-/// The chunks read so far as one `Bytes` (no copy for a single chunk).
-fn join(chunks: &mut Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for chunk in chunks.drain(..) {
-                joined.extend_from_slice(&chunk);
-            }
-            joined.freeze()
         }
     }
 }
@@ -560,6 +318,8 @@ mod tests {
     use std::collections::VecDeque;
     use std::convert::Infallible;
 
+    use http::{HeaderMap, HeaderName, header};
+    use http_body::Frame;
     use http_body_util::BodyExt;
 
     use super::*;

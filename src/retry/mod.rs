@@ -162,9 +162,11 @@ pub use self::budget::{
 pub use self::error::BudgetExhausted;
 #[cfg(feature = "http")]
 pub use self::http::{
-    BufferBody, BufferBodyLayer, BufferFuture, DEFAULT_BODY_LIMIT, HttpPolicy, IDEMPOTENCY_KEY,
-    ReplayBody, RequestBodyError,
+    BufferBody, BufferBodyLayer, BufferFuture, DEFAULT_BODY_LIMIT, HttpPolicy, RequestBodyError,
 };
 pub use self::layer::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PUSHBACK, RetryLayer};
 pub use self::policy::{Decision, Policy, RetryFailures};
 pub use self::service::Retry;
+/// Re-exported from [`crate::http`] for HTTP retry stacks.
+#[cfg(feature = "http")]
+pub use crate::http::{IDEMPOTENCY_KEY, ReplayBody};

@@ -1,0 +1,164 @@
+//! [`RecordKey`] (which record a request belongs to) and [`Fingerprint`] (what it asked for).
+
+use std::fmt;
+
+use http::Method;
+use sha2::{Digest, Sha256};
+
+/// The key of one idempotency record: a SHA-256 digest of the caller's identity, the method,
+/// the path and the `Idempotency-Key`.
+///
+/// Two requests share a record only if all four are equal, so one caller can never reach
+/// another's record, and a key reused on another route starts a record of its own. Fields are
+/// length-prefixed before hashing, so no two different tuples hash the same input.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordKey([u8; 32]);
+
+impl RecordKey {
+    /// The key for `identity` (`None` for an anonymous caller), `method`, `path` and the
+    /// idempotency `key`.
+    #[must_use]
+    pub fn new(identity: Option<&[u8]>, method: &Method, path: &str, key: &str) -> Self {
+        let mut digest = Sha256::new();
+        digest.update(b"palisade idempotency record v1");
+        match identity {
+            Some(identity) => {
+                digest.update([1]);
+                field(&mut digest, identity);
+            }
+            None => digest.update([0]),
+        }
+        field(&mut digest, method.as_str().as_bytes());
+        field(&mut digest, path.as_bytes());
+        field(&mut digest, key.as_bytes());
+        Self(digest.finalize().into())
+    }
+
+    /// The digest.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecordKey({})", Hex(&self.0[..8]))
+    }
+}
+
+/// What a request asked for: a SHA-256 digest of its method, path, query and body. The same
+/// key with another fingerprint is a key reused for a different request (422).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of a request.
+    #[must_use]
+    pub fn new(method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Self {
+        let mut digest = Sha256::new();
+        digest.update(b"palisade idempotency fingerprint v1");
+        field(&mut digest, method.as_str().as_bytes());
+        field(&mut digest, path.as_bytes());
+        match query {
+            Some(query) => {
+                digest.update([1]);
+                field(&mut digest, query.as_bytes());
+            }
+            None => digest.update([0]),
+        }
+        field(&mut digest, body);
+        Self(digest.finalize().into())
+    }
+
+    /// A fingerprint from a digest computed elsewhere (a store reading its records back).
+    #[must_use]
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The digest.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({})", Hex(&self.0[..8]))
+    }
+}
+
+/// Hashes `bytes` with its length in front.
+fn field(digest: &mut Sha256, bytes: &[u8]) {
+    digest.update((bytes.len() as u64).to_le_bytes());
+    digest.update(bytes);
+}
+
+/// Lowercase hex, for `Debug`.
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_part_of_the_record_key_counts() {
+        let base = RecordKey::new(Some(b"tenant-1"), &Method::POST, "/orders", "k1");
+        assert_eq!(
+            base,
+            RecordKey::new(Some(b"tenant-1"), &Method::POST, "/orders", "k1")
+        );
+        for other in [
+            RecordKey::new(Some(b"tenant-2"), &Method::POST, "/orders", "k1"),
+            RecordKey::new(None, &Method::POST, "/orders", "k1"),
+            RecordKey::new(Some(b""), &Method::POST, "/orders", "k1"),
+            RecordKey::new(Some(b"tenant-1"), &Method::PATCH, "/orders", "k1"),
+            RecordKey::new(Some(b"tenant-1"), &Method::POST, "/orders/", "k1"),
+            RecordKey::new(Some(b"tenant-1"), &Method::POST, "/orders", "k2"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
+    fn fields_cannot_slide_into_each_other() {
+        assert_ne!(
+            RecordKey::new(Some(b"ab"), &Method::POST, "/c", "k"),
+            RecordKey::new(Some(b"a"), &Method::POST, "b/c", "k")
+        );
+        assert_ne!(
+            Fingerprint::new(&Method::POST, "/a", Some("x=1"), b""),
+            Fingerprint::new(&Method::POST, "/a", None, b"x=1")
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_covers_query_and_body() {
+        let base = Fingerprint::new(&Method::POST, "/a", Some("x=1"), b"{}");
+        assert_eq!(
+            base,
+            Fingerprint::new(&Method::POST, "/a", Some("x=1"), b"{}")
+        );
+        assert_ne!(
+            base,
+            Fingerprint::new(&Method::POST, "/a", Some("x=2"), b"{}")
+        );
+        assert_ne!(
+            base,
+            Fingerprint::new(&Method::POST, "/a", Some("x=1"), b"{ }")
+        );
+        assert_ne!(base, Fingerprint::new(&Method::POST, "/a", Some(""), b"{}"));
+        assert!(format!("{base:?}").starts_with("Fingerprint("));
+    }
+}

@@ -1,0 +1,337 @@
+//! [`IdempotencyLayer`]: the settings and the store, shared by every service it makes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use tower_layer::Layer;
+
+use super::identity::{Anonymous, Identify};
+use super::service::Idempotency;
+use super::store::{IdempotencyStore, MemoryStore};
+use crate::http::DEFAULT_MAX_KEY_LENGTH;
+
+/// The largest request body read to fingerprint a request by default: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// The largest response body stored for replay by default: 1 MiB.
+pub const DEFAULT_RESPONSE_LIMIT: usize = 1024 * 1024;
+/// How long a claim holds a key by default before another request may take it over: 90 s
+/// (the lock timeout of brandur's Stripe-style implementation).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(90);
+/// How long a completed response is replayed by default: 24 h (Stripe keeps keys at least as
+/// long).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// The `Retry-After` of a 409 by default: 1 s.
+pub const DEFAULT_IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The shortest lease and retention accepted: 1 s.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// What to do with a request whose body is over [`body_limit`](IdempotencyLayer::body_limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OversizedBody {
+    /// Answer 413 (the default): an operation that must not run twice must fit the limit.
+    Reject,
+    /// Run the request unprotected: no claim, no record, no replay.
+    PassThrough,
+}
+
+/// What a duplicate does while the first request with its key is still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InFlight {
+    /// Answer 409 with a `Retry-After` (the IETF draft's behaviour; the default).
+    Conflict,
+    /// Wait up to this long for the first request to finish, then replay its response (or run,
+    /// if it released the key); answer 409 if it is still running by then.
+    Wait(Duration),
+}
+
+/// What to do when the store fails to answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreFailure {
+    /// Answer 503 (the default): never risk running a request twice.
+    FailClosed,
+    /// Run the request unprotected: availability over exactly-once.
+    FailOpen,
+}
+
+/// Which response statuses are stored for replay.
+pub type StorePolicy = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
+
+/// The default storage policy: store what is final, release what a retry might change.
+///
+/// Stored: 1xx–4xx except the 4xx that invite a retry (408 Request Timeout, 409 Conflict, 423
+/// Locked, 425 Too Early, 429 Too Many Requests). Released: those, and every 5xx.
+#[must_use]
+pub fn stores_final_responses(status: StatusCode) -> bool {
+    if status.is_server_error() {
+        return false;
+    }
+    !matches!(status.as_u16(), 408 | 409 | 423 | 425 | 429)
+}
+
+/// Everything the service reads per request.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) methods: Vec<Method>,
+    pub(crate) require_key: bool,
+    pub(crate) accept_unquoted: bool,
+    pub(crate) max_key_length: usize,
+    pub(crate) body_limit: usize,
+    pub(crate) oversized: OversizedBody,
+    pub(crate) response_limit: usize,
+    pub(crate) lease: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) in_flight: InFlight,
+    pub(crate) in_flight_retry_after: Duration,
+    pub(crate) store_failure: StoreFailure,
+    pub(crate) stores: StorePolicy,
+    pub(crate) identity: Arc<dyn Identify>,
+}
+
+impl Settings {
+    pub(crate) fn covers(&self, method: &Method) -> bool {
+        self.methods.contains(method)
+    }
+}
+
+/// Makes unsafe requests carrying an `Idempotency-Key` run at most once: see the
+/// [module docs](crate::idempotency).
+///
+/// Holds the settings and the store: every service it makes (axum calls
+/// [`Layer::layer`] once per route, and on some paths per request) shares them, so a key claimed
+/// through one is seen by all.
+#[must_use]
+pub struct IdempotencyLayer<St = MemoryStore> {
+    settings: Arc<Settings>,
+    store: St,
+}
+
+impl IdempotencyLayer {
+    /// POST and PATCH requests with a key are deduplicated in a new [`MemoryStore`]; requests
+    /// without a key pass through.
+    pub fn new() -> Self {
+        Self {
+            settings: Arc::new(Settings {
+                methods: vec![Method::POST, Method::PATCH],
+                require_key: false,
+                accept_unquoted: false,
+                max_key_length: DEFAULT_MAX_KEY_LENGTH,
+                body_limit: DEFAULT_BODY_LIMIT,
+                oversized: OversizedBody::Reject,
+                response_limit: DEFAULT_RESPONSE_LIMIT,
+                lease: DEFAULT_LEASE,
+                retention: DEFAULT_RETENTION,
+                in_flight: InFlight::Conflict,
+                in_flight_retry_after: DEFAULT_IN_FLIGHT_RETRY_AFTER,
+                store_failure: StoreFailure::FailClosed,
+                stores: Arc::new(stores_final_responses),
+                identity: Arc::new(Anonymous),
+            }),
+            store: MemoryStore::new(),
+        }
+    }
+}
+
+impl Default for IdempotencyLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<St> IdempotencyLayer<St> {
+    fn settings(&mut self) -> &mut Settings {
+        Arc::make_mut(&mut self.settings)
+    }
+
+    /// Keeps records in `store` instead (another [`MemoryStore`], or a shared one).
+    pub fn store<St2: IdempotencyStore>(self, store: St2) -> IdempotencyLayer<St2> {
+        IdempotencyLayer {
+            settings: self.settings,
+            store,
+        }
+    }
+
+    /// The store.
+    pub fn store_handle(&self) -> &St {
+        &self.store
+    }
+
+    /// Which methods are deduplicated. Default: POST and PATCH (the methods that are not
+    /// idempotent by themselves). Requests of other methods pass through untouched.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.settings().methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Answers 400 to a request of a covered method that has no key. Default: `false` (such
+    /// requests pass through unprotected).
+    pub fn require_key(mut self, require: bool) -> Self {
+        self.settings().require_key = require;
+        self
+    }
+
+    /// Accepts unquoted keys (`Idempotency-Key: 8e03978e-...`), as many clients send, besides
+    /// the draft's quoted sf-strings. Default: `false`.
+    pub fn accept_unquoted_keys(mut self, accept: bool) -> Self {
+        self.settings().accept_unquoted = accept;
+        self
+    }
+
+    /// The longest key accepted, in characters (at least 1). Default: 255
+    /// ([`DEFAULT_MAX_KEY_LENGTH`]).
+    pub fn max_key_length(mut self, max: usize) -> Self {
+        self.settings().max_key_length = max.max(1);
+        self
+    }
+
+    /// Who the caller is: the identity scopes every record (see [`Identify`] and its security
+    /// note). Default: [`Anonymous`], one scope for all callers.
+    pub fn identity(mut self, identity: impl Identify) -> Self {
+        self.settings().identity = Arc::new(identity);
+        self
+    }
+
+    /// The largest request body read and fingerprinted, in bytes. Default:
+    /// [`DEFAULT_BODY_LIMIT`] (1 MiB).
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.settings().body_limit = limit;
+        self
+    }
+
+    /// What to do with a body over the limit. Default: [`OversizedBody::Reject`] (413).
+    pub fn oversized_body(mut self, oversized: OversizedBody) -> Self {
+        self.settings().oversized = oversized;
+        self
+    }
+
+    /// The largest response body stored, in bytes. A larger response is sent to its client
+    /// but not stored, and its key is released. Default: [`DEFAULT_RESPONSE_LIMIT`] (1 MiB).
+    pub fn response_limit(mut self, limit: usize) -> Self {
+        self.settings().response_limit = limit;
+        self
+    }
+
+    /// How long a claim holds its key (at least [`MIN_LEASE`]). If the request is still running
+    /// when the lease ends, a duplicate may take the key over and run; the first one's
+    /// response is then not stored. Set it above the handler's timeout. Default:
+    /// [`DEFAULT_LEASE`] (90 s).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.settings().lease = lease.max(MIN_LEASE);
+        self
+    }
+
+    /// How long a stored response is replayed (at least [`MIN_LEASE`]); after that the key is
+    /// free again. Publish it to clients. Default: [`DEFAULT_RETENTION`] (24 h).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.settings().retention = retention.max(MIN_LEASE);
+        self
+    }
+
+    /// What a duplicate does while the first request runs. Default: [`InFlight::Conflict`].
+    pub fn in_flight(mut self, in_flight: InFlight) -> Self {
+        self.settings().in_flight = in_flight;
+        self
+    }
+
+    /// The `Retry-After` sent with a 409. Default: [`DEFAULT_IN_FLIGHT_RETRY_AFTER`] (1 s).
+    pub fn in_flight_retry_after(mut self, retry_after: Duration) -> Self {
+        self.settings().in_flight_retry_after = retry_after;
+        self
+    }
+
+    /// What to do when the store fails. Default: [`StoreFailure::FailClosed`] (503).
+    pub fn store_failure(mut self, failure: StoreFailure) -> Self {
+        self.settings().store_failure = failure;
+        self
+    }
+
+    /// Which statuses are stored for replay; the claim of any other response is released, so a
+    /// retry runs again. Default: [`stores_final_responses`].
+    pub fn store_when(
+        mut self,
+        stores: impl Fn(StatusCode) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.settings().stores = Arc::new(stores);
+        self
+    }
+}
+
+impl<St: Clone> Clone for IdempotencyLayer<St> {
+    fn clone(&self) -> Self {
+        Self {
+            settings: Arc::clone(&self.settings),
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<S, St: Clone> Layer<S> for IdempotencyLayer<St> {
+    type Service = Idempotency<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotency::new(inner, Arc::clone(&self.settings), self.store.clone())
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for IdempotencyLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotencyLayer")
+            .field("settings", &*self.settings)
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("methods", &self.methods)
+            .field("require_key", &self.require_key)
+            .field("accept_unquoted", &self.accept_unquoted)
+            .field("max_key_length", &self.max_key_length)
+            .field("body_limit", &self.body_limit)
+            .field("oversized", &self.oversized)
+            .field("response_limit", &self.response_limit)
+            .field("lease", &self.lease)
+            .field("retention", &self.retention)
+            .field("in_flight", &self.in_flight)
+            .field("store_failure", &self.store_failure)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_stores_final_responses_only() {
+        for stored in [200, 201, 204, 301, 400, 401, 403, 404, 410, 422] {
+            assert!(
+                stores_final_responses(StatusCode::from_u16(stored).unwrap()),
+                "{stored}"
+            );
+        }
+        for released in [408, 409, 423, 425, 429, 500, 502, 503, 504] {
+            assert!(
+                !stores_final_responses(StatusCode::from_u16(released).unwrap()),
+                "{released}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_have_a_floor() {
+        let layer = IdempotencyLayer::new()
+            .lease(Duration::ZERO)
+            .retention(Duration::from_millis(1))
+            .max_key_length(0);
+        assert_eq!(layer.settings.lease, MIN_LEASE);
+        assert_eq!(layer.settings.retention, MIN_LEASE);
+        assert_eq!(layer.settings.max_key_length, 1);
+    }
+}

@@ -1,0 +1,417 @@
+//! [`MemoryStore`]: idempotency records in this process, bounded, with lock-free replays.
+
+use std::fmt;
+use std::future::{Ready, ready};
+use std::hash::RandomState;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use scc::HashIndex;
+
+use super::{ClaimOutcome, Completion, FencingToken, IdempotencyStore, StoreError, StoredResponse};
+use crate::clock::{Clock, Epoch};
+use crate::idempotency::fingerprint::{Fingerprint, RecordKey};
+use crate::idempotency::state::{Found, Record};
+
+/// Records the in-memory store holds at most by default: 100 000.
+pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+/// Bytes of stored responses the in-memory store holds at most by default: 64 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// How often the store looks for dead records on its own.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How soon a full store may look again.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How many times a claim looks again at a record another request is replacing.
+const SUPERSEDED_RETRIES: u32 = 64;
+
+/// The default store: records in a lock-free hash index in this process.
+///
+/// - **Bounded.** At most [`max_entries`](Self::max_entries) records and
+///   [`max_bytes`](Self::max_bytes) of stored responses. Dead records (released, expired, or
+///   holding a lease that ended) are dropped first, by a sweep that runs every minute and,
+///   at most once a second, when the store is full. A store full of live records refuses
+///   new keys ([`ClaimOutcome::Full`], 503) rather than evict one: evicting a live record
+///   would let a retried request run twice. A response that does not fit is not stored and its
+///   claim is released.
+/// - **Lock-free where it counts.** A replay or an in-flight check is a lock-free read of the
+///   index and of the record's atomic word; claims of new keys and completions take the index's
+///   bucket lock for the insert or replacement only. Each record's life (claimed, completed,
+///   released, superseded) is a state machine in one atomic word.
+/// - **Hashed keys.** Records are keyed by [`RecordKey`] digests, hashed again with a random
+///   seed, so clients cannot aim keys at one bucket.
+///
+/// Clones share the records. Use one store per layer (the layer's default), or share a clone
+/// between layers that must see each other's keys.
+#[derive(Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    map: HashIndex<RecordKey, Arc<Record>, RandomState>,
+    clock: Clock,
+    epoch: Epoch,
+    max_entries: usize,
+    max_bytes: usize,
+    /// Records in the map (the index's own count is not O(1)).
+    entries: AtomicUsize,
+    /// Sizes of the stored responses of COMPLETED records.
+    bytes: AtomicUsize,
+    next_token: AtomicU64,
+    /// Ticks of the last sweep.
+    last_sweep: AtomicU64,
+}
+
+impl MemoryStore {
+    /// A store of at most [`DEFAULT_MAX_ENTRIES`] records and [`DEFAULT_MAX_BYTES`] of
+    /// responses, on tokio's clock.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::build(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES, Clock::default())
+    }
+
+    /// Holds at most `max` records (at least 1). Default: [`DEFAULT_MAX_ENTRIES`].
+    #[must_use]
+    pub fn max_entries(self, max: usize) -> Self {
+        Self::build(max, self.shared.max_bytes, self.shared.clock.clone())
+    }
+
+    /// Holds at most `max` bytes of stored responses, as [`StoredResponse::size`] counts
+    /// them. Default: [`DEFAULT_MAX_BYTES`].
+    #[must_use]
+    pub fn max_bytes(self, max: usize) -> Self {
+        Self::build(self.shared.max_entries, max, self.shared.clock.clone())
+    }
+
+    /// Reads time from `clock` (a [`ManualClock`](crate::clock::ManualClock) in tests).
+    #[must_use]
+    pub fn with_clock(self, clock: impl Into<Clock>) -> Self {
+        Self::build(self.shared.max_entries, self.shared.max_bytes, clock.into())
+    }
+
+    fn build(max_entries: usize, max_bytes: usize, clock: Clock) -> Self {
+        let epoch = Epoch::new(clock.now());
+        Self {
+            shared: Arc::new(Shared {
+                map: HashIndex::with_hasher(RandomState::new()),
+                clock,
+                epoch,
+                max_entries: max_entries.max(1),
+                max_bytes,
+                entries: AtomicUsize::new(0),
+                bytes: AtomicUsize::new(0),
+                next_token: AtomicU64::new(1),
+                last_sweep: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Records held now, dead ones not yet swept included.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        // Relaxed: a gauge.
+        self.shared.entries.load(Ordering::Relaxed)
+    }
+
+    /// Whether the store holds no record.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of stored responses held now.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        // Relaxed: a gauge.
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Drops every dead record now (the store also does it on its own).
+    pub fn sweep(&self) {
+        let shared = &*self.shared;
+        shared.sweep(shared.now());
+    }
+
+    /// The claim, done at once.
+    fn claim_now(&self, key: RecordKey, fingerprint: Fingerprint, lease: Duration) -> ClaimOutcome {
+        let shared = &*self.shared;
+        let now = shared.now();
+        shared.maybe_sweep(now, SWEEP_EVERY);
+        let lease_end = now.saturating_add(Epoch::ticks_of(lease));
+        let mut superseded_seen = 0;
+        loop {
+            // Lock-free: the index's read path and the record's word.
+            let Some(record) = shared.map.peek_with(&key, |_, record| Arc::clone(record)) else {
+                if !shared.has_room_for_a_record(now) {
+                    return ClaimOutcome::Full;
+                }
+                let (token, record) = shared.new_record(fingerprint, lease_end);
+                match shared.map.insert_sync(key, record) {
+                    Ok(()) => {
+                        // Relaxed: a gauge against the bound; two claims racing past the
+                        // check can overshoot it by one each.
+                        shared.entries.fetch_add(1, Ordering::Relaxed);
+                        return ClaimOutcome::Claimed(token);
+                    }
+                    // Another request inserted first: look at its record.
+                    Err(_) => continue,
+                }
+            };
+            let (found, word) = record.inspect(&fingerprint, now);
+            match found {
+                Found::Replay => {
+                    return match record.response() {
+                        Some(response) => ClaimOutcome::Completed(Arc::clone(response)),
+                        // Unreachable (invariant 3): a COMPLETED word carries its response.
+                        None => ClaimOutcome::InFlight {
+                            lease_left: Duration::ZERO,
+                        },
+                    };
+                }
+                Found::InFlight { until } => {
+                    return ClaimOutcome::InFlight {
+                        lease_left: Epoch::duration_of(until.saturating_sub(now)),
+                    };
+                }
+                Found::Mismatch => return ClaimOutcome::Mismatch,
+                Found::Dead => {
+                    let Ok(freed) = record.supersede(word) else {
+                        // It changed under us (completed, released, taken): look again.
+                        continue;
+                    };
+                    shared.free(freed);
+                    let (token, replacement) = shared.new_record(fingerprint, lease_end);
+                    if shared.replace(key, &record, replacement) {
+                        return ClaimOutcome::Claimed(token);
+                    }
+                    // The dead record was swept and another request claimed the key since:
+                    // look at its record.
+                }
+                Found::Superseded => {
+                    // Another request (or the sweep) owns this record's place and is about to
+                    // replace or remove it: a matter of a bucket lock.
+                    superseded_seen += 1;
+                    if superseded_seen > SUPERSEDED_RETRIES {
+                        return ClaimOutcome::InFlight {
+                            lease_left: Duration::ZERO,
+                        };
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    fn complete_now(
+        &self,
+        key: RecordKey,
+        token: FencingToken,
+        response: Arc<StoredResponse>,
+        retain_for: Duration,
+    ) -> Completion {
+        let shared = &*self.shared;
+        let Some(record) = shared.held(&key, token) else {
+            return Completion::Superseded;
+        };
+        let now = shared.now();
+        let size = response.size();
+        if !shared.reserve(size, now) {
+            return Completion::Full;
+        }
+        let expires_at = now.saturating_add(Epoch::ticks_of(retain_for));
+        if record.complete(response, expires_at) {
+            Completion::Stored
+        } else {
+            shared.free(size);
+            Completion::Superseded
+        }
+    }
+
+    fn release_now(&self, key: RecordKey, token: FencingToken) {
+        let shared = &*self.shared;
+        let Some(record) = shared.held(&key, token) else {
+            return;
+        };
+        if record.release() {
+            // Free the place at once if no claim has taken the record over yet.
+            if let Some(word) = record.dead_at(0) {
+                if record.supersede(word).is_ok() {
+                    shared.remove(&key, &record);
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.epoch.ticks(self.clock.now())
+    }
+
+    fn new_record(&self, fingerprint: Fingerprint, lease_end: u64) -> (FencingToken, Arc<Record>) {
+        // Relaxed: uniqueness is all a token needs, and every RMW sees the latest value.
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        (
+            FencingToken::new(token),
+            Arc::new(Record::claimed(token, fingerprint, lease_end)),
+        )
+    }
+
+    /// The record of `key` if `token` holds it.
+    fn held(&self, key: &RecordKey, token: FencingToken) -> Option<Arc<Record>> {
+        self.map
+            .peek_with(key, |_, record| Arc::clone(record))
+            .filter(|record| record.token() == token.get())
+    }
+
+    fn has_room_for_a_record(&self, now: u64) -> bool {
+        // Relaxed: a gauge against the bound.
+        if self.entries.load(Ordering::Relaxed) < self.max_entries {
+            return true;
+        }
+        self.maybe_sweep(now, FULL_SWEEP_EVERY);
+        self.entries.load(Ordering::Relaxed) < self.max_entries
+    }
+
+    /// Counts `size` more stored bytes, if they fit (sweeping once if they do not).
+    fn reserve(&self, size: usize, now: u64) -> bool {
+        for attempt in 0..2 {
+            // Relaxed: a gauge against the bound; the RMW keeps concurrent reservations exact.
+            let before = self.bytes.fetch_add(size, Ordering::Relaxed);
+            if before.saturating_add(size) <= self.max_bytes {
+                return true;
+            }
+            self.free(size);
+            if attempt == 0 && !self.maybe_sweep(now, FULL_SWEEP_EVERY) {
+                return false;
+            }
+        }
+        false
+    }
+
+    fn free(&self, size: usize) {
+        if size > 0 {
+            // Relaxed: a gauge.
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts `replacement` where `old` (superseded by this thread) was. False if `old` is no
+    /// longer there and another record is.
+    fn replace(&self, key: RecordKey, old: &Arc<Record>, replacement: Arc<Record>) -> bool {
+        match self.map.entry_sync(key) {
+            scc::hash_index::Entry::Occupied(mut occupied) => {
+                if !Arc::ptr_eq(occupied.get(), old) {
+                    return false;
+                }
+                occupied.update(replacement);
+                true
+            }
+            scc::hash_index::Entry::Vacant(vacant) => {
+                // The sweep removed the superseded record first: take the empty place.
+                vacant.insert_entry(replacement);
+                // Relaxed: a gauge.
+                self.entries.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
+    /// Removes `record` (superseded by this thread) from the map, if it is still there.
+    fn remove(&self, key: &RecordKey, record: &Arc<Record>) {
+        if self
+            .map
+            .remove_if_sync(key, |current| Arc::ptr_eq(current, record))
+        {
+            // Relaxed: a gauge.
+            self.entries.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sweeps if the last sweep was at least `every` ago and no other thread is sweeping.
+    /// Returns whether it swept.
+    fn maybe_sweep(&self, now: u64, every: Duration) -> bool {
+        // Relaxed: the stamp only spaces sweeps out; the CAS elects one sweeper.
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now < last.saturating_add(Epoch::ticks_of(every)) {
+            return false;
+        }
+        if self
+            .last_sweep
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.sweep(now);
+        true
+    }
+
+    /// Supersedes and removes every record dead at `now`.
+    fn sweep(&self, now: u64) {
+        let mut dead = Vec::new();
+        self.map.iter_sync(|key, record| {
+            if let Some(word) = record.dead_at(now) {
+                dead.push((*key, Arc::clone(record), word));
+            }
+            true
+        });
+        let found = dead.len();
+        for (key, record, word) in dead {
+            if let Ok(freed) = record.supersede(word) {
+                self.free(freed);
+                self.remove(&key, &record);
+            }
+        }
+        tracing::trace!(found, "idempotency store swept");
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.len())
+            .field("max_entries", &self.shared.max_entries)
+            .field("bytes", &self.bytes())
+            .field("max_bytes", &self.shared.max_bytes)
+            .finish()
+    }
+}
+
+impl IdempotencyStore for MemoryStore {
+    type ClaimFuture = Ready<Result<ClaimOutcome, StoreError>>;
+    type CompleteFuture = Ready<Result<Completion, StoreError>>;
+    type ReleaseFuture = Ready<Result<(), StoreError>>;
+
+    fn claim(
+        &self,
+        key: RecordKey,
+        fingerprint: Fingerprint,
+        lease: Duration,
+    ) -> Self::ClaimFuture {
+        ready(Ok(self.claim_now(key, fingerprint, lease)))
+    }
+
+    fn complete(
+        &self,
+        key: RecordKey,
+        token: FencingToken,
+        response: Arc<StoredResponse>,
+        retain_for: Duration,
+    ) -> Self::CompleteFuture {
+        ready(Ok(self.complete_now(key, token, response, retain_for)))
+    }
+
+    fn release(&self, key: RecordKey, token: FencingToken) -> Self::ReleaseFuture {
+        self.release_now(key, token);
+        ready(Ok(()))
+    }
+}

@@ -1,0 +1,595 @@
+//! The idempotency layer through a real axum `Router`, on paused time: the IETF draft's flows,
+//! the storage policy, releases, leases and fencing, the store's bounds.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::routing::post;
+use http::{HeaderName, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use palisade::idempotency::{
+    IdempotencyLayer, IdempotencyRejection, IdentityHeader, InFlight, MemoryStore, OversizedBody,
+};
+use tower::ServiceExt;
+
+const KEY: &str = "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"";
+
+/// How many times the handlers ran.
+#[derive(Clone, Default)]
+struct Runs(Arc<AtomicUsize>);
+
+impl Runs {
+    fn next(&self) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The handlers under test, each counting its runs:
+///
+/// - `POST /orders`: 201, `x-order: <run>`, body `order <run> for <request body>`.
+/// - `POST /slow/{secs}`: the same after sleeping that long.
+/// - `POST /fail`: 500. `POST /limited`: 429. `POST /missing`: 404.
+/// - `POST /panic`: panics. `POST /big`: 201 with a 4 KiB body.
+/// - `GET /orders`: 200 (a method the layer does not cover).
+fn app(runs: &Runs, layer: IdempotencyLayer) -> Router {
+    async fn order(State(runs): State<Runs>, body: Bytes) -> Response<Body> {
+        let run = runs.next();
+        Response::builder()
+            .status(StatusCode::CREATED)
+            .header("x-order", run.to_string())
+            .header(header::CONTENT_TYPE, "text/plain")
+            .header(header::CONNECTION, "keep-alive")
+            .body(Body::from(format!(
+                "order {run} for {}",
+                String::from_utf8_lossy(&body)
+            )))
+            .unwrap()
+    }
+    async fn slow(
+        State(runs): State<Runs>,
+        axum::extract::Path(secs): axum::extract::Path<u64>,
+        body: Bytes,
+    ) -> Response<Body> {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        order(State(runs), body).await
+    }
+    async fn status(runs: Runs, status: StatusCode) -> StatusCode {
+        runs.next();
+        status
+    }
+    async fn big(State(runs): State<Runs>) -> (StatusCode, Vec<u8>) {
+        runs.next();
+        (StatusCode::CREATED, vec![b'x'; 4096])
+    }
+    async fn panics(State(runs): State<Runs>) -> StatusCode {
+        runs.next();
+        panic!("the handler panicked");
+    }
+    Router::new()
+        .route(
+            "/orders",
+            post(order).get(|State(runs): State<Runs>| async move {
+                runs.next();
+                "listed"
+            }),
+        )
+        .route("/slow/{secs}", post(slow))
+        .route(
+            "/fail",
+            post(|State(runs): State<Runs>| status(runs, StatusCode::INTERNAL_SERVER_ERROR)),
+        )
+        .route(
+            "/limited",
+            post(|State(runs): State<Runs>| status(runs, StatusCode::TOO_MANY_REQUESTS)),
+        )
+        .route(
+            "/missing",
+            post(|State(runs): State<Runs>| status(runs, StatusCode::NOT_FOUND)),
+        )
+        .route("/big", post(big))
+        .route("/panic", post(panics))
+        .layer(layer)
+        .with_state(runs.clone())
+}
+
+fn request(method: Method, path: &str, key: Option<&str>, body: &'static str) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(key) = key {
+        builder = builder.header("idempotency-key", key);
+    }
+    builder.body(Body::from(body)).unwrap()
+}
+
+fn post_order(key: Option<&str>, body: &'static str) -> Request<Body> {
+    request(Method::POST, "/orders", key, body)
+}
+
+/// The response's status, headers and body.
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, http::HeaderMap, Bytes) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn problem_type(body: &Bytes) -> String {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+    json["type"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sequential_duplicate_is_replayed_byte_for_byte() {
+    support::init_tracing();
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new());
+    let (status, headers, body) = send(&app, post_order(Some(KEY), "{\"item\":42}")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body, "order 1 for {\"item\":42}");
+    assert!(!headers.contains_key("idempotent-replayed"));
+
+    let (again_status, again_headers, again_body) =
+        send(&app, post_order(Some(KEY), "{\"item\":42}")).await;
+    assert_eq!(runs.count(), 1, "the handler ran once");
+    assert_eq!(again_status, status);
+    assert_eq!(again_body, body, "the same bytes");
+    assert_eq!(again_headers["x-order"], "1");
+    assert_eq!(again_headers["idempotent-replayed"], "true");
+    assert_eq!(
+        again_headers[header::CONTENT_TYPE],
+        headers[header::CONTENT_TYPE]
+    );
+    assert!(
+        !again_headers.contains_key(header::CONNECTION),
+        "hop-by-hop headers are not stored"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_key_with_another_request_is_422() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new());
+    send(&app, post_order(Some(KEY), "{\"item\":42}")).await;
+    for other in [
+        post_order(Some(KEY), "{\"item\":43}"),
+        request(
+            Method::POST,
+            "/orders?express=1",
+            Some(KEY),
+            "{\"item\":42}",
+        ),
+    ] {
+        let (status, headers, body) = send(&app, other).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(problem_type(&body), "urn:palisade:idempotency-key-reused");
+    }
+    assert_eq!(runs.count(), 1);
+    // The original still replays.
+    let (status, headers, _) = send(&app, post_order(Some(KEY), "{\"item\":42}")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_with_different_identities_have_independent_records() {
+    let runs = Runs::default();
+    let layer =
+        IdempotencyLayer::new().identity(IdentityHeader::new(HeaderName::from_static("x-tenant")));
+    let app = app(&runs, layer);
+    let as_tenant = |tenant: &'static str| {
+        let mut request = post_order(Some(KEY), "same");
+        request
+            .headers_mut()
+            .insert("x-tenant", tenant.parse().unwrap());
+        request
+    };
+    let (_, _, acme) = send(&app, as_tenant("acme")).await;
+    let (_, headers, globex) = send(&app, as_tenant("globex")).await;
+    assert_eq!(runs.count(), 2, "one run per caller");
+    assert!(
+        !headers.contains_key("idempotent-replayed"),
+        "globex got no replay of acme's"
+    );
+    assert_ne!(acme, globex);
+    let (_, headers, replayed) = send(&app, as_tenant("acme")).await;
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replayed, acme, "each caller replays its own");
+    assert_eq!(runs.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_keys_are_400_and_store_nothing() {
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    let app = app(
+        &runs,
+        IdempotencyLayer::new()
+            .store(store.clone())
+            .max_key_length(40),
+    );
+    let too_long = format!("\"{}\"", "k".repeat(41));
+    let too_long: &'static str = Box::leak(too_long.into_boxed_str());
+    for (key, why) in [
+        ("unquoted-key", "bare token"),
+        ("\"\"", "empty"),
+        ("\"open", "no closing quote"),
+        ("\"a\";p=1", "parameters"),
+        (too_long, "over the limit"),
+    ] {
+        let (status, _, body) = send(&app, post_order(Some(key), "x")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{why}");
+        assert_eq!(
+            problem_type(&body),
+            "urn:palisade:idempotency-key-invalid",
+            "{why}"
+        );
+    }
+    let mut repeated = post_order(Some(KEY), "x");
+    repeated
+        .headers_mut()
+        .append("idempotency-key", "\"other\"".parse().unwrap());
+    let (status, _, body) = send(&app, repeated).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("more than once"));
+    assert_eq!(runs.count(), 0, "no handler ran");
+    assert!(store.is_empty(), "nothing stored");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_can_be_required_and_unquoted_keys_allowed() {
+    let runs = Runs::default();
+    let app = app(
+        &runs,
+        IdempotencyLayer::new()
+            .require_key(true)
+            .accept_unquoted_keys(true),
+    );
+    let response = app.clone().oneshot(post_order(None, "x")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.extensions().get::<IdempotencyRejection>(),
+        Some(&IdempotencyRejection::MissingKey)
+    );
+    send(&app, post_order(Some("8e03978e-40d5"), "x")).await;
+    let (_, headers, _) = send(&app, post_order(Some("8e03978e-40d5"), "x")).await;
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(runs.count(), 1);
+    // GET is not covered: no key needed, runs every time.
+    send(&app, request(Method::GET, "/orders", None, "")).await;
+    send(&app, request(Method::GET, "/orders", Some(KEY), "")).await;
+    assert_eq!(runs.count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_without_a_key_run_unprotected_by_default() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new());
+    send(&app, post_order(None, "x")).await;
+    send(&app, post_order(None, "x")).await;
+    assert_eq!(runs.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_5xx_or_a_retryable_4xx_releases_the_key_and_the_retry_runs() {
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    let app = app(&runs, IdempotencyLayer::new().store(store.clone()));
+    for path in ["/fail", "/limited"] {
+        let first = send(&app, request(Method::POST, path, Some(KEY), "")).await;
+        let again = send(&app, request(Method::POST, path, Some(KEY), "")).await;
+        assert_eq!(first.0, again.0);
+        assert!(!again.1.contains_key("idempotent-replayed"), "{path}");
+    }
+    assert_eq!(runs.count(), 4, "each attempt ran");
+    assert!(store.is_empty(), "released records leave the store");
+    // A final 4xx is stored.
+    send(&app, request(Method::POST, "/missing", Some(KEY), "")).await;
+    let (status, headers, _) = send(&app, request(Method::POST, "/missing", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(runs.count(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_releases_the_key() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new());
+    for _ in 0..2 {
+        let attempt =
+            tokio::spawn(
+                app.clone()
+                    .oneshot(request(Method::POST, "/panic", Some(KEY), "")),
+            );
+        assert!(attempt.await.unwrap_err().is_panic());
+    }
+    assert_eq!(
+        runs.count(),
+        2,
+        "the second attempt ran: the key was released"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_goes_away_mid_handler_releases_the_key() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new());
+    let first = tokio::spawn(
+        app.clone()
+            .oneshot(request(Method::POST, "/slow/10", Some(KEY), "")),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, _, _) = send(&app, request(Method::POST, "/slow/10", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "still in flight");
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    // The retry runs (and this time finishes).
+    let (status, headers, _) = send(&app, request(Method::POST, "/slow/10", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(!headers.contains_key("idempotent-replayed"));
+    assert_eq!(runs.count(), 1, "only the retry finished its handler");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_in_flight_gets_409_with_retry_after_then_the_replay() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new());
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request(Method::POST, "/slow/5", Some(KEY), "")).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, headers, body) = send(&app, request(Method::POST, "/slow/5", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    assert_eq!(
+        problem_type(&body),
+        "urn:palisade:idempotency-key-in-flight"
+    );
+    let (first_status, _, first_body) = first.await.unwrap();
+    assert_eq!(first_status, StatusCode::CREATED);
+    let (status, headers, body) = send(&app, request(Method::POST, "/slow/5", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(body, first_body);
+    assert_eq!(runs.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_duplicate_replays_the_first_response() {
+    let runs = Runs::default();
+    let app = app(
+        &runs,
+        IdempotencyLayer::new().in_flight(InFlight::Wait(Duration::from_secs(10))),
+    );
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request(Method::POST, "/slow/3", Some(KEY), "")).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, headers, body) = send(&app, request(Method::POST, "/slow/3", Some(KEY), "")).await;
+    let (_, _, first_body) = first.await.unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(body, first_body);
+    assert_eq!(runs.count(), 1);
+
+    // A wait shorter than the handler gives up with 409.
+    let app = self::app(
+        &runs,
+        IdempotencyLayer::new().in_flight(InFlight::Wait(Duration::from_secs(1))),
+    );
+    let slow = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request(Method::POST, "/slow/5", Some(KEY), "")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = tokio::time::Instant::now();
+    let (status, _, _) = send(&app, request(Method::POST, "/slow/5", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(1),
+        "it waited exactly its bound"
+    );
+    slow.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_is_taken_over_and_the_late_completion_is_refused() {
+    let runs = Runs::default();
+    let layer = IdempotencyLayer::new().lease(Duration::from_secs(2));
+    let app = app(&runs, layer);
+    // The first holder hangs for 5 s, past its 2 s lease.
+    let late = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request(Method::POST, "/slow/5", Some(KEY), "")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1_999)).await;
+    let (status, _, _) = send(&app, request(Method::POST, "/orders", Some(KEY), "")).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "another route: another record, unaffected"
+    );
+    let (status, _, _) = send(&app, request(Method::POST, "/slow/5", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "1 ms before the lease ends");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // The lease has ended: this request takes the key over and runs (for 5 s too).
+    let taker = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request(Method::POST, "/slow/5", Some(KEY), "")).await }
+    });
+    let (late_status, _, late_body) = late.await.unwrap();
+    assert_eq!(
+        late_status,
+        StatusCode::CREATED,
+        "the late holder still answers its client"
+    );
+    let (_, _, taker_body) = taker.await.unwrap();
+    assert_ne!(late_body, taker_body);
+    // The stored response is the taker's: the late completion carried a stale token.
+    let (_, headers, replayed) = send(&app, request(Method::POST, "/slow/5", Some(KEY), "")).await;
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replayed, taker_body);
+    assert_eq!(runs.count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_expire_after_the_retention() {
+    let runs = Runs::default();
+    let app = app(
+        &runs,
+        IdempotencyLayer::new().retention(Duration::from_secs(60)),
+    );
+    send(&app, post_order(Some(KEY), "x")).await;
+    tokio::time::sleep(Duration::from_millis(59_999)).await;
+    let (_, headers, _) = send(&app, post_order(Some(KEY), "x")).await;
+    assert_eq!(headers["idempotent-replayed"], "true", "1 ms before expiry");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let (_, headers, _) = send(
+        &app,
+        post_order(
+            Some("\"8e03978e-40d5-43e8-bc93-6894a57f9324\""),
+            "other body",
+        ),
+    )
+    .await;
+    assert!(
+        !headers.contains_key("idempotent-replayed"),
+        "expired: the key is free, even for another body"
+    );
+    assert_eq!(runs.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_store_stays_within_its_entry_bound_under_a_flood_of_keys() {
+    let runs = Runs::default();
+    let store = MemoryStore::new().max_entries(10);
+    let app = app(
+        &runs,
+        IdempotencyLayer::new()
+            .store(store.clone())
+            .retention(Duration::from_secs(5)),
+    );
+    let mut statuses = Vec::new();
+    for n in 0..100 {
+        let key: &'static str = Box::leak(format!("\"key-{n}\"").into_boxed_str());
+        let (status, headers, body) = send(&app, post_order(Some(key), "x")).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(problem_type(&body), "urn:palisade:idempotency-store-full");
+            assert_eq!(headers[header::RETRY_AFTER], "1");
+        }
+        statuses.push(status);
+        assert!(store.len() <= 10, "{} records", store.len());
+    }
+    let stored = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert_eq!(stored, 10, "live records are never evicted for new ones");
+    assert_eq!(runs.count(), 10);
+    // Once they expire, the sweep makes room.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (status, _, _) = send(&app, post_order(Some("\"fresh\""), "x")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(store.len(), 1, "the expired ten were swept");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_store_stays_within_its_byte_bound() {
+    let runs = Runs::default();
+    let store = MemoryStore::new().max_bytes(10_000);
+    let app = app(&runs, IdempotencyLayer::new().store(store.clone()));
+    for n in 0..5 {
+        let key: &'static str = Box::leak(format!("\"big-{n}\"").into_boxed_str());
+        let (status, _, body) = send(&app, request(Method::POST, "/big", Some(key), "")).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(body.len(), 4096, "every client gets its whole response");
+        assert!(store.bytes() <= 10_000, "{} bytes", store.bytes());
+    }
+    // Two 4 KiB responses fit in 10 000 bytes; the third did not and was released: it runs
+    // again.
+    let (_, headers, _) = send(&app, request(Method::POST, "/big", Some("\"big-0\""), "")).await;
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (_, headers, _) = send(&app, request(Method::POST, "/big", Some("\"big-4\""), "")).await;
+    assert!(!headers.contains_key("idempotent-replayed"));
+    assert_eq!(runs.count(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_over_the_limit_is_sent_whole_but_not_stored() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new().response_limit(1000));
+    for _ in 0..2 {
+        let (status, headers, body) =
+            send(&app, request(Method::POST, "/big", Some(KEY), "")).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(body.len(), 4096);
+        assert!(!headers.contains_key("idempotent-replayed"));
+    }
+    assert_eq!(runs.count(), 2, "not stored: the key was released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_limit_is_413_or_runs_unprotected() {
+    let runs = Runs::default();
+    let body = "0123456789abcdef";
+    let app = app(&runs, IdempotencyLayer::new().body_limit(10));
+    let (status, _, problem) = send(&app, post_order(Some(KEY), body)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        problem_type(&problem),
+        "urn:palisade:idempotency-body-too-large"
+    );
+    assert_eq!(runs.count(), 0);
+
+    let app = self::app(
+        &runs,
+        IdempotencyLayer::new()
+            .body_limit(10)
+            .oversized_body(OversizedBody::PassThrough),
+    );
+    for _ in 0..2 {
+        let (status, _, answer) = send(&app, post_order(Some(KEY), body)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert!(
+            answer.ends_with(body.as_bytes()),
+            "the handler got the whole body"
+        );
+    }
+    assert_eq!(runs.count(), 2, "unprotected: it ran twice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_within_the_limit_reaches_the_handler_intact() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new().body_limit(16));
+    let body = "0123456789abcdef";
+    let (_, _, answer) = send(&app, post_order(Some(KEY), body)).await;
+    assert_eq!(answer, format!("order 1 for {body}"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layer_only_looks_at_the_methods_it_covers() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new().methods([Method::GET]));
+    send(&app, request(Method::GET, "/orders", Some(KEY), "")).await;
+    let (_, headers, _) = send(&app, request(Method::GET, "/orders", Some(KEY), "")).await;
+    assert_eq!(headers["idempotent-replayed"], "true");
+    send(&app, post_order(Some(KEY), "x")).await;
+    send(&app, post_order(Some(KEY), "x")).await;
+    assert_eq!(runs.count(), 3, "POST is no longer covered");
+}
