@@ -222,6 +222,10 @@ impl Record {
     /// Takes over a dead record seen as `observed`. On success the caller owns the record's
     /// place in the map; it gets the size of the response the record held, to free.
     pub(crate) fn supersede(&self, observed: u64) -> Result<usize, u64> {
+        if Word::decode(observed).phase == Phase::Superseded {
+            // Already another thread's: superseding it again would make two owners.
+            return Err(observed);
+        }
         let superseded = Word {
             phase: Phase::Superseded,
             until: 0,
@@ -360,6 +364,19 @@ mod tests {
         let (found, word) = record.inspect(&fp(b"a"), 1_000);
         assert_eq!(found, Found::Dead);
         assert_eq!(record.supersede(word), Ok(response().size()));
+    }
+
+    #[test]
+    fn a_superseded_record_has_one_owner() {
+        let record = Record::claimed(1, fp(b"a"), 100);
+        let (_, word) = record.inspect(&fp(b"a"), 100);
+        assert!(record.supersede(word).is_ok());
+        let (found, again) = record.inspect(&fp(b"a"), 100);
+        assert_eq!(found, Found::Superseded);
+        assert!(
+            record.supersede(again).is_err(),
+            "found by loom: a second owner"
+        );
     }
 
     #[test]
