@@ -194,6 +194,40 @@ impl Bench {
         criterion_group.finish();
     }
 
+    /// As [`subject`](Self::subject), but on a fresh service from `build` for every sample
+    /// (built outside the timed loop): for subjects whose state grows with every call, such
+    /// as an idempotency store that keeps each new key.
+    fn subject_fresh<S, Req>(
+        &mut self,
+        group: &str,
+        name: &str,
+        baseline: &str,
+        build: impl Fn() -> S,
+        mut make: impl FnMut() -> Req,
+    ) where
+        S: Service<Req>,
+        S::Error: std::fmt::Debug,
+    {
+        let id = format!("{group}/{name}");
+        let mut svc = build();
+        let outcome = self.rt.block_on(async {
+            let ready = svc.ready().await.expect("ready");
+            ready.call(make()).await
+        });
+        assert!(outcome.is_ok(), "{id} must succeed: {:?}", outcome.err());
+        self.rows.push(Row {
+            id,
+            baseline: format!("{group}/{baseline}"),
+            allocations: Some(allocations_per_call(&self.rt, &mut build(), &mut make)),
+        });
+        let rt = &self.rt;
+        let mut criterion_group = self.criterion.benchmark_group(group);
+        criterion_group.bench_function(name, |b| {
+            b.iter_custom(|iters| time_calls(rt, &mut build(), &mut make, iters));
+        });
+        criterion_group.finish();
+    }
+
     /// Measures two tasks on a two-worker runtime, each calling its own clone of `svc`
     /// `iters` times; the time is per call per task.
     fn contended<S, Req>(
@@ -546,6 +580,101 @@ fn timeout_group(bench: &mut Bench) {
     );
 }
 
+/// An axum service whose response body is read to the end, as a server writing it would.
+#[derive(Clone)]
+struct ReadBody<S>(S);
+
+impl<S, Req> Service<Req> for ReadBody<S>
+where
+    S: Service<Req, Response = http::Response<axum::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<palisade::error::BoxError>,
+{
+    type Response = (http::StatusCode, bytes::Bytes);
+    type Error = palisade::error::BoxError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        use http_body_util::BodyExt;
+        let response = self.0.call(request);
+        Box::pin(async move {
+            let response = response.await.map_err(Into::into)?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok((status, body))
+        })
+    }
+}
+
+fn idempotency_group(bench: &mut Bench) {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::post;
+    use palisade::idempotency::{IdempotencyLayer, MemoryStore};
+
+    let g = "idempotency";
+    // A handler that reads its small JSON body and answers 201 with a small body.
+    let router = || {
+        Router::new().route(
+            "/orders",
+            post(|body: bytes::Bytes| async move {
+                black_box(body);
+                (http::StatusCode::CREATED, "{\"order\":1}")
+            }),
+        )
+    };
+    let order = |key: http::HeaderValue| {
+        http::Request::post("/orders")
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(&b"{\"item\":42}"[..]))
+            .expect("request")
+    };
+    // Every request a new key: the first-request path (claim, run, store). Keys are made the
+    // same way for the bare router, which ignores them.
+    fn fresh_key() -> http::HeaderValue {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        http::HeaderValue::try_from(format!("\"order-{n}\"")).expect("key")
+    }
+    bench.subject(
+        g,
+        "bare",
+        "bare",
+        ReadBody(router()),
+        || order(fresh_key()),
+        Expect::Ok,
+    );
+    bench.subject_fresh(
+        g,
+        "first_request",
+        "bare",
+        || {
+            let store = MemoryStore::new()
+                .max_entries(usize::MAX)
+                .max_bytes(usize::MAX);
+            ReadBody(router().layer(IdempotencyLayer::new().store(store)))
+        },
+        || order(fresh_key()),
+    );
+    // One key, stored once: every request is a replay.
+    let replaying = ReadBody(router().layer(IdempotencyLayer::new()));
+    let same_key = http::HeaderValue::from_static("\"order-replayed\"");
+    bench.subject(
+        g,
+        "replay",
+        "bare",
+        replaying,
+        || order(same_key.clone()),
+        Expect::Ok,
+    );
+}
+
 fn main() {
     let criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -559,6 +688,7 @@ fn main() {
     timeout_group(&mut bench);
     circuit_breaker_group(&mut bench);
     retry_group(&mut bench);
+    idempotency_group(&mut bench);
     bench.criterion.final_summary();
     bench.report();
 }

@@ -39,7 +39,8 @@ impl Runs {
 /// - `POST /orders`: 201, `x-order: <run>`, body `order <run> for <request body>`.
 /// - `POST /slow/{secs}`: the same after sleeping that long.
 /// - `POST /fail`: 500. `POST /limited`: 429. `POST /missing`: 404.
-/// - `POST /panic`: panics. `POST /big`: 201 with a 4 KiB body.
+/// - `POST /panic`: panics. `POST /big`: 201 with a 4 KiB body. `POST /trickle`: 201 with a
+///   body that takes 5 s.
 /// - `GET /orders`: 200 (a method the layer does not cover).
 fn app(runs: &Runs, layer: IdempotencyLayer) -> Router {
     async fn order(State(runs): State<Runs>, body: Bytes) -> Response<Body> {
@@ -75,7 +76,19 @@ fn app(runs: &Runs, layer: IdempotencyLayer) -> Router {
         runs.next();
         panic!("the handler panicked");
     }
+    /// 201 with a body whose second half arrives 5 s after its first.
+    async fn trickle(State(runs): State<Runs>) -> Response<Body> {
+        let run = runs.next();
+        Response::builder()
+            .status(StatusCode::CREATED)
+            .body(Body::new(Trickle {
+                parts: vec![format!("order {run}, "), "delivered slowly".to_owned()],
+                pause: None,
+            }))
+            .unwrap()
+    }
     Router::new()
+        .route("/trickle", post(trickle))
         .route(
             "/orders",
             post(order).get(|State(runs): State<Runs>| async move {
@@ -100,6 +113,33 @@ fn app(runs: &Runs, layer: IdempotencyLayer) -> Router {
         .route("/panic", post(panics))
         .layer(layer)
         .with_state(runs.clone())
+}
+
+/// A body sending its parts 5 s apart.
+struct Trickle {
+    parts: Vec<String>,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for Trickle {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Some(pause) = self.pause.as_mut() {
+            std::task::ready!(pause.as_mut().poll(cx));
+        }
+        if self.parts.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let part = self.parts.remove(0);
+        self.pause =
+            (!self.parts.is_empty()).then(|| Box::pin(tokio::time::sleep(Duration::from_secs(5))));
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(part)))))
+    }
 }
 
 fn request(method: Method, path: &str, key: Option<&str>, body: &'static str) -> Request<Body> {
@@ -226,7 +266,7 @@ async fn bad_keys_are_400_and_store_nothing() {
         ("unquoted-key", "bare token"),
         ("\"\"", "empty"),
         ("\"open", "no closing quote"),
-        ("\"a\";p=1", "parameters"),
+        ("\"a\";P=1", "a malformed parameter"),
         (too_long, "over the limit"),
     ] {
         let (status, _, body) = send(&app, post_order(Some(key), "x")).await;
@@ -592,4 +632,27 @@ async fn the_layer_only_looks_at_the_methods_it_covers() {
     send(&app, post_order(Some(KEY), "x")).await;
     send(&app, post_order(Some(KEY), "x")).await;
     assert_eq!(runs.count(), 3, "POST is no longer covered");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_after_the_handler_answered_still_gets_its_response_stored() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new());
+    // The handler answers at once, but its body takes 5 s; the client leaves after 1 s.
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request(Method::POST, "/trickle", Some(KEY), "")).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    // The handler ran: its response is read to the end and stored without the client, so the
+    // retry is a replay, not a second order.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (status, headers, body) =
+        send(&app, request(Method::POST, "/trickle", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(body, "order 1, delivered slowly");
+    assert_eq!(runs.count(), 1);
 }

@@ -3,7 +3,8 @@
 //!
 //! The model's rules: a claim finds a key free if it has no record, or its record's lease or
 //! retention has ended; a holder may complete or release as long as its claim is the record's
-//! (even past its lease), and a sweep drops every record whose lease or retention has ended.
+//! (even past its lease); the store's own sweep (a minute after the last) drops records whose
+//! retention has ended, and a manual sweep also claims whose lease has ended.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,9 +96,11 @@ proptest! {
         let mut bodies = 0u32;
         // The store sweeps on its own, on a claim, a minute after its last sweep.
         let mut last_sweep_ms = 0u64;
-        let sweep = |model: &mut HashMap<u8, Model>, now_ms: u64| {
+        // The periodic sweep leaves claims alone (their holders may still complete); a manual
+        // one drops them too once their lease has ended.
+        let sweep = |model: &mut HashMap<u8, Model>, now_ms: u64, claims_too: bool| {
             model.retain(|_, record| match record {
-                Model::Claimed { lease_end, .. } => *lease_end > now_ms,
+                Model::Claimed { lease_end, .. } => !claims_too || *lease_end > now_ms,
                 Model::Completed { expires, .. } => *expires > now_ms,
             });
         };
@@ -107,7 +110,7 @@ proptest! {
                 Op::Claim { key, request } => {
                     if now_ms >= last_sweep_ms + 60_000 {
                         last_sweep_ms = now_ms;
-                        sweep(&mut model, now_ms);
+                        sweep(&mut model, now_ms, false);
                     }
                     let dead = match model.get(&key) {
                         None => true,
@@ -184,7 +187,7 @@ proptest! {
                 }
                 Op::Sweep => {
                     store.sweep();
-                    sweep(&mut model, now_ms);
+                    sweep(&mut model, now_ms, true);
                 }
             }
             let live = model

@@ -36,7 +36,7 @@ pub enum KeyError {
         position: usize,
     },
     /// A quoted string with no closing quote, a backslash before anything but `"` or `\`, or
-    /// something after the closing quote (parameters are not accepted).
+    /// something after the closing quote other than well-formed parameters.
     #[error("the Idempotency-Key is not a well-formed quoted string")]
     Malformed,
 }
@@ -44,7 +44,8 @@ pub enum KeyError {
 /// Parses one `Idempotency-Key` header value.
 ///
 /// The IETF draft makes the value an RFC 8941 sf-string: printable ASCII in double quotes, with
-/// `\"` and `\\` as the only escapes. Surrounding spaces are ignored; parameters are refused.
+/// `\"` and `\\` as the only escapes. Surrounding spaces are ignored, and so are parameters
+/// (`"abc";v=1`), which the draft defines none of; they must be well-formed.
 /// With `accept_unquoted`, a bare key is accepted too (as Stripe's clients send): one or more
 /// visible ASCII characters other than `"` and `\`, a UUID for instance. The key is at most
 /// `max_len` characters once unescaped, and never empty.
@@ -79,7 +80,11 @@ pub fn parse_idempotency_key(
     let trimmed = bytes.get(start..end.max(start)).unwrap_or_default();
     let key = match trimmed.first() {
         None => return Err(KeyError::Empty),
-        Some(b'"') => parse_quoted(trimmed, start)?,
+        Some(b'"') => {
+            let (key, used) = parse_quoted(trimmed, start)?;
+            skip_parameters(trimmed.get(used..).unwrap_or_default())?;
+            key
+        }
         Some(_) if accept_unquoted => parse_bare(trimmed, start)?,
         Some(_) => return Err(KeyError::NotQuoted),
     };
@@ -93,8 +98,9 @@ pub fn parse_idempotency_key(
     Ok(key)
 }
 
-/// An sf-string (RFC 8941 §4.2.5), `value` starting at its opening quote.
-fn parse_quoted(value: &[u8], offset: usize) -> Result<Cow<'_, str>, KeyError> {
+/// An sf-string (RFC 8941 §4.2.5), `value` starting at its opening quote; also returns how
+/// many bytes it took.
+fn parse_quoted(value: &[u8], offset: usize) -> Result<(Cow<'_, str>, usize), KeyError> {
     let mut unescaped: Option<String> = None;
     let mut index = 1;
     while let Some(&byte) = value.get(index) {
@@ -109,13 +115,11 @@ fn parse_quoted(value: &[u8], offset: usize) -> Result<Cow<'_, str>, KeyError> {
                 index += 2;
             }
             b'"' => {
-                if index + 1 != value.len() {
-                    return Err(KeyError::Malformed);
-                }
-                return Ok(match unescaped {
+                let key = match unescaped {
                     Some(key) => Cow::Owned(key),
                     None => Cow::Borrowed(ascii_str(value.get(1..index).unwrap_or_default())),
-                });
+                };
+                return Ok((key, index + 1));
             }
             0x20..=0x7E => {
                 if let Some(key) = unescaped.as_mut() {
@@ -131,6 +135,72 @@ fn parse_quoted(value: &[u8], offset: usize) -> Result<Cow<'_, str>, KeyError> {
         }
     }
     Err(KeyError::Malformed)
+}
+
+/// Parameters after the string (RFC 8941 §3.1.2: `;key` or `;key=bare-item`, each). They are
+/// well-formed or refused, and ignored: the draft gives the key none.
+fn skip_parameters(mut rest: &[u8]) -> Result<(), KeyError> {
+    fn take_while(bytes: &[u8], keep: impl Fn(u8) -> bool) -> usize {
+        bytes.iter().take_while(|&&b| keep(b)).count()
+    }
+    fn is_tchar(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    }
+    while let Some((&first, after)) = rest.split_first() {
+        if first != b';' {
+            return Err(KeyError::Malformed);
+        }
+        rest = after
+            .get(take_while(after, |b| b == b' ')..)
+            .unwrap_or_default();
+        // key = ( lcalpha / "*" ) *( lcalpha / DIGIT / "_" / "-" / "." / "*" )
+        if !rest
+            .first()
+            .is_some_and(|&b| b.is_ascii_lowercase() || b == b'*')
+        {
+            return Err(KeyError::Malformed);
+        }
+        let key = take_while(rest, |b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b)
+        });
+        rest = rest.get(key..).unwrap_or_default();
+        let Some(value) = rest.strip_prefix(b"=") else {
+            continue;
+        };
+        let used = match value.first() {
+            Some(b'"') => parse_quoted(value, 0)?.1,
+            Some(b'?') if matches!(value.get(1), Some(b'0' | b'1')) => 2,
+            Some(b':') => {
+                let body = take_while(value.get(1..).unwrap_or_default(), |b| {
+                    b.is_ascii_alphanumeric() || b"+/=".contains(&b)
+                });
+                if value.get(1 + body) != Some(&b':') {
+                    return Err(KeyError::Malformed);
+                }
+                body + 2
+            }
+            Some(b) if b.is_ascii_digit() || *b == b'-' => {
+                let number = 1 + take_while(value.get(1..).unwrap_or_default(), |b| {
+                    b.is_ascii_digit() || b == b'.'
+                });
+                if !value
+                    .get(..number)
+                    .is_some_and(|n| n.iter().any(u8::is_ascii_digit))
+                {
+                    return Err(KeyError::Malformed);
+                }
+                number
+            }
+            Some(b) if b.is_ascii_alphabetic() || *b == b'*' => {
+                1 + take_while(value.get(1..).unwrap_or_default(), |b| {
+                    is_tchar(b) || b == b':' || b == b'/'
+                })
+            }
+            _ => return Err(KeyError::Malformed),
+        };
+        rest = value.get(used..).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// An unquoted key: visible ASCII but `"` and `\`.
@@ -183,12 +253,19 @@ mod tests {
     #[test]
     fn malformed_values_are_refused() {
         assert_eq!(parse("\"abc"), Err(KeyError::Malformed));
-        assert_eq!(
-            parse("\"abc\";p=1"),
-            Err(KeyError::Malformed),
-            "no parameters"
-        );
         assert_eq!(parse("\"abc\"x"), Err(KeyError::Malformed));
+        assert_eq!(
+            parse("\"abc\";"),
+            Err(KeyError::Malformed),
+            "a parameter needs a key"
+        );
+        assert_eq!(
+            parse("\"abc\";K=1"),
+            Err(KeyError::Malformed),
+            "keys are lowercase"
+        );
+        assert_eq!(parse("\"abc\";p="), Err(KeyError::Malformed));
+        assert_eq!(parse("\"abc\";p=:YWJj"), Err(KeyError::Malformed));
         assert_eq!(parse("\"\""), Err(KeyError::Empty));
         assert_eq!(parse("   "), Err(KeyError::Empty));
         assert_eq!(parse(""), Err(KeyError::Empty));
@@ -203,6 +280,19 @@ mod tests {
             parse_idempotency_key(&high, false, 255),
             Err(KeyError::InvalidCharacter { position: 2 })
         );
+    }
+
+    #[test]
+    fn well_formed_parameters_are_ignored() {
+        for value in [
+            "\"abc\";p",
+            "\"abc\";p=1",
+            "\"abc\"; p=-1.5;q=?1",
+            "\"abc\";p=\"x;y\";t=tok/en:1;b=:YWJj:",
+            "\"abc\";*star=*",
+        ] {
+            assert_eq!(parse(value).unwrap(), "abc", "{value}");
+        }
     }
 
     #[test]

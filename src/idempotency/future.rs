@@ -17,7 +17,9 @@ use tower_service::Service;
 use super::error::IdempotencyRejection;
 use super::fingerprint::{Fingerprint, RecordKey};
 use super::layer::{InFlight, OversizedBody, Settings, StoreFailure};
-use super::store::{ClaimOutcome, Completion, FencingToken, IdempotencyStore, StoredResponse};
+use super::store::{
+    ClaimOutcome, Completion, FencingToken, IdempotencyStore, StoreError, StoredResponse,
+};
 use crate::clock::Instant;
 use crate::error::BoxError;
 use crate::http::headers::remove_hop_by_hop;
@@ -55,6 +57,11 @@ pin_project! {
     where
         S: Service<Request<ReplayBody<B>>>,
         St: IdempotencyStore,
+        ResB: Body<Data = Bytes>,
+        ResB: Unpin,
+        ResB: Send,
+        ResB: 'static,
+        ResB::Error: Into<BoxError>,
     {
         #[pin]
         state: State<S, St, B, ResB>,
@@ -67,22 +74,29 @@ pin_project! {
     where
         S: Service<Request<ReplayBody<B>>>,
         St: IdempotencyStore,
+        ResB: Body<Data = Bytes>,
+        ResB: Unpin,
+        ResB: Send,
+        ResB: 'static,
+        ResB::Error: Into<BoxError>,
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let (Some(token), Some(request)) = (this.held.take(), this.request.as_ref()) {
-                tracing::debug!(
-                    key = ?request.key,
-                    "dropped while holding an idempotency key: releasing it"
-                );
-                request.release(token);
-            }
+            let held = this.held.take();
+            // Out with the state first: a handler future still running is dropped (its own
+            // clean-up runs) before its key is released.
+            let state = this.state.project_replace(State::Done);
+            let Some(request) = this.request.as_ref() else {
+                return;
+            };
+            request.on_drop(state, held);
         }
     }
 }
 
 pin_project! {
     #[project = StateProj]
+    #[project_replace = StateProjReplace]
     enum State<S, St, B, ResB>
     where
         S: Service<Request<ReplayBody<B>>>,
@@ -98,9 +112,9 @@ pin_project! {
         Reading {
             collect: Collect<B>,
         },
+        // The store's futures are `Unpin`: a dropped request can hand them to a task.
         Claiming {
-            #[pin]
-            claim: St::ClaimFuture,
+            claim: Option<St::ClaimFuture>,
         },
         Waiting {
             sleep: Pin<Box<Sleep>>,
@@ -114,8 +128,7 @@ pin_project! {
             parts: Option<http::response::Parts>,
         },
         Completing {
-            #[pin]
-            complete: St::CompleteFuture,
+            complete: Option<St::CompleteFuture>,
             response: Option<Response<ResponseBody<ResB>>>,
         },
         Done,
@@ -142,35 +155,141 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
     /// Releases `token` without waiting: the in-memory store does it at once; a networked
     /// store's release runs on as a task of its own.
     fn release(&self, token: FencingToken) {
-        let mut release = Box::pin(self.store.release(self.key, token));
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match release.as_mut().poll(&mut cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(error)) => {
-                tracing::warn!(%error, key = ?self.key, "could not release an idempotency key");
+        let release = self.store.release(self.key, token);
+        finish_detached(release, self.key, "release");
+    }
+
+    /// What a dropped request leaves behind, by the state it was dropped in.
+    fn on_drop<Fut, ResB>(
+        &self,
+        state: StateProjReplace<Fut, St, B, ResB>,
+        held: Option<FencingToken>,
+    ) where
+        Fut: Service<Request<ReplayBody<B>>>,
+        ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        match (state, held) {
+            // Claimed by the store, perhaps, but never learned: finish the claim and give the
+            // key straight back.
+            (StateProjReplace::Claiming { claim: Some(claim) }, None) => {
+                let store = self.store.clone();
+                let key = self.key;
+                spawn_detached(key, async move {
+                    if let Ok(ClaimOutcome::Claimed(token)) = claim.await {
+                        let _ = store.release(key, token).await;
+                    }
+                });
             }
-            Poll::Pending => {
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(async move {
-                        if let Err(error) = release.await {
-                            tracing::warn!(%error, "could not release an idempotency key");
+            // The handler has answered with a response to store: the client's leaving must not
+            // let a retry run it again. Finish reading and storing without the client.
+            (
+                StateProjReplace::Storing {
+                    collect,
+                    parts: Some(parts),
+                },
+                Some(token),
+            ) => {
+                let store = self.store.clone();
+                let key = self.key;
+                let retention = self.settings.retention;
+                tracing::debug!(?key, "dropped while storing a response: storing it anyway");
+                spawn_detached(key, async move {
+                    let mut collect = collect;
+                    // `ok()`: the body's error need not be `Send`; a failure releases the key.
+                    let collected = std::future::poll_fn(|cx| collect.poll_collect(cx))
+                        .await
+                        .ok();
+                    match collected {
+                        Some(Collected::Whole { data, trailers }) => {
+                            let stored = stored_response(&parts, data, trailers);
+                            match store.complete(key, token, stored, retention).await {
+                                Ok(Completion::Stored | Completion::Superseded) => {}
+                                _ => {
+                                    let _ = store.release(key, token).await;
+                                }
+                            }
                         }
-                    });
-                } else {
-                    tracing::warn!(
-                        "no tokio runtime to release an idempotency key on: it stays claimed \
-                         until its lease ends"
-                    );
-                }
+                        _ => {
+                            let _ = store.release(key, token).await;
+                        }
+                    }
+                });
             }
+            // The completion is under way: let it land rather than release under it.
+            (
+                StateProjReplace::Completing {
+                    complete: Some(complete),
+                    ..
+                },
+                Some(_),
+            ) => {
+                spawn_detached(self.key, async move {
+                    let _ = complete.await;
+                });
+            }
+            (_, Some(token)) => {
+                tracing::debug!(key = ?self.key, "dropped while holding an idempotency key: releasing it");
+                self.release(token);
+            }
+            _ => {}
         }
     }
+}
+
+/// Drives a store operation to its end without the request: at once if it is ready (the
+/// in-memory store), or as a task.
+fn finish_detached<F>(operation: F, key: RecordKey, what: &'static str)
+where
+    F: Future<Output = Result<(), StoreError>> + Send + Unpin + 'static,
+{
+    let mut operation = operation;
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match Pin::new(&mut operation).poll(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(error)) => {
+            tracing::warn!(%error, ?key, what, "idempotency store operation failed");
+        }
+        Poll::Pending => spawn_detached(key, async move {
+            if let Err(error) = operation.await {
+                tracing::warn!(%error, ?key, what, "idempotency store operation failed");
+            }
+        }),
+    }
+}
+
+/// Runs `task` on the current tokio runtime, if there is one.
+fn spawn_detached(key: RecordKey, task: impl Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(task);
+        }
+        Err(_) => tracing::warn!(
+            ?key,
+            "no tokio runtime to finish an idempotency store operation on: the key stays \
+             claimed until its lease ends"
+        ),
+    }
+}
+
+/// What is kept of a response: its status, its headers but the hop-by-hop ones, its body and
+/// trailers.
+fn stored_response(
+    parts: &http::response::Parts,
+    data: Bytes,
+    trailers: Option<http::HeaderMap>,
+) -> Arc<StoredResponse> {
+    let mut headers = parts.headers.clone();
+    remove_hop_by_hop(&mut headers);
+    Arc::new(StoredResponse::new(parts.status, headers, data, trailers))
 }
 
 impl<S, St, B, ResB> ResponseFuture<S, St, B, ResB>
 where
     S: Service<Request<ReplayBody<B>>>,
     St: IdempotencyStore,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResB::Error: Into<BoxError>,
 {
     pub(crate) fn passed(future: S::Future) -> Self {
         Self::with_state(State::Passed { future }, None)
@@ -225,7 +344,7 @@ where
     St: IdempotencyStore,
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
-    ResB: Body<Data = Bytes> + Unpin,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
     type Output = Result<Response<ResponseBody<ResB>>, S::Error>;
@@ -271,7 +390,7 @@ where
                                 ReplayBody::kept_with_trailers(data, trailers),
                             ));
                             State::Claiming {
-                                claim: request.claim(fingerprint),
+                                claim: Some(request.claim(fingerprint)),
                             }
                         }
                         Ok(Collected::Over { prefix, rest }) => match request.settings.oversized {
@@ -306,7 +425,11 @@ where
                     }
                 }
                 StateProj::Claiming { claim } => {
-                    let outcome = ready!(claim.poll(cx));
+                    let Some(pending_claim) = claim.as_mut() else {
+                        return Poll::Ready(Ok(reject(IdempotencyRejection::StoreUnavailable)));
+                    };
+                    let outcome = ready!(Pin::new(pending_claim).poll(cx));
+                    *claim = None;
                     let Some(request) = this.request.as_mut() else {
                         return Poll::Ready(Ok(reject(IdempotencyRejection::StoreUnavailable)));
                     };
@@ -366,7 +489,7 @@ where
                     };
                     match request.fingerprint {
                         Some(fingerprint) => State::Claiming {
-                            claim: request.claim(fingerprint),
+                            claim: Some(request.claim(fingerprint)),
                         },
                         None => State::Rejected {
                             rejection: Some(IdempotencyRejection::StoreUnavailable),
@@ -413,25 +536,18 @@ where
                     };
                     match collected {
                         Ok(Collected::Whole { data, trailers }) => {
-                            let mut headers = parts.headers.clone();
-                            remove_hop_by_hop(&mut headers);
-                            let stored = Arc::new(StoredResponse::new(
-                                parts.status,
-                                headers,
-                                data.clone(),
-                                trailers.clone(),
-                            ));
+                            let stored = stored_response(&parts, data.clone(), trailers.clone());
                             let response = Response::from_parts(
                                 parts,
                                 ResponseBody::full_with_trailers(data, trailers),
                             );
                             State::Completing {
-                                complete: request.store.complete(
+                                complete: Some(request.store.complete(
                                     request.key,
                                     token,
                                     stored,
                                     request.settings.retention,
-                                ),
+                                )),
                                 response: Some(response),
                             }
                         }
@@ -460,7 +576,11 @@ where
                     }
                 }
                 StateProj::Completing { complete, response } => {
-                    let completion = ready!(complete.poll(cx));
+                    let Some(pending_complete) = complete.as_mut() else {
+                        return Poll::Ready(Ok(reject(IdempotencyRejection::StoreUnavailable)));
+                    };
+                    let completion = ready!(Pin::new(pending_complete).poll(cx));
+                    *complete = None;
                     let (Some(request), Some(token), Some(response)) =
                         (this.request.as_ref(), this.held.take(), response.take())
                     else {
@@ -522,7 +642,11 @@ where
             return conflict;
         };
         let now = Instant::now();
-        let until = *self.wait_until.get_or_insert_with(|| now + longest);
+        // A bound too far to represent waits as long as the lease allows anyway.
+        let until = *self.wait_until.get_or_insert_with(|| {
+            now.checked_add(longest)
+                .unwrap_or(now + self.settings.lease)
+        });
         if now >= until {
             tracing::debug!(key = ?self.key, "idempotency key still in flight after waiting: 409");
             return conflict;
@@ -559,6 +683,8 @@ impl<S, St, B, ResB> fmt::Debug for ResponseFuture<S, St, B, ResB>
 where
     S: Service<Request<ReplayBody<B>>>,
     St: IdempotencyStore,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResB::Error: Into<BoxError>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {

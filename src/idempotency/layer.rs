@@ -26,6 +26,10 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The shortest lease and retention accepted: 1 s.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
+/// The longest lease accepted: 1 day.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest retention accepted: 365 days.
+pub const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// What to do with a request whose body is over [`body_limit`](IdempotencyLayer::body_limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,14 +67,12 @@ pub type StorePolicy = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
 
 /// The default storage policy: store what is final, release what a retry might change.
 ///
-/// Stored: 1xx–4xx except the 4xx that invite a retry (408 Request Timeout, 409 Conflict, 423
-/// Locked, 425 Too Early, 429 Too Many Requests). Released: those, and every 5xx.
+/// Stored: 2xx, 3xx, and 4xx except those that invite a retry (408 Request Timeout, 409
+/// Conflict, 423 Locked, 425 Too Early, 429 Too Many Requests). Released: those, every 5xx,
+/// and 1xx (a 101 switches protocols, and cannot be replayed).
 #[must_use]
 pub fn stores_final_responses(status: StatusCode) -> bool {
-    if status.is_server_error() {
-        return false;
-    }
-    !matches!(status.as_u16(), 408 | 409 | 423 | 425 | 429)
+    (200..500).contains(&status.as_u16()) && !matches!(status.as_u16(), 408 | 409 | 423 | 425 | 429)
 }
 
 /// Everything the service reads per request.
@@ -215,19 +217,20 @@ impl<St> IdempotencyLayer<St> {
         self
     }
 
-    /// How long a claim holds its key (at least [`MIN_LEASE`]). If the request is still running
-    /// when the lease ends, a duplicate may take the key over and run; the first one's
-    /// response is then not stored. Set it above the handler's timeout. Default:
-    /// [`DEFAULT_LEASE`] (90 s).
+    /// How long a claim holds its key ([`MIN_LEASE`] to [`MAX_LEASE`]). If the request is
+    /// still running when the lease ends, a duplicate may take the key over and run (or a full
+    /// store may drop the claim); the first one's response is then not stored. Set it above
+    /// the handler's timeout. Default: [`DEFAULT_LEASE`] (90 s).
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.settings().lease = lease.max(MIN_LEASE);
+        self.settings().lease = lease.clamp(MIN_LEASE, MAX_LEASE);
         self
     }
 
-    /// How long a stored response is replayed (at least [`MIN_LEASE`]); after that the key is
-    /// free again. Publish it to clients. Default: [`DEFAULT_RETENTION`] (24 h).
+    /// How long a stored response is replayed ([`MIN_LEASE`] to [`MAX_RETENTION`]); after
+    /// that the key is free again. Publish it to clients. Default: [`DEFAULT_RETENTION`]
+    /// (24 h).
     pub fn retention(mut self, retention: Duration) -> Self {
-        self.settings().retention = retention.max(MIN_LEASE);
+        self.settings().retention = retention.clamp(MIN_LEASE, MAX_RETENTION);
         self
     }
 
@@ -316,7 +319,7 @@ mod tests {
                 "{stored}"
             );
         }
-        for released in [408, 409, 423, 425, 429, 500, 502, 503, 504] {
+        for released in [101, 408, 409, 423, 425, 429, 500, 502, 503, 504] {
             assert!(
                 !stores_final_responses(StatusCode::from_u16(released).unwrap()),
                 "{released}"
@@ -333,5 +336,10 @@ mod tests {
         assert_eq!(layer.settings.lease, MIN_LEASE);
         assert_eq!(layer.settings.retention, MIN_LEASE);
         assert_eq!(layer.settings.max_key_length, 1);
+        let layer = IdempotencyLayer::new()
+            .lease(Duration::MAX)
+            .retention(Duration::MAX);
+        assert_eq!(layer.settings.lease, MAX_LEASE);
+        assert_eq!(layer.settings.retention, MAX_RETENTION);
     }
 }

@@ -45,7 +45,8 @@
 //! | request | answer | stored |
 //! | --- | --- | --- |
 //! | no key | runs unprotected, or **400** with [`require_key`](IdempotencyLayer::require_key) | nothing |
-//! | malformed key (not a quoted sf-string, empty, over 255 characters, not printable ASCII, repeated header) | **400** | nothing |
+//! | malformed key (not a quoted sf-string, empty, over 255 characters, not printable ASCII, malformed parameters, repeated header) | **400** | nothing |
+//! | request body fails while read (the client left mid-upload) | **400** | nothing |
 //! | body over the limit (1 MiB) | **413**, or runs unprotected with [`OversizedBody::PassThrough`] | nothing |
 //! | first with its key | runs; its response is stored if the policy says so | the response |
 //! | same key, same request, first still running | **409** with `Retry-After`, or waits and replays with [`InFlight::Wait`] | nothing |
@@ -63,13 +64,21 @@
 //! A policy ([`store_when`](IdempotencyLayer::store_when)); by default
 //! [`stores_final_responses`]: 2xx, 3xx and the 4xx that retrying cannot change. Everything
 //! else **releases the key**, so the client's retry runs the request again: a 5xx, the 4xx that
-//! invite a retry (408, 409, 423, 425, 429), an error from the handler, a panic in it, and a
-//! dropped request (the client disconnected before the response was ready, which cancels the
-//! handler). A response body over [`response_limit`](IdempotencyLayer::response_limit) is
-//! sent to its client but not stored, and its key is released: a retry runs again, which is
-//! only safe if the handler is itself idempotent for such responses; raise the limit for
-//! endpoints with large answers. Stored: the status, the headers without the hop-by-hop ones,
-//! the whole body and its trailers.
+//! invite a retry (408, 409, 423, 425, 429), a 1xx, an error from the handler, a panic in it,
+//! and a dropped request (the client disconnected before the handler answered, which cancels
+//! the handler; its future is dropped before the key is released). A response body over
+//! [`response_limit`](IdempotencyLayer::response_limit) is sent to its client but not stored,
+//! and its key is released: a retry runs again, which is only safe if the handler is itself
+//! idempotent for such responses; raise the limit for endpoints with large answers. Stored:
+//! the status, the headers without the hop-by-hop ones, the whole body and its trailers.
+//!
+//! Once the handler has answered with a response to store, the client leaving no longer
+//! matters: the layer reads the rest of the body and stores it on a task of its own, so the
+//! retry is a replay, not a second run.
+//!
+//! The response body is read in full before it is sent (up to the limit), so a response that
+//! streams for a long time (server-sent events, a long poll) reaches its client only at its
+//! end: leave such endpoints out of the layer (their methods, or a router of their own).
 //!
 //! A handler that is cancelled half-way (the client went away) may have done part of its work;
 //! since its key is released, the retry runs the whole handler again. Make the work a handler
@@ -96,9 +105,10 @@
 //!
 //! A claim holds its key for a **lease** (90 s by default). If the holder is still running when
 //! the lease ends (a hung handler; with a shared store, a crashed instance), a duplicate may
-//! take the key over and run. The old holder's completion then carries a stale
-//! [`FencingToken`] and is refused: it cannot overwrite the newer result. Set the lease above
-//! your handler's timeout.
+//! take the key over and run, and a full store may drop the claim to make room. The old
+//! holder's completion then carries a stale [`FencingToken`] and is refused: it cannot
+//! overwrite the newer result. Until then, a holder past its lease may still complete. Set the
+//! lease above your handler's timeout.
 //!
 //! Completed records are replayed for the **retention** period (24 h by default); after it the
 //! key is free again. Publish the period to your clients, as the draft asks.
@@ -136,6 +146,9 @@
 //! - **In front of the server-side timeout**: a timed-out handler answers 503 or 408, which
 //!   releases the key, so the retry runs. (Behind the timeout, the layer's own future would be
 //!   cancelled, which also releases.) Keep the lease above the timeout.
+//! - **In front of concurrency limits**: a request holds the inner service's readiness while
+//!   its body is read and, with [`InFlight::Wait`], while it waits for a duplicate; a
+//!   concurrency limit inside this layer would count those waits.
 //! - **Client side**: [`AddIdempotencyKeyLayer`] ⊃ `BufferBodyLayer` ⊃ `RetryLayer` ⊃ the
 //!   client: one key for all attempts. The retry layer's HTTP policy retries a POST that carries
 //!   a key.
@@ -147,7 +160,10 @@
 //! 2. A response is stored only by the claim that holds the key (fencing), and only if the
 //!    policy stores its status and its body fits.
 //! 3. Nothing is stored for a request the layer answers itself.
-//! 4. A dropped or panicking request never leaves its key claimed.
+//! 4. A dropped or panicking request never leaves its key claimed: a claim under way is
+//!    finished and released, a held key is released, and a response being stored is stored
+//!    (on a task of its own, for a networked store; with no tokio runtime to run that task on,
+//!    the key is held until its lease ends).
 
 mod client;
 mod error;
@@ -165,8 +181,8 @@ pub use self::fingerprint::{Fingerprint, RecordKey};
 pub use self::identity::{Anonymous, Identify, IdentityExtension, IdentityHeader};
 pub use self::layer::{
     DEFAULT_BODY_LIMIT, DEFAULT_IN_FLIGHT_RETRY_AFTER, DEFAULT_LEASE, DEFAULT_RESPONSE_LIMIT,
-    DEFAULT_RETENTION, IdempotencyLayer, InFlight, MIN_LEASE, OversizedBody, StoreFailure,
-    StorePolicy, stores_final_responses,
+    DEFAULT_RETENTION, IdempotencyLayer, InFlight, MAX_LEASE, MAX_RETENTION, MIN_LEASE,
+    OversizedBody, StoreFailure, StorePolicy, stores_final_responses,
 };
 pub use self::service::Idempotency;
 pub use self::store::{

@@ -66,7 +66,7 @@ where
     St: IdempotencyStore,
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
-    ResB: Body<Data = Bytes> + Unpin,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
     type Response = Response<crate::http::ResponseBody<ResB>>;
@@ -125,6 +125,8 @@ impl<S, St> Idempotency<S, St> {
     where
         S: Service<Request<ReplayBody<B>>, Response = Response<ResB>>,
         St: IdempotencyStore,
+        ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+        ResB::Error: Into<BoxError>,
     {
         let request = request.map(ReplayBody::passed);
         ResponseFuture::passed(self.inner.call(request))

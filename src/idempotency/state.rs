@@ -49,7 +49,7 @@
 //!    read after an Acquire load of the word.
 //! 4. A record is replaced or removed from the map only by the thread that superseded it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use super::fingerprint::Fingerprint;
 use super::store::StoredResponse;
@@ -134,7 +134,44 @@ pub(crate) struct Record {
     fingerprint: Fingerprint,
     word: AtomicU64,
     /// Set once, by the holder, just before the CAS to COMPLETED.
-    response: OnceLock<Arc<StoredResponse>>,
+    response: ResponseSlot,
+}
+
+/// Where the holder puts the response: a `OnceLock`. Under loom, a loom flag written `Relaxed`
+/// beside it says whether it is set, and readers trust only the flag: then only the word's
+/// Release/Acquire pair can make the response visible, so loom checks invariant 3 (the
+/// `OnceLock`'s own synchronization, which loom cannot see, would hide a wrong ordering).
+#[cfg(not(palisade_loom))]
+type ResponseSlot = std::sync::OnceLock<Arc<StoredResponse>>;
+
+#[cfg(palisade_loom)]
+struct ResponseSlot {
+    response: std::sync::OnceLock<Arc<StoredResponse>>,
+    set: loom::sync::atomic::AtomicBool,
+}
+
+#[cfg(palisade_loom)]
+impl ResponseSlot {
+    fn new() -> Self {
+        Self {
+            response: std::sync::OnceLock::new(),
+            set: loom::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn set(&self, response: Arc<StoredResponse>) -> Result<(), Arc<StoredResponse>> {
+        self.response.set(response)?;
+        self.set.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn get(&self) -> Option<&Arc<StoredResponse>> {
+        if self.set.load(Ordering::Relaxed) {
+            self.response.get()
+        } else {
+            None
+        }
+    }
 }
 
 impl Record {
@@ -150,7 +187,7 @@ impl Record {
                 }
                 .encode(),
             ),
-            response: OnceLock::new(),
+            response: ResponseSlot::new(),
         }
     }
 
@@ -244,10 +281,15 @@ impl Record {
             })
     }
 
-    /// The word to supersede this record with, if it is dead at `now` (for the sweep).
-    pub(crate) fn dead_at(&self, now: u64) -> Option<u64> {
+    /// The word to supersede this record with, if it is dead at `now` (for the sweep). A claim
+    /// whose lease has ended counts only with `claims_too`: its holder may still be running
+    /// and complete.
+    pub(crate) fn dead_at(&self, now: u64, claims_too: bool) -> Option<u64> {
         let word = self.load();
-        (found(Word::decode(word), true, now) == Found::Dead).then_some(word)
+        let decoded = Word::decode(word);
+        let dead = found(decoded, true, now) == Found::Dead
+            && (claims_too || decoded.phase != Phase::Claimed);
+        dead.then_some(word)
     }
 }
 
@@ -384,7 +426,14 @@ mod tests {
         let record = Record::claimed(7, fp(b"a"), 100);
         assert!(record.release());
         assert_eq!(record.inspect(&fp(b"other"), 0).0, Found::Dead);
-        assert!(record.dead_at(0).is_some());
+        assert!(record.dead_at(0, false).is_some());
+        let hung = Record::claimed(8, fp(b"a"), 100);
+        assert_eq!(
+            hung.dead_at(100, false),
+            None,
+            "a hung holder may still complete"
+        );
+        assert!(hung.dead_at(100, true).is_some());
         assert_eq!(record.token(), 7);
     }
 }
@@ -432,28 +481,32 @@ mod loom_models {
         });
     }
 
-    /// Invariant 1: release and take-over of an expired claim.
+    /// Invariant 1: release and take-over of an expired claim never both succeed from the
+    /// same CLAIMED word.
     #[test]
     fn loom_a_release_and_a_take_over_never_both_win() {
         loom::model(|| {
             let record = Shared::new(Record::claimed(1, fp(), 10));
             let taker = Shared::clone(&record);
             let t = loom::thread::spawn(move || {
-                let (_, word) = taker.inspect(&fp(), 10);
-                taker.supersede(word).is_ok()
+                let (found, word) = taker.inspect(&fp(), 10);
+                let took = found == Found::Dead && taker.supersede(word).is_ok();
+                (took, Word::decode(word).phase)
             });
             let released = record.release();
-            let took_over = t.join().unwrap();
-            // Released then taken over, taken over (the release fails), or released while
-            // the taker's CAS on the claimed word fails: never neither, and the record is
-            // SUPERSEDED exactly when the taker won.
+            let (took_over, from) = t.join().unwrap();
+            assert!(
+                !(released && took_over && from == Phase::Claimed),
+                "both the holder and a taker won the claimed record"
+            );
             assert!(released || took_over);
             let phase = Word::decode(record.load()).phase;
             assert_eq!(phase == Phase::Superseded, took_over);
         });
     }
 
-    /// Invariant 4: two requests finding the same dead record; one owns it.
+    /// Invariant 4's foundation: two requests finding the same dead record; only one owns it
+    /// (and so only one replaces or removes it in the map).
     #[test]
     fn loom_two_takers_of_one_dead_record_never_both_win() {
         loom::model(|| {
@@ -461,17 +514,18 @@ mod loom_models {
             assert!(record.release());
             let other = Shared::clone(&record);
             let t = loom::thread::spawn(move || {
-                let (_, word) = other.inspect(&fp(), 10);
-                other.supersede(word).is_ok()
+                let (found, word) = other.inspect(&fp(), 10);
+                found == Found::Dead && other.supersede(word).is_ok()
             });
-            let (_, word) = record.inspect(&fp(), 10);
-            let mine = record.supersede(word).is_ok();
+            let (found, word) = record.inspect(&fp(), 10);
+            let mine = found == Found::Dead && record.supersede(word).is_ok();
             let theirs = t.join().unwrap();
             assert!(mine ^ theirs);
         });
     }
 
-    /// Invariant 3: a reader that sees COMPLETED sees the response.
+    /// Invariant 3: a reader that sees COMPLETED sees the response (loom reports a data race
+    /// on the response cell if the word's orderings do not order the write before the read).
     #[test]
     fn loom_a_replay_always_finds_the_response() {
         loom::model(|| {
@@ -481,6 +535,24 @@ mod loom_models {
                 let (found, _) = reader.inspect(&fp(), 5);
                 if found == Found::Replay {
                     assert!(reader.response().is_some());
+                }
+            });
+            assert!(record.complete(response(), 100));
+            t.join().unwrap();
+        });
+    }
+
+    /// Invariant 3 for a taker: superseding an expired COMPLETED record reads its response's
+    /// size to free it.
+    #[test]
+    fn loom_a_taker_of_an_expired_response_reads_its_size() {
+        loom::model(|| {
+            let record = Shared::new(Record::claimed(1, fp(), 10));
+            let taker = Shared::clone(&record);
+            let t = loom::thread::spawn(move || {
+                let (found, word) = taker.inspect(&fp(), 200);
+                if found == Found::Dead && Word::decode(word).phase == Phase::Completed {
+                    assert_eq!(taker.supersede(word), Ok(response().size()));
                 }
             });
             assert!(record.complete(response(), 100));

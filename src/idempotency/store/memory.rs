@@ -23,18 +23,20 @@ pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How soon a full store may look again.
 const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// How many times a claim looks again at a record another request is replacing.
-const SUPERSEDED_RETRIES: u32 = 64;
+/// How many times a claim looks again at a record another request is replacing (a few map
+/// operations away) before it answers "in flight".
+const SUPERSEDED_RETRIES: u32 = 16;
 
 /// The default store: records in a lock-free hash index in this process.
 ///
 /// - **Bounded.** At most [`max_entries`](Self::max_entries) records and
-///   [`max_bytes`](Self::max_bytes) of stored responses. Dead records (released, expired, or
-///   holding a lease that ended) are dropped first, by a sweep that runs every minute and,
-///   at most once a second, when the store is full. A store full of live records refuses
-///   new keys ([`ClaimOutcome::Full`], 503) rather than evict one: evicting a live record
-///   would let a retried request run twice. A response that does not fit is not stored and its
-///   claim is released.
+///   [`max_bytes`](Self::max_bytes) of stored responses. Dead records go first: every minute a
+///   sweep (on tokio's blocking pool, off the request path) drops released and expired
+///   records; when the store is full, at most once a second, a sweep on the request that needs
+///   room also drops claims whose lease has ended (their holders' completions are then
+///   refused). A store full of live records refuses new keys ([`ClaimOutcome::Full`], 503)
+///   rather than evict one: evicting a live record would let a retried request run twice. A
+///   response that does not fit is not stored and its claim is released.
 /// - **Lock-free where it counts.** A replay or an in-flight check is a lock-free read of the
 ///   index and of the record's atomic word; claims of new keys and completions take the index's
 ///   bucket lock for the insert or replacement only. Each record's life (claimed, completed,
@@ -128,17 +130,32 @@ impl MemoryStore {
         self.shared.bytes.load(Ordering::Relaxed)
     }
 
-    /// Drops every dead record now (the store also does it on its own).
+    /// Drops every dead record now, claims whose lease has ended included (the store also
+    /// sweeps on its own).
     pub fn sweep(&self) {
         let shared = &*self.shared;
-        shared.sweep(shared.now());
+        shared.sweep(shared.now(), true);
+    }
+
+    /// The periodic sweep of released and expired records, on tokio's blocking pool when there
+    /// is a runtime: it walks the whole index.
+    fn sweep_in_background(&self, now: u64) {
+        let shared = Arc::clone(&self.shared);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || shared.sweep(now, false));
+            }
+            Err(_) => shared.sweep(now, false),
+        }
     }
 
     /// The claim, done at once.
     fn claim_now(&self, key: RecordKey, fingerprint: Fingerprint, lease: Duration) -> ClaimOutcome {
         let shared = &*self.shared;
         let now = shared.now();
-        shared.maybe_sweep(now, SWEEP_EVERY);
+        if shared.sweep_due(now, SWEEP_EVERY) {
+            self.sweep_in_background(now);
+        }
         let lease_end = now.saturating_add(Epoch::ticks_of(lease));
         let mut superseded_seen = 0;
         loop {
@@ -186,19 +203,19 @@ impl MemoryStore {
                     if shared.replace(key, &record, replacement) {
                         return ClaimOutcome::Claimed(token);
                     }
-                    // The dead record was swept and another request claimed the key since:
-                    // look at its record.
+                    // Another record holds the place (see `replace`): look at it.
                 }
                 Found::Superseded => {
                     // Another request (or the sweep) owns this record's place and is about to
-                    // replace or remove it: a matter of a bucket lock.
+                    // replace or remove it: a matter of a bucket lock. Look a few more times,
+                    // then answer as for a key in flight (a 409 the client retries).
                     superseded_seen += 1;
                     if superseded_seen > SUPERSEDED_RETRIES {
                         return ClaimOutcome::InFlight {
                             lease_left: Duration::ZERO,
                         };
                     }
-                    std::thread::yield_now();
+                    std::hint::spin_loop();
                 }
             }
         }
@@ -236,7 +253,7 @@ impl MemoryStore {
         };
         if record.release() {
             // Free the place at once if no claim has taken the record over yet.
-            if let Some(word) = record.dead_at(0) {
+            if let Some(word) = record.dead_at(0, false) {
                 if record.supersede(word).is_ok() {
                     shared.remove(&key, &record);
                 }
@@ -271,23 +288,31 @@ impl Shared {
         if self.entries.load(Ordering::Relaxed) < self.max_entries {
             return true;
         }
-        self.maybe_sweep(now, FULL_SWEEP_EVERY);
+        if self.sweep_due(now, FULL_SWEEP_EVERY) {
+            self.sweep(now, true);
+        }
         self.entries.load(Ordering::Relaxed) < self.max_entries
     }
 
     /// Counts `size` more stored bytes, if they fit (sweeping once if they do not).
     fn reserve(&self, size: usize, now: u64) -> bool {
-        for attempt in 0..2 {
-            // Relaxed: a gauge against the bound; the RMW keeps concurrent reservations exact.
-            let before = self.bytes.fetch_add(size, Ordering::Relaxed);
-            if before.saturating_add(size) <= self.max_bytes {
-                return true;
-            }
-            self.free(size);
-            if attempt == 0 && !self.maybe_sweep(now, FULL_SWEEP_EVERY) {
-                return false;
-            }
+        if self.try_reserve(size) {
+            return true;
         }
+        if !self.sweep_due(now, FULL_SWEEP_EVERY) {
+            return false;
+        }
+        self.sweep(now, true);
+        self.try_reserve(size)
+    }
+
+    fn try_reserve(&self, size: usize) -> bool {
+        // Relaxed: a gauge against the bound; the RMW keeps concurrent reservations exact.
+        let before = self.bytes.fetch_add(size, Ordering::Relaxed);
+        if before.saturating_add(size) <= self.max_bytes {
+            return true;
+        }
+        self.free(size);
         false
     }
 
@@ -298,8 +323,12 @@ impl Shared {
         }
     }
 
-    /// Puts `replacement` where `old` (superseded by this thread) was. False if `old` is no
-    /// longer there and another record is.
+    /// Puts `replacement` where `old` (superseded by this thread) was.
+    ///
+    /// Only the thread that superseded a record replaces or removes it (invariant 4 of the
+    /// record), so `old` is always still in place. The other two cases are handled rather than
+    /// assumed away: a place found empty is taken, and a place holding another record is left
+    /// to it (false: the caller looks again).
     fn replace(&self, key: RecordKey, old: &Arc<Record>, replacement: Arc<Record>) -> bool {
         match self.map.entry_sync(key) {
             scc::hash_index::Entry::Occupied(mut occupied) => {
@@ -310,7 +339,6 @@ impl Shared {
                 true
             }
             scc::hash_index::Entry::Vacant(vacant) => {
-                // The sweep removed the superseded record first: take the empty place.
                 vacant.insert_entry(replacement);
                 // Relaxed: a gauge.
                 self.entries.fetch_add(1, Ordering::Relaxed);
@@ -330,30 +358,24 @@ impl Shared {
         }
     }
 
-    /// Sweeps if the last sweep was at least `every` ago and no other thread is sweeping.
-    /// Returns whether it swept.
-    fn maybe_sweep(&self, now: u64, every: Duration) -> bool {
+    /// Whether the last sweep was at least `every` ago; if so, this caller is elected to sweep
+    /// (the stamp moves to `now`, so no other caller is).
+    fn sweep_due(&self, now: u64, every: Duration) -> bool {
         // Relaxed: the stamp only spaces sweeps out; the CAS elects one sweeper.
         let last = self.last_sweep.load(Ordering::Relaxed);
-        if now < last.saturating_add(Epoch::ticks_of(every)) {
-            return false;
-        }
-        if self
-            .last_sweep
-            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        self.sweep(now);
-        true
+        now >= last.saturating_add(Epoch::ticks_of(every))
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
-    /// Supersedes and removes every record dead at `now`.
-    fn sweep(&self, now: u64) {
+    /// Supersedes and removes every record dead at `now`; claims whose lease has ended only
+    /// with `claims_too`.
+    fn sweep(&self, now: u64, claims_too: bool) {
         let mut dead = Vec::new();
         self.map.iter_sync(|key, record| {
-            if let Some(word) = record.dead_at(now) {
+            if let Some(word) = record.dead_at(now, claims_too) {
                 dead.push((*key, Arc::clone(record), word));
             }
             true
@@ -365,7 +387,7 @@ impl Shared {
                 self.remove(&key, &record);
             }
         }
-        tracing::trace!(found, "idempotency store swept");
+        tracing::trace!(found, claims_too, "idempotency store swept");
     }
 }
 

@@ -164,13 +164,17 @@ impl StoreError {
 ///
 /// Stores read their own clock: a claim is live until `lease` after the store's now, a stored
 /// response until `retain_for` after it.
+///
+/// The futures are `Unpin` and `'static` (a boxed future is both): when a request is dropped
+/// with a claim or completion under way, the layer hands the operation to a task to finish,
+/// so a key is neither left claimed nor released under a completion.
 pub trait IdempotencyStore: Clone + Send + Sync + 'static {
     /// The future of [`claim`](Self::claim).
-    type ClaimFuture: Future<Output = Result<ClaimOutcome, StoreError>> + Send + 'static;
+    type ClaimFuture: Future<Output = Result<ClaimOutcome, StoreError>> + Send + Unpin + 'static;
     /// The future of [`complete`](Self::complete).
-    type CompleteFuture: Future<Output = Result<Completion, StoreError>> + Send + 'static;
+    type CompleteFuture: Future<Output = Result<Completion, StoreError>> + Send + Unpin + 'static;
     /// The future of [`release`](Self::release).
-    type ReleaseFuture: Future<Output = Result<(), StoreError>> + Send + 'static;
+    type ReleaseFuture: Future<Output = Result<(), StoreError>> + Send + Unpin + 'static;
 
     /// Claims `key` for a request with `fingerprint`, for `lease`, unless it is held or
     /// completed: then says what holds it. A record whose lease or retention has ended, or
