@@ -13,8 +13,12 @@
 //! rejects calls at once with the time left (`Retry-After` for HTTP callers) instead of sending
 //! them, and closes again once a probe finds the route healthy.
 //!
-//! Last, retries: a flaky route's failures are absorbed, a 503 with `Retry-After` is waited out
+//! Then retries: a flaky route's failures are absorbed, a 503 with `Retry-After` is waited out
 //! exactly, and a POST is repeated only when it carries an `Idempotency-Key`.
+//!
+//! Last, idempotency end to end: the client gives a POST a key and retries it when its
+//! response is lost on the way back; the server, which had placed the order, replays its
+//! stored answer instead of placing it again.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -23,7 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -33,8 +39,9 @@ use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::classify::StatusClassifier;
 use palisade::deadline::Deadline;
 use palisade::error::{BoxError, Rejection};
-use palisade::http::{DeadlineHeader, GRPC_TIMEOUT};
-use palisade::retry::{BufferBodyLayer, HttpPolicy, IDEMPOTENCY_KEY, ReplayBody, RetryLayer};
+use palisade::http::{DeadlineHeader, GRPC_TIMEOUT, IDEMPOTENCY_KEY, ReplayBody};
+use palisade::idempotency::{AddIdempotencyKeyLayer, IdempotencyLayer};
+use palisade::retry::{BufferBodyLayer, HttpPolicy, RetryLayer};
 use palisade::timeout::{PropagateDeadlineLayer, ServerTimeoutLayer, TimeoutLayer};
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -49,6 +56,9 @@ struct Flaky {
     shaky: AtomicUsize,
     throttled: AtomicUsize,
     orders: AtomicUsize,
+    /// Orders the `/checkout` handler placed, and whether the network loses its next answer.
+    checkouts: AtomicUsize,
+    lose_next_checkout: AtomicBool,
 }
 
 /// The server: `/fast`, `/slow`, `/budget` (what the caller said it had left), `/chain` (a
@@ -56,6 +66,7 @@ struct Flaky {
 /// `flaky.healthy` is set).
 async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
     let (shaky, throttled, orders) = (Arc::clone(&flaky), Arc::clone(&flaky), Arc::clone(&flaky));
+    let checkout = checkout_route(Arc::clone(&flaky));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1");
@@ -118,6 +129,7 @@ async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
                 }
             }),
         )
+        .route("/checkout", checkout)
         .route(
             "/flaky",
             get(move || async move {
@@ -152,6 +164,36 @@ async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
         }
     });
     addr
+}
+
+/// `POST /checkout`: places an order, behind the idempotency layer; in front of it, a
+/// "network" that loses the answer when told to (after the order was placed).
+fn checkout_route(state: Arc<Flaky>) -> axum::routing::MethodRouter {
+    async fn place(State(state): State<Arc<Flaky>>, req: Request) -> (http::StatusCode, String) {
+        let n = state.checkouts.fetch_add(1, Ordering::Relaxed) + 1;
+        let key = req
+            .headers()
+            .get(IDEMPOTENCY_KEY)
+            .and_then(|key| key.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        (
+            http::StatusCode::CREATED,
+            format!("order #{n} placed (key {key})"),
+        )
+    }
+    async fn lossy_network(State(state): State<Arc<Flaky>>, req: Request, next: Next) -> Response {
+        let response = next.run(req).await;
+        if state.lose_next_checkout.swap(false, Ordering::Relaxed) {
+            println!("  ⇢ network: the server's answer is lost on the way back (502)");
+            return (http::StatusCode::BAD_GATEWAY, "connection reset").into_response();
+        }
+        response
+    }
+    axum::routing::post(place)
+        .layer(IdempotencyLayer::new())
+        .layer(from_fn_with_state(Arc::clone(&state), lossy_network))
+        .with_state(state)
 }
 
 /// What a handler was told and given: the `grpc-timeout` header and its published deadline.
@@ -208,8 +250,15 @@ where
 {
     let response = svc.ready().await?.call(req).await?;
     let status = response.status();
+    let replayed = response
+        .headers()
+        .contains_key(palisade::http::IDEMPOTENT_REPLAYED);
     let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    let mut body = String::from_utf8_lossy(&body).into_owned();
+    if replayed {
+        body.push_str("  [Idempotent-Replayed: true]");
+    }
+    Ok((status, body))
 }
 
 /// Makes one call and prints what happened to it.
@@ -304,6 +353,37 @@ async fn main() {
 
     breaker_demo(addr, &flaky).await;
     retry_demo(addr, &flaky).await;
+    idempotency_demo(addr, &flaky).await;
+}
+
+async fn idempotency_demo(addr: SocketAddr, state: &Flaky) {
+    println!("\n── idempotency keys (client: key ⊃ retry; server: idempotency layer) ──");
+    // Every POST gets a fresh key before the retry layer, so all its attempts share it.
+    let mut client = ServiceBuilder::new()
+        .layer(AddIdempotencyKeyLayer::new())
+        .service(retrying_client());
+    let checkout = || {
+        http::Request::post(format!("http://{addr}/checkout"))
+            .body(Empty::new())
+            .expect("valid request")
+    };
+    state.lose_next_checkout.store(true, Ordering::Relaxed);
+    show(
+        "POST /checkout, first answer lost: retried with the same key, the stored answer replayed",
+        &mut client,
+        checkout(),
+    )
+    .await;
+    show(
+        "POST /checkout again (a new request, so a new key): a second order",
+        &mut client,
+        checkout(),
+    )
+    .await;
+    println!(
+        "  the handler placed {} orders for 2 requests and 3 attempts",
+        state.checkouts.load(Ordering::Relaxed)
+    );
 }
 
 /// The retry stack: request bodies kept for replay, then the HTTP retry policy (idempotent or

@@ -11,8 +11,9 @@
 //! | timeout with deadlines | a slow dependency tying up every caller; work nobody waits for | [`timeout`] |
 //! | circuit breaker | hammering a dependency that is down; callers queueing behind it | [`circuit_breaker`] |
 //! | retry with jittered backoff and budgets | transient failures reaching callers; retry storms | [`retry`] |
+//! | idempotency keys (IETF draft) | a client's retry writing the same order twice | [`idempotency`] |
 //!
-//! Idempotency keys and the stale-while-revalidate cache join this table as they land.
+//! The stale-while-revalidate cache joins this table when it lands.
 //!
 //! # A client stack
 //!
@@ -92,8 +93,8 @@
 //! A tower stack is an onion: the first layer added is the outermost and sees the request first.
 //!
 //! ```text
-//! client:  total Timeout (publish_deadline) ⊃ Retry ⊃ CircuitBreaker ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ HTTP client
-//! server:  axum Router: ServerTimeout ⊃ … ⊃ handler
+//! client:  AddIdempotencyKey ⊃ total Timeout (publish_deadline) ⊃ Retry ⊃ CircuitBreaker ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ HTTP client
+//! server:  axum Router: ServerTimeout ⊃ auth ⊃ Idempotency ⊃ … ⊃ handler
 //! ```
 //!
 //! - The **attempt timeout** sits innermost, next to the client, so each attempt is bounded on
@@ -109,6 +110,9 @@
 //!   [`BufferBodyLayer`](retry::BufferBodyLayer) goes just outside it.
 //! - On the server, the **server timeout** goes outside anything that can wait, so the caller's
 //!   deadline bounds all of it.
+//! - The **idempotency layer** goes behind authentication (the caller's identity scopes its
+//!   records) and in front of the handlers; on the client, the **key layer** goes outside the
+//!   retry, so every attempt of a request carries the same key.
 //!
 //! # Features
 //!
@@ -118,6 +122,7 @@
 //! | `circuit-breaker` | yes | [`circuit_breaker`]: [`CircuitBreaker`](circuit_breaker::CircuitBreaker), keyed breakers (adds `scc`) |
 //! | `retry` | yes | [`retry`]: [`Retry`](retry::Retry), backoff, budgets; with `http`, the HTTP policy and replayable bodies |
 //! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses; with `timeout`, the server-side timeout and deadline propagation |
+//! | `idempotency` | yes | [`idempotency`]: [`IdempotencyLayer`](idempotency::IdempotencyLayer), [`AddIdempotencyKeyLayer`](idempotency::AddIdempotencyKeyLayer), the in-memory store; enables `http` (adds `sha2`, `scc`, `rand`) |
 //! | `full` | no | every feature |
 //!
 //! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`] and the
