@@ -170,7 +170,10 @@ pub(crate) enum Collected<B> {
 /// limit is handed back unread; an empty one is not polled.
 pub(crate) struct Collect<B> {
     body: Option<B>,
-    chunks: Vec<Bytes>,
+    /// The first chunk read, alone: most small bodies arrive in one, and need no `Vec`.
+    first: Option<Bytes>,
+    /// Any chunks after the first.
+    more: Vec<Bytes>,
     read: usize,
     limit: usize,
 }
@@ -179,7 +182,8 @@ impl<B> Collect<B> {
     pub(crate) fn new(body: B, limit: usize) -> Self {
         Self {
             body: Some(body),
-            chunks: Vec::new(),
+            first: None,
+            more: Vec::new(),
             read: 0,
             limit,
         }
@@ -200,7 +204,7 @@ where
             let Some(body) = self.body.as_mut() else {
                 return Poll::Ready(Ok(self.whole(None)));
             };
-            if self.read == 0 && self.chunks.is_empty() {
+            if self.read == 0 && self.first.is_none() {
                 if body.size_hint().lower() > self.limit as u64 {
                     let rest = self.body.take().map(|rest| Collected::Over {
                         prefix: Bytes::new(),
@@ -217,9 +221,13 @@ where
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         self.read = self.read.saturating_add(data.len());
-                        self.chunks.push(data);
+                        if self.first.is_none() {
+                            self.first = Some(data);
+                        } else {
+                            self.more.push(data);
+                        }
                         if self.read > self.limit {
-                            let prefix = join(&mut self.chunks);
+                            let prefix = self.join();
                             let rest = self
                                 .body
                                 .take()
@@ -247,23 +255,23 @@ where
 
     fn whole(&mut self, trailers: Option<HeaderMap>) -> Collected<B> {
         Collected::Whole {
-            data: join(&mut self.chunks),
+            data: self.join(),
             trailers,
         }
     }
-}
 
-/// The chunks read so far as one `Bytes` (no copy for a single chunk).
-fn join(chunks: &mut Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for chunk in chunks.drain(..) {
-                joined.extend_from_slice(&chunk);
-            }
-            joined.freeze()
+    /// The chunks read so far as one `Bytes` (no copy for a single chunk).
+    fn join(&mut self) -> Bytes {
+        let first = self.first.take().unwrap_or_default();
+        if self.more.is_empty() {
+            return first;
         }
+        let len = first.len() + self.more.iter().map(Bytes::len).sum::<usize>();
+        let mut joined = BytesMut::with_capacity(len);
+        joined.extend_from_slice(&first);
+        for chunk in self.more.drain(..) {
+            joined.extend_from_slice(&chunk);
+        }
+        joined.freeze()
     }
 }
