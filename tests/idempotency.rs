@@ -656,4 +656,3 @@ async fn a_client_that_leaves_after_the_handler_answered_still_gets_its_response
     assert_eq!(body, "order 1, delivered slowly");
     assert_eq!(runs.count(), 1);
 }
-
