@@ -184,6 +184,38 @@ impl std::fmt::Debug for ManualClock {
     }
 }
 
+/// How far before the first instant it is given the process-wide [`anchor`] is set.
+const ANCHOR_LEAD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// The process-wide anchor: an instant before every instant palisade's clocks will read, so that
+/// a value small enough to move in one register (a rejection, say) can name an instant as one
+/// `u64`, nanoseconds since the anchor, where an [`Instant`] takes twelve bytes and padding.
+///
+/// Fixed by the first call, ten years before the instant that call passes (or as far back as
+/// the platform's instants go). Every clock reads tokio time, which never runs more than the
+/// process's age behind the monotonic clock, so later readings all fall after it; a
+/// [`ManualClock`] started by hand decades earlier than that would not, and callers treat an
+/// instant before the anchor as one they cannot name.
+pub(crate) fn anchor(first: Instant) -> Instant {
+    *ANCHOR.get_or_init(|| {
+        let mut lead = ANCHOR_LEAD;
+        loop {
+            // Ends: `lead` halves down to zero, and `first - 0` is `first`.
+            if let Some(at) = first.checked_sub(lead) {
+                return at;
+            }
+            lead /= 2;
+        }
+    })
+}
+
+/// The anchor, if [`anchor`] has fixed it.
+pub(crate) fn anchor_if_fixed() -> Option<Instant> {
+    ANCHOR.get().copied()
+}
+
 /// A base instant that `u64` ticks (nanoseconds since the base) are counted from.
 ///
 /// State machines keep time in atomics as ticks from their own `Epoch`, never as raw instants.

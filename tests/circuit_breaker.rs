@@ -101,7 +101,7 @@ async fn opens_after_exactly_the_threshold_of_consecutive_failures() {
     assert_eq!(handle.state(), State::Open);
 
     let open = rejection(call(&mut svc, Ask::Ok).await);
-    assert_eq!(open.state, State::Open);
+    assert_eq!(open.state(), State::Open);
     // The time left, plus the millisecond that keeps a caller from racing the open timer.
     assert_eq!(open.retry_after(), Some(100 * MS + MS));
     assert_eq!(
@@ -290,7 +290,7 @@ async fn half_open_admits_exactly_one_probe_while_it_is_in_flight() {
     assert!(svc.poll_ready().is_ready());
     let second = rejection(svc.call(Ask::Ok).await);
     assert_eq!(
-        second.state,
+        second.state(),
         State::HalfOpen,
         "the only probe slot is taken"
     );
@@ -441,7 +441,7 @@ async fn the_handle_isolates_forces_closed_resets_and_reports() {
 
     handle.isolate();
     let open = rejection(call(&mut svc, Ask::Ok).await);
-    assert_eq!((open.state, open.retry_after()), (State::Isolated, None));
+    assert_eq!((open.state(), open.retry_after()), (State::Isolated, None));
 
     handle.force_closed();
     for _ in 0..5 {

@@ -14,21 +14,46 @@ use crate::error::BoxError;
 /// [`reopens_at`](Self::reopens_at)), or until a half-open breaker's busy probes count as
 /// stuck. An isolated breaker (forced open through its handle) has none.
 ///
-/// Rejecting reads no clock: the time left is computed when you ask for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+/// Rejecting reads no clock: the time left is computed when you ask for it. The rejection is one
+/// machine word, so returning it through the response future costs what returning an integer
+/// does.
+#[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub struct CircuitOpen {
-    /// The state that refused the call: [`State::Open`], [`State::HalfOpen`] (every probe
-    /// slot taken) or [`State::Isolated`].
-    pub state: State,
-    /// The breaker's epoch and the reopening time in ms since it: turned into an instant only
-    /// when asked, so rejecting does no time arithmetic.
-    reopens: Option<(Epoch, u64)>,
+    /// `[state 2 | reopening time 62]`: the refusing state (0 open, 1 half-open, 2 isolated)
+    /// and the time the breaker lets calls through again, in nanoseconds since the clock's
+    /// process-wide anchor (all ones: not known). 2^62 ns is about 146 years.
+    word: u64,
 }
 
+const STATE_SHIFT: u32 = 62;
+const REOPENS_UNKNOWN: u64 = (1 << STATE_SHIFT) - 1;
+
 impl CircuitOpen {
-    pub(crate) fn new(state: State, reopens: Option<(Epoch, u64)>) -> Self {
-        Self { state, reopens }
+    /// A rejection by `state` (open, half-open or isolated), letting calls through again
+    /// `reopens` nanoseconds after the anchor, if known.
+    #[inline]
+    pub(crate) fn new(state: State, reopens: Option<u64>) -> Self {
+        let code = match state {
+            State::HalfOpen => 1,
+            State::Isolated => 2,
+            _ => 0,
+        };
+        let reopens = reopens.map_or(REOPENS_UNKNOWN, |ns| ns.min(REOPENS_UNKNOWN - 1));
+        Self {
+            word: (code << STATE_SHIFT) | reopens,
+        }
+    }
+
+    /// The state that refused the call: [`State::Open`], [`State::HalfOpen`] (every probe slot
+    /// taken) or [`State::Isolated`].
+    #[must_use]
+    pub fn state(&self) -> State {
+        match self.word >> STATE_SHIFT {
+            0 => State::Open,
+            1 => State::HalfOpen,
+            _ => State::Isolated,
+        }
     }
 
     /// When the breaker will let a call through again, if it knows.
@@ -39,9 +64,12 @@ impl CircuitOpen {
     /// racing it.
     #[must_use]
     pub fn reopens_at(&self) -> Option<Instant> {
-        let margin = u64::from(self.state == State::Open);
-        self.reopens
-            .map(|(epoch, ms)| epoch.instant(ms.saturating_add(margin).saturating_mul(1_000_000)))
+        let ns = self.word & REOPENS_UNKNOWN;
+        if ns == REOPENS_UNKNOWN {
+            return None;
+        }
+        let anchor = crate::clock::anchor_if_fixed()?;
+        Some(Epoch::new(anchor).instant(ns))
     }
 
     /// The time left until the breaker lets a call through again (zero if that moment has
@@ -53,9 +81,18 @@ impl CircuitOpen {
     }
 }
 
+impl fmt::Debug for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitOpen")
+            .field("state", &self.state())
+            .field("reopens_at", &self.reopens_at())
+            .finish()
+    }
+}
+
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.state {
+        match self.state() {
             State::HalfOpen => f.write_str("circuit half-open: every probe slot is taken"),
             State::Isolated => f.write_str("circuit isolated: forced open"),
             _ => f.write_str("circuit open"),
@@ -145,5 +182,32 @@ impl std::error::Error for CircuitBreakerError {
 impl From<CircuitOpen> for CircuitBreakerError {
     fn from(open: CircuitOpen) -> Self {
         Self::Open(open)
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejection_keeps_its_state_and_says_when_it_does_not_know_the_time() {
+        for state in [State::Open, State::HalfOpen, State::Isolated] {
+            let open = CircuitOpen::new(state, None);
+            assert_eq!(open.state(), state);
+            assert_eq!(open.reopens_at(), None);
+            assert_eq!(open.retry_after(), None);
+        }
+    }
+
+    #[test]
+    fn a_reopening_time_too_far_away_to_name_is_clamped_not_mistaken_for_unknown() {
+        let open = CircuitOpen::new(State::HalfOpen, Some(u64::MAX));
+        assert_eq!(open.state(), State::HalfOpen);
+        assert_eq!(open.word & REOPENS_UNKNOWN, REOPENS_UNKNOWN - 1);
+    }
+
+    #[test]
+    fn a_rejection_is_one_word() {
+        assert_eq!(size_of::<CircuitOpen>(), size_of::<u64>());
     }
 }

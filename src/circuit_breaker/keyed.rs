@@ -311,12 +311,15 @@ where
     type Error = CircuitBreakerError;
     type Future = ResponseFuture<S::Future, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner
             .poll_ready(cx)
             .map_err(|e| CircuitBreakerError::Inner(e.into()))
     }
 
+    // Always inlined, as `CircuitBreaker::call` is (see there).
+    #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
         let key = (self.keyed.key_of)(&request);
         let hash = self.keyed.hasher.hash_one(&key);

@@ -93,6 +93,7 @@ enum Next<T> {
 
 impl<S: Service<Req>, Req, P> ResponseFuture<S, Req, P> {
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn new(
         future: S::Future,
         service: S,

@@ -98,6 +98,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
         // The copy for a retry must be taken before the request is consumed.
         let copy = if self.config.max_attempts > 1 {
