@@ -97,7 +97,9 @@ where
 {
     type Output = Result<Res, CircuitBreakerError>;
 
-    #[inline]
+    // Always inlined, as the service's `call` is: the caller then reads the outcome and the
+    // rejection straight from where `call` wrote them.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Admitted { inner, call } => {
