@@ -184,26 +184,33 @@ impl std::fmt::Debug for ManualClock {
     }
 }
 
-/// How far before the first instant it is given the process-wide [`anchor`] is set.
+/// How far before the real time of its first use the process-wide [`anchor`] is set.
+#[cfg(feature = "circuit-breaker")]
 const ANCHOR_LEAD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+#[cfg(feature = "circuit-breaker")]
 static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// The process-wide anchor: an instant before every instant palisade's clocks will read, so that
 /// a value small enough to move in one register (a rejection, say) can name an instant as one
 /// `u64`, nanoseconds since the anchor, where an [`Instant`] takes twelve bytes and padding.
 ///
-/// Fixed by the first call, ten years before the instant that call passes (or as far back as
-/// the platform's instants go). Every clock reads tokio time, which never runs more than the
-/// process's age behind the monotonic clock, so later readings all fall after it; a
-/// [`ManualClock`] started by hand decades earlier than that would not, and callers treat an
-/// instant before the anchor as one they cannot name.
-pub(crate) fn anchor(first: Instant) -> Instant {
+/// Fixed by the first call, ten years before the *real* monotonic time of that call (or as far
+/// back as the platform's instants go), never from a clock's reading: a paused tokio clock can
+/// have jumped decades ahead, and the anchor must not follow it. Every tokio clock starts at the
+/// real time its runtime was built and only moves forward, so its readings fall after the
+/// anchor unless the process is ten years old. Only a [`ManualClock`] started by hand in the
+/// past can read earlier, and callers treat such an instant as one they cannot name.
+#[cfg(feature = "circuit-breaker")]
+pub(crate) fn anchor() -> Instant {
     *ANCHOR.get_or_init(|| {
+        // The real monotonic clock, on purpose: see above.
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::from_std(std::time::Instant::now());
         let mut lead = ANCHOR_LEAD;
         loop {
-            // Ends: `lead` halves down to zero, and `first - 0` is `first`.
-            if let Some(at) = first.checked_sub(lead) {
+            // Ends: `lead` halves down to zero, and `now - 0` is `now`.
+            if let Some(at) = now.checked_sub(lead) {
                 return at;
             }
             lead /= 2;
@@ -212,6 +219,7 @@ pub(crate) fn anchor(first: Instant) -> Instant {
 }
 
 /// The anchor, if [`anchor`] has fixed it.
+#[cfg(feature = "circuit-breaker")]
 pub(crate) fn anchor_if_fixed() -> Option<Instant> {
     ANCHOR.get().copied()
 }

@@ -86,6 +86,39 @@ fn consecutive(n: u32) -> palisade::circuit_breaker::CircuitBreakerBuilder {
         .open_for(100 * MS)
 }
 
+/// A paused clock can run decades ahead of real time (tokio jumps it forward whenever the
+/// runtime idles), while another runtime's clock stays at real time. Breakers built on both still
+/// name when they reopen: the rejection's time base is fixed from the real clock, never from
+/// whichever breaker's clock asked first.
+#[test]
+fn breakers_on_clocks_decades_apart_both_know_when_they_reopen() {
+    fn paused_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    }
+    async fn trip_and_ask() -> palisade::circuit_breaker::CircuitOpen {
+        let mut svc = consecutive(1).build().unwrap().layer(Backend::default());
+        call(&mut svc, Ask::Fail).await.unwrap_err();
+        tokio::time::advance(30 * MS).await;
+        rejection(call(&mut svc, Ask::Ok).await)
+    }
+
+    let ahead = paused_runtime().block_on(async {
+        tokio::time::advance(Duration::from_secs(40 * 365 * 24 * 3600)).await;
+        trip_and_ask().await.retry_after()
+    });
+    let now = paused_runtime().block_on(async { trip_and_ask().await.retry_after() });
+    assert_eq!(ahead, Some(70 * MS + MS), "built 40 years ahead");
+    assert_eq!(
+        now,
+        Some(70 * MS + MS),
+        "built at real time, after the other"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn opens_after_exactly_the_threshold_of_consecutive_failures() {
     support::init_tracing();

@@ -66,8 +66,8 @@ pub(crate) struct Breaker<C> {
     config: Config,
     epoch: Epoch,
     /// The epoch in nanoseconds since the clock's process-wide anchor (`u64::MAX`: before it,
-    /// which only a hand-started `ManualClock` can be), so a rejection names its reopening time
-    /// in one word.
+    /// which only a `ManualClock` started by hand years in the past can be; its rejections then
+    /// leave the reopening time unknown), so a rejection names its reopening time in one word.
     anchored: u64,
     /// Draws for the open-duration jitter; used only on transitions.
     random: Random,
@@ -83,7 +83,7 @@ impl<C> Breaker<C> {
         let base = config.clock.now();
         let epoch = Epoch::new(base);
         let anchored = base
-            .checked_duration_since(crate::clock::anchor(base))
+            .checked_duration_since(crate::clock::anchor())
             .map_or(u64::MAX, Epoch::ticks_of);
         let window = match config.trip {
             Trip::Consecutive { threshold } => Window::Consecutive { threshold },
