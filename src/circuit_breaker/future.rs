@@ -23,7 +23,12 @@ pub(crate) struct Call<C> {
 }
 
 impl<C> Call<C> {
-    pub(crate) fn new(breaker: Arc<Breaker<C>>, permit: Permit, started: Option<Instant>) -> Self {
+    /// Claims an admitted call: reads the clock only when slow calls are timed and the call is
+    /// tracked.
+    #[inline(always)]
+    pub(crate) fn start(breaker: Arc<Breaker<C>>, permit: Permit) -> Self {
+        let started =
+            (breaker.times_calls() && permit != Permit::Untracked).then(|| breaker.clock().now());
         Self {
             breaker,
             permit: Some(permit),

@@ -15,7 +15,7 @@ use scc::HashIndex;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::breaker::{Admission, Breaker, Permit};
+use super::breaker::{Admission, Breaker};
 use super::config::Config;
 use super::error::CircuitBreakerError;
 use super::future::{Call, ResponseFuture};
@@ -329,10 +329,8 @@ where
         });
         match breaker.admit() {
             Admission::Admitted(permit) => {
-                let started = (breaker.times_calls() && permit != Permit::Untracked)
-                    .then(|| breaker.clock().now());
                 // The claim first: if the inner service panics, its drop gives the permit back.
-                let call = Call::new(breaker, permit, started);
+                let call = Call::start(breaker, permit);
                 ResponseFuture::admitted(self.inner.call(request), call)
             }
             Admission::Rejected(rejection) => ResponseFuture::rejected(rejection),

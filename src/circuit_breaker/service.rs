@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::breaker::{Admission, Breaker, Permit};
+use super::breaker::{Admission, Breaker};
 use super::error::CircuitBreakerError;
 use super::future::{Call, ResponseFuture};
 use super::handle::CircuitBreakerHandle;
@@ -76,9 +76,7 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         match self.breaker.admit() {
             Admission::Admitted(permit) => {
-                let started = (self.breaker.times_calls() && permit != Permit::Untracked)
-                    .then(|| self.breaker.clock().now());
-                let call = Call::new(Arc::clone(&self.breaker), permit, started);
+                let call = Call::start(Arc::clone(&self.breaker), permit);
                 ResponseFuture::admitted(self.inner.call(request), call)
             }
             Admission::Rejected(rejection) => ResponseFuture::rejected(rejection),
