@@ -7,10 +7,31 @@
 //! never see its type.
 //!
 //! - [`DefaultClassifier`]: `Ok` is a success, `Err` a failure (a palisade
-//!   [`TimedOut`](crate::timeout::TimedOut) included).
+//!   [`TimedOut`](crate::timeout::TimedOut) of the timeout's own limit included), except
+//!   palisade's own rejections that say nothing about the dependency (below).
 //! - [`StatusClassifier`] (feature `http`): for `http::Response`s, 5xx and 429 are failures and
-//!   every other status a success, adjustable per status; an `Err` is a failure.
+//!   every other status a success, adjustable per status; an `Err` is a failure, with the same
+//!   exception.
 //! - Any closure `Fn(&Result<Res, E>) -> Outcome`.
+//!
+//! # palisade's own rejections
+//!
+//! Some errors a layer sees were made by another palisade layer, not by the dependency: the
+//! request's [`Deadline`](crate::deadline::Deadline) ran out (a
+//! [`TimedOut`](crate::timeout::TimedOut) of kind
+//! [`Deadline`](crate::timeout::TimeoutKind::Deadline), which is also what a call whose deadline
+//! had passed before it was sent gets), or the call was never sent at all (an inner breaker's
+//! [`CircuitOpen`](crate::circuit_breaker::CircuitOpen), a request body that failed before
+//! sending). Both
+//! shipped classifiers call these [`Ignore`](Outcome::Ignore): counting them would let a
+//! caller's short deadline, or another layer's protection, open a healthy dependency's breaker
+//! or drain a retry budget. A timeout of the timeout's *own* limit stays a failure: the
+//! dependency was too slow.
+//!
+//! So a timeout only counts against a dependency when the attempt timeout fires before the
+//! caller's deadline does: keep the attempt timeout below the deadlines callers bring. A
+//! classifier of your own decides as it likes; [`rejection_outcome`] applies the rule above
+//! for it to start from.
 //!
 //! # Example
 //!
@@ -31,7 +52,11 @@
 //! assert_eq!(custom.classify(&Err("not found")), Outcome::Ignore);
 //! ```
 
+use std::any::Any;
+use std::error::Error;
 use std::time::Duration;
+
+use crate::error::{BoxError, Rejection};
 
 /// What one call's result means for the health of the service behind it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,17 +96,97 @@ where
     }
 }
 
-/// `Ok` is a success and `Err` a failure, whatever the types.
+/// `Ok` is a success and `Err` a failure, whatever the types, except that palisade's own
+/// rejections that say nothing about the dependency are [`Ignore`](Outcome::Ignore)d (see
+/// [`rejection_outcome`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DefaultClassifier;
 
-impl<Res, E> Classify<Res, E> for DefaultClassifier {
+impl<Res, E: 'static> Classify<Res, E> for DefaultClassifier {
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(_) => Outcome::Failure,
+            Err(error) => rejection_outcome(error).unwrap_or(Outcome::Failure),
         }
     }
+}
+
+/// What a palisade rejection inside `error` says about the dependency's health, if `error` is
+/// or carries one: [`Ignore`](Outcome::Ignore) for a request deadline that ran out and for a
+/// call that was never sent (an inner layer's rejection, a request body that failed before
+/// sending); `None` for anything else, a timeout's own limit included, which the caller then
+/// classifies as it would any error.
+///
+/// `error` is recognised when it is a [`BoxError`], a palisade layer's error type
+/// ([`CircuitBreakerError`](crate::circuit_breaker::CircuitBreakerError)) or a rejection type
+/// itself; the rejection
+/// may sit anywhere in its `source()` chain. Telling the types apart is a comparison of type ids
+/// that the compiler resolves, so an unrelated error type costs nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::classify::{Outcome, rejection_outcome};
+/// use palisade::deadline::Deadline;
+/// use palisade::error::BoxError;
+/// use palisade::timeout::TimeoutLayer;
+/// use tower::{Layer, Service, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let mut svc = TimeoutLayer::new(Duration::from_secs(1))
+///     .layer(tower::service_fn(|_: http::Request<()>| async { Ok::<_, BoxError>(()) }));
+/// // A request whose deadline has already passed is never sent.
+/// let mut late = http::Request::new(());
+/// late.extensions_mut().insert(Deadline::after(Duration::ZERO));
+/// let err = svc.ready().await.unwrap().call(late).await.unwrap_err();
+/// assert_eq!(rejection_outcome(&err), Some(Outcome::Ignore));
+///
+/// let io: BoxError = std::io::Error::other("reset").into();
+/// assert_eq!(rejection_outcome(&io), None);
+/// # }
+/// ```
+#[must_use]
+pub fn rejection_outcome<E: 'static>(error: &E) -> Option<Outcome> {
+    let any: &dyn Any = error;
+    let error: &(dyn Error + 'static) = if let Some(boxed) = any.downcast_ref::<BoxError>() {
+        &**boxed
+    } else {
+        own_error(any)?
+    };
+    if let Some(rejection) = Rejection::find(error) {
+        return rejection.outcome();
+    }
+    #[cfg(all(feature = "retry", feature = "http"))]
+    {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if error.is::<crate::retry::RequestBodyError>() {
+                return Some(Outcome::Ignore);
+            }
+            next = error.source();
+        }
+    }
+    None
+}
+
+/// `any` as an error, if it is one of palisade's own error types.
+#[allow(clippy::unnecessary_wraps)] // `Some` only with the layers' features
+fn own_error(any: &dyn Any) -> Option<&(dyn Error + 'static)> {
+    #[cfg(feature = "circuit-breaker")]
+    {
+        if let Some(error) = any.downcast_ref::<crate::circuit_breaker::CircuitBreakerError>() {
+            return Some(error);
+        }
+        if let Some(error) = any.downcast_ref::<crate::circuit_breaker::CircuitOpen>() {
+            return Some(error);
+        }
+    }
+    #[cfg(feature = "timeout")]
+    if let Some(error) = any.downcast_ref::<crate::timeout::TimedOut>() {
+        return Some(error);
+    }
+    let _ = any;
+    None
 }
 
 #[cfg(feature = "http")]
@@ -93,13 +198,15 @@ mod status {
 
     use http::StatusCode;
 
-    use super::{Classify, Outcome};
+    use super::{Classify, Outcome, rejection_outcome};
 
     /// Classifies `http::Response`s by status code.
     ///
     /// Defaults: every 5xx and `429 Too Many Requests` is a [`Failure`](Outcome::Failure), every
     /// other status a [`Success`](Outcome::Success), and an `Err` (a transport error, a palisade
-    /// [`TimedOut`](crate::timeout::TimedOut)) a failure. Each status can be reassigned.
+    /// [`TimedOut`](crate::timeout::TimedOut) of the timeout's own limit) a failure, except
+    /// palisade's rejections that say nothing about the dependency, which are ignored (see
+    /// [`rejection_outcome`](super::rejection_outcome)). Each status can be reassigned.
     ///
     /// The table is two 1024-bit sets, so classifying is two bit tests and cloning copies 256
     /// bytes without allocating.
@@ -206,11 +313,11 @@ mod status {
         }
     }
 
-    impl<B, E> Classify<http::Response<B>, E> for StatusClassifier {
+    impl<B, E: 'static> Classify<http::Response<B>, E> for StatusClassifier {
         fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
             match result {
                 Ok(response) => self.outcome(response.status()),
-                Err(_) => Outcome::Failure,
+                Err(error) => rejection_outcome(error).unwrap_or(Outcome::Failure),
             }
         }
 
@@ -295,5 +402,72 @@ mod tests {
             back.outcome(StatusCode::SERVICE_UNAVAILABLE),
             Outcome::Failure
         );
+    }
+}
+
+#[cfg(all(
+    test,
+    feature = "timeout",
+    feature = "circuit-breaker",
+    not(palisade_loom)
+))]
+mod rejection_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::circuit_breaker::{CircuitBreakerError, CircuitOpen, State};
+    use crate::timeout::{TimedOut, TimeoutKind};
+
+    fn deadline() -> TimedOut {
+        TimedOut::new(Duration::from_millis(5), TimeoutKind::Deadline)
+    }
+
+    fn limit() -> TimedOut {
+        TimedOut::new(Duration::from_millis(5), TimeoutKind::Limit)
+    }
+
+    #[test]
+    fn a_deadline_and_a_call_never_sent_are_ignored_in_every_shape() {
+        let boxed: BoxError = deadline().into();
+        assert_eq!(rejection_outcome(&boxed), Some(Outcome::Ignore));
+        assert_eq!(rejection_outcome(&deadline()), Some(Outcome::Ignore));
+        let open = CircuitOpen::new(State::Open, None);
+        assert_eq!(rejection_outcome(&open), Some(Outcome::Ignore));
+        let breaker_error = CircuitBreakerError::Open(open);
+        assert_eq!(rejection_outcome(&breaker_error), Some(Outcome::Ignore));
+        // A deadline timeout behind an inner breaker's error, boxed again.
+        let nested: BoxError = CircuitBreakerError::Inner(deadline().into()).into();
+        assert_eq!(rejection_outcome(&nested), Some(Outcome::Ignore));
+    }
+
+    #[test]
+    fn a_timeout_of_its_own_limit_and_foreign_errors_are_left_to_the_classifier() {
+        let boxed: BoxError = limit().into();
+        assert_eq!(rejection_outcome(&boxed), None);
+        assert_eq!(rejection_outcome(&limit()), None);
+        let io: BoxError = std::io::Error::other("reset").into();
+        assert_eq!(rejection_outcome(&io), None);
+        assert_eq!(rejection_outcome(&"a plain str error"), None);
+    }
+
+    #[test]
+    fn the_default_classifier_ignores_palisades_own_rejections_only() {
+        let ignored: Result<(), BoxError> = Err(deadline().into());
+        let failed: Result<(), BoxError> = Err(limit().into());
+        assert_eq!(DefaultClassifier.classify(&ignored), Outcome::Ignore);
+        assert_eq!(DefaultClassifier.classify(&failed), Outcome::Failure);
+        let open: Result<(), CircuitBreakerError> = Err(CircuitBreakerError::Open(
+            CircuitOpen::new(State::Open, None),
+        ));
+        assert_eq!(DefaultClassifier.classify(&open), Outcome::Ignore);
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn the_status_classifier_ignores_them_too() {
+        let ignored: Result<http::Response<()>, BoxError> = Err(deadline().into());
+        let failed: Result<http::Response<()>, BoxError> = Err(limit().into());
+        assert_eq!(StatusClassifier::new().classify(&ignored), Outcome::Ignore);
+        assert_eq!(StatusClassifier::new().classify(&failed), Outcome::Failure);
     }
 }

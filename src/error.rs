@@ -214,6 +214,61 @@ impl<'a> Rejection<'a> {
         }
     }
 
+    /// What this rejection says about the health of the dependency behind the layer that saw
+    /// it (see [`rejection_outcome`](crate::classify::rejection_outcome)):
+    /// [`Ignore`](crate::classify::Outcome::Ignore) when it says nothing, because the request's
+    /// deadline ran out or the call was never sent; `None` when the error is a real failure of
+    /// the dependency (a timeout's own limit: it was too slow) or stands for one (an exhausted
+    /// budget, which returns the last real error).
+    #[must_use]
+    pub fn outcome(&self) -> Option<crate::classify::Outcome> {
+        #[allow(unused_imports)] // no variant uses it without the layers' features
+        use crate::classify::Outcome::Ignore;
+        match *self {
+            #[cfg(feature = "timeout")]
+            Self::TimedOut(e) => e.is_deadline().then_some(Ignore),
+            #[cfg(feature = "http")]
+            Self::InvalidDeadlineHeader(_) => Some(Ignore),
+            #[cfg(feature = "circuit-breaker")]
+            Self::CircuitOpen(_) => Some(Ignore),
+            #[cfg(feature = "retry")]
+            Self::BudgetExhausted(_) => None,
+            #[cfg(not(any(
+                feature = "timeout",
+                feature = "http",
+                feature = "circuit-breaker",
+                feature = "retry"
+            )))]
+            Self::__Never(never, _) => match never {},
+        }
+    }
+
+    /// Whether a layer refused the call to protect the dependency (an open circuit, a
+    /// throttle): the call was never sent, and sending it again at once would be refused the
+    /// same way. A retry returns such a rejection at once by default, and never spends budget or
+    /// an attempt on it.
+    #[must_use]
+    #[allow(unreachable_patterns)] // the variants present depend on the features enabled
+    pub fn protects_dependency(&self) -> bool {
+        match *self {
+            #[cfg(feature = "circuit-breaker")]
+            Self::CircuitOpen(_) => true,
+            _ => false,
+        }
+    }
+
+    /// When the refusing layer expects to let calls through again, for a rejection that
+    /// [protects the dependency](Self::protects_dependency) and knows; reads no clock.
+    #[must_use]
+    #[allow(unreachable_patterns)] // the variants present depend on the features enabled
+    pub fn reopens_at(&self) -> Option<crate::clock::Instant> {
+        match *self {
+            #[cfg(feature = "circuit-breaker")]
+            Self::CircuitOpen(e) => e.reopens_at(),
+            _ => None,
+        }
+    }
+
     /// How long the caller should wait before trying again, when the rejection says (an open
     /// circuit does, computed now; a timeout does not). Retry layers honour it as server
     /// pushback.

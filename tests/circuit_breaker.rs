@@ -571,6 +571,105 @@ async fn a_timeout_inside_the_breaker_counts_as_a_failure_and_stays_findable() {
     }
 }
 
+/// Breaker ⊃ 10 ms attempt timeout ⊃ a backend that sleeps for the request's body.
+fn breaker_over_timeout(
+    layer: CircuitBreakerLayer,
+) -> impl Service<http::Request<Duration>, Response = (), Error = CircuitBreakerError> {
+    use palisade::timeout::TimeoutLayer;
+    tower::ServiceBuilder::new()
+        .layer(layer)
+        .layer(TimeoutLayer::new(10 * MS))
+        .service(service_fn(|req: http::Request<Duration>| async move {
+            sleep(*req.body()).await;
+            Ok::<_, BoxError>(())
+        }))
+}
+
+fn with_deadline(sleep_for: Duration, deadline_in: Duration) -> http::Request<Duration> {
+    let mut request = http::Request::new(sleep_for);
+    request
+        .extensions_mut()
+        .insert(palisade::deadline::Deadline::after(deadline_in));
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_that_runs_out_or_had_passed_counts_nowhere() {
+    let layer = consecutive(1).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = breaker_over_timeout(layer);
+    // Never sent: the deadline had passed at the call.
+    let never_sent = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(with_deadline(Duration::ZERO, Duration::ZERO))
+        .await
+        .unwrap_err();
+    assert!(matches!(never_sent, CircuitBreakerError::Inner(_)));
+    // Sent, cut off by the caller's 5 ms deadline before the 10 ms attempt limit.
+    let cut_off = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(with_deadline(Duration::from_secs(1), 5 * MS))
+        .await
+        .unwrap_err();
+    let boxed: BoxError = cut_off.into();
+    assert!(matches!(Rejection::find(&*boxed), Some(Rejection::TimedOut(t)) if t.is_deadline()));
+    // A threshold of one failure, and still closed with an empty record: neither was a
+    // failure of the dependency.
+    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.metrics().consecutive_failures, 0);
+    // The attempt timeout's own limit is a failure.
+    let _ = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(Duration::from_secs(1)))
+        .await;
+    assert_eq!(handle.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_whose_deadline_had_passed_gives_its_slot_back() {
+    let layer = consecutive(1).open_for(100 * MS).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = breaker_over_timeout(layer);
+    let _ = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(Duration::from_secs(1)))
+        .await;
+    assert_eq!(handle.state(), State::Open);
+    sleep(101 * MS).await;
+    assert_eq!(handle.state(), State::HalfOpen);
+    // The only probe slot goes to a request whose deadline has passed: it is never sent,
+    // says nothing, and must not reopen a breaker whose dependency may be healthy.
+    let _ = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(with_deadline(Duration::ZERO, Duration::ZERO))
+        .await
+        .unwrap_err();
+    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(
+        handle.metrics().probes_admitted,
+        0,
+        "the slot was given back"
+    );
+    // The next caller gets the slot, succeeds, and closes the breaker.
+    svc.ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(handle.state(), State::Closed);
+}
+
 /// A request for the keyed tests: the upstream it goes to, and whether it fails.
 #[derive(Clone, Copy, Debug)]
 struct To(&'static str, bool);

@@ -344,35 +344,76 @@ async fn a_request_the_policy_will_not_copy_is_sent_once() {
     assert_eq!(*calls.lock().unwrap(), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_default_policy_retries_any_clone_request_and_honours_an_open_circuit() {
+/// Retry ⊃ breaker ⊃ a backend that fails twice, then recovers: the breaker opens after the
+/// second failure for 500 ms. The backend takes `NoExtensions` requests, so the default
+/// policy (any `Clone` request) applies.
+fn retry_over_breaker(
+    retry: RetryLayer,
+    backend: &Scripted,
+) -> impl Service<NoExtensions<u32>, Response = u32, Error = BoxError> {
     use palisade::circuit_breaker::CircuitBreakerLayer;
-    // Retry ⊃ breaker ⊃ backend that fails twice then recovers. The breaker opens after the
-    // second failure for 500 ms; the retry waits exactly that long, then the probe succeeds.
-    let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
     let breaker = CircuitBreakerLayer::builder()
         .consecutive_failures(NonZeroU32::new(2).unwrap())
         .open_for(500 * MS)
         .build()
         .unwrap();
-    let mut svc = tower::ServiceBuilder::new()
-        .layer(
-            RetryLayer::new()
-                .max_attempts(NonZeroU32::new(4).unwrap())
-                .backoff(exact(10))
-                .budget(RetryBudget::unlimited()),
-        )
+    tower::ServiceBuilder::new()
+        .layer(retry)
         .layer(breaker)
         .service(tower::service_fn({
             let backend = backend.clone();
-            move |n: NoExtensions<u32>| {
+            move |_: NoExtensions<u32>| {
                 let mut backend = backend.clone();
-                let mut req = http::Request::new(());
-                *req.extensions_mut() = http::Extensions::new();
-                let _ = n;
-                backend.call(req)
+                backend.call(http::Request::new(()))
             }
-        }));
+        }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_policy_retries_any_clone_request_and_fails_fast_on_an_open_circuit() {
+    let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
+    let budget = RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.1));
+    let mut svc = retry_over_breaker(
+        RetryLayer::new()
+            .max_attempts(NonZeroU32::new(4).unwrap())
+            .backoff(exact(10))
+            .budget(budget.clone()),
+        &backend,
+    );
+    let start = Instant::now();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(NoExtensions(1))
+        .await
+        .unwrap_err();
+    // Attempt 1 at 0, attempt 2 at 10 ms (opens the breaker until 510 ms), attempt 3 is
+    // rejected at 30 ms and returned then: waiting 480 ms for the reopening is not the
+    // default.
+    assert!(
+        matches!(Rejection::find(&*err), Some(Rejection::CircuitOpen(_))),
+        "{err}"
+    );
+    assert_eq!(Instant::now() - start, 30 * MS);
+    assert_eq!(backend.offsets(start), [Duration::ZERO, 10 * MS]);
+    // Two real failures took two tokens; the rejection took none and counted nowhere.
+    assert!(format!("{budget:?}").contains("tokens: 8.0"), "{budget:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_waited_for_is_not_an_attempt_and_costs_no_budget() {
+    let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
+    let budget = RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.1));
+    let mut svc = retry_over_breaker(
+        RetryLayer::new()
+            .max_attempts(NonZeroU32::new(3).unwrap())
+            .backoff(exact(10))
+            .budget(budget.clone())
+            .wait_for_reopening(Duration::from_secs(1))
+            .jitter_seed(7),
+        &backend,
+    );
     let start = Instant::now();
     let answer = svc
         .ready()
@@ -382,13 +423,195 @@ async fn the_default_policy_retries_any_clone_request_and_honours_an_open_circui
         .await
         .unwrap();
     assert_eq!(answer, 8);
-    // Attempt 1 at 0, attempt 2 at 10 ms (opens the breaker until 510 ms), attempt 3 is
-    // rejected at 30 ms and waits out the 480 ms left (+1 ms margin), attempt 4 is the probe
-    // at 511 ms.
+    // Attempt 3 is rejected at 30 ms and waits out the 481 ms left (the breaker names one
+    // millisecond past its reopening) plus a jitter draw below the backoff's base (10 ms, and
+    // timers round up to the next millisecond); it
+    // then runs as attempt 3 of 3: the rejection used up no attempt.
+    let offsets = backend.offsets(start);
+    assert_eq!(offsets.len(), 3, "{offsets:?}");
+    assert_eq!(offsets[..2], [Duration::ZERO, 10 * MS]);
+    assert!(
+        (511 * MS..=521 * MS).contains(&offsets[2]),
+        "the wait is the time left plus less than the base: {offsets:?}"
+    );
+    // Two failures took two tokens, the success gave back 0.1: the rejection cost nothing.
+    assert!(format!("{budget:?}").contains("tokens: 8.1"), "{budget:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reopening_further_away_than_the_bound_is_not_waited_for() {
+    let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
+    let mut svc = retry_over_breaker(
+        RetryLayer::new()
+            .max_attempts(NonZeroU32::new(4).unwrap())
+            .backoff(exact(10))
+            .budget(RetryBudget::unlimited())
+            .wait_for_reopening(400 * MS),
+        &backend,
+    );
+    let start = Instant::now();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(NoExtensions(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        Rejection::find(&*err),
+        Some(Rejection::CircuitOpen(_))
+    ));
     assert_eq!(
-        backend.offsets(start),
-        [Duration::ZERO, 10 * MS, 511 * MS],
-        "the backend never saw the rejected attempt"
+        Instant::now() - start,
+        30 * MS,
+        "481 ms is past the 400 ms bound"
+    );
+    assert_eq!(backend.calls().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reopening_the_deadline_leaves_no_time_for_is_not_waited_for() {
+    let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
+    // The deadline travels in the request's extensions: a request type that carries them.
+    #[derive(Clone)]
+    struct WithDeadline(http::Extensions);
+    impl palisade::RequestExtensions for WithDeadline {
+        fn extensions(&self) -> Option<&http::Extensions> {
+            Some(&self.0)
+        }
+        fn extensions_mut(&mut self) -> Option<&mut http::Extensions> {
+            Some(&mut self.0)
+        }
+    }
+    let mut svc = RetryLayer::new()
+        .max_attempts(NonZeroU32::new(4).unwrap())
+        .backoff(exact(10))
+        .budget(RetryBudget::unlimited())
+        .wait_for_reopening(Duration::from_secs(1))
+        .layer(
+            palisade::circuit_breaker::CircuitBreakerLayer::builder()
+                .consecutive_failures(NonZeroU32::new(2).unwrap())
+                .open_for(500 * MS)
+                .build()
+                .unwrap()
+                .layer(tower::service_fn({
+                    let backend = backend.clone();
+                    move |_: WithDeadline| {
+                        let mut backend = backend.clone();
+                        backend.call(http::Request::new(()))
+                    }
+                })),
+        );
+    let mut extensions = http::Extensions::new();
+    extensions.insert(Deadline::after(300 * MS));
+    let start = Instant::now();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(WithDeadline(extensions))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        Rejection::find(&*err),
+        Some(Rejection::CircuitOpen(_))
+    ));
+    assert_eq!(
+        Instant::now() - start,
+        30 * MS,
+        "the reopening is past the deadline"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_rejected_together_come_back_at_different_times() {
+    use palisade::circuit_breaker::CircuitBreakerLayer;
+    // Ten callers are rejected by one open period; each waits for the reopening once. The
+    // instants their second attempts reach the breaker must differ, all within the jitter
+    // spread (the backoff's base, 50 ms) past the reopening.
+    let breaker = CircuitBreakerLayer::builder()
+        .consecutive_failures(NonZeroU32::MIN)
+        .open_for(200 * MS)
+        .half_open_probes(NonZeroU32::new(10).unwrap())
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let fail_first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let inner = tower::ServiceBuilder::new()
+        .layer(breaker)
+        .service(tower::service_fn({
+            let fail_first = Arc::clone(&fail_first);
+            move |_: NoExtensions<u32>| {
+                let fail = fail_first.swap(false, std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    if fail {
+                        Err::<u32, BoxError>("down".into())
+                    } else {
+                        Ok(1)
+                    }
+                }
+            }
+        }));
+    // Records when each attempt reaches the breaker.
+    let recorded = tower::service_fn({
+        let arrivals = Arc::clone(&arrivals);
+        let inner = inner.clone();
+        move |request: NoExtensions<u32>| {
+            arrivals.lock().unwrap().push(Instant::now());
+            let mut inner = inner.clone();
+            async move {
+                inner
+                    .ready()
+                    .await?
+                    .call(request)
+                    .await
+                    .map_err(BoxError::from)
+            }
+        }
+    });
+    let retry = RetryLayer::new()
+        .max_attempts(NonZeroU32::new(2).unwrap())
+        .budget(RetryBudget::unlimited())
+        .wait_for_reopening(Duration::from_secs(1))
+        .jitter_seed(3);
+    // Trip the breaker (max_attempts 1 on this call, so no retry hides the failure).
+    let mut once = RetryLayer::new()
+        .max_attempts(NonZeroU32::MIN)
+        .layer(recorded.clone());
+    once.ready()
+        .await
+        .unwrap()
+        .call(NoExtensions(0))
+        .await
+        .unwrap_err();
+    assert_eq!(handle.state(), palisade::circuit_breaker::State::Open);
+    let start = Instant::now();
+    let calls: Vec<_> = (0..10)
+        .map(|i| {
+            let mut svc = retry.layer(recorded.clone());
+            tokio::spawn(async move { svc.ready().await?.call(NoExtensions(i)).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), 1);
+    }
+    let mut second: Vec<Duration> = arrivals.lock().unwrap()[11..]
+        .iter()
+        .map(|at| *at - start)
+        .collect();
+    second.sort();
+    assert_eq!(second.len(), 10, "each caller came back once");
+    assert!(
+        second.iter().all(|at| (201 * MS..=251 * MS).contains(at)),
+        "{second:?}"
+    );
+    // Spread over the jitter range, not together: timers fire on whole milliseconds, so a
+    // pair may share one, but not more.
+    assert!(second[9] - second[0] >= 25 * MS, "{second:?}");
+    assert!(
+        second.windows(3).all(|w| w[0] != w[2]),
+        "three callers came back in the same millisecond: {second:?}"
     );
 }
 

@@ -132,8 +132,15 @@
 //!
 //! # Interaction with other layers
 //!
-//! - **Retry** goes outside the breaker, so each attempt is admitted (and counted) on its own
-//!   and a retry honours an open circuit's `retry_after` as pushback.
+//! - **Retry** goes outside the breaker, so each attempt is admitted (and counted) on its own.
+//!   A retry returns a [`CircuitOpen`] to its caller at once (no budget, no attempt spent), and
+//!   can be told to wait out a short reopening instead
+//!   ([`wait_for_reopening`](crate::retry::RetryLayer::wait_for_reopening)).
+//! - **Deadlines**: an attempt that runs into the request's deadline, or is never sent because
+//!   it had passed, says nothing about the dependency: both shipped classifiers ignore it, so
+//!   it neither counts in the window nor uses up a half-open probe (see
+//!   [`classify`](crate::classify#palisades-own-rejections)). Keep the attempt timeout below
+//!   the deadlines callers bring, or hung calls cut short by a deadline never trip the breaker.
 //! - **Timeouts**: put the per-attempt timeout inside the breaker, so a timed-out call counts as
 //!   a failure; with slow-call detection, calls between the slow threshold and the timeout
 //!   count as slow.

@@ -82,6 +82,8 @@ struct Retrying<S, Req, P> {
     previous_delay: Duration,
     /// When the call started (only read when a total time limit is set).
     started: Option<Instant>,
+    /// Whether this call has waited out a protective rejection (at most once).
+    waited_for_reopening: bool,
 }
 
 /// After an attempt: return its result, or wait this long and try again (keeping the result
@@ -117,6 +119,7 @@ impl<S: Service<Req>, Req, P> ResponseFuture<S, Req, P> {
                 attempts: 1,
                 previous_delay: config.backoff.base(),
                 started,
+                waited_for_reopening: false,
             },
         }
     }
@@ -200,15 +203,65 @@ where
         result: Result<S::Response, BoxError>,
     ) -> Next<Result<S::Response, BoxError>> {
         // The budget learns from every attempt the policy judged: a success refills, a
-        // failure takes a token (in `after_failure`), an ignored result counts nowhere.
+        // failure takes a token (in `after_failure`), an ignored result or a rejection counts
+        // nowhere.
         match self.policy.decide(&result) {
             Decision::Done => {
                 self.budget.record(true);
                 Next::Finish(result)
             }
             Decision::Ignore => Next::Finish(result),
+            Decision::Rejected(reopens_at) => self.after_rejection(reopens_at, result),
             decision => self.after_failure(decision, result),
         }
+    }
+
+    /// A layer inside refused the attempt to protect the dependency: return the rejection, or
+    /// (opted in, once per call) wait for the reopening it names. Neither touches the budget or
+    /// the attempt count.
+    #[cold]
+    fn after_rejection(
+        &mut self,
+        reopens_at: Option<Instant>,
+        result: Result<S::Response, BoxError>,
+    ) -> Next<Result<S::Response, BoxError>> {
+        let Some(max) = self.config.reopening_wait else {
+            tracing::trace!("attempt rejected to protect the dependency: failing fast");
+            return Next::Finish(result);
+        };
+        if self.waited_for_reopening {
+            tracing::debug!("rejected again after waiting for a reopening: not waiting twice");
+            return Next::Finish(result);
+        }
+        let Some(reopens_at) = reopens_at else {
+            tracing::debug!("rejected with no reopening time: not waiting");
+            return Next::Finish(result);
+        };
+        let left = reopens_at.saturating_duration_since(Instant::now());
+        if left > max {
+            tracing::debug!(?left, ?max, "reopening too far away: not waiting");
+            return Next::Finish(result);
+        }
+        let Some(copy) = self.copy.take() else {
+            tracing::debug!("the request cannot be sent again: not waiting for the reopening");
+            return Next::Finish(result);
+        };
+        let spread = self.config.backoff.base().mul_f64(self.draw());
+        let delay = left.saturating_add(spread);
+        if !self.fits_in_time(&copy, delay) {
+            return Next::Finish(result);
+        }
+        tracing::debug!(?delay, attempt = self.attempts, "waiting for the reopening");
+        self.waited_for_reopening = true;
+        // The rejected attempt was not one: it is sent again, and a copy is kept only if
+        // another attempt may follow it.
+        self.copy = if self.attempts < self.config.max_attempts {
+            self.policy.clone_request(&copy)
+        } else {
+            None
+        };
+        self.pending = Some(copy);
+        Next::Wait(delay, result)
     }
 
     /// The slow path: a result the policy would retry.
@@ -273,14 +326,21 @@ where
             delay
         };
         self.attempts += 1;
-        // Copy only for an attempt that may follow this one.
-        self.copy = if self.attempts < self.config.max_attempts {
+        // Copy only for an attempt that may follow this one, or for sending this one again
+        // after a rejection that may still be waited out.
+        self.copy = if self.attempts < self.config.max_attempts || self.may_wait_for_reopening() {
             self.policy.clone_request(&copy)
         } else {
             None
         };
         self.pending = Some(copy);
         Next::Wait(delay, result)
+    }
+
+    /// Whether a rejection of the next attempt could still be waited out (so its request must
+    /// be kept).
+    fn may_wait_for_reopening(&self) -> bool {
+        self.config.reopening_wait.is_some() && !self.waited_for_reopening
     }
 
     /// Whether the next attempt may still start now: the wait may have used the time left.

@@ -3,10 +3,11 @@
 //! A [`Retry`] sends a failed call again, after a wait, so that a transient failure (a dropped
 //! connection, a restarting instance, a brief overload) does not reach the caller. It is built
 //! to not make things worse: waits are **capped, then jittered** so clients do not retry in
-//! lockstep; a server's `Retry-After` (or an open circuit's time left) **replaces** the computed
-//! wait; a **budget** shared by every clone stops retries when a dependency fails as a whole;
-//! and a request's **deadline** is never overrun by a wait or an attempt that cannot finish in
-//! time.
+//! lockstep; a server's `Retry-After` **replaces** the computed wait; a layer inside that
+//! refuses a call to protect the dependency (an open circuit, a throttle) is **not retried**,
+//! and costs no budget and no attempt; a **budget** shared by every clone stops retries when a
+//! dependency fails as a whole; and a request's **deadline** is never overrun by a wait or an
+//! attempt that cannot finish in time.
 //!
 //! # When not to use it
 //!
@@ -67,14 +68,20 @@
 //!   is the last computed wait, the base after a pushback), [`Jitter::None`] `c`. No point
 //!   mass at the cap (except with no jitter), no overflow for any retry count.
 //! - **Pushback.** A result the policy reports with a wait ([`Decision::RetryAfter`]:
-//!   `Retry-After` on a 429 or 503 with the HTTP policy, an open circuit's `retry_after`)
-//!   waits exactly that long instead; if it is longer than `max_pushback`, the result is
-//!   returned rather than waited for.
+//!   `Retry-After` on a 429 or 503 with the HTTP policy) waits exactly that long instead; if
+//!   it is longer than `max_pushback`, the result is returned rather than waited for.
+//! - **Rejections fail fast.** An attempt refused by a palisade layer inside that protects the
+//!   dependency ([`CircuitOpen`](crate::circuit_breaker::CircuitOpen): [`Decision::Rejected`])
+//!   is returned at once.
+//!   It withdraws nothing from the budget, counts in it neither way, and uses up no attempt.
+//!   Waiting instead is opt-in ([`RetryLayer::wait_for_reopening`]): once per call, only for a
+//!   reopening at most the given bound away that the deadline leaves time for, and spread by
+//!   jitter so callers rejected together do not return together.
 //! - **Budget.** Before each retry the [`RetryBudget`] must allow it, or the last result is
 //!   returned (or [`BudgetExhausted`], if configured). Every attempt's outcome feeds it, as the
 //!   policy's [`Decision`] says: done is a success, retry a failure, and
-//!   [`Decision::Ignore`] (a deadline that had already passed, a circuit held open by hand,
-//!   what the classifier ignores) nothing.
+//!   [`Decision::Ignore`] (a deadline that ran out, what the classifier ignores) and
+//!   [`Decision::Rejected`] nothing.
 //! - **Readiness.** After a wait, the inner service must be ready again; if it fails to get
 //!   ready, or the deadline or time limit passed while it was not, the last attempt's result
 //!   is returned and nothing more is sent.
@@ -111,6 +118,7 @@
 //! | [`RetryBudget::percent`] | TTL [`DEFAULT_TTL`] (10 s), [`DEFAULT_PERCENT`] (20 %), [`DEFAULT_MIN_PER_SECOND`] (10/s) | Finagle, Linkerd, tower |
 //! | [`max_pushback`](RetryLayer::max_pushback) | [`DEFAULT_MAX_PUSHBACK`] (20 s) | the backoff cap |
 //! | [`max_elapsed`](RetryLayer::max_elapsed) | none | |
+//! | [`wait_for_reopening`](RetryLayer::wait_for_reopening) | off: a protective rejection is returned at once | measured in `examples/chaos.rs`: waiting held outage requests for seconds |
 //! | policy | [`RetryFailures`]: what the classifier calls a failure | |
 //!
 //! # Errors
@@ -123,16 +131,19 @@
 //!
 //! # Interaction with other layers
 //!
-//! - **Outside the circuit breaker**: each attempt is admitted and counted by the breaker on its
-//!   own, and an open circuit's rejection carries the time left, which this layer honours as
-//!   pushback (or gives up on, past `max_pushback`).
+//! - **Outside the circuit breaker or throttle**: each attempt is admitted and counted by the
+//!   breaker on its own; a rejection is returned to the caller at once (an HTTP caller then
+//!   gets `503` with the time left as `Retry-After`), since the retry layer sending it again
+//!   would only be refused again, or, waited for, would come back with every other rejected
+//!   caller at the same instant.
 //! - **Outside the per-attempt timeout**, **inside the total timeout**: each attempt has its own
 //!   limit, and the total timeout's published deadline keeps waits and attempts within the
 //!   caller's time.
 //!
 //! # Invariants
 //!
-//! 1. At most `max_attempts` attempts per call; never a retry the policy refused to copy.
+//! 1. At most `max_attempts` attempts per call; never a retry the policy refused to copy. A
+//!    protective rejection is not an attempt, and at most one is waited out per call.
 //! 2. No wait is longer than `max_pushback` (pushback) or the backoff's cap (computed).
 //! 3. No wait starts that would end at or past the request's deadline or the total limit, and
 //!    no retry starts once either has passed.

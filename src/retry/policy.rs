@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::classify::{Classify, DefaultClassifier, Outcome};
+use crate::clock::Instant;
 use crate::error::{BoxError, Rejection};
 
 /// What the retry layer does after an attempt.
@@ -12,7 +13,7 @@ use crate::error::{BoxError, Rejection};
 /// The decision also tells the [`RetryBudget`](super::RetryBudget) what the attempt was:
 /// [`Done`](Self::Done) counts as a success, [`Retry`](Self::Retry) and
 /// [`RetryAfter`](Self::RetryAfter) as failures (whether or not a retry follows), and
-/// [`Ignore`](Self::Ignore) as nothing.
+/// [`Ignore`](Self::Ignore) and [`Rejected`](Self::Rejected) as nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Decision {
@@ -25,9 +26,15 @@ pub enum Decision {
     /// A wait longer than the layer's maximum pushback returns the result instead.
     RetryAfter(Duration),
     /// Return this result, and count it nowhere: it says nothing about the dependency's
-    /// health (a cancelled call, a deadline that had already passed, a circuit held open by
-    /// hand).
+    /// health (a cancelled call, a deadline that had already passed).
     Ignore,
+    /// A layer inside refused to send the attempt, to protect the dependency (an open circuit,
+    /// a throttle), and expects to let calls through again at this instant, if it knows.
+    ///
+    /// Counted nowhere and never an attempt: by default the rejection is returned at once;
+    /// with [`wait_for_reopening`](super::RetryLayer::wait_for_reopening), a short reopening
+    /// is waited out once per call.
+    Rejected(Option<Instant>),
 }
 
 /// Decides which requests may be retried and which results call for a retry.
@@ -90,10 +97,10 @@ impl<P: Policy<Req, Res>, Req, Res> fmt::Display for Described<'_, P, Req, Res> 
 ///
 /// - The wait comes from the backoff, unless the classifier reports pushback
 ///   ([`Classify::pushback`], e.g. `Retry-After` with
-///   [`StatusClassifier`](crate::classify::StatusClassifier)) or the error is a palisade
-///   rejection that says when to come back (an open circuit's `retry_after`).
-/// - A rejection that says retrying is pointless is not retried: an isolated circuit (no end
-///   in sight) or a timeout whose deadline has passed.
+///   [`StatusClassifier`](crate::classify::StatusClassifier)).
+/// - A palisade rejection that protects the dependency (an open circuit, a throttle) is
+///   [`Decision::Rejected`], whatever the classifier says: returned at once, not retried.
+/// - A timeout whose deadline has passed is not retried (the shipped classifiers ignore it).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RetryFailures<C = DefaultClassifier> {
     classifier: C,
@@ -116,11 +123,19 @@ impl<Req: Clone, Res, C: Classify<Res, BoxError>> Policy<Req, Res> for RetryFail
     }
 }
 
-/// The shared decision: classify, then look for pushback in the result or its error.
+/// The shared decision: a protective rejection first, then classify, then look for pushback in
+/// the result or its error.
 pub(crate) fn decide_by<Res, C: Classify<Res, BoxError>>(
     classifier: &C,
     result: &Result<Res, BoxError>,
 ) -> Decision {
+    if let Err(error) = result {
+        if let Some(rejection) = Rejection::find(&**error) {
+            if rejection.protects_dependency() {
+                return Decision::Rejected(rejection.reopens_at());
+            }
+        }
+    }
     match classifier.classify(result) {
         Outcome::Failure => {}
         Outcome::Ignore => return Decision::Ignore,
@@ -138,18 +153,14 @@ pub(crate) fn decide_by<Res, C: Classify<Res, BoxError>>(
     }
 }
 
-/// How a palisade rejection met by an attempt bears on retrying it. The rejections that make
-/// a retry pointless say nothing of the dependency's health either: they are ignored.
+/// How a palisade rejection that a classifier called a failure bears on retrying it: one that
+/// makes a retry pointless (a deadline that has passed, a malformed deadline header) is not
+/// retried, and says nothing of the dependency's health either.
 #[allow(unreachable_patterns)] // the variants present depend on the features enabled
 fn rejection_decision(rejection: Rejection<'_>) -> Decision {
     match rejection {
         #[cfg(feature = "timeout")]
         Rejection::TimedOut(timed_out) if timed_out.is_deadline() => Decision::Ignore,
-        #[cfg(feature = "circuit-breaker")]
-        Rejection::CircuitOpen(open) => match open.retry_after() {
-            Some(wait) => Decision::RetryAfter(wait),
-            None => Decision::Ignore,
-        },
         #[cfg(feature = "http")]
         Rejection::InvalidDeadlineHeader(_) => Decision::Ignore,
         _ => Decision::Retry,

@@ -25,6 +25,8 @@ pub(crate) struct Config {
     pub(crate) max_elapsed: Option<Duration>,
     pub(crate) max_pushback: Duration,
     pub(crate) fail_when_exhausted: bool,
+    /// The longest reopening worth waiting for once per call; `None`: fail fast.
+    pub(crate) reopening_wait: Option<Duration>,
 }
 
 /// Retries failed calls: see the [module docs](crate::retry).
@@ -103,7 +105,7 @@ where
     #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
         // The copy for a retry must be taken before the request is consumed.
-        let copy = if self.config.max_attempts > 1 {
+        let copy = if self.config.max_attempts > 1 || self.config.reopening_wait.is_some() {
             self.policy.clone_request(&request)
         } else {
             None
