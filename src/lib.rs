@@ -151,6 +151,8 @@ compile_error!("palisade needs 64-bit atomics (`AtomicU64`), which this target l
 pub mod circuit_breaker;
 pub mod classify;
 pub mod clock;
+#[cfg(feature = "circuit-breaker")]
+mod count_window;
 pub mod deadline;
 pub mod error;
 mod extensions;
