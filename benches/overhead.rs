@@ -739,6 +739,64 @@ fn idempotency_group(bench: &mut Bench) {
     );
 }
 
+fn throttle_group(bench: &mut Bench) {
+    use palisade::circuit_breaker::CircuitBreakerLayer;
+    use palisade::throttle::{ThrottleLayer, ThrottleState};
+    let g = "throttle";
+
+    // Healthy: every call succeeds, so after the warm-up the window is full and clean and a
+    // call writes nothing shared. The count-window breaker is the target to match, measured
+    // in the same run.
+    bench.subject(g, "bare", "bare", ready_ping(), || Ping(42), Expect::Ok);
+    let breaker = CircuitBreakerLayer::new().layer(ready_ping());
+    bench.subject(
+        g,
+        "breaker_count_window",
+        "bare",
+        breaker,
+        || Ping(42),
+        Expect::Ok,
+    );
+    let throttle = ThrottleLayer::new().layer(ready_ping());
+    bench.subject(g, "healthy", "bare", throttle, || Ping(42), Expect::Ok);
+
+    // Shedding: tripped inside the bench's runtime with an hour between probes, so every call
+    // is a rejection (one clock read, to compare with the probe slot). Compared with a bare
+    // service that fails at once.
+    bench.subject(
+        g,
+        "bare_err",
+        "bare_err",
+        failing_ping(),
+        || Ping(42),
+        Expect::Err,
+    );
+    let layer = ThrottleLayer::builder()
+        .shed_after(std::num::NonZeroU32::MIN)
+        .probe_interval(Duration::from_secs(3600))
+        .build()
+        .expect("valid");
+    let handle = layer.handle();
+    let mut shedding = layer.layer(failing_ping());
+    bench.rt.block_on(async {
+        let _ = shedding.ready().await.expect("ready").call(Ping(1)).await;
+    });
+    assert_eq!(handle.state(), ThrottleState::Shedding);
+    bench.subject(
+        g,
+        "shedding_rejection",
+        "bare_err",
+        shedding,
+        || Ping(42),
+        Expect::Err,
+    );
+
+    // Two tasks on a two-worker runtime sharing one healthy throttle.
+    bench.contended(g, "shared_bare", "shared_bare", &ready_ping(), || Ping(42));
+    let shared = ThrottleLayer::new().layer(ready_ping());
+    bench.contended(g, "shared_healthy", "shared_bare", &shared, || Ping(42));
+}
+
 fn main() {
     let criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -752,6 +810,7 @@ fn main() {
     timeout_group(&mut bench);
     circuit_breaker_group(&mut bench);
     retry_group(&mut bench);
+    throttle_group(&mut bench);
     idempotency_group(&mut bench);
     bench.criterion.final_summary();
     bench.report();

@@ -21,8 +21,8 @@
 //! [`TimedOut`](crate::timeout::TimedOut) of kind
 //! [`Deadline`](crate::timeout::TimeoutKind::Deadline), which is also what a call whose deadline
 //! had passed before it was sent gets), or the call was never sent at all (an inner breaker's
-//! [`CircuitOpen`](crate::circuit_breaker::CircuitOpen), a request body that failed before
-//! sending). Both
+//! [`CircuitOpen`](crate::circuit_breaker::CircuitOpen), a throttle's
+//! [`Throttled`](crate::throttle::Throttled), a request body that failed before sending). Both
 //! shipped classifiers call these [`Ignore`](Outcome::Ignore): counting them would let a
 //! caller's short deadline, or another layer's protection, open a healthy dependency's breaker
 //! or drain a retry budget. A timeout of the timeout's *own* limit stays a failure: the
@@ -118,8 +118,8 @@ impl<Res, E: 'static> Classify<Res, E> for DefaultClassifier {
 /// classifies as it would any error.
 ///
 /// `error` is recognised when it is a [`BoxError`], a palisade layer's error type
-/// ([`CircuitBreakerError`](crate::circuit_breaker::CircuitBreakerError)) or a rejection type
-/// itself; the rejection
+/// ([`CircuitBreakerError`](crate::circuit_breaker::CircuitBreakerError),
+/// [`ThrottleError`](crate::throttle::ThrottleError)) or a rejection type itself; the rejection
 /// may sit anywhere in its `source()` chain. Telling the types apart is a comparison of type ids
 /// that the compiler resolves, so an unrelated error type costs nothing.
 ///
@@ -178,6 +178,15 @@ fn own_error(any: &dyn Any) -> Option<&(dyn Error + 'static)> {
             return Some(error);
         }
         if let Some(error) = any.downcast_ref::<crate::circuit_breaker::CircuitOpen>() {
+            return Some(error);
+        }
+    }
+    #[cfg(feature = "throttle")]
+    {
+        if let Some(error) = any.downcast_ref::<crate::throttle::ThrottleError>() {
+            return Some(error);
+        }
+        if let Some(error) = any.downcast_ref::<crate::throttle::Throttled>() {
             return Some(error);
         }
     }

@@ -185,10 +185,10 @@ impl std::fmt::Debug for ManualClock {
 }
 
 /// How far before the real time of its first use the process-wide [`anchor`] is set.
-#[cfg(feature = "circuit-breaker")]
+#[cfg(any(feature = "circuit-breaker", feature = "throttle"))]
 const ANCHOR_LEAD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-#[cfg(feature = "circuit-breaker")]
+#[cfg(any(feature = "circuit-breaker", feature = "throttle"))]
 static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// The process-wide anchor: an instant before every instant palisade's clocks will read, so that
@@ -201,7 +201,7 @@ static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 /// real time its runtime was built and only moves forward, so its readings fall after the
 /// anchor unless the process is ten years old. Only a [`ManualClock`] started by hand in the
 /// past can read earlier, and callers treat such an instant as one they cannot name.
-#[cfg(feature = "circuit-breaker")]
+#[cfg(any(feature = "circuit-breaker", feature = "throttle"))]
 pub(crate) fn anchor() -> Instant {
     *ANCHOR.get_or_init(|| {
         // The real monotonic clock, on purpose: see above.
@@ -219,7 +219,7 @@ pub(crate) fn anchor() -> Instant {
 }
 
 /// The anchor, if [`anchor`] has fixed it.
-#[cfg(feature = "circuit-breaker")]
+#[cfg(any(feature = "circuit-breaker", feature = "throttle"))]
 pub(crate) fn anchor_if_fixed() -> Option<Instant> {
     ANCHOR.get().copied()
 }
@@ -241,7 +241,11 @@ impl Epoch {
 
     /// Ticks from the base to `at` (0 if `at` is before the base, saturating at `u64::MAX`).
     #[cfg_attr(
-        not(any(feature = "circuit-breaker", feature = "idempotency")),
+        not(any(
+            feature = "circuit-breaker",
+            feature = "idempotency",
+            feature = "throttle"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn ticks(&self, at: Instant) -> u64 {

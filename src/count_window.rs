@@ -61,6 +61,7 @@ impl CountWindow {
     }
 
     /// Whether the ring holds no failure and no slow call.
+    #[inline]
     pub(crate) fn holds_nothing_bad(&self) -> bool {
         // Relaxed: a hint for eviction.
         self.bad_bits.load(Ordering::Relaxed) == 0

@@ -41,6 +41,8 @@ use crate::circuit_breaker::{CircuitBreakerError, CircuitOpen};
 use crate::http::{InvalidDeadlineHeader, Problem};
 #[cfg(feature = "retry")]
 use crate::retry::BudgetExhausted;
+#[cfg(feature = "throttle")]
+use crate::throttle::{ThrottleError, Throttled};
 #[cfg(feature = "timeout")]
 use crate::timeout::TimedOut;
 
@@ -135,12 +137,16 @@ pub enum Rejection<'a> {
     /// The retry budget refused a retry (only when configured to say so).
     #[cfg(feature = "retry")]
     BudgetExhausted(&'a BudgetExhausted),
+    /// A throttle shed the call.
+    #[cfg(feature = "throttle")]
+    Throttled(&'a Throttled),
     /// Keeps the lifetime used when no feature adds a variant; never constructed.
     #[cfg(not(any(
         feature = "timeout",
         feature = "http",
         feature = "circuit-breaker",
-        feature = "retry"
+        feature = "retry",
+        feature = "throttle"
     )))]
     #[doc(hidden)]
     __Never(std::convert::Infallible, std::marker::PhantomData<&'a ()>),
@@ -181,6 +187,18 @@ impl<'a> Rejection<'a> {
         if let Some(exhausted) = error.downcast_ref::<BudgetExhausted>() {
             return Some(Self::BudgetExhausted(exhausted));
         }
+        #[cfg(feature = "throttle")]
+        if let Some(throttled) = error.downcast_ref::<Throttled>() {
+            return Some(Self::Throttled(throttled));
+        }
+        #[cfg(feature = "throttle")]
+        if let Some(throttle_error) = error.downcast_ref::<ThrottleError>() {
+            // A transparent wrapper, as the breaker's.
+            return match throttle_error {
+                ThrottleError::Throttled(throttled) => Some(Self::Throttled(throttled)),
+                ThrottleError::Inner(inner) => Self::find(&**inner),
+            };
+        }
         #[cfg(feature = "circuit-breaker")]
         if let Some(breaker_error) = error.downcast_ref::<CircuitBreakerError>() {
             // A transparent wrapper: its `source()` skips the inner error itself.
@@ -204,11 +222,14 @@ impl<'a> Rejection<'a> {
             Self::CircuitOpen(e) => e,
             #[cfg(feature = "retry")]
             Self::BudgetExhausted(e) => e,
+            #[cfg(feature = "throttle")]
+            Self::Throttled(e) => e,
             #[cfg(not(any(
                 feature = "timeout",
                 feature = "http",
                 feature = "circuit-breaker",
-                feature = "retry"
+                feature = "retry",
+                feature = "throttle"
             )))]
             Self::__Never(never, _) => match never {},
         }
@@ -233,11 +254,14 @@ impl<'a> Rejection<'a> {
             Self::CircuitOpen(_) => Some(Ignore),
             #[cfg(feature = "retry")]
             Self::BudgetExhausted(_) => None,
+            #[cfg(feature = "throttle")]
+            Self::Throttled(_) => Some(Ignore),
             #[cfg(not(any(
                 feature = "timeout",
                 feature = "http",
                 feature = "circuit-breaker",
-                feature = "retry"
+                feature = "retry",
+                feature = "throttle"
             )))]
             Self::__Never(never, _) => match never {},
         }
@@ -253,6 +277,8 @@ impl<'a> Rejection<'a> {
         match *self {
             #[cfg(feature = "circuit-breaker")]
             Self::CircuitOpen(_) => true,
+            #[cfg(feature = "throttle")]
+            Self::Throttled(_) => true,
             _ => false,
         }
     }
@@ -265,13 +291,15 @@ impl<'a> Rejection<'a> {
         match *self {
             #[cfg(feature = "circuit-breaker")]
             Self::CircuitOpen(e) => e.reopens_at(),
+            #[cfg(feature = "throttle")]
+            Self::Throttled(e) => e.reopens_at(),
             _ => None,
         }
     }
 
     /// How long the caller should wait before trying again, when the rejection says (an open
-    /// circuit does, computed now; a timeout does not). Retry layers honour it as server
-    /// pushback.
+    /// circuit or a shedding throttle does, computed now; a timeout does not). An HTTP answer
+    /// carries it as `Retry-After`.
     #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
         match *self {
@@ -283,11 +311,14 @@ impl<'a> Rejection<'a> {
             Self::CircuitOpen(e) => e.retry_after(),
             #[cfg(feature = "retry")]
             Self::BudgetExhausted(_) => None,
+            #[cfg(feature = "throttle")]
+            Self::Throttled(e) => e.retry_after(),
             #[cfg(not(any(
                 feature = "timeout",
                 feature = "http",
                 feature = "circuit-breaker",
-                feature = "retry"
+                feature = "retry",
+                feature = "throttle"
             )))]
             Self::__Never(never, _) => match never {},
         }
@@ -301,6 +332,7 @@ impl<'a> Rejection<'a> {
     /// | [`InvalidDeadlineHeader`] | 400 Bad Request |
     /// | [`CircuitOpen`] | 503 Service Unavailable, with `Retry-After` when known |
     /// | [`BudgetExhausted`] | 503 Service Unavailable |
+    /// | [`Throttled`] | 503 Service Unavailable, with `Retry-After` when it names a probe slot |
     #[cfg(feature = "http")]
     #[must_use]
     pub fn status(&self) -> http::StatusCode {
@@ -312,6 +344,8 @@ impl<'a> Rejection<'a> {
             Self::CircuitOpen(e) => e.status(),
             #[cfg(feature = "retry")]
             Self::BudgetExhausted(e) => e.status(),
+            #[cfg(feature = "throttle")]
+            Self::Throttled(e) => e.status(),
         }
     }
 
@@ -328,6 +362,8 @@ impl<'a> Rejection<'a> {
             Self::CircuitOpen(e) => e.problem(),
             #[cfg(feature = "retry")]
             Self::BudgetExhausted(e) => e.problem(),
+            #[cfg(feature = "throttle")]
+            Self::Throttled(e) => e.problem(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | timeout with deadlines | a slow dependency tying up every caller; work nobody waits for | [`timeout`] |
 //! | circuit breaker | hammering a dependency that is down; callers queueing behind it | [`circuit_breaker`] |
 //! | retry with jittered backoff and budgets | transient failures reaching callers; retry storms | [`retry`] |
+//! | adaptive throttling | a partly failing dependency drowned by calls it cannot take, without cutting off the ones it can | [`throttle`] |
 //! | idempotency keys (IETF draft) | a client's retry writing the same order twice | [`idempotency`] |
 //!
 //! The stale-while-revalidate cache joins this table when it lands.
@@ -121,6 +122,7 @@
 //! | `timeout` | yes | [`timeout`]: [`Timeout`](timeout::Timeout), deadlines |
 //! | `circuit-breaker` | yes | [`circuit_breaker`]: [`CircuitBreaker`](circuit_breaker::CircuitBreaker), keyed breakers (adds `scc`) |
 //! | `retry` | yes | [`retry`]: [`Retry`](retry::Retry), backoff, budgets; with `http`, the HTTP policy and replayable bodies |
+//! | `throttle` | yes | [`throttle`]: [`Throttle`](throttle::Throttle), client-side adaptive throttling |
 //! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses; with `timeout`, the server-side timeout and deadline propagation |
 //! | `idempotency` | yes | [`idempotency`]: [`IdempotencyLayer`](idempotency::IdempotencyLayer), [`AddIdempotencyKeyLayer`](idempotency::AddIdempotencyKeyLayer), the in-memory store; enables `http` (adds `sha2`, `scc`, `rand`) |
 //! | `full` | no | every feature |
@@ -151,7 +153,7 @@ compile_error!("palisade needs 64-bit atomics (`AtomicU64`), which this target l
 pub mod circuit_breaker;
 pub mod classify;
 pub mod clock;
-#[cfg(feature = "circuit-breaker")]
+#[cfg(any(feature = "circuit-breaker", feature = "throttle"))]
 mod count_window;
 pub mod deadline;
 pub mod error;
@@ -160,7 +162,7 @@ mod extensions;
 pub mod http;
 #[cfg(feature = "idempotency")]
 pub mod idempotency;
-#[cfg(any(feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(feature = "circuit-breaker", feature = "retry", feature = "throttle"))]
 mod random;
 mod ratio;
 #[cfg(feature = "retry")]
@@ -168,6 +170,8 @@ pub mod retry;
 #[cfg(any(feature = "circuit-breaker", feature = "retry"))]
 mod ring;
 mod sync;
+#[cfg(feature = "throttle")]
+pub mod throttle;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 
@@ -177,7 +181,12 @@ pub use self::ratio::Ratio;
 /// `get_ref`, `get_mut` and `into_inner` for a service struct whose inner service is the field
 /// `inner` of type `S`.
 #[cfg_attr(
-    not(any(feature = "timeout", feature = "circuit-breaker", feature = "retry")),
+    not(any(
+        feature = "timeout",
+        feature = "circuit-breaker",
+        feature = "retry",
+        feature = "throttle"
+    )),
     allow(unused_macros)
 )]
 macro_rules! inner_accessors {
@@ -199,7 +208,12 @@ macro_rules! inner_accessors {
     };
 }
 #[cfg_attr(
-    not(any(feature = "timeout", feature = "circuit-breaker", feature = "retry")),
+    not(any(
+        feature = "timeout",
+        feature = "circuit-breaker",
+        feature = "retry",
+        feature = "throttle"
+    )),
     allow(unused_imports)
 )]
 pub(crate) use inner_accessors;

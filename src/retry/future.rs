@@ -380,21 +380,8 @@ where
 
     /// A uniform draw for jitter: from the layer's seeded source, or this thread's.
     fn draw(&self) -> f64 {
-        match &self.random {
-            Some(random) => random.unit(),
-            None => thread_random(),
-        }
+        crate::random::draw(self.random.as_deref())
     }
-}
-
-thread_local! {
-    /// Each thread's own draws when no seed was set: no shared word to contend on.
-    static THREAD_RANDOM: Random = Random::new(None);
-}
-
-/// A draw from this thread's generator.
-fn thread_random() -> f64 {
-    THREAD_RANDOM.with(Random::unit)
 }
 
 impl<S: Service<Req>, Req, P> fmt::Debug for ResponseFuture<S, Req, P> {

@@ -71,8 +71,8 @@
 //!   `Retry-After` on a 429 or 503 with the HTTP policy) waits exactly that long instead; if
 //!   it is longer than `max_pushback`, the result is returned rather than waited for.
 //! - **Rejections fail fast.** An attempt refused by a palisade layer inside that protects the
-//!   dependency ([`CircuitOpen`](crate::circuit_breaker::CircuitOpen): [`Decision::Rejected`])
-//!   is returned at once.
+//!   dependency ([`CircuitOpen`](crate::circuit_breaker::CircuitOpen),
+//!   [`Throttled`](crate::throttle::Throttled): [`Decision::Rejected`]) is returned at once.
 //!   It withdraws nothing from the budget, counts in it neither way, and uses up no attempt.
 //!   Waiting instead is opt-in ([`RetryLayer::wait_for_reopening`]): once per call, only for a
 //!   reopening at most the given bound away that the deadline leaves time for, and spread by
