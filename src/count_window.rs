@@ -35,8 +35,11 @@ pub(crate) struct CountWindow {
     /// Words per ring.
     words: usize,
     /// How many bits of both rings are set: zero means every slot holds a plain success.
-    /// Changed only with the bit flip it counts (from the flip's RMW result), so at rest it is
-    /// exact; a record in flight can leave it one behind for a moment.
+    /// Every change comes from the result of the RMW that flipped the bits it counts (a
+    /// recorder's `fetch_or`/`fetch_and`, a reset's `swap`), so at rest it is exact, whatever
+    /// the interleaving; a record or reset in flight can leave it off for a moment (wrapping
+    /// past zero, which reads as "not clean", never as a count). Updated with wrapping
+    /// arithmetic for that reason.
     bad_bits: AtomicU64,
 }
 
@@ -63,8 +66,26 @@ impl CountWindow {
     /// Whether the ring holds no failure and no slow call.
     #[inline]
     pub(crate) fn holds_nothing_bad(&self) -> bool {
-        // Relaxed: a hint for eviction.
+        // Relaxed: the owner's Acquire load of its state word, just before, orders this after
+        // the reset that state's transition published; beyond that, a stale value decides one
+        // call as a concurrent record would have.
         self.bad_bits.load(Ordering::Relaxed) == 0
+    }
+
+    /// Outcomes the ring holds: at most its size.
+    #[inline]
+    pub(crate) fn calls(&self) -> u64 {
+        // Relaxed: as in `holds_nothing_bad`.
+        self.head.load(Ordering::Relaxed).min(self.size)
+    }
+
+    /// Failures and slow calls in the ring, cheaply: one load, exact at rest; `None` while a
+    /// racing record or reset has it out of range (then count the bits).
+    #[inline]
+    pub(crate) fn bad_count(&self) -> Option<u64> {
+        // Relaxed: as in `holds_nothing_bad`.
+        let bad = self.bad_bits.load(Ordering::Relaxed);
+        (bad <= 2 * self.size).then_some(bad)
     }
 
     /// Whether a plain success would change nothing: the ring is full and every slot holds a
@@ -80,8 +101,9 @@ impl CountWindow {
     #[inline]
     pub(crate) fn record(&self, failed: bool, slow: bool, minimum_calls: u64) -> bool {
         let bad = failed || slow;
-        // Relaxed throughout: each slot and the head are independent counters; evaluation
-        // is fenced by the caller, and the state word orders resets (see `reset`).
+        // Relaxed throughout: each slot and the head are independent counters; an owner that
+        // evaluates several of them at once fences (the breaker), and the owner's state word
+        // orders resets (see `reset`).
         if !bad && self.success_changes_nothing() {
             // Every slot already holds a plain success: this one changes nothing.
             return false;
@@ -89,18 +111,15 @@ impl CountWindow {
         let index = self.head.fetch_add(1, Ordering::Relaxed);
         let slot = index % self.size;
         let flips = write_bit(self.failures(), slot, failed) + write_bit(self.slow(), slot, slow);
-        // Relaxed: a count; see the field.
+        // Relaxed: a count; see the field. Wrapping, never saturating: a reset racing this
+        // record accounts for exactly the bits its swaps clear, so the two adjustments always
+        // add up to the bits set, even when they land in the other order.
         if flips > 0 {
             self.bad_bits
                 .fetch_add(flips.unsigned_abs(), Ordering::Relaxed);
         } else if flips < 0 {
-            // Saturating: a reset racing this record can zero the count between the bit flip
-            // and this decrement; wrapping would switch the clean-ring shortcut off for good.
-            let _ = self
-                .bad_bits
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    Some(n.saturating_sub(flips.unsigned_abs()))
-                });
+            self.bad_bits
+                .fetch_sub(flips.unsigned_abs(), Ordering::Relaxed);
         }
         bad || index + 1 == minimum_calls
     }
@@ -119,13 +138,23 @@ impl CountWindow {
         }
     }
 
-    /// Empties the window. Called before the state word is released into Closed, whose
-    /// Release exchange publishes these stores to every recorder that sees the new state.
+    /// Empties the window. Called before the owner's state word is released into its next
+    /// phase, whose Release exchange publishes these writes to every recorder that sees it.
+    ///
+    /// Each word is cleared with a `swap` and the count lowered by exactly the bits that swap
+    /// cleared: a recorder racing the reset adjusts the count by exactly the bits its own RMW
+    /// flipped, so however the two interleave the count ends equal to the bits left set (a
+    /// store of zero instead could leave the count at one above a clean ring, switching the
+    /// clean-ring shortcut off until the next reset).
     pub(crate) fn reset(&self) {
+        let mut cleared = 0;
         for word in self.bits.iter() {
-            word.store(0, Ordering::Relaxed);
+            // Relaxed: the RMW result is what keeps the count exact; see above.
+            cleared += u64::from(word.swap(0, Ordering::Relaxed).count_ones());
         }
-        self.bad_bits.store(0, Ordering::Relaxed);
+        if cleared > 0 {
+            self.bad_bits.fetch_sub(cleared, Ordering::Relaxed);
+        }
         self.head.store(0, Ordering::Relaxed);
     }
 }
@@ -227,5 +256,33 @@ mod tests {
         );
         window.reset();
         assert_eq!(window.counts(), Counts::default());
+    }
+}
+
+/// loom models for the ring's counters.
+#[cfg(all(test, palisade_loom))]
+mod loom_models {
+    use super::*;
+
+    #[test]
+    fn loom_a_reset_racing_a_failure_leaves_the_count_equal_to_the_bits() {
+        loom::model(|| {
+            let window = loom::sync::Arc::new(CountWindow::new(4));
+            window.record(true, false, u64::MAX);
+            let other = loom::sync::Arc::clone(&window);
+            let recorder = loom::thread::spawn(move || {
+                other.record(true, false, u64::MAX);
+                other.record(false, false, u64::MAX);
+            });
+            window.reset();
+            recorder.join().unwrap();
+            let bits = window.counts();
+            assert_eq!(
+                window.bad_bits.load(Ordering::Relaxed),
+                bits.failures + bits.slow,
+                "the count must match the ring at rest"
+            );
+            assert_eq!(window.holds_nothing_bad(), bits.failures + bits.slow == 0);
+        });
     }
 }
