@@ -511,3 +511,36 @@ async fn the_handle_resets_a_shedding_throttle() {
         (1, 0, 2)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_failing_four_calls_in_five_is_throttled_not_taken_for_dead() {
+    // Failures drawn at 80 % from a fixed sequence: runs of 20 and more happen every few
+    // hundred calls, but not runs long enough to be chance at a 20 % success rate.
+    let layer = ThrottleLayer::builder().seed(4).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = over_script(&layer);
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let (mut sent, mut longest_run, mut run) = (0u32, 0u32, 0u32);
+    for _ in 0..20_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let fail = state % 5 != 0;
+        match send(&mut svc, fail).await {
+            Err(ThrottleError::Throttled(t)) => assert!(!t.is_shedding(), "taken for dead"),
+            _ => {
+                sent += 1;
+                run = if fail { run + 1 } else { 0 };
+                longest_run = longest_run.max(run);
+            }
+        }
+        assert_eq!(handle.state(), ThrottleState::Throttling);
+    }
+    assert!(
+        longest_run >= 20,
+        "the scenario has runs past shed_after: {longest_run}"
+    );
+    // 1 − 2 × 0.2 = 60 % shed: about 40 % sent.
+    let share = f64::from(sent) / 20_000.0;
+    assert!((0.33..0.47).contains(&share), "{share}");
+}

@@ -12,8 +12,8 @@ use crate::clock::Clock;
 use crate::error::ConfigError;
 
 /// `K` in the rejection probability `max(0, (requests − K·accepts) / (requests + 1))`: 2, the
-/// Google SRE book's value. Nothing is shed while at least half the calls succeed; each accepted
-/// call lets two through.
+/// Google SRE book's value. Nothing is shed while at least half the calls succeed; below that,
+/// about `1 − 2s` of the calls are shed at a success rate `s`.
 pub const DEFAULT_MULTIPLIER: f64 = 2.0;
 /// Outcomes the rejection probability is computed over: the last 100 calls sent (the breaker's
 /// count window, resilience4j's `slidingWindowSize`). Larger shed more steadily at the 1/K
@@ -22,9 +22,11 @@ pub const DEFAULT_WINDOW_SIZE: NonZeroU32 = NonZeroU32::new(100).unwrap();
 /// Outcomes the window must hold before it sheds anything: 10, so a fresh or just-recovered
 /// throttle does not shed on its first failures.
 pub const DEFAULT_MINIMUM_CALLS: u32 = 10;
-/// Consecutive failures after which the throttle stops sending anything but probes: 20. At a
-/// 50 % failure rate a run this long starts about once per 2^21 calls, so a partial failure
-/// does not trip it; a total one does within 20 calls, whatever the traffic.
+/// Consecutive failures after which the throttle stops sending anything but probes, when at
+/// least half the window's calls succeeded: 20. At a 50 % failure rate a run this long starts
+/// about once per 2^21 calls, so a brownout does not trip it; a total failure of a healthy
+/// dependency does within 20 calls, whatever the traffic. When fewer calls succeeded the run
+/// needed is as much longer as the same odds require (about three times at 20 %).
 pub const DEFAULT_SHED_AFTER: NonZeroU32 = NonZeroU32::new(20).unwrap();
 /// How often a shedding throttle lets a probe through: every 250 ms (the interval the
 /// composition measurements of `examples/chaos.rs` recovered with in under 300 ms while a dead
@@ -160,8 +162,9 @@ impl<C> ThrottleBuilder<C> {
         self
     }
 
-    /// Consecutive failures after which only probes are sent. Defaults to
-    /// [`DEFAULT_SHED_AFTER`] (20).
+    /// Consecutive failures after which only probes are sent, when at least half the window's
+    /// calls succeeded; when fewer did, the run with the same odds of happening by chance
+    /// (longer, at most the window). Defaults to [`DEFAULT_SHED_AFTER`] (20).
     pub fn shed_after(mut self, failures: NonZeroU32) -> Self {
         self.shed_after = failures;
         self
@@ -182,9 +185,10 @@ impl<C> ThrottleBuilder<C> {
         self
     }
 
-    /// Counts a call that took longer than `threshold` (strictly) as not accepted, even if it
-    /// succeeded: a dependency that slows down is shed before its calls start failing. Defaults
-    /// to off; on, it reads the clock when each call starts and ends. Between 1 ms and 1 hour.
+    /// Counts a call that took longer than `threshold` (strictly) as a failure, even if it
+    /// succeeded: a dependency that slows down is shed before its calls start failing (and one
+    /// whose every call is slow is shed like a dead one). Defaults to off; on, it reads the
+    /// clock when each call starts and ends. Between 1 ms and 1 hour.
     pub fn slow_calls(mut self, threshold: Duration) -> Self {
         self.slow_call = Some(threshold);
         self

@@ -14,7 +14,8 @@ use crate::error::BoxError;
 /// (the dependency looked down, and only one probe per interval is sent; the rejection names
 /// when the next probe slot opens, see [`retry_after`](Self::retry_after)).
 ///
-/// Rejecting reads no clock, and the rejection is one machine word.
+/// The rejection is one machine word. A shed call reads no clock; a call refused while shedding
+/// has read it once, to compare with the probe slot.
 #[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub struct Throttled {

@@ -8,10 +8,10 @@
 use super::config::Config;
 use super::error::Throttled;
 use super::handle::{Metrics, ThrottleState, TransitionReason};
-use super::state::{AtomicState, Snapshot, rejection_probability};
+use super::state::{AtomicState, Snapshot, rejection_probability, run_to_shed};
 use crate::classify::{Classify, Outcome};
 use crate::clock::{Epoch, Instant};
-use crate::count_window::CountWindow;
+use crate::count_window::{CountWindow, Counts};
 use crate::random::Random;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -87,11 +87,17 @@ pub(crate) struct Gate<C> {
     anchored: u64,
     /// Seeded draws, if a seed was set; otherwise each thread's own.
     random: Option<Random>,
+    /// Statistics, on a line of their own: every rejection writes one, and the fields beside
+    /// them are read by every admission.
+    stats: CacheLine<Stats>,
+    pub(crate) classifier: C,
+}
+
+struct Stats {
     /// Calls rejected since the throttle was built.
     rejected: AtomicU64,
-    /// Changes of phase since the throttle was built.
+    /// Changes of phase and resets since the throttle was built.
     transitions: AtomicU64,
-    pub(crate) classifier: C,
 }
 
 impl<C> Gate<C> {
@@ -106,8 +112,10 @@ impl<C> Gate<C> {
             epoch: Epoch::new(base),
             anchored,
             random: config.seed.map(|seed| Random::new(Some(seed))),
-            rejected: AtomicU64::new(0),
-            transitions: AtomicU64::new(0),
+            stats: CacheLine(Stats {
+                rejected: AtomicU64::new(0),
+                transitions: AtomicU64::new(0),
+            }),
             classifier,
             config,
         }
@@ -142,7 +150,8 @@ impl<C> Gate<C> {
     }
 
     /// The next probe slot after `now`: the probe interval lengthened by the jitter draw, in
-    /// whole ms since the epoch, rounded up.
+    /// whole ms since the epoch, rounded up (the state word caps it at the last instant a
+    /// clock can reach).
     fn next_slot_ms(&self, now: Instant) -> u64 {
         let mut interval = self.config.probe_interval;
         if self.config.probe_jitter > 0.0 {
@@ -182,16 +191,32 @@ impl<C> Gate<C> {
         let p = self.rejection_probability();
         if p > 0.0 && self.draw() < p {
             // Relaxed: a statistic.
-            self.rejected.fetch_add(1, Ordering::Relaxed);
+            self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
             tracing::trace!(probability = p, "call shed by the throttle");
             return Admission::Rejected(Throttled::shed(p));
         }
         Admission::Admitted(Permit::throttling(generation))
     }
 
+    /// The window's calls and failures: two loads, or (while a racing record or reset has the
+    /// failure count out of range) a count of its bits.
+    fn counts(&self) -> Counts {
+        match self.window.bad_count() {
+            Some(failures) => {
+                let calls = self.window.calls();
+                Counts {
+                    calls,
+                    failures: failures.min(calls),
+                    slow: 0,
+                }
+            }
+            None => self.window.counts(),
+        }
+    }
+
     /// The current rejection probability while Throttling (zero below minimum_calls).
     fn rejection_probability(&self) -> f64 {
-        let counts = self.window.counts();
+        let counts = self.counts();
         if counts.calls < self.config.minimum_calls {
             return 0.0;
         }
@@ -224,11 +249,15 @@ impl<C> Gate<C> {
                 );
                 Admission::Admitted(Permit::probe(old.generation()))
             }
-            Err(Snapshot::Shedding { next_probe_ms, .. }) => {
+            Err(snapshot @ Snapshot::Shedding { next_probe_ms, .. }) => {
                 // Relaxed: a statistic.
-                self.rejected.fetch_add(1, Ordering::Relaxed);
+                self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!("call rejected: the throttle is shedding");
-                Admission::Rejected(Throttled::shedding(self.since_anchor(next_probe_ms)))
+                // A close in progress names no slot: it ends in moments.
+                let slot = (!snapshot.is_closing())
+                    .then(|| self.since_anchor(next_probe_ms))
+                    .flatten();
+                Admission::Rejected(Throttled::shedding(slot))
             }
             // A probe succeeded meanwhile: decide as Throttling.
             Err(Snapshot::Throttling { generation, .. }) => self.admit_throttling(generation),
@@ -290,11 +319,23 @@ impl<C> Gate<C> {
             let _ = self.state().update(|s| s.after_success(generation));
             return;
         }
-        let shed_after = self.config.shed_after;
+        let counts = self.counts();
+        let accepts = counts.calls.saturating_sub(counts.failures);
+        let config = &self.config;
+        let threshold = |run| {
+            run_to_shed(
+                config.shed_after,
+                u64::from(config.window),
+                config.minimum_calls,
+                counts.calls,
+                accepts,
+                run,
+            )
+        };
         // The clock is read only by the failure that starts Shedding.
         let mut slot = None;
         let exchanged = self.state().update(|s| {
-            s.after_failure(generation, shed_after, || {
+            s.after_failure(generation, threshold, || {
                 *slot.get_or_insert_with(|| self.next_slot_ms(self.now()))
             })
         });
@@ -304,12 +345,11 @@ impl<C> Gate<C> {
     }
 
     fn probe_succeeded(&self, generation: u16) {
-        if !matches!(self.state().load(), Snapshot::Shedding { generation: g, .. } if g == generation)
-        {
+        // Invariant 5: claim the close, so that only this probe empties the window; the new
+        // generation then starts from it, published to its callers by the exchange's Release.
+        if self.state().update(|s| s.claim_close(generation)).is_err() {
             return;
         }
-        // The pre-exchange effect of invariant 5: the new generation starts from an empty
-        // window, published to its callers by the exchange's Release.
         self.window.reset();
         if let Ok((old, new)) = self.state().update(|s| s.after_probe_success(generation)) {
             self.on_transition(old, new, TransitionReason::ProbeSucceeded);
@@ -327,7 +367,7 @@ impl<C> Gate<C> {
     /// The side effects of one successful exchange: count it and log it.
     fn on_transition(&self, old: Snapshot, new: Snapshot, reason: TransitionReason) {
         // Relaxed: a statistic.
-        self.transitions.fetch_add(1, Ordering::Relaxed);
+        self.stats.0.transitions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             throttle = self.config.name.as_deref().unwrap_or(""),
             from = ?ThrottleState::from(old),
@@ -347,11 +387,13 @@ impl<C> Gate<C> {
         let counts = self.window.counts();
         let (consecutive_failures, rejection_probability, next_probe_in) = match snapshot {
             Snapshot::Throttling { failures, .. } => (failures, self.rejection_probability(), None),
-            Snapshot::Shedding { next_probe_ms, .. } => {
+            snapshot @ Snapshot::Shedding { next_probe_ms, .. } => {
                 let at = self
                     .epoch
                     .instant(next_probe_ms.saturating_mul(NANOS_PER_MS));
-                (0, 1.0, Some(at.saturating_duration_since(self.now())))
+                let next =
+                    (!snapshot.is_closing()).then(|| at.saturating_duration_since(self.now()));
+                (0, 1.0, next)
             }
         };
         Metrics {
@@ -362,8 +404,8 @@ impl<C> Gate<C> {
             consecutive_failures,
             next_probe_in,
             // Relaxed: statistics.
-            rejected: self.rejected.load(Ordering::Relaxed),
-            transitions: self.transitions.load(Ordering::Relaxed),
+            rejected: self.stats.0.rejected.load(Ordering::Relaxed),
+            transitions: self.stats.0.transitions.load(Ordering::Relaxed),
         }
     }
 }

@@ -32,7 +32,7 @@ impl From<Snapshot> for ThrottleState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TransitionReason {
-    /// `shed_after` calls in a row failed: Throttling to Shedding.
+    /// A run of consecutive failures too long to be chance: Throttling to Shedding.
     ConsecutiveFailures,
     /// A probe succeeded: Shedding to Throttling, with an empty window.
     ProbeSucceeded,
@@ -59,7 +59,7 @@ pub struct Metrics {
     pub next_probe_in: Option<Duration>,
     /// Calls rejected since the throttle was built.
     pub rejected: u64,
-    /// Changes of phase since the throttle was built.
+    /// Changes of phase and resets since the throttle was built.
     pub transitions: u64,
 }
 

@@ -138,3 +138,40 @@ fn loom_an_outcome_of_the_old_generation_cannot_touch_the_new_one() {
         ));
     });
 }
+
+#[test]
+fn loom_a_losing_probe_never_empties_the_next_generation_s_window() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let gate = shedding(&clock);
+        let first = admit(&gate).unwrap();
+        clock.advance(Duration::from_millis(10));
+        let second = admit(&gate).unwrap();
+        let other = Arc::clone(&gate);
+        let racer = thread::spawn(move || succeed(&other, first));
+        // This probe succeeds too, and then a call of whatever generation follows fails.
+        succeed(&gate, second);
+        let recorded = match admit(&gate) {
+            Some(permit) if !permit.is_probe() => {
+                fail(&gate, permit);
+                true
+            }
+            _ => false,
+        };
+        racer.join().unwrap();
+        if recorded {
+            // Recorded after the close was published: no other probe may have wiped it. (With
+            // a threshold of one, that failure started Shedding again.)
+            assert_eq!(gate.metrics().calls, 1);
+            assert!(matches!(
+                gate.snapshot_for_tests(),
+                Snapshot::Shedding { generation: 3, .. }
+            ));
+        } else {
+            assert!(matches!(
+                gate.snapshot_for_tests(),
+                Snapshot::Throttling { generation: 2, .. }
+            ));
+        }
+    });
+}

@@ -4,7 +4,8 @@
 //! formula recomputed at every step). After each step the two must agree on the state word,
 //! the window's counts and the rejection probability, and every admission of the throttle must
 //! be one the model allows: a probe exactly when a slot has come, a random rejection only when
-//! the formula's probability is above zero.
+//! the formula's probability is above zero. (The run threshold's own arithmetic is checked by
+//! unit tests at fixed counts; here the model uses the same pure function.)
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -14,7 +15,7 @@ use proptest::prelude::*;
 
 use super::ThrottleLayer;
 use super::gate::{Admission, Gate, Permit};
-use super::state::{Snapshot, next_generation};
+use super::state::{Snapshot, next_generation, run_to_shed};
 use crate::Ratio;
 use crate::classify::Outcome;
 use crate::clock::ManualClock;
@@ -116,12 +117,21 @@ impl Model {
                 },
             ) if g == generation => {
                 self.push(failed);
+                let accepts = self.window.iter().filter(|failed| !**failed).count() as u64;
+                let run = run_to_shed(
+                    u64::from(self.setup.shed_after),
+                    u64::from(self.setup.window),
+                    u64::from(self.setup.minimum_calls),
+                    self.window.len() as u64,
+                    accepts,
+                    failures + 1,
+                );
                 self.phase = if !failed {
                     Snapshot::Throttling {
                         generation,
                         failures: 0,
                     }
-                } else if failures + 1 >= u64::from(self.setup.shed_after) {
+                } else if failures + 1 >= run {
                     Snapshot::Shedding {
                         generation: next_generation(generation),
                         next_probe_ms: self.now_ms + self.setup.interval_ms,

@@ -9,14 +9,16 @@
 //! # State diagram
 //!
 //! ```text
-//!                 shed_after consecutive failures (of calls admitted in this generation)
-//!   Throttling ─────────────────────────────────────────────────────────────────────▶ Shedding
-//!     │  ▲  each call rejected with probability                                       │    │
-//!     │  │  p = max(0, (n − K·a) / (n + 1)) over the last                             │    │ a call at or after the
-//!     │  │  n outcomes, a of them accepted                                            │    │ probe slot takes it and
-//!     └──┘  (no state change: the window decides)                                     │    │ sets the next slot
-//!        ▲                                                                            │ ◀──┘
-//!        └──────────────────── a probe succeeds (the window is emptied first) ────────┘
+//!             a run of consecutive failures too long to be chance at the window's
+//!             success rate (run_to_shed: shed_after at 50 %, longer below)
+//!   Throttling ─────────────────────────────────────────────────────────────▶ Shedding(slot)
+//!     │  ▲  each call rejected with probability                                 │   │
+//!     │  │  p = max(0, (n − K·a) / (n + 1)) over the last                       │   │ a call at or after the slot
+//!     │  │  n outcomes, a of them accepted                                      │   │ takes it and sets the next
+//!     └──┘  (no state change: the window decides)                               │ ◀─┘
+//!        ▲                                                                      │ a probe succeeds:
+//!        │                                                                      ▼ it claims the close
+//!        └──────────── the claiming probe has emptied the window ────── Shedding(CLOSING)
 //!
 //!   any ── reset ──▶ Throttling (generation + 1, window emptied)
 //! ```
@@ -26,8 +28,8 @@
 //! | bits | field | meaning |
 //! | --- | --- | --- |
 //! | 63 | phase | 0 Throttling, 1 Shedding |
-//! | 62–48 | generation | 15 bits, wraps; bumped on every change of phase |
-//! | 47–0 | payload | Throttling: consecutive failures (saturates at 2^48 − 1); Shedding: the next probe slot, ms since the throttle's epoch (48 bits ≈ 8900 years) |
+//! | 62–48 | generation | 15 bits, wraps; bumped on every change of phase and every reset |
+//! | 47–0 | payload | Throttling: consecutive failures (saturates at 2^48 − 1); Shedding: the next probe slot, ms since the throttle's epoch, at most [`LAST_REACHABLE_MS`]; or [`CLOSING_MS`] (all ones), claimed by the probe that closes it |
 //!
 //! # Transition table
 //!
@@ -36,46 +38,53 @@
 //!
 //! | from | event | guard | to | decision |
 //! | --- | --- | --- | --- | --- |
-//! | Throttling(g, c) | failure of a call admitted in g | c + 1 < shed_after | Throttling(g, c + 1) | [`Snapshot::after_failure`] |
-//! | Throttling(g, c) | failure of a call admitted in g | c + 1 ≥ shed_after | Shedding(g + 1, now + interval) | [`Snapshot::after_failure`] |
+//! | Throttling(g, c) | failure of a call admitted in g | c + 1 < [`run_to_shed`] | Throttling(g, c + 1) | [`Snapshot::after_failure`] |
+//! | Throttling(g, c) | failure of a call admitted in g | c + 1 ≥ [`run_to_shed`] | Shedding(g + 1, now + interval) | [`Snapshot::after_failure`] |
 //! | Throttling(g, c > 0) | success of a call admitted in g | | Throttling(g, 0) | [`Snapshot::after_success`] |
 //! | Shedding(g, t) | call | now ≥ t | Shedding(g, now + interval): the call is a probe of g | [`Snapshot::take_probe_slot`] |
-//! | Shedding(g, t) | probe of g succeeds | | Throttling(g + 1, 0) | [`Snapshot::after_probe_success`] |
+//! | Shedding(g, t ≠ CLOSING) | probe of g succeeds | | Shedding(g, CLOSING) | [`Snapshot::claim_close`] |
+//! | Shedding(g, CLOSING) | the claiming probe emptied the window | | Throttling(g + 1, 0) | [`Snapshot::after_probe_success`] |
 //! | any(g) | reset (handle) | | Throttling(g + 1, 0) | [`Snapshot::reset`] |
 //!
 //! Not transitions (the word is only read): admission while Throttling (the window's counts
-//! and a random draw decide, [`rejection_probability`]); a call while Shedding before the slot
-//! (rejected); a failed probe (the next slot was set when it was admitted); an outcome of
-//! another generation; an ignored outcome.
+//! and a random draw decide, [`rejection_probability`]); a call while Shedding before the slot,
+//! or while the close is claimed (rejected); a failed probe (the next slot was set when it was
+//! admitted); a probe success that finds the close claimed; an outcome of another generation;
+//! an ignored outcome.
 //!
 //! # Invariants
 //!
 //! 1. Exactly one thread performs each transition: the one whose compare-and-swap succeeds;
 //!    transition events follow only from a successful exchange.
 //! 2. While Shedding, at most one call is admitted per probe slot: the slot's time is part of
-//!    the word, and taking it is one exchange that moves it on.
-//! 3. An outcome only changes the state of the generation its call was admitted in; an outcome
-//!    of an older generation is ignored.
-//! 4. Shedding cannot wedge: every slot ends (the clock moves), and the call that takes it is
-//!    admitted whatever became of earlier probes (dropped, hung, ignored).
-//! 5. **Pre-exchange effect.** A succeeding probe empties the window *before* its exchange, so
-//!    the calls of the new generation start from a clean window; the probe first checks that
-//!    the word is still Shedding of its generation. The reset is idempotent, and if the
-//!    exchange then loses (another probe of the same generation closed first), at most the
-//!    outcomes recorded between that other probe's exchange and this reset are lost.
-//! 6. The healthy path (Throttling, a window holding no failure) writes nothing: admission
-//!    loads the word and the window's failure count; a success into a full window holding no
-//!    failure reads nothing more, since a window without failures has no run of failures to
-//!    end. (A failure preempted between writing its slot and counting its run, while a whole
-//!    window of successes is recorded, can leave a run of one behind a clean window; the next
-//!    run then starts shedding one failure early.)
+//!    the word, and taking it is one exchange that moves it on. (A call admitted while
+//!    Throttling, just before the run trips, may still be in flight: it is no probe.)
+//! 3. The run of failures only counts outcomes of calls admitted in the current generation.
+//!    The window may take one outcome from each recorder that checked the generation just
+//!    before it changed (the check and the write are two steps); nothing else crosses.
+//! 4. Shedding cannot wedge: every slot ends (the clock moves; slots never pass the last
+//!    instant a clock can reach), and the call that takes it is admitted whatever became of
+//!    earlier probes (dropped, hung, ignored).
+//! 5. **Only the closing probe empties the window.** A succeeding probe first claims the close
+//!    (Shedding(g, CLOSING), in which calls are still rejected), then empties the window, then
+//!    releases the word into Throttling(g + 1): every call of the new generation sees the empty
+//!    window, and no other probe of g touches it. The handle's reset empties it before its own
+//!    exchange.
+//! 6. The healthy path (Throttling, a full window holding no failure) writes nothing shared
+//!    but the `Arc` reference count every call takes: admission loads the word and the
+//!    window's failure count; a success into a full window holding no failure reads nothing
+//!    more, since a window without failures has no run of failures to end. (A failure preempted
+//!    between writing its slot and counting its run, while a whole window of successes is
+//!    recorded, can leave a run of one behind a clean window; the next run then starts
+//!    shedding one failure early.)
 //!
 //! # ABA
 //!
 //! The generation is the ABA defence: a permit carries the generation it was admitted in, and
-//! every change of phase bumps it. With 15 bits it repeats after 32 768 changes, each Shedding
-//! lasting at least one probe interval; a late outcome is misattributed only if its call stayed
-//! in flight across a multiple of 32 768 of them, and then it counts as one outcome.
+//! every change of phase and every reset bumps it. With 15 bits it repeats after 32 768 of
+//! them; a late outcome is misattributed only if its call stayed in flight across a multiple of
+//! 32 768 changes (each Shedding lasts at least one probe interval, resets are an operator's),
+//! and then it counts as one outcome.
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -84,8 +93,12 @@ const GENERATION_SHIFT: u32 = 48;
 const GENERATION_MASK: u64 = (1 << 15) - 1;
 const PAYLOAD_MASK: u64 = (1 << 48) - 1;
 
-/// The latest probe slot the word can hold, in ms since the epoch.
-pub(crate) const MAX_SLOT_MS: u64 = PAYLOAD_MASK;
+/// The latest probe slot a clock can reach, in ms since the epoch: an epoch's ticks saturate
+/// at `u64::MAX` ns, so no later slot would ever come.
+pub(crate) const LAST_REACHABLE_MS: u64 = u64::MAX / 1_000_000;
+/// The slot value that marks a Shedding word claimed by the probe that is closing it: beyond
+/// every reachable slot, so no call takes it.
+pub(crate) const CLOSING_MS: u64 = PAYLOAD_MASK;
 
 const THROTTLING: u64 = 0;
 const SHEDDING: u64 = 1;
@@ -113,29 +126,31 @@ impl Snapshot {
 
     /// A failure of a call admitted while Throttling in `generation`: count it in the run of
     /// consecutive failures, and start Shedding, with the first probe slot at `next_probe_ms()`
-    /// (asked for only then: it reads the clock), once the run reaches `shed_after`. `None` for
-    /// any other state.
+    /// (asked for only then: it reads the clock), once the run reaches `run_to_shed(run)`.
+    /// `None` for any other state.
     pub(crate) fn after_failure(
         self,
         generation: u16,
-        shed_after: u64,
+        run_to_shed: impl FnOnce(u64) -> u64,
         next_probe_ms: impl FnOnce() -> u64,
     ) -> Option<Self> {
         match self {
             Self::Throttling {
                 generation: g,
                 failures,
-            } if g == generation => Some(if failures.saturating_add(1) >= shed_after {
-                Self::Shedding {
-                    generation: next_generation(generation),
-                    next_probe_ms: next_probe_ms().min(MAX_SLOT_MS),
-                }
-            } else {
-                Self::Throttling {
-                    generation,
-                    failures: (failures + 1).min(PAYLOAD_MASK),
-                }
-            }),
+            } if g == generation => Some(
+                if run_to_shed(failures.saturating_add(1)) <= failures.saturating_add(1) {
+                    Self::Shedding {
+                        generation: next_generation(generation),
+                        next_probe_ms: next_probe_ms().min(LAST_REACHABLE_MS),
+                    }
+                } else {
+                    Self::Throttling {
+                        generation,
+                        failures: (failures + 1).min(PAYLOAD_MASK),
+                    }
+                },
+            ),
             _ => None,
         }
     }
@@ -172,23 +187,52 @@ impl Snapshot {
                 generation,
                 next_probe_ms: next_probe_ms()
                     .max(now_ms.saturating_add(1))
-                    .min(MAX_SLOT_MS),
+                    .min(LAST_REACHABLE_MS),
             }),
             _ => None,
         }
     }
 
-    /// A probe of `generation` succeeded: the dependency answers again, so go back to
-    /// Throttling (the caller has emptied the window). `None` if another probe or a reset
-    /// already moved the state on.
+    /// A probe of `generation` succeeded: claim the close, so that this probe alone empties
+    /// the window and moves on. `None` if another probe claimed it first or the state moved
+    /// on.
+    pub(crate) fn claim_close(self, generation: u16) -> Option<Self> {
+        match self {
+            Self::Shedding {
+                generation: g,
+                next_probe_ms,
+            } if g == generation && next_probe_ms != CLOSING_MS => Some(Self::Shedding {
+                generation,
+                next_probe_ms: CLOSING_MS,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The claimed close of `generation` (the window now emptied): back to Throttling. `None`
+    /// if a reset moved the state on meanwhile.
     pub(crate) fn after_probe_success(self, generation: u16) -> Option<Self> {
         match self {
-            Self::Shedding { generation: g, .. } if g == generation => Some(Self::Throttling {
+            Self::Shedding {
+                generation: g,
+                next_probe_ms: CLOSING_MS,
+            } if g == generation => Some(Self::Throttling {
                 generation: next_generation(generation),
                 failures: 0,
             }),
             _ => None,
         }
+    }
+
+    /// Whether this is a Shedding word claimed by a closing probe.
+    pub(crate) fn is_closing(self) -> bool {
+        matches!(
+            self,
+            Self::Shedding {
+                next_probe_ms: CLOSING_MS,
+                ..
+            }
+        )
     }
 
     /// A reset through the handle: Throttling in a fresh generation, from any state.
@@ -241,6 +285,40 @@ pub(crate) fn next_generation(generation: u16) -> u16 {
     #[allow(clippy::cast_possible_truncation)] // masked to 15 bits
     let next = ((u64::from(generation) + 1) & GENERATION_MASK) as u16;
     next
+}
+
+/// The run of consecutive failures that starts Shedding: a run too long to be chance at the
+/// success rate of the window's calls *before* the run (`calls − run` of them, `accepts`
+/// succeeded; the run's own failures would make any run look likely).
+///
+/// `shed_after` is the run at a 50 % success rate, whose odds are `2^-shed_after`; at a lower
+/// rate `s` the run with the same odds, `shed_after · ln 2 / −ln(1 − s)`, is longer (at 20 %
+/// about three times as long). Never shorter than `shed_after`, and never longer than the
+/// window (a window of failures only always sheds); when fewer than `minimum_calls` calls came
+/// before the run, they say nothing, and `shed_after` applies.
+#[must_use]
+pub(crate) fn run_to_shed(
+    shed_after: u64,
+    window: u64,
+    minimum_calls: u64,
+    calls: u64,
+    accepts: u64,
+    run: u64,
+) -> u64 {
+    let before = calls.saturating_sub(run);
+    if before == 0 || before < minimum_calls || accepts == 0 {
+        return shed_after;
+    }
+    #[allow(clippy::cast_precision_loss)] // counts stay far below 2^52
+    let success = accepts.min(before) as f64 / before as f64;
+    if success >= 0.5 {
+        return shed_after;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let needed = shed_after as f64 * std::f64::consts::LN_2 / -(1.0 - success).ln();
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // finite, ≥ shed_after
+    let needed = needed.ceil() as u64;
+    needed.clamp(shed_after, window.max(shed_after))
 }
 
 /// Client-side throttling's rejection probability (Google SRE, "Handling Overload"):
@@ -299,8 +377,8 @@ impl AtomicState {
         &self,
         mut decide: impl FnMut(Snapshot) -> Option<Snapshot>,
     ) -> Result<(Snapshot, Snapshot), Snapshot> {
-        // Acquire: when `decide` declines on this value the caller acts on it (a rejection
-        // names its probe slot), so it should be no older than a `load`.
+        // Acquire, as `load`: when `decide` declines on this value the caller may act on it
+        // (found Throttling, it reads the window, which must be the one this state published).
         let mut current = self.word.load(Ordering::Acquire);
         loop {
             let old = Snapshot::decode(current);
@@ -309,8 +387,9 @@ impl AtomicState {
             };
             // AcqRel on success: Release publishes what the winner did before deciding (the
             // window emptied before closing) to every `load` that sees the new word; Acquire
-            // makes the winner see what earlier winners published. Acquire on failure: the
-            // fresh value may be declined on, and is then acted on as above.
+            // makes the winner see what earlier winners published (the closing probe's claim,
+            // before it empties the window). Acquire on failure: the fresh value may be
+            // declined on, and is then acted on as above.
             match self.word.compare_exchange_weak(
                 current,
                 new.encode(),
@@ -393,23 +472,23 @@ mod tests {
     #[test]
     fn a_failure_extends_the_run_then_starts_shedding_at_the_threshold() {
         assert_eq!(
-            throttling(4, 1).after_failure(4, 3, || 500),
+            throttling(4, 1).after_failure(4, |_| 3, || 500),
             Some(throttling(4, 2))
         );
         assert_eq!(
-            throttling(4, 2).after_failure(4, 3, || 500),
+            throttling(4, 2).after_failure(4, |_| 3, || 500),
             Some(shedding(5, 500))
         );
         assert_eq!(
-            throttling(4, 0).after_failure(4, 1, || 500),
+            throttling(4, 0).after_failure(4, |_| 1, || 500),
             Some(shedding(5, 500))
         );
     }
 
     #[test]
     fn outcomes_of_another_generation_or_phase_change_nothing() {
-        assert_eq!(throttling(4, 1).after_failure(3, 3, || 500), None);
-        assert_eq!(shedding(4, 9).after_failure(4, 3, || 500), None);
+        assert_eq!(throttling(4, 1).after_failure(3, |_| 3, || 500), None);
+        assert_eq!(shedding(4, 9).after_failure(4, |_| 3, || 500), None);
         assert_eq!(throttling(4, 1).after_success(3), None);
         assert_eq!(shedding(4, 9).after_success(4), None);
         assert_eq!(shedding(4, 9).after_probe_success(3), None);
@@ -446,11 +525,75 @@ mod tests {
     }
 
     #[test]
-    fn a_successful_probe_goes_back_to_throttling_in_a_new_generation() {
+    fn a_successful_probe_claims_the_close_then_goes_back_to_throttling() {
+        let claimed = shedding(6, 100).claim_close(6);
+        assert_eq!(claimed, Some(shedding(6, CLOSING_MS)));
+        assert!(claimed.unwrap().is_closing());
         assert_eq!(
-            shedding(6, 100).after_probe_success(6),
+            shedding(6, CLOSING_MS).after_probe_success(6),
             Some(throttling(7, 0))
         );
+    }
+
+    #[test]
+    fn only_one_probe_claims_a_close_and_nobody_takes_its_slot() {
+        assert_eq!(shedding(6, CLOSING_MS).claim_close(6), None, "claimed");
+        assert_eq!(shedding(6, 100).after_probe_success(6), None, "unclaimed");
+        assert_eq!(shedding(6, 100).claim_close(5), None, "another generation");
+        assert_eq!(
+            shedding(6, CLOSING_MS).take_probe_slot(LAST_REACHABLE_MS, || 1),
+            None
+        );
+    }
+
+    #[test]
+    fn the_run_to_shed_grows_as_the_calls_before_it_succeeded_less() {
+        // Half or more of the calls before the run succeeded, or too few came before it to
+        // judge: `shed_after`.
+        assert_eq!(run_to_shed(20, 100, 10, 100, 40, 20), 20, "40 of 80 before");
+        assert_eq!(run_to_shed(20, 100, 10, 100, 79, 20), 20);
+        assert_eq!(
+            run_to_shed(20, 100, 10, 25, 1, 20),
+            20,
+            "5 before: below minimum_calls"
+        );
+        // A short history of successes, then failures: the run's own failures do not count
+        // as the history.
+        assert_eq!(run_to_shed(20, 100, 10, 30, 10, 20), 20, "10 of 10 before");
+        // 20 % of the calls before succeeded: the run with odds 2^-20 is 20 · ln 2 / −ln 0.8
+        // = 62.1.
+        assert_eq!(run_to_shed(20, 100, 10, 100, 16, 20), 63, "16 of 80 before");
+        // 40 %: 27.1.
+        assert_eq!(run_to_shed(20, 100, 10, 100, 32, 20), 28, "32 of 80 before");
+        // Never longer than the window; a window of failures sheds at `shed_after`.
+        assert_eq!(run_to_shed(20, 100, 10, 100, 1, 20), 100, "1 of 80 before");
+        assert_eq!(run_to_shed(20, 100, 10, 100, 0, 20), 20);
+        assert_eq!(
+            run_to_shed(20, 100, 10, 100, 10, 100),
+            20,
+            "nothing before the run"
+        );
+        assert_eq!(
+            run_to_shed(20, 10, 0, 10, 1, 5),
+            20,
+            "window below shed_after"
+        );
+    }
+
+    #[test]
+    fn a_failure_sheds_once_the_run_reaches_the_threshold_it_is_given() {
+        // The threshold is asked with the run including this failure.
+        let mut asked = 0;
+        let next = throttling(4, 6).after_failure(
+            4,
+            |run| {
+                asked = run;
+                7
+            },
+            || 500,
+        );
+        assert_eq!(asked, 7);
+        assert_eq!(next, Some(shedding(5, 500)));
     }
 
     #[test]
@@ -467,12 +610,17 @@ mod tests {
             throttling(1, PAYLOAD_MASK)
         );
         assert_eq!(
-            throttling(1, PAYLOAD_MASK).after_failure(1, u64::MAX, || 5),
+            throttling(1, PAYLOAD_MASK).after_failure(1, |_| u64::MAX, || 5),
             Some(throttling(1, PAYLOAD_MASK))
         );
+        // A clock that has saturated still reaches every slot: no wedge.
         assert_eq!(
-            shedding(1, 0).take_probe_slot(MAX_SLOT_MS, || u64::MAX),
-            Some(shedding(1, MAX_SLOT_MS))
+            shedding(1, 0).take_probe_slot(LAST_REACHABLE_MS, || u64::MAX),
+            Some(shedding(1, LAST_REACHABLE_MS))
+        );
+        assert_eq!(
+            shedding(1, LAST_REACHABLE_MS).take_probe_slot(LAST_REACHABLE_MS, || u64::MAX),
+            Some(shedding(1, LAST_REACHABLE_MS))
         );
     }
 
