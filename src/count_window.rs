@@ -73,6 +73,7 @@ impl CountWindow {
     }
 
     /// Outcomes the ring holds: at most its size.
+    #[cfg_attr(not(feature = "throttle"), allow(dead_code))]
     #[inline]
     pub(crate) fn calls(&self) -> u64 {
         // Relaxed: as in `holds_nothing_bad`.
@@ -81,6 +82,7 @@ impl CountWindow {
 
     /// Failures and slow calls in the ring, cheaply: one load, exact at rest; `None` while a
     /// racing record or reset has it out of range (then count the bits).
+    #[cfg_attr(not(feature = "throttle"), allow(dead_code))]
     #[inline]
     pub(crate) fn bad_count(&self) -> Option<u64> {
         // Relaxed: as in `holds_nothing_bad`.
