@@ -158,10 +158,14 @@ mod count_window;
 pub mod deadline;
 pub mod error;
 mod extensions;
+#[cfg(feature = "fallback")]
+pub mod fallback;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "idempotency")]
 pub mod idempotency;
+#[cfg(feature = "preset")]
+pub mod preset;
 #[cfg(any(feature = "circuit-breaker", feature = "retry", feature = "throttle"))]
 mod random;
 mod ratio;

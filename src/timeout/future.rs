@@ -59,9 +59,11 @@ impl Timer {
         let mut this = self.project();
         if this.sleep.is_none() {
             let at = match *this.expiry {
+                // `Duration::MAX` is no limit of its own (a timeout configured off): nothing to
+                // read or arm.
+                Expiry::After(Duration::MAX) | Expiry::Never => None,
                 Expiry::After(limit) => Instant::now().checked_add(limit),
                 Expiry::At { at, .. } => Some(at),
-                Expiry::Never => None,
             };
             let Some(at) = at else {
                 *this.expiry = Expiry::Never;

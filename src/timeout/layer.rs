@@ -23,7 +23,8 @@ impl TimeoutLayer {
     /// Limits every request to `timeout` (and to its [`Deadline`](crate::deadline::Deadline),
     /// whichever comes first).
     ///
-    /// `Duration::MAX` means no limit of its own: only deadlines apply.
+    /// `Duration::MAX` means no limit of its own: only deadlines apply, and a call without one
+    /// reads no clock and arms no timer even when its inner future is pending.
     pub fn new(timeout: Duration) -> Self {
         Self {
             policy: FixedTimeout::new(timeout),
