@@ -195,7 +195,11 @@ impl<'a> Rejection<'a> {
         if let Some(throttle_error) = error.downcast_ref::<ThrottleError>() {
             // A transparent wrapper, as the breaker's.
             return match throttle_error {
-                ThrottleError::Throttled(throttled) => Some(Self::Throttled(throttled)),
+                ThrottleError::Throttled(throttled)
+                | ThrottleError::ProbeFailed {
+                    rejection: throttled,
+                    ..
+                } => Some(Self::Throttled(throttled)),
                 ThrottleError::Inner(inner) => Self::find(&**inner),
             };
         }

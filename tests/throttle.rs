@@ -86,7 +86,11 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn nothing_is_shed_while_half_the_calls_succeed() {
-    let layer = ThrottleLayer::builder().seed(1).build().unwrap();
+    let layer = ThrottleLayer::builder()
+        .window(NonZeroU32::new(100).unwrap())
+        .seed(1)
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let mut svc = over_script(&layer);
     for i in 0..1000 {
@@ -104,6 +108,7 @@ async fn nothing_is_shed_while_half_the_calls_succeed() {
 async fn the_share_shed_follows_the_formula() {
     // Nothing is shed until the window is full, so it fills with exactly the script.
     let layer = ThrottleLayer::builder()
+        .window(NonZeroU32::new(100).unwrap())
         .minimum_calls(100)
         .seed(2)
         .build()
@@ -206,8 +211,20 @@ async fn a_probe_goes_through_at_its_slot_and_not_a_millisecond_before() {
     assert_eq!(refused.retry_after(), Some(MS), "1 ms before the slot");
     assert_eq!(dependency.calls(), 1);
     advance(MS).await;
-    // At the slot: one probe, which fails; the next call waits for the next slot.
-    assert!(matches!(call(&mut svc).await, Err(ThrottleError::Inner(_))));
+    // At the slot: one probe, which fails, and says so as a rejection carrying its error and
+    // the next slot; the next call waits for that slot.
+    match call(&mut svc).await {
+        Err(failed @ ThrottleError::ProbeFailed { .. }) => {
+            assert_eq!(failed.as_throttled().unwrap().retry_after(), Some(100 * MS));
+            assert_eq!(
+                std::error::Error::source(&failed).unwrap().to_string(),
+                "dependency down"
+            );
+            let boxed: BoxError = failed.into();
+            assert!(Rejection::find(&*boxed).unwrap().protects_dependency());
+        }
+        other => panic!("expected a failed probe, got {other:?}"),
+    }
     assert_eq!(dependency.calls(), 2);
     assert_eq!(
         throttled(call(&mut svc).await).retry_after(),
@@ -543,4 +560,49 @@ async fn a_dependency_failing_four_calls_in_five_is_throttled_not_taken_for_dead
     // 1 − 2 × 0.2 = 60 % shed: about 40 % sent.
     let share = f64::from(sent) / 20_000.0;
     assert!((0.33..0.47).contains(&share), "{share}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_returns_a_failed_probe_at_once_instead_of_taking_the_next_slot() {
+    let layer = exact_probes(1);
+    let dependency = Dependency::default();
+    let mut svc = tower::ServiceBuilder::new()
+        .layer(
+            RetryLayer::new()
+                .max_attempts(NonZeroU32::new(3).unwrap())
+                .backoff(
+                    Backoff::new(10 * MS, Duration::from_secs(1))
+                        .unwrap()
+                        .jitter(Jitter::None),
+                )
+                .budget(RetryBudget::unlimited()),
+        )
+        .layer(layer)
+        .map_request(|_: NoExtensions<()>| ())
+        .service(dependency.service());
+    dependency.set_down(true);
+    let _ = svc.ready().await.unwrap().call(NoExtensions(())).await;
+    assert_eq!(dependency.calls(), 1, "the first failure started shedding");
+    advance(100 * MS).await;
+    // This call takes the probe slot; the probe fails; the retry returns it at once rather
+    // than backing off and trying again (it would be refused, or take the next slot).
+    let start = Instant::now();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(NoExtensions(()))
+        .await
+        .unwrap_err();
+    assert_eq!(Instant::now(), start);
+    assert_eq!(dependency.calls(), 2);
+    assert!(matches!(
+        Rejection::find(&*err),
+        Some(Rejection::Throttled(t)) if t.retry_after() == Some(100 * MS)
+    ));
+    assert_eq!(
+        std::error::Error::source(&*err).map(ToString::to_string),
+        Some("dependency down".to_owned()),
+        "the probe's own error is kept as the source"
+    );
 }

@@ -15,10 +15,13 @@ use crate::error::ConfigError;
 /// Google SRE book's value. Nothing is shed while at least half the calls succeed; below that,
 /// about `1 − 2s` of the calls are shed at a success rate `s`.
 pub const DEFAULT_MULTIPLIER: f64 = 2.0;
-/// Outcomes the rejection probability is computed over: the last 100 calls sent (the breaker's
-/// count window, resilience4j's `slidingWindowSize`). Larger shed more steadily at the 1/K
-/// boundary, smaller react faster to a partial failure.
-pub const DEFAULT_WINDOW_SIZE: NonZeroU32 = NonZeroU32::new(100).unwrap();
+/// Outcomes the rejection probability is computed over: the last 1000 calls sent, a few
+/// seconds at a few hundred requests per second (the SRE book counts two minutes). A window of
+/// `n` calls misjudges a dependency at the `1/K` boundary by about `1/√n`, and sheds that much
+/// of a brownout it need not shed: measured in `examples/chaos.rs`, 100 calls shed 5 % of a
+/// 50 % brownout, 1000 calls nothing. Smaller windows react faster to a partial failure; a
+/// total one is caught by the run of failures whatever the window.
+pub const DEFAULT_WINDOW_SIZE: NonZeroU32 = NonZeroU32::new(1000).unwrap();
 /// Outcomes the window must hold before it sheds anything: 10, so a fresh or just-recovered
 /// throttle does not shed on its first failures.
 pub const DEFAULT_MINIMUM_CALLS: u32 = 10;
@@ -149,7 +152,7 @@ impl<C> ThrottleBuilder<C> {
     }
 
     /// The last `size` outcomes the rejection probability is computed over. Defaults to
-    /// [`DEFAULT_WINDOW_SIZE`] (100); at most 4096.
+    /// [`DEFAULT_WINDOW_SIZE`] (1000); at most 4096.
     pub fn window(mut self, size: NonZeroU32) -> Self {
         self.window = size;
         self

@@ -146,6 +146,20 @@ impl Throttled {
 pub enum ThrottleError {
     /// The throttle refused the call.
     Throttled(Throttled),
+    /// The throttle was shedding and sent this call as its probe, and the call failed with
+    /// `error`: the dependency is still down, and `rejection` names the next probe slot.
+    ///
+    /// A rejection, for every layer outside: a retry returns it at once (another attempt would
+    /// only be refused, or take the next probe slot), and
+    /// [`Rejection::find`](crate::error::Rejection::find) finds the [`Throttled`]. Its
+    /// `source()` is the probe's own error. (A probe that failed with a *response*, such as a
+    /// `503`, returns that response.)
+    ProbeFailed {
+        /// The throttle's rejection: the dependency is down.
+        rejection: Throttled,
+        /// The probe's own error.
+        error: BoxError,
+    },
     /// The inner service failed.
     Inner(BoxError),
 }
@@ -155,16 +169,20 @@ impl ThrottleError {
     #[must_use]
     pub fn as_throttled(&self) -> Option<&Throttled> {
         match self {
-            Self::Throttled(throttled) => Some(throttled),
+            Self::Throttled(throttled)
+            | Self::ProbeFailed {
+                rejection: throttled,
+                ..
+            } => Some(throttled),
             Self::Inner(_) => None,
         }
     }
 
-    /// The inner service's error, if that is what this is.
+    /// The inner service's error, if the call was sent and failed (a failed probe's included).
     #[must_use]
     pub fn into_inner(self) -> Option<BoxError> {
         match self {
-            Self::Inner(inner) => Some(inner),
+            Self::Inner(inner) | Self::ProbeFailed { error: inner, .. } => Some(inner),
             Self::Throttled(_) => None,
         }
     }
@@ -174,6 +192,9 @@ impl fmt::Display for ThrottleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Throttled(throttled) => fmt::Display::fmt(throttled, f),
+            Self::ProbeFailed { rejection, .. } => {
+                write!(f, "{rejection}; this call was the probe, and failed")
+            }
             Self::Inner(inner) => fmt::Display::fmt(inner, f),
         }
     }
@@ -183,6 +204,7 @@ impl std::error::Error for ThrottleError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Throttled(_) => None,
+            Self::ProbeFailed { error, .. } => Some(&**error),
             Self::Inner(inner) => inner.source(),
         }
     }

@@ -36,15 +36,17 @@ impl<C> Call<C> {
         }
     }
 
+    /// Records the outcome once; for a failed probe, the rejection its caller gets instead.
     #[inline]
-    fn finish<Res, E>(&mut self, result: &Result<Res, E>)
+    fn finish<Res, E>(&mut self, result: &Result<Res, E>) -> Option<Throttled>
     where
         C: Classify<Res, E>,
     {
         let permit = std::mem::replace(&mut self.permit, Permit::SPENT);
-        if permit != Permit::SPENT {
-            self.gate.record(permit, self.started, result);
+        if permit == Permit::SPENT {
+            return None;
         }
+        self.gate.record(permit, self.started, result)
     }
 }
 
@@ -52,7 +54,8 @@ pin_project! {
     /// The response future of [`Throttle`](super::Throttle).
     ///
     /// A rejected call resolves at once to [`ThrottleError::Throttled`]. An admitted call
-    /// resolves to the inner service's result, after recording its outcome with the throttle.
+    /// resolves to the inner service's result, after recording its outcome with the throttle;
+    /// a probe that failed with an error resolves to [`ThrottleError::ProbeFailed`].
     pub struct ResponseFuture<F, C> {
         #[pin]
         kind: Kind<F, C>,
@@ -101,8 +104,14 @@ where
         match self.project().kind.project() {
             KindProj::Admitted { inner, call } => {
                 let result = ready!(inner.poll(cx));
-                call.finish(&result);
-                Poll::Ready(result.map_err(|e| ThrottleError::Inner(e.into())))
+                let probe_failed = call.finish(&result);
+                Poll::Ready(match (result, probe_failed) {
+                    (Err(error), Some(rejection)) => Err(ThrottleError::ProbeFailed {
+                        rejection,
+                        error: error.into(),
+                    }),
+                    (result, _) => result.map_err(|e| ThrottleError::Inner(e.into())),
+                })
             }
             KindProj::Rejected { rejection } => {
                 Poll::Ready(Err(ThrottleError::Throttled(*rejection)))

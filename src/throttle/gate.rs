@@ -265,14 +265,16 @@ impl<C> Gate<C> {
     }
 
     /// Records the outcome of a call admitted with `permit`, started at `started` (when
-    /// calls are timed).
+    /// calls are timed). For a probe that failed, returns the rejection its caller gets in
+    /// place of an error (see [`ThrottleError::ProbeFailed`](super::ThrottleError::ProbeFailed)).
     #[inline]
     pub(crate) fn record<Res, E>(
         &self,
         permit: Permit,
         started: Option<Instant>,
         result: &Result<Res, E>,
-    ) where
+    ) -> Option<Throttled>
+    where
         C: Classify<Res, E>,
     {
         let outcome = self.classifier.classify(result);
@@ -284,14 +286,20 @@ impl<C> Gate<C> {
             && !permit.is_probe()
             && self.window.success_changes_nothing()
         {
-            return;
+            return None;
         }
-        self.record_outcome(permit, started, outcome);
+        self.record_outcome(permit, started, outcome)
     }
 
-    fn record_outcome(&self, permit: Permit, started: Option<Instant>, outcome: Outcome) {
+    #[cold]
+    fn record_outcome(
+        &self,
+        permit: Permit,
+        started: Option<Instant>,
+        outcome: Outcome,
+    ) -> Option<Throttled> {
         if outcome == Outcome::Ignore {
-            return;
+            return None;
         }
         let slow = match (started, self.config.slow_call) {
             (Some(started), Some(threshold)) => {
@@ -302,10 +310,27 @@ impl<C> Gate<C> {
         let failed = outcome == Outcome::Failure || slow;
         if !permit.is_probe() {
             self.record_throttling(permit.generation(), failed);
+            None
         } else if !failed {
             self.probe_succeeded(permit.generation());
+            None
+        } else {
+            // A failed probe changes nothing (its admission already set the next slot), but
+            // its caller learns the dependency is still down, and when the next probe goes.
+            Some(self.shedding_rejection())
         }
-        // A failed probe changes nothing: its admission already set the next slot.
+    }
+
+    /// The rejection of a call refused now, while Shedding: naming the next probe slot, or none
+    /// if the throttle is no longer Shedding or its close is in progress.
+    fn shedding_rejection(&self) -> Throttled {
+        let slot = match self.state().load() {
+            snapshot @ Snapshot::Shedding { next_probe_ms, .. } if !snapshot.is_closing() => {
+                self.since_anchor(next_probe_ms)
+            }
+            _ => None,
+        };
+        Throttled::shedding(slot)
     }
 
     fn record_throttling(&self, generation: u16, failed: bool) {

@@ -24,7 +24,7 @@ pub struct ThrottleLayer<C = DefaultClassifier> {
 }
 
 impl ThrottleLayer {
-    /// A throttle with every default: `K = 2` over the last 100 calls, shedding all but probes
+    /// A throttle with every default: `K = 2` over the last 1000 calls, shedding all but probes
     /// after 20 consecutive failures, a probe every 250 ms (plus up to 20 % jitter).
     pub fn new() -> Self {
         match ThrottleBuilder::new().build() {
