@@ -16,9 +16,14 @@
 //! Then retries: a flaky route's failures are absorbed, a 503 with `Retry-After` is waited out
 //! exactly, and a POST is repeated only when it carries an `Idempotency-Key`.
 //!
-//! Last, idempotency end to end: the client gives a POST a key and retries it when its
+//! Then idempotency end to end: the client gives a POST a key and retries it when its
 //! response is lost on the way back; the server, which had placed the order, replays its
 //! stored answer instead of placing it again.
+//!
+//! Last, the client preset: a route that fails every other call keeps answering what it can
+//! (the throttle sheds nothing at 50 %); once it is down, calls are refused at once (or answered
+//! by a fallback, marked) while one probe at a time checks on it; and the first probe that
+//! succeeds brings full traffic back.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -39,12 +44,16 @@ use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::classify::StatusClassifier;
 use palisade::deadline::Deadline;
 use palisade::error::{BoxError, Rejection};
+use palisade::fallback::{FALLBACK_HEADER, Failure, FallbackLayer};
+use palisade::http::ResponseBody;
 use palisade::http::{DeadlineHeader, GRPC_TIMEOUT, IDEMPOTENCY_KEY, ReplayBody};
 use palisade::idempotency::{AddIdempotencyKeyLayer, IdempotencyLayer};
+use palisade::preset::HttpClientLayer;
 use palisade::retry::{BufferBodyLayer, HttpPolicy, RetryLayer};
+use palisade::throttle::ThrottleState;
 use palisade::timeout::{PropagateDeadlineLayer, ServerTimeoutLayer, TimeoutLayer};
 use tokio::time::Instant;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 /// The state of the `/flaky` route: whether it works, and how many requests reached it; and
 /// of the routes the retry demo uses.
@@ -59,6 +68,9 @@ struct Flaky {
     /// Orders the `/checkout` handler placed, and whether the network loses its next answer.
     checkouts: AtomicUsize,
     lose_next_checkout: AtomicBool,
+    /// How `/unreliable` behaves: 0 healthy, 1 every other request a 503, 2 down (500).
+    unreliable: AtomicUsize,
+    unreliable_hits: AtomicUsize,
 }
 
 /// The server: `/fast`, `/slow`, `/budget` (what the caller said it had left), `/chain` (a
@@ -67,6 +79,7 @@ struct Flaky {
 async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
     let (shaky, throttled, orders) = (Arc::clone(&flaky), Arc::clone(&flaky), Arc::clone(&flaky));
     let checkout = checkout_route(Arc::clone(&flaky));
+    let unreliable = Arc::clone(&flaky);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1");
@@ -130,6 +143,17 @@ async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
             }),
         )
         .route("/checkout", checkout)
+        .route(
+            "/unreliable",
+            get(move || async move {
+                let hit = unreliable.unreliable_hits.fetch_add(1, Ordering::Relaxed);
+                match unreliable.unreliable.load(Ordering::Relaxed) {
+                    1 if hit % 2 == 0 => (http::StatusCode::SERVICE_UNAVAILABLE, "browning out"),
+                    2 => (http::StatusCode::INTERNAL_SERVER_ERROR, "down"),
+                    _ => (http::StatusCode::OK, "unreliable route answered"),
+                }
+            }),
+        )
         .route(
             "/flaky",
             get(move || async move {
@@ -281,6 +305,11 @@ where
                 "  client gave up after {took} ms: {timed_out} (kind {:?})",
                 timed_out.kind
             ),
+            Some(Rejection::Throttled(throttled)) => println!(
+                "  rejected after {took} ms, never sent: {throttled}; next probe in {} ms (HTTP: {})",
+                throttled.retry_after().unwrap_or_default().as_millis(),
+                throttled.status()
+            ),
             Some(Rejection::CircuitOpen(open)) => {
                 let answer = open.problem().into_response::<Body>();
                 let retry_after = &answer.headers()[http::header::RETRY_AFTER];
@@ -354,6 +383,95 @@ async fn main() {
     breaker_demo(addr, &flaky).await;
     retry_demo(addr, &flaky).await;
     idempotency_demo(addr, &flaky).await;
+    preset_demo(addr, &flaky).await;
+}
+
+/// The client preset against `/unreliable`: nothing shed while half the calls succeed, only
+/// probes once it is down (rejections answered at once, or by a fallback), and full traffic
+/// again at the first probe that succeeds.
+async fn preset_demo(addr: SocketAddr, state: &Flaky) {
+    println!(
+        "\n── the client preset (total 2 s ⊃ retry with budget ⊃ throttle ⊃ 200 ms attempts) ──"
+    );
+    let preset = HttpClientLayer::new()
+        .total_timeout(Duration::from_secs(2))
+        .attempt_timeout(Duration::from_millis(200));
+    let throttle = preset.throttle_handle().expect("the preset throttles");
+    let http = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Body>>();
+    let mut client = preset.layer(http);
+
+    state.unreliable.store(1, Ordering::Relaxed);
+    let mut ok = 0;
+    for _ in 0..20 {
+        if matches!(call(&mut client, get_request(addr, "/unreliable")).await, Ok((status, _)) if status == 200)
+        {
+            ok += 1;
+        }
+    }
+    println!(
+        "\n▶ 20 GETs while every other request is a 503: {ok} succeed (retries land where they can)\n  \
+         the throttle sheds nothing while half the calls succeed: {:?}, rejection probability {}",
+        throttle.state(),
+        throttle.metrics().rejection_probability
+    );
+
+    state.unreliable.store(2, Ordering::Relaxed);
+    let before = state.unreliable_hits.load(Ordering::Relaxed);
+    while throttle.state() != ThrottleState::Shedding {
+        let _ = call(&mut client, get_request(addr, "/unreliable")).await;
+    }
+    println!(
+        "\n▶ the route goes down: after {} attempts failed in a row the throttle sends only probes",
+        state.unreliable_hits.load(Ordering::Relaxed) - before
+    );
+    show(
+        "GET /unreliable while shedding: refused at once, never sent",
+        &mut client,
+        get_request(addr, "/unreliable"),
+    )
+    .await;
+
+    let fallback = FallbackLayer::sync(|failure: Failure<hyper::body::Incoming>| {
+        let note = format!(
+            "cached recommendations (the live ones are {:?})",
+            failure.reason
+        );
+        http::Response::new(ResponseBody::full(Bytes::from(note)))
+    });
+    let mut answered = fallback.layer(&mut client);
+    let start = Instant::now();
+    if let Ok(response) = answered
+        .ready()
+        .await
+        .expect("ready")
+        .call(get_request(addr, "/unreliable"))
+        .await
+    {
+        let mark = response.headers()[FALLBACK_HEADER].clone();
+        let text = match response.into_body().collect().await {
+            Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+            Err(err) => format!("(body failed: {err})"),
+        };
+        println!(
+            "\n▶ the same call behind a fallback: answered in {} ms, marked `{FALLBACK_HEADER}: {}`\n  {text}",
+            start.elapsed().as_millis(),
+            mark.to_str().unwrap_or("?"),
+        );
+    }
+
+    state.unreliable.store(0, Ordering::Relaxed);
+    let wait = throttle.metrics().next_probe_in.unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    show(
+        "the route recovers; the next call is the probe, and succeeds",
+        &mut client,
+        get_request(addr, "/unreliable"),
+    )
+    .await;
+    println!(
+        "  the throttle is {:?} again, nothing shed",
+        throttle.state()
+    );
 }
 
 async fn idempotency_demo(addr: SocketAddr, state: &Flaky) {

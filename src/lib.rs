@@ -13,8 +13,52 @@
 //! | retry with jittered backoff and budgets | transient failures reaching callers; retry storms | [`retry`] |
 //! | adaptive throttling | a partly failing dependency drowned by calls it cannot take, without cutting off the ones it can | [`throttle`] |
 //! | idempotency keys (IETF draft) | a client's retry writing the same order twice | [`idempotency`] |
+//! | fallback answers | an error where a cached or default answer would do | [`fallback`] |
 //!
-//! The stale-while-revalidate cache joins this table when it lands.
+//! The stale-while-revalidate cache joins this table when it lands. The [`preset`] module
+//! stacks them the recommended way, in one layer for a client and one for an axum server, with
+//! defaults measured against a degrading upstream (`examples/chaos.rs`).
+//!
+//! # The presets
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::post};
+//! use palisade::error::BoxError;
+//! use palisade::http::ReplayBody;
+//! use palisade::preset::{HttpClientLayer, HttpServerLayer};
+//! use tower::{Layer, Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! // Around an axum router: handlers get at most 10 s (less if the caller says so), and a
+//! // POST with an `Idempotency-Key` runs once.
+//! let app: Router = Router::new()
+//!     .route("/orders", post(|| async { "placed" }))
+//!     .layer(HttpServerLayer::new());
+//!
+//! // Around an HTTP client (a hyper-util `Client` of `ReplayBody<B>` requests; here the router
+//! // itself stands in): a 2 s total published as the deadline, retries with a budget,
+//! // adaptive throttling, 300 ms attempts, the deadline sent in `grpc-timeout`.
+//! let mut client = HttpClientLayer::new()
+//!     .total_timeout(Duration::from_secs(2))
+//!     .attempt_timeout(Duration::from_millis(300))
+//!     .layer(tower::service_fn(move |req: http::Request<ReplayBody<String>>| {
+//!         let app = app.clone();
+//!         async move {
+//!             let req = req.map(|body| axum::body::Body::new(body));
+//!             Ok::<_, BoxError>(app.oneshot(req).await?)
+//!         }
+//!     }));
+//!
+//! let order = http::Request::post("/orders")
+//!     .header("idempotency-key", "\"order-1\"")
+//!     .body("one espresso".to_owned())
+//!     .unwrap();
+//! let response = client.ready().await.unwrap().call(order).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! # }
+//! ```
 //!
 //! # A client stack
 //!
@@ -94,21 +138,32 @@
 //! A tower stack is an onion: the first layer added is the outermost and sees the request first.
 //!
 //! ```text
-//! client:  AddIdempotencyKey ⊃ total Timeout (publish_deadline) ⊃ Retry ⊃ CircuitBreaker ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ HTTP client
+//! client:  Fallback ⊃ AddIdempotencyKey ⊃ total Timeout (publish_deadline) ⊃ BufferBody ⊃ Retry
+//!            ⊃ Throttle or CircuitBreaker ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ HTTP client
 //! server:  axum Router: ServerTimeout ⊃ auth ⊃ Idempotency ⊃ … ⊃ handler
 //! ```
+//!
+//! [`preset::HttpClientLayer`] builds the client line (all but the fallback) and
+//! [`preset::HttpServerLayer`] the server's timeout and idempotency.
 //!
 //! - The **attempt timeout** sits innermost, next to the client, so each attempt is bounded on
 //!   its own; the **total timeout** sits outermost and publishes its expiry as the request's
 //!   [`Deadline`](deadline::Deadline), so every layer inside works to the same end.
 //! - **Deadline propagation** sits inside the attempt timeout, so the header carries the tighter
 //!   of the attempt limit and the total deadline at the moment the request leaves.
-//! - The **circuit breaker** sits outside the attempt timeout, so a timed-out attempt counts as
-//!   a failure, and inside the retry, so each attempt is admitted and counted on its own and an
-//!   open circuit's time left reaches the retry as pushback.
+//! - The **throttle or circuit breaker** sits outside the attempt timeout, so a timed-out
+//!   attempt counts as a failure, and inside the retry, so each attempt is admitted and counted
+//!   on its own. The retry returns their rejections at once, spending no budget and no attempt:
+//!   sending again would be refused again. Choose the throttle for a dependency that fails in
+//!   part (it sheds only what fails beyond `1/K`), the breaker when any failure rate past a
+//!   threshold means leave it alone (see [`throttle`]).
 //! - The **retry** sits inside the total timeout, whose published deadline stops it from
 //!   starting a wait or an attempt that cannot finish in time. For HTTP, its
 //!   [`BufferBodyLayer`](retry::BufferBodyLayer) goes just outside it.
+//! - Classifiers ignore palisade's own deadline rejections and calls never sent, so a
+//!   caller's short deadline or another layer's refusal never counts against the dependency
+//!   (see [`classify`]).
+//! - A **fallback** goes outermost: it answers only what every attempt and wait left failed.
 //! - On the server, the **server timeout** goes outside anything that can wait, so the caller's
 //!   deadline bounds all of it.
 //! - The **idempotency layer** goes behind authentication (the caller's identity scopes its
@@ -123,6 +178,8 @@
 //! | `circuit-breaker` | yes | [`circuit_breaker`]: [`CircuitBreaker`](circuit_breaker::CircuitBreaker), keyed breakers (adds `scc`) |
 //! | `retry` | yes | [`retry`]: [`Retry`](retry::Retry), backoff, budgets; with `http`, the HTTP policy and replayable bodies |
 //! | `throttle` | yes | [`throttle`]: [`Throttle`](throttle::Throttle), client-side adaptive throttling |
+//! | `fallback` | yes | [`fallback`]: [`FallbackLayer`](fallback::FallbackLayer), marked answers for refused or failed HTTP calls; enables `http` |
+//! | `preset` | yes | [`preset`]: [`HttpClientLayer`](preset::HttpClientLayer) and [`HttpServerLayer`](preset::HttpServerLayer); enables the layers they stack |
 //! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses; with `timeout`, the server-side timeout and deadline propagation |
 //! | `idempotency` | yes | [`idempotency`]: [`IdempotencyLayer`](idempotency::IdempotencyLayer), [`AddIdempotencyKeyLayer`](idempotency::AddIdempotencyKeyLayer), the in-memory store; enables `http` (adds `sha2`, `scc`, `rand`) |
 //! | `full` | no | every feature |
