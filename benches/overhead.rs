@@ -797,6 +797,70 @@ fn throttle_group(bench: &mut Bench) {
     bench.contended(g, "shared_healthy", "shared_bare", &shared, || Ping(42));
 }
 
+fn http_ok() -> impl Service<
+    http::Request<http_body_util::Empty<bytes::Bytes>>,
+    Response = http::Response<()>,
+    Error = BoxError,
+    Future: Send,
+> + Clone
++ Send {
+    service_fn(|_: http::Request<http_body_util::Empty<bytes::Bytes>>| {
+        std::future::ready(Ok::<_, BoxError>(http::Response::new(())))
+    })
+}
+
+fn http_get() -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    http::Request::get("http://upstream.test/items")
+        .body(http_body_util::Empty::new())
+        .expect("request")
+}
+
+fn fallback_group(bench: &mut Bench) {
+    use palisade::fallback::{Failure, FallbackLayer};
+    use palisade::http::ResponseBody;
+    let g = "fallback";
+    // A call the fallback does not answer: one reference count and a look at the result.
+    bench.subject(g, "bare", "bare", http_ok(), http_get, Expect::Ok);
+    let fallback = FallbackLayer::sync(|_: Failure<()>| {
+        http::Response::new(ResponseBody::full(bytes::Bytes::from_static(b"[]")))
+    })
+    .layer(http_ok());
+    bench.subject(g, "pass_through", "bare", fallback, http_get, Expect::Ok);
+}
+
+fn preset_group(bench: &mut Bench) {
+    use palisade::http::ReplayBody;
+    use palisade::preset::HttpClientLayer;
+    let g = "preset";
+    let upstream = || {
+        service_fn(
+            |_: http::Request<ReplayBody<http_body_util::Empty<bytes::Bytes>>>| {
+                std::future::ready(Ok::<_, BoxError>(http::Response::new(())))
+            },
+        )
+    };
+    bench.subject(g, "bare", "bare", http_ok(), http_get, Expect::Ok);
+    // Every default: the total timeout publishes a deadline (a clock read and the request's
+    // first extension), the attempt timeout reads it, the deadline is written to
+    // `grpc-timeout`, the percentage budget deposits, the throttle admits.
+    let full = HttpClientLayer::new().layer(upstream());
+    bench.subject(g, "client_defaults", "bare", full, http_get, Expect::Ok);
+    // No deadline published or sent: the decisions alone (retry with its budget, throttle,
+    // an attempt timeout that arms no timer for an answer ready at once).
+    let decisions = HttpClientLayer::new()
+        .without_total_timeout()
+        .without_propagation()
+        .layer(upstream());
+    bench.subject(
+        g,
+        "client_no_deadline",
+        "bare",
+        decisions,
+        http_get,
+        Expect::Ok,
+    );
+}
+
 fn main() {
     let criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -811,6 +875,8 @@ fn main() {
     circuit_breaker_group(&mut bench);
     retry_group(&mut bench);
     throttle_group(&mut bench);
+    fallback_group(&mut bench);
+    preset_group(&mut bench);
     idempotency_group(&mut bench);
     bench.criterion.final_summary();
     bench.report();
