@@ -275,3 +275,60 @@ fn retry_allocates_nothing_when_the_first_attempt_succeeds() {
     assert_eq!(report("retry, token bucket", bare, tokens), 0.0);
     assert_eq!(report("retry, percent budget", bare, percent), 0.0);
 }
+
+#[cfg(feature = "throttle")]
+#[test]
+fn the_throttle_allocates_nothing_admitting_or_refusing() {
+    use palisade::throttle::{ThrottleLayer, ThrottleState};
+    let bare = per_call(ready_u32(), || 1);
+    let healthy = per_call(ThrottleLayer::new().layer(ready_u32()), || 1);
+    assert_eq!(report("throttle, healthy", bare, healthy), 0.0);
+
+    // Shedding, with the next probe slot 250 ms away: every call is refused.
+    let layer = ThrottleLayer::builder()
+        .shed_after(std::num::NonZeroU32::MIN)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|_: u32| {
+        std::future::ready(Err::<u32, BoxError>("down".into()))
+    }));
+    let rt = runtime();
+    let refused = rt.block_on(async {
+        let _ = svc.ready().await.unwrap().call(1).await;
+        assert_eq!(handle.state(), ThrottleState::Shedding);
+        let before = allocations();
+        for _ in 0..CALLS {
+            let result = svc.ready().await.unwrap().call(1).await;
+            assert!(result.is_err());
+        }
+        allocations() - before
+    });
+    println!(
+        "{:<48} allocations over {CALLS} rejections: {refused}",
+        "throttle, shedding"
+    );
+    assert_eq!(refused, 0);
+}
+
+#[cfg(feature = "fallback")]
+#[test]
+fn a_fallback_that_does_not_answer_allocates_nothing() {
+    use palisade::fallback::{Failure, FallbackLayer};
+    use palisade::http::ResponseBody;
+    let ok = || {
+        service_fn(|_: http::Request<()>| {
+            std::future::ready(Ok::<_, BoxError>(http::Response::new(())))
+        })
+    };
+    let bare = per_call(ok(), || http::Request::new(()));
+    let fallback = per_call(
+        FallbackLayer::sync(|_: Failure<()>| http::Response::new(ResponseBody::full("[]".into())))
+            .layer(ok()),
+        || http::Request::new(()),
+    );
+    assert_eq!(
+        report("fallback, passing a success through", bare, fallback),
+        0.0
+    );
+}
