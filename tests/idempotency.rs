@@ -38,9 +38,11 @@ impl Runs {
 ///
 /// - `POST /orders`: 201, `x-order: <run>`, body `order <run> for <request body>`.
 /// - `POST /slow/{secs}`: the same after sleeping that long.
-/// - `POST /fail`: 500. `POST /limited`: 429. `POST /missing`: 404.
-/// - `POST /panic`: panics. `POST /big`: 201 with a 4 KiB body. `POST /trickle`: 201 with a
-///   body that takes 5 s.
+/// - `POST /fail`: 500. `POST /limited`: 429. `POST /missing`: 404. `POST /invalid`: 422.
+///   `POST /unauthorized`: 401. `POST /forbidden`: 403.
+/// - `POST /panic`: panics. `POST /big`: 201 with a 4 KiB body. `POST /slow-big`: the same
+///   after 1 s. `POST /trickle`: 201 with a body that takes 5 s.
+/// - `POST /cookie`: 201 with `set-cookie` and `x-order` headers.
 /// - `GET /orders`: 200 (a method the layer does not cover).
 fn app(runs: &Runs, layer: IdempotencyLayer) -> Router {
     async fn order(State(runs): State<Runs>, body: Bytes) -> Response<Body> {
@@ -109,7 +111,38 @@ fn app(runs: &Runs, layer: IdempotencyLayer) -> Router {
             "/missing",
             post(|State(runs): State<Runs>| status(runs, StatusCode::NOT_FOUND)),
         )
+        .route(
+            "/invalid",
+            post(|State(runs): State<Runs>| status(runs, StatusCode::UNPROCESSABLE_ENTITY)),
+        )
+        .route(
+            "/unauthorized",
+            post(|State(runs): State<Runs>| status(runs, StatusCode::UNAUTHORIZED)),
+        )
+        .route(
+            "/forbidden",
+            post(|State(runs): State<Runs>| status(runs, StatusCode::FORBIDDEN)),
+        )
+        .route(
+            "/cookie",
+            post(|State(runs): State<Runs>| async move {
+                let run = runs.next();
+                Response::builder()
+                    .status(StatusCode::CREATED)
+                    .header(header::SET_COOKIE, format!("session=caller-{run}"))
+                    .header("x-order", run.to_string())
+                    .body(Body::from(format!("order {run}")))
+                    .unwrap()
+            }),
+        )
         .route("/big", post(big))
+        .route(
+            "/slow-big",
+            post(|State(runs): State<Runs>| async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                big(State(runs)).await
+            }),
+        )
         .route("/panic", post(panics))
         .layer(layer)
         .with_state(runs.clone())
@@ -336,11 +369,102 @@ async fn a_5xx_or_a_retryable_4xx_releases_the_key_and_the_retry_runs() {
     assert_eq!(runs.count(), 4, "each attempt ran");
     assert!(store.is_empty(), "released records leave the store");
     // A final 4xx is stored.
-    send(&app, request(Method::POST, "/missing", Some(KEY), "")).await;
-    let (status, headers, _) = send(&app, request(Method::POST, "/missing", Some(KEY), "")).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    send(&app, request(Method::POST, "/invalid", Some(KEY), "")).await;
+    let (status, headers, _) = send(&app, request(Method::POST, "/invalid", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(headers["idempotent-replayed"], "true");
     assert_eq!(runs.count(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn auth_failures_and_not_found_are_released_so_a_retry_is_heard() {
+    // A client that refreshes its token and retries with the same key must not get the stale
+    // 401 back; a 404 did nothing, and keeping it would let junk paths fill the store.
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    let app = app(&runs, IdempotencyLayer::new().store(store.clone()));
+    for path in ["/unauthorized", "/forbidden", "/missing"] {
+        let first = send(&app, request(Method::POST, path, Some(KEY), "")).await;
+        let again = send(&app, request(Method::POST, path, Some(KEY), "")).await;
+        assert_eq!(first.0, again.0);
+        assert!(!again.1.contains_key("idempotent-replayed"), "{path}");
+    }
+    assert_eq!(runs.count(), 6);
+    assert!(store.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_4xx_expires_sooner_than_a_success() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new());
+    send(&app, request(Method::POST, "/invalid", Some(KEY), "")).await;
+    send(&app, post_order(Some("\"success\""), "x")).await;
+    tokio::time::sleep(Duration::from_secs(5 * 60 - 1)).await;
+    let (_, headers, _) = send(&app, request(Method::POST, "/invalid", Some(KEY), "")).await;
+    assert_eq!(
+        headers["idempotent-replayed"], "true",
+        "1 s before 5 minutes"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, headers, _) = send(&app, request(Method::POST, "/invalid", Some(KEY), "")).await;
+    assert!(
+        !headers.contains_key("idempotent-replayed"),
+        "expired at 5 minutes"
+    );
+    let (_, headers, _) = send(&app, post_order(Some("\"success\""), "x")).await;
+    assert_eq!(
+        headers["idempotent-replayed"], "true",
+        "a success is kept 24 h"
+    );
+    assert_eq!(runs.count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_cookie_is_never_stored_or_replayed() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new());
+    let (_, first, _) = send(&app, request(Method::POST, "/cookie", Some(KEY), "")).await;
+    assert_eq!(
+        first[header::SET_COOKIE],
+        "session=caller-1",
+        "the caller gets its own"
+    );
+    let (_, replay, body) = send(&app, request(Method::POST, "/cookie", Some(KEY), "")).await;
+    assert_eq!(replay["idempotent-replayed"], "true");
+    assert_eq!(body, "order 1");
+    assert_eq!(replay["x-order"], "1");
+    assert!(
+        !replay.contains_key(header::SET_COOKIE),
+        "another request with the key must not receive the first caller's session"
+    );
+    // A list of one's own replaces the default.
+    let app = self::app(
+        &runs,
+        IdempotencyLayer::new()
+            .strip_headers([header::SET_COOKIE, HeaderName::from_static("x-order")]),
+    );
+    send(&app, request(Method::POST, "/cookie", Some(KEY), "")).await;
+    let (_, replay, _) = send(&app, request(Method::POST, "/cookie", Some(KEY), "")).await;
+    assert_eq!(replay["idempotent-replayed"], "true");
+    assert!(!replay.contains_key("x-order") && !replay.contains_key(header::SET_COOKIE));
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_router_serving_two_hosts_keeps_their_records_apart() {
+    let runs = Runs::default();
+    let app = app(&runs, IdempotencyLayer::new());
+    for host in ["a.example", "b.example", "a.example"] {
+        let mut order = post_order(Some(KEY), "x");
+        order
+            .headers_mut()
+            .insert(header::HOST, host.parse().unwrap());
+        send(&app, order).await;
+    }
+    assert_eq!(
+        runs.count(),
+        2,
+        "b.example's request is its own; a.example's second replays"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -549,38 +673,111 @@ async fn the_store_stays_within_its_entry_bound_under_a_flood_of_keys() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_store_stays_within_its_byte_bound() {
+async fn a_store_without_room_for_a_response_refuses_the_key_before_running_it() {
+    // 10 000 bytes, and each response may take 5000 (the response limit): a key is only let in
+    // while 5000 more bytes would fit, so a response that ran always has room.
     let runs = Runs::default();
     let store = MemoryStore::new().max_bytes(10_000);
-    let app = app(&runs, IdempotencyLayer::new().store(store.clone()));
+    let app = app(
+        &runs,
+        IdempotencyLayer::new()
+            .store(store.clone())
+            .response_limit(5000),
+    );
+    let mut statuses = Vec::new();
     for n in 0..5 {
         let key: &'static str = Box::leak(format!("\"big-{n}\"").into_boxed_str());
         let (status, _, body) = send(&app, request(Method::POST, "/big", Some(key), "")).await;
-        assert_eq!(status, StatusCode::CREATED);
-        assert_eq!(body.len(), 4096, "every client gets its whole response");
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(problem_type(&body), "urn:palisade:idempotency-store-full");
+        } else {
+            assert_eq!(body.len(), 4096);
+        }
+        statuses.push(status.as_u16());
         assert!(store.bytes() <= 10_000, "{} bytes", store.bytes());
     }
-    // Two 4 KiB responses fit in 10 000 bytes; the third did not and was released: it runs
-    // again.
-    let (_, headers, _) = send(&app, request(Method::POST, "/big", Some("\"big-0\""), "")).await;
-    assert_eq!(headers["idempotent-replayed"], "true");
-    let (_, headers, _) = send(&app, request(Method::POST, "/big", Some("\"big-4\""), "")).await;
-    assert!(!headers.contains_key("idempotent-replayed"));
-    assert_eq!(runs.count(), 6);
+    assert_eq!(statuses, [201, 201, 503, 503, 503]);
+    assert_eq!(runs.count(), 2, "a refused key never ran");
+    // The two that ran are replayed, never run again.
+    for key in ["\"big-0\"", "\"big-1\""] {
+        let (_, headers, _) = send(&app, request(Method::POST, "/big", Some(key), "")).await;
+        assert_eq!(headers["idempotent-replayed"], "true");
+    }
+    assert_eq!(runs.count(), 2);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_response_over_the_limit_is_sent_whole_but_not_stored() {
+async fn a_response_that_finds_no_room_is_recorded_as_run_and_never_runs_again() {
+    // Three requests let in together (each saw room for 5000 bytes) answer 4 KiB each: the
+    // third completion no longer fits. Its key records that the request ran.
+    let runs = Runs::default();
+    let store = MemoryStore::new().max_bytes(10_000);
+    let app = app(
+        &runs,
+        IdempotencyLayer::new()
+            .store(store.clone())
+            .response_limit(5000),
+    );
+    let keys: [&'static str; 3] = ["\"slow-0\"", "\"slow-1\"", "\"slow-2\""];
+    let calls: Vec<_> = keys
+        .into_iter()
+        .map(|key| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let (status, _, body) =
+                    send(&app, request(Method::POST, "/slow-big", Some(key), "")).await;
+                (status, body.len())
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(
+            call.await.unwrap(),
+            (StatusCode::CREATED, 4096),
+            "every client gets its answer"
+        );
+    }
+    assert_eq!(runs.count(), 3);
+    let mut not_kept = 0;
+    for key in keys {
+        let (status, headers, body) =
+            send(&app, request(Method::POST, "/slow-big", Some(key), "")).await;
+        if status == StatusCode::CONFLICT {
+            assert_eq!(
+                problem_type(&body),
+                "urn:palisade:idempotency-result-not-kept"
+            );
+            not_kept += 1;
+        } else {
+            assert_eq!(headers["idempotent-replayed"], "true");
+        }
+    }
+    assert_eq!(
+        not_kept, 1,
+        "two responses fit, the third is recorded as run"
+    );
+    assert_eq!(runs.count(), 3, "no request ran twice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_over_the_limit_is_sent_whole_and_its_key_never_runs_again() {
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new().response_limit(1000));
-    for _ in 0..2 {
-        let (status, headers, body) =
-            send(&app, request(Method::POST, "/big", Some(KEY), "")).await;
-        assert_eq!(status, StatusCode::CREATED);
-        assert_eq!(body.len(), 4096);
-        assert!(!headers.contains_key("idempotent-replayed"));
-    }
-    assert_eq!(runs.count(), 2, "not stored: the key was released");
+    let (status, headers, body) = send(&app, request(Method::POST, "/big", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body.len(), 4096);
+    assert!(!headers.contains_key("idempotent-replayed"));
+    let (status, _, problem) = send(&app, request(Method::POST, "/big", Some(KEY), "")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        problem_type(&problem),
+        "urn:palisade:idempotency-result-not-kept"
+    );
+    assert!(
+        String::from_utf8_lossy(&problem).contains("status 201"),
+        "the problem says how the request was answered"
+    );
+    assert_eq!(runs.count(), 1, "the request ran once");
 }
 
 #[tokio::test(start_paused = true)]

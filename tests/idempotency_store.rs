@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use palisade::clock::ManualClock;
 use palisade::idempotency::{
-    ClaimOutcome, Completion, FencingToken, Fingerprint, IdempotencyStore, MemoryStore, RecordKey,
-    StoredResponse,
+    Claim, ClaimOutcome, Completed, Completion, FencingToken, Fingerprint, IdempotencyStore,
+    MemoryStore, RecordKey, StoredResponse,
 };
 use proptest::prelude::*;
 
@@ -66,7 +66,7 @@ enum Expected {
 }
 
 fn record_key(key: u8) -> RecordKey {
-    RecordKey::new(None, &Method::POST, "/", &key.to_string())
+    RecordKey::new(None, &Method::POST, "", "/", &key.to_string())
 }
 
 fn fingerprint(request: u8) -> Fingerprint {
@@ -129,8 +129,8 @@ proptest! {
                             Model::Completed { body, .. } => Expected::Completed(body.clone()),
                         }
                     };
-                    let outcome = now_or_ready(store.claim(record_key(key), fingerprint(request), LEASE))
-                        .unwrap();
+                    let claim = Claim::new(record_key(key), fingerprint(request), LEASE);
+                    let outcome = now_or_ready(store.claim(claim)).unwrap();
                     let got = match outcome {
                         ClaimOutcome::Claimed(token) => {
                             if let Some(&(_, previous)) = claims.iter().rev().find(|(k, _)| *k == key) {
@@ -145,7 +145,7 @@ proptest! {
                             Expected::Claimed
                         }
                         ClaimOutcome::InFlight { lease_left } => Expected::InFlight(lease_left),
-                        ClaimOutcome::Completed(response) => Expected::Completed(
+                        ClaimOutcome::Completed(Completed::Response(response)) => Expected::Completed(
                             String::from_utf8(response.body().to_vec()).unwrap(),
                         ),
                         ClaimOutcome::Mismatch => Expected::Mismatch,
@@ -164,8 +164,13 @@ proptest! {
                         Bytes::from(body.clone()),
                         None,
                     ));
-                    let completion = now_or_ready(store.complete(record_key(key), token, response, RETENTION))
-                        .unwrap();
+                    let completion = now_or_ready(store.complete(
+                        record_key(key),
+                        token,
+                        Completed::Response(response),
+                        RETENTION,
+                    ))
+                    .unwrap();
                     if holds {
                         prop_assert_eq!(completion, Completion::Stored);
                         let Some(Model::Claimed { request, .. }) = model.get(&key).cloned() else { unreachable!() };

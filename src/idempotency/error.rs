@@ -10,7 +10,8 @@ use crate::http::{KeyError, Problem};
 ///
 /// Each becomes an `application/problem+json` response ([`problem`](Self::problem)), and the
 /// rejection itself is put in that response's extensions, so middleware outside can tell them
-/// apart without parsing the body. None of them stores anything.
+/// apart without parsing the body. None of them stores anything (a result not kept was
+/// recorded when its request ran).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdempotencyRejection {
@@ -38,6 +39,19 @@ pub enum IdempotencyRejection {
     /// 400: the request body failed while it was read (the client went away mid-upload).
     #[error("the request body could not be read")]
     BodyUnreadable,
+    /// 409: the request with this key ran, but its response was not kept (it was over the
+    /// response limit, or the store had no room for it); it will not run again.
+    #[error(
+        "the request with this Idempotency-Key was processed (status {status}), but its response \
+         was not kept; it will not be run again"
+    )]
+    ResultNotKept {
+        /// The status the request was answered with.
+        status: StatusCode,
+    },
+    /// 429: the caller holds as many idempotency records as the store allows one caller.
+    #[error("too many idempotency keys in use by this caller")]
+    QuotaExceeded,
     /// 503: the store is full of live records and refuses new keys.
     #[error("the idempotency store is full")]
     StoreFull,
@@ -54,7 +68,8 @@ impl IdempotencyRejection {
             Self::MissingKey | Self::InvalidKey(_) | Self::BodyUnreadable => {
                 StatusCode::BAD_REQUEST
             }
-            Self::KeyInFlight { .. } => StatusCode::CONFLICT,
+            Self::KeyInFlight { .. } | Self::ResultNotKept { .. } => StatusCode::CONFLICT,
+            Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::StoreFull | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -90,6 +105,14 @@ impl IdempotencyRejection {
             Self::BodyUnreadable => (
                 "urn:palisade:idempotency-body-unreadable",
                 "Request body could not be read",
+            ),
+            Self::ResultNotKept { .. } => (
+                "urn:palisade:idempotency-result-not-kept",
+                "The request was processed; its response was not kept",
+            ),
+            Self::QuotaExceeded => (
+                "urn:palisade:idempotency-quota-exceeded",
+                "Too many Idempotency-Keys in use",
             ),
             Self::StoreFull => (
                 "urn:palisade:idempotency-store-full",
@@ -136,6 +159,14 @@ mod tests {
                 "body-too-large",
             ),
             (IdempotencyRejection::BodyUnreadable, 400, "body-unreadable"),
+            (
+                IdempotencyRejection::ResultNotKept {
+                    status: StatusCode::CREATED,
+                },
+                409,
+                "result-not-kept",
+            ),
+            (IdempotencyRejection::QuotaExceeded, 429, "quota-exceeded"),
             (IdempotencyRejection::StoreFull, 503, "store-full"),
             (
                 IdempotencyRejection::StoreUnavailable,

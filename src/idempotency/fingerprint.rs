@@ -6,21 +6,29 @@ use http::Method;
 use sha2::{Digest, Sha256};
 
 /// The key of one idempotency record: a SHA-256 digest of the caller's identity, the method,
-/// the path and the `Idempotency-Key`.
+/// the authority (host and port), the path and the `Idempotency-Key`.
 ///
-/// Two requests share a record only if all four are equal, so one caller can never reach
-/// another's record, and a key reused on another route starts a record of its own. Fields are
-/// length-prefixed before hashing, so no two different tuples hash the same input.
+/// Two requests share a record only if all five are equal, so one caller can never reach
+/// another's record, a key reused on another route starts a record of its own, and one router
+/// serving several hosts keeps their records apart. Fields are length-prefixed before hashing,
+/// so no two different tuples hash the same input.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RecordKey([u8; 32]);
 
 impl RecordKey {
-    /// The key for `identity` (`None` for an anonymous caller), `method`, `path` and the
+    /// The key for `identity` (`None` for an anonymous caller), `method`, `authority` (the
+    /// URI's, or the `Host` header's; `""` when the request names none), `path` and the
     /// idempotency `key`.
     #[must_use]
-    pub fn new(identity: Option<&[u8]>, method: &Method, path: &str, key: &str) -> Self {
+    pub fn new(
+        identity: Option<&[u8]>,
+        method: &Method,
+        authority: &str,
+        path: &str,
+        key: &str,
+    ) -> Self {
         let mut digest = Sha256::new();
-        digest.update(b"palisade idempotency record v1");
+        digest.update(b"palisade idempotency record v2");
         match identity {
             Some(identity) => {
                 digest.update([1]);
@@ -29,6 +37,7 @@ impl RecordKey {
             None => digest.update([0]),
         }
         field(&mut digest, method.as_str().as_bytes());
+        field(&mut digest, authority.as_bytes());
         field(&mut digest, path.as_bytes());
         field(&mut digest, key.as_bytes());
         Self(digest.finalize().into())
@@ -47,8 +56,43 @@ impl fmt::Debug for RecordKey {
     }
 }
 
+/// Whose records a claim counts against, for the store's per-caller quota: a digest of the
+/// caller's identity (anonymous callers have none, and count only against the store's bound).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Owner([u8; 16]);
+
+impl Owner {
+    /// The owner for `identity`.
+    #[must_use]
+    pub fn of(identity: &[u8]) -> Self {
+        let mut digest = Sha256::new();
+        digest.update(b"palisade idempotency owner v1");
+        field(&mut digest, identity);
+        let full: [u8; 32] = digest.finalize().into();
+        let mut owner = [0; 16];
+        owner.copy_from_slice(&full[..16]);
+        Self(owner)
+    }
+
+    /// The digest.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Owner({})", Hex(&self.0[..8]))
+    }
+}
+
 /// What a request asked for: a SHA-256 digest of its method, path, query and body. The same
 /// key with another fingerprint is a key reused for a different request (422).
+///
+/// Headers are not part of it: a retry that changes `Content-Type`, `Accept` or an auth token
+/// but sends the same body is the same request. Neither are trailers (rare on requests, and
+/// not part of what most APIs treat as the payload).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 32]);
 
@@ -114,18 +158,20 @@ mod tests {
 
     #[test]
     fn every_part_of_the_record_key_counts() {
-        let base = RecordKey::new(Some(b"tenant-1"), &Method::POST, "/orders", "k1");
+        let base = RecordKey::new(Some(b"tenant-1"), &Method::POST, "a.test", "/orders", "k1");
         assert_eq!(
             base,
-            RecordKey::new(Some(b"tenant-1"), &Method::POST, "/orders", "k1")
+            RecordKey::new(Some(b"tenant-1"), &Method::POST, "a.test", "/orders", "k1")
         );
         for other in [
-            RecordKey::new(Some(b"tenant-2"), &Method::POST, "/orders", "k1"),
-            RecordKey::new(None, &Method::POST, "/orders", "k1"),
-            RecordKey::new(Some(b""), &Method::POST, "/orders", "k1"),
-            RecordKey::new(Some(b"tenant-1"), &Method::PATCH, "/orders", "k1"),
-            RecordKey::new(Some(b"tenant-1"), &Method::POST, "/orders/", "k1"),
-            RecordKey::new(Some(b"tenant-1"), &Method::POST, "/orders", "k2"),
+            RecordKey::new(Some(b"tenant-2"), &Method::POST, "a.test", "/orders", "k1"),
+            RecordKey::new(None, &Method::POST, "a.test", "/orders", "k1"),
+            RecordKey::new(Some(b""), &Method::POST, "a.test", "/orders", "k1"),
+            RecordKey::new(Some(b"tenant-1"), &Method::PATCH, "a.test", "/orders", "k1"),
+            RecordKey::new(Some(b"tenant-1"), &Method::POST, "b.test", "/orders", "k1"),
+            RecordKey::new(Some(b"tenant-1"), &Method::POST, "", "/orders", "k1"),
+            RecordKey::new(Some(b"tenant-1"), &Method::POST, "a.test", "/orders/", "k1"),
+            RecordKey::new(Some(b"tenant-1"), &Method::POST, "a.test", "/orders", "k2"),
         ] {
             assert_ne!(base, other);
         }
@@ -134,9 +180,15 @@ mod tests {
     #[test]
     fn fields_cannot_slide_into_each_other() {
         assert_ne!(
-            RecordKey::new(Some(b"ab"), &Method::POST, "/c", "k"),
-            RecordKey::new(Some(b"a"), &Method::POST, "b/c", "k")
+            RecordKey::new(Some(b"ab"), &Method::POST, "", "/c", "k"),
+            RecordKey::new(Some(b"a"), &Method::POST, "b", "/c", "k")
         );
+        assert_ne!(
+            RecordKey::new(None, &Method::POST, "a.test/x", "/c", "k"),
+            RecordKey::new(None, &Method::POST, "a.test", "/x/c", "k")
+        );
+        assert_ne!(Owner::of(b"tenant-1"), Owner::of(b"tenant-2"));
+        assert_eq!(Owner::of(b"tenant-1"), Owner::of(b"tenant-1"));
         assert_ne!(
             Fingerprint::new(&Method::POST, "/a", Some("x=1"), b""),
             Fingerprint::new(&Method::POST, "/a", None, b"x=1")

@@ -15,10 +15,11 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::error::IdempotencyRejection;
-use super::fingerprint::{Fingerprint, RecordKey};
+use super::fingerprint::{Fingerprint, Owner, RecordKey};
 use super::layer::{InFlight, OversizedBody, Settings, StoreFailure};
 use super::store::{
-    ClaimOutcome, Completion, FencingToken, IdempotencyStore, StoreError, StoredResponse,
+    Claim, ClaimOutcome, Completed, Completion, FencingToken, IdempotencyStore, StoreError,
+    StoredResponse,
 };
 use crate::clock::Instant;
 use crate::error::BoxError;
@@ -38,21 +39,25 @@ pin_project! {
     ///   Reading (the request body, up to the limit)
     ///     │ whole: fingerprint          └─ too large: 413, or Passed (unprotected)
     ///     ▼
-    ///   Claiming ─ completed ─▶ Ready(replay)      ─ reused ─▶ Ready(422)
+    ///   Claiming ─ completed ─▶ Ready(replay, or 409 if its result was not kept)
     ///     │  ▲     in flight ─▶ Ready(409), or Waiting ─┘ (then claims again)
+    ///     │        reused ─▶ Ready(422)    full ─▶ Ready(503)    over quota ─▶ Ready(429)
     ///     │ claimed (holds the key)
     ///     ▼
     ///   Calling ─ error, or a status not stored ─▶ release ─▶ Ready(as is)
     ///     │ a status to store
     ///     ▼
-    ///   Storing (the response body, up to the limit) ─ too large ─▶ release ─▶ Ready(streamed)
-    ///     │ whole
+    ///   Storing (the response body, up to the limit) ─ too large ─▶ record "ran, not kept"
+    ///     │ whole                                                    ─▶ Ready(streamed)
     ///     ▼
-    ///   Completing ─▶ Ready(the response)
+    ///   Completing ─ no room ─▶ record "ran, not kept" ─▶ Ready(the response)
+    ///     └─ stored ─▶ Ready(the response)
     /// ```
     ///
-    /// Dropped while it holds the key (the client went away, or the handler panicked), it
-    /// releases the key, so the client's retry runs.
+    /// Once the handler has answered with a status to store, the key is never released: a
+    /// response that cannot be kept leaves a record that the request ran, so a retry is told
+    /// so rather than run again. Dropped while it holds the key before that (the client went
+    /// away, or the handler panicked), it releases the key, so the client's retry runs.
     pub struct ResponseFuture<S, St, B, ResB>
     where
         S: Service<Request<ReplayBody<B>>>,
@@ -140,6 +145,8 @@ struct Pending<S, St, B> {
     settings: Arc<Settings>,
     store: St,
     key: RecordKey,
+    /// Whose quota a new record counts against.
+    owner: Option<Owner>,
     service: Option<S>,
     /// Until the body is read.
     parts: Option<http::request::Parts>,
@@ -157,6 +164,23 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
     fn release(&self, token: FencingToken) {
         let release = self.store.release(self.key, token);
         finish_detached(release, self.key, "release");
+    }
+
+    /// Records that the request holding `token` ran and was answered with `status`, without
+    /// its response (which did not fit): a duplicate is told so, and never runs it again.
+    fn complete_not_kept(&self, token: FencingToken, status: http::StatusCode) {
+        tracing::warn!(
+            key = ?self.key,
+            %status,
+            "response not kept for replay: its key records that the request ran"
+        );
+        let complete = self.store.complete(
+            self.key,
+            token,
+            Completed::NotKept { status },
+            self.settings.retention_for(status),
+        );
+        finish_detached(complete, self.key, "complete");
     }
 
     /// What a dropped request leaves behind, by the state it was dropped in.
@@ -192,28 +216,38 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
             ) => {
                 let store = self.store.clone();
                 let key = self.key;
-                let retention = self.settings.retention;
+                let settings = Arc::clone(&self.settings);
                 tracing::debug!(?key, "dropped while storing a response: storing it anyway");
                 spawn_detached(key, async move {
+                    // Releases the key if this task ends without completing it: the body
+                    // failed, or panicked while read (then the guard runs as the task unwinds).
+                    let mut guard = ReleaseGuard {
+                        store: store.clone(),
+                        key,
+                        token: Some(token),
+                    };
                     let mut collect = collect;
                     // `ok()`: the body's error need not be `Send`; a failure releases the key.
                     let collected = std::future::poll_fn(|cx| collect.poll_collect(cx))
                         .await
                         .ok();
-                    match collected {
+                    let status = parts.status;
+                    let completed = match collected {
                         Some(Collected::Whole { data, trailers }) => {
-                            let stored = stored_response(&parts, data, trailers);
-                            match store.complete(key, token, stored, retention).await {
-                                Ok(Completion::Stored | Completion::Superseded) => {}
-                                _ => {
-                                    let _ = store.release(key, token).await;
-                                }
-                            }
+                            Completed::Response(stored_response(&settings, &parts, data, trailers))
                         }
-                        _ => {
-                            let _ = store.release(key, token).await;
-                        }
+                        // Over the limit: the request ran, its response is not kept.
+                        Some(Collected::Over { .. }) => Completed::NotKept { status },
+                        None => return,
+                    };
+                    let retention = settings.retention_for(status);
+                    let outcome = store.complete(key, token, completed, retention).await;
+                    if let Ok(Completion::Full) = outcome {
+                        let not_kept = Completed::NotKept { status };
+                        let _ = store.complete(key, token, not_kept, retention).await;
                     }
+                    // Stored, superseded, or a store that failed: never released now.
+                    guard.token = None;
                 });
             }
             // The completion is under way: let it land rather than release under it.
@@ -237,16 +271,35 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
     }
 }
 
+/// Releases a claim when dropped still armed: a detached task that ends (or unwinds) before it
+/// completed the record.
+struct ReleaseGuard<St: IdempotencyStore> {
+    store: St,
+    key: RecordKey,
+    /// The claim to release; `None` once the task has settled the record.
+    token: Option<FencingToken>,
+}
+
+impl<St: IdempotencyStore> Drop for ReleaseGuard<St> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            tracing::debug!(key = ?self.key, "a detached store of a response ended early: releasing the key");
+            finish_detached(self.store.release(self.key, token), self.key, "release");
+        }
+    }
+}
+
 /// Drives a store operation to its end without the request: at once if it is ready (the
 /// in-memory store), or as a task.
-fn finish_detached<F>(operation: F, key: RecordKey, what: &'static str)
+fn finish_detached<F, T>(operation: F, key: RecordKey, what: &'static str)
 where
-    F: Future<Output = Result<(), StoreError>> + Send + Unpin + 'static,
+    F: Future<Output = Result<T, StoreError>> + Send + Unpin + 'static,
+    T: Send + 'static,
 {
     let mut operation = operation;
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match Pin::new(&mut operation).poll(&mut cx) {
-        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Ok(_)) => {}
         Poll::Ready(Err(error)) => {
             tracing::warn!(%error, ?key, what, "idempotency store operation failed");
         }
@@ -272,15 +325,19 @@ fn spawn_detached(key: RecordKey, task: impl Future<Output = ()> + Send + 'stati
     }
 }
 
-/// What is kept of a response: its status, its headers but the hop-by-hop ones, its body and
-/// trailers.
+/// What is kept of a response: its status, its headers but the hop-by-hop ones and those the
+/// layer strips (`Set-Cookie` by default), its body and trailers.
 fn stored_response(
+    settings: &Settings,
     parts: &http::response::Parts,
     data: Bytes,
     trailers: Option<http::HeaderMap>,
 ) -> Arc<StoredResponse> {
     let mut headers = parts.headers.clone();
     remove_hop_by_hop(&mut headers);
+    for name in &settings.strip {
+        headers.remove(name);
+    }
     Arc::new(StoredResponse::new(parts.status, headers, data, trailers))
 }
 
@@ -308,7 +365,7 @@ where
         service: S,
         settings: Arc<Settings>,
         store: St,
-        key: RecordKey,
+        (key, owner): (RecordKey, Option<Owner>),
         parts: http::request::Parts,
         body: B,
     ) -> Self {
@@ -319,6 +376,7 @@ where
                 settings,
                 store,
                 key,
+                owner,
                 service: Some(service),
                 parts: Some(parts),
                 request: None,
@@ -443,9 +501,24 @@ where
                                 |future| State::Calling { future },
                             )
                         }
-                        Ok(ClaimOutcome::Completed(stored)) => {
+                        Ok(ClaimOutcome::Completed(Completed::Response(stored))) => {
                             tracing::debug!(key = ?request.key, "replaying a stored response");
                             return Poll::Ready(Ok(replay(&stored)));
+                        }
+                        Ok(ClaimOutcome::Completed(Completed::NotKept { status })) => {
+                            tracing::debug!(
+                                key = ?request.key,
+                                "the request ran and its response was not kept: 409"
+                            );
+                            State::Rejected {
+                                rejection: Some(IdempotencyRejection::ResultNotKept { status }),
+                            }
+                        }
+                        Ok(ClaimOutcome::QuotaExceeded) => {
+                            tracing::debug!(key = ?request.key, "caller over its quota of keys: 429");
+                            State::Rejected {
+                                rejection: Some(IdempotencyRejection::QuotaExceeded),
+                            }
                         }
                         Ok(ClaimOutcome::InFlight { lease_left }) => request.in_flight(lease_left),
                         Ok(ClaimOutcome::Mismatch) => {
@@ -536,7 +609,13 @@ where
                     };
                     match collected {
                         Ok(Collected::Whole { data, trailers }) => {
-                            let stored = stored_response(&parts, data.clone(), trailers.clone());
+                            let stored = stored_response(
+                                &request.settings,
+                                &parts,
+                                data.clone(),
+                                trailers.clone(),
+                            );
+                            let retention = request.settings.retention_for(parts.status);
                             let response = Response::from_parts(
                                 parts,
                                 ResponseBody::full_with_trailers(data, trailers),
@@ -545,20 +624,20 @@ where
                                 complete: Some(request.store.complete(
                                     request.key,
                                     token,
-                                    stored,
-                                    request.settings.retention,
+                                    Completed::Response(stored),
+                                    retention,
                                 )),
                                 response: Some(response),
                             }
                         }
                         Ok(Collected::Over { prefix, rest }) => {
                             *this.held = None;
-                            request.release(token);
                             tracing::debug!(
                                 key = ?request.key,
                                 limit = request.settings.response_limit,
-                                "response body over the limit: sent, not stored; key released"
+                                "response body over the limit: sent, not stored"
                             );
+                            request.complete_not_kept(token, parts.status);
                             return Poll::Ready(Ok(Response::from_parts(
                                 parts,
                                 ResponseBody::prefixed(prefix, rest),
@@ -593,17 +672,17 @@ where
                             "the key's lease ended and another request took it over: this \
                              response was not stored"
                         ),
+                        // No room for the response: record that the request ran instead.
                         Ok(Completion::Full) => {
-                            request.release(token);
-                            tracing::warn!(
-                                key = ?request.key,
-                                "idempotency store full: response not stored, key released"
-                            );
+                            request.complete_not_kept(token, response.status());
                         }
-                        Err(error) => {
-                            request.release(token);
-                            tracing::warn!(%error, key = ?request.key, "could not store a response");
-                        }
+                        // The request ran: never release it. The claim holds the key (a
+                        // duplicate gets 409) until its lease ends.
+                        Err(error) => tracing::warn!(
+                            %error,
+                            key = ?request.key,
+                            "could not store a response: the key stays claimed until its lease ends"
+                        ),
                     }
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(response));
@@ -620,7 +699,12 @@ where
     St: IdempotencyStore,
 {
     fn claim(&self, fingerprint: Fingerprint) -> St::ClaimFuture {
-        self.store.claim(self.key, fingerprint, self.settings.lease)
+        let mut claim = Claim::new(self.key, fingerprint, self.settings.lease)
+            .with_room_for(self.settings.response_limit);
+        if let Some(owner) = self.owner {
+            claim = claim.owned_by(owner);
+        }
+        self.store.claim(claim)
     }
 
     /// Sends the request to the service that was polled ready.

@@ -2,8 +2,10 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use http::header::{HeaderName, SET_COOKIE};
 use http::{Method, StatusCode};
 use tower_layer::Layer;
 
@@ -22,6 +24,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(90);
 /// How long a completed response is replayed by default: 24 h (Stripe keeps keys at least as
 /// long).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a stored 4xx answer is replayed by default: 5 minutes, long enough for a client's
+/// retries, short enough that a flood of bad requests does not fill the store for a day.
+pub const DEFAULT_CLIENT_ERROR_RETENTION: Duration = Duration::from_secs(5 * 60);
 /// The `Retry-After` of a 409 by default: 1 s.
 pub const DEFAULT_IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The shortest lease and retention accepted: 1 s.
@@ -68,11 +73,20 @@ pub type StorePolicy = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
 /// The default storage policy: store what is final, release what a retry might change.
 ///
 /// Stored: 2xx, 3xx, and 4xx except those that invite a retry (408 Request Timeout, 409
-/// Conflict, 423 Locked, 425 Too Early, 429 Too Many Requests). Released: those, every 5xx,
-/// and 1xx (a 101 switches protocols, and cannot be replayed).
+/// Conflict, 423 Locked, 425 Too Early, 429 Too Many Requests), those a caller fixes by
+/// authenticating (401 Unauthorized, 403 Forbidden, 407 Proxy Authentication Required: a client
+/// that refreshes its token and retries with the same key must be heard), and those a router
+/// answers for a route it does not have (404 Not Found, 405 Method Not Allowed: they did
+/// nothing, so running them again is harmless, and keeping them would let junk paths fill the
+/// store). Released: those, every 5xx, and 1xx (a 101 switches protocols, and cannot be
+/// replayed).
 #[must_use]
 pub fn stores_final_responses(status: StatusCode) -> bool {
-    (200..500).contains(&status.as_u16()) && !matches!(status.as_u16(), 408 | 409 | 423 | 425 | 429)
+    (200..500).contains(&status.as_u16())
+        && !matches!(
+            status.as_u16(),
+            401 | 403 | 404 | 405 | 407 | 408 | 409 | 423 | 425 | 429
+        )
 }
 
 /// Everything the service reads per request.
@@ -91,12 +105,28 @@ pub(crate) struct Settings {
     pub(crate) in_flight_retry_after: Duration,
     pub(crate) store_failure: StoreFailure,
     pub(crate) stores: StorePolicy,
+    pub(crate) client_error_retention: Duration,
+    /// Response headers never stored or replayed.
+    pub(crate) strip: Vec<HeaderName>,
     pub(crate) identity: Arc<dyn Identify>,
+    /// Whether an identity was set (even `Anonymous`): if not, the first covered request logs
+    /// a warning, once per layer.
+    pub(crate) identity_chosen: bool,
+    pub(crate) warned: Arc<AtomicBool>,
 }
 
 impl Settings {
     pub(crate) fn covers(&self, method: &Method) -> bool {
         self.methods.contains(method)
+    }
+
+    /// How long a stored answer with `status` is kept.
+    pub(crate) fn retention_for(&self, status: StatusCode) -> Duration {
+        if status.is_client_error() {
+            self.client_error_retention.min(self.retention)
+        } else {
+            self.retention
+        }
     }
 }
 
@@ -131,7 +161,11 @@ impl IdempotencyLayer {
                 in_flight_retry_after: DEFAULT_IN_FLIGHT_RETRY_AFTER,
                 store_failure: StoreFailure::FailClosed,
                 stores: Arc::new(stores_final_responses),
+                client_error_retention: DEFAULT_CLIENT_ERROR_RETENTION,
+                strip: vec![SET_COOKIE],
                 identity: Arc::new(Anonymous),
+                identity_chosen: false,
+                warned: Arc::new(AtomicBool::new(false)),
             }),
             store: MemoryStore::new(),
         }
@@ -191,9 +225,31 @@ impl<St> IdempotencyLayer<St> {
     }
 
     /// Who the caller is: the identity scopes every record (see [`Identify`] and its security
-    /// note). Default: [`Anonymous`], one scope for all callers.
+    /// note), and counts it against the caller's quota in the store. Default: [`Anonymous`],
+    /// one scope for all callers, with no per-caller quota; a layer left at the default logs a
+    /// warning once, at its first covered request. Pass [`Anonymous`] to choose it explicitly
+    /// (for a service whose callers are one party, or whose records hold nothing private).
     pub fn identity(mut self, identity: impl Identify) -> Self {
-        self.settings().identity = Arc::new(identity);
+        let settings = self.settings();
+        settings.identity = Arc::new(identity);
+        settings.identity_chosen = true;
+        self
+    }
+
+    /// Response headers never stored, so never replayed to another request with the key.
+    /// Default: `Set-Cookie` alone: a session cookie belongs to the caller who got it, and
+    /// with an identity shared by several callers, replaying it would hand one caller's
+    /// session to another. The list given replaces the default; include `Set-Cookie` in it.
+    /// Hop-by-hop headers are never stored either way.
+    pub fn strip_headers(mut self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.settings().strip = headers.into_iter().collect();
+        self
+    }
+
+    /// How long a stored 4xx answer is replayed ([`MIN_LEASE`] up to the retention). Default:
+    /// [`DEFAULT_CLIENT_ERROR_RETENTION`] (5 minutes).
+    pub fn client_error_retention(mut self, retention: Duration) -> Self {
+        self.settings().client_error_retention = retention.clamp(MIN_LEASE, MAX_RETENTION);
         self
     }
 
@@ -210,8 +266,11 @@ impl<St> IdempotencyLayer<St> {
         self
     }
 
-    /// The largest response body stored, in bytes. A larger response is sent to its client
-    /// but not stored, and its key is released. Default: [`DEFAULT_RESPONSE_LIMIT`] (1 MiB).
+    /// The largest response body stored, in bytes. A larger response is sent to its client but
+    /// not stored: its key keeps a record that the request ran (a duplicate gets `409`,
+    /// [`ResultNotKept`](super::IdempotencyRejection::ResultNotKept)), so it never runs twice.
+    /// A store also refuses a new key unless it has this much room left. Default:
+    /// [`DEFAULT_RESPONSE_LIMIT`] (1 MiB).
     pub fn response_limit(mut self, limit: usize) -> Self {
         self.settings().response_limit = limit;
         self
@@ -301,6 +360,8 @@ impl fmt::Debug for Settings {
             .field("response_limit", &self.response_limit)
             .field("lease", &self.lease)
             .field("retention", &self.retention)
+            .field("client_error_retention", &self.client_error_retention)
+            .field("strip", &self.strip)
             .field("in_flight", &self.in_flight)
             .field("store_failure", &self.store_failure)
             .finish_non_exhaustive()
@@ -313,13 +374,15 @@ mod tests {
 
     #[test]
     fn the_default_policy_stores_final_responses_only() {
-        for stored in [200, 201, 204, 301, 400, 401, 403, 404, 410, 422] {
+        for stored in [200, 201, 204, 301, 400, 410, 413, 422] {
             assert!(
                 stores_final_responses(StatusCode::from_u16(stored).unwrap()),
                 "{stored}"
             );
         }
-        for released in [101, 408, 409, 423, 425, 429, 500, 502, 503, 504] {
+        for released in [
+            101, 401, 403, 404, 405, 407, 408, 409, 423, 425, 429, 500, 502, 503, 504,
+        ] {
             assert!(
                 !stores_final_responses(StatusCode::from_u16(released).unwrap()),
                 "{released}"

@@ -52,7 +52,9 @@
 //! | same key, same request, first still running | **409** with `Retry-After`, or waits and replays with [`InFlight::Wait`] | nothing |
 //! | same key, same request, first finished | the stored response, byte for byte, with `Idempotent-Replayed: true` | – |
 //! | same key, another request (method, path, query or body differ) | **422** | nothing |
-//! | store full of live records | **503** with `Retry-After` | nothing |
+//! | same key, first finished but its response was not kept (over the response limit, or no room) | **409**, type `urn:palisade:idempotency-result-not-kept`: it will not run again | – |
+//! | a new key from a caller holding its quota of records | **429** | nothing |
+//! | store full of live records, or without room for one more response | **503** with `Retry-After` | nothing |
 //! | store failed | **503**, or runs unprotected with [`StoreFailure::FailOpen`] | nothing |
 //!
 //! Every answer the layer writes itself is `application/problem+json` (RFC 9457), with a
@@ -64,17 +66,33 @@
 //! A policy ([`store_when`](IdempotencyLayer::store_when)); by default
 //! [`stores_final_responses`]: 2xx, 3xx and the 4xx that retrying cannot change. Everything
 //! else **releases the key**, so the client's retry runs the request again: a 5xx, the 4xx that
-//! invite a retry (408, 409, 423, 425, 429), a 1xx, an error from the handler, a panic in it,
-//! and a dropped request (the client disconnected before the handler answered, which cancels
-//! the handler; its future is dropped before the key is released). A response body over
-//! [`response_limit`](IdempotencyLayer::response_limit) is sent to its client but not stored,
-//! and its key is released: a retry runs again, which is only safe if the handler is itself
-//! idempotent for such responses; raise the limit for endpoints with large answers. Stored:
-//! the status, the headers without the hop-by-hop ones, the whole body and its trailers.
+//! invite a retry (408, 409, 423, 425, 429), the 4xx a caller fixes by authenticating (401,
+//! 403, 407: a client that refreshes its token must be heard), the 4xx of a route that does
+//! not exist (404, 405: they did nothing, and keeping them would let junk paths fill the
+//! store), a 1xx, an error from the handler, a panic in it, and a dropped request (the client
+//! disconnected before the handler answered, which cancels the handler; its future is dropped
+//! before the key is released).
 //!
-//! Once the handler has answered with a response to store, the client leaving no longer
-//! matters: the layer reads the rest of the body and stores it on a task of its own, so the
-//! retry is a replay, not a second run.
+//! Stored: the status, the headers without the hop-by-hop ones and without **`Set-Cookie`**
+//! (a session belongs to the caller who got it; more headers with
+//! [`strip_headers`](IdempotencyLayer::strip_headers)), the whole body and its trailers. A 4xx
+//! is kept for [`client_error_retention`](IdempotencyLayer::client_error_retention) (5 minutes),
+//! the rest for the retention (24 h).
+//!
+//! **Once the handler has answered with a status to store, its key is never released**, so a
+//! request with a key never runs twice:
+//!
+//! - A response body over [`response_limit`](IdempotencyLayer::response_limit) is sent to its
+//!   client but not stored; the key records that the request ran, and a retry gets **409**
+//!   ([`ResultNotKept`](IdempotencyRejection::ResultNotKept)) rather than a second run. Raise
+//!   the limit for endpoints with large answers.
+//! - A store with no room for the response records the same. To make that rare, a store
+//!   refuses a new key (503) unless it has room for one more response of the limit's size.
+//! - The client leaving no longer matters: the layer reads the rest of the body and stores it
+//!   on a task of its own, so the retry is a replay. A body that fails or panics while read
+//!   there releases the key (the client never got the answer).
+//! - A store that fails to record the completion leaves the key claimed until its lease ends
+//!   (duplicates get 409 meanwhile).
 //!
 //! The response body is read in full before it is sent (up to the limit), so a response that
 //! streams for a long time (server-sent events, a long poll) reaches its client only at its
@@ -87,11 +105,45 @@
 //! # Keys and identity
 //!
 //! A record is found by a [`RecordKey`]: a digest of the caller's identity, the method, the
-//! path and the key. The identity comes from an [`Identify`] given with
+//! authority (the URI's, or the `Host` header: one router serving several hosts keeps their
+//! records apart), the path and the key. The identity comes from an [`Identify`] given with
 //! [`identity`](IdempotencyLayer::identity): an extension or header set by your authentication
-//! layer. **By default every caller shares one scope** ([`Anonymous`]): a caller who learns
-//! another's key and sends the same request is replayed that caller's response. For any
-//! service with more than one client, set an identity; see the security note on [`Identify`].
+//! layer. It also counts each caller's records against [`MemoryStore::max_per_owner`] (1000),
+//! so one caller flooding the store with keys cannot refuse everyone else. **By default every
+//! caller shares one scope** ([`Anonymous`]): a caller who learns another's key and sends the
+//! same request is replayed that caller's response, and no caller has a quota of its own. A
+//! layer left at that default logs a warning, once, at its first covered request; choose it
+//! explicitly with `.identity(Anonymous)`. For any service with more than one client, set an
+//! identity; see the security note on [`Identify`].
+//!
+//! In an axum `Router`, the last layer added is the outermost and runs first, so add the
+//! authentication layer *after* the idempotency layer:
+//!
+//! ```
+//! use axum::{Router, extract::Request, middleware::{self, Next}, response::Response, routing::post};
+//! use palisade::idempotency::{IdempotencyLayer, IdentityExtension};
+//!
+//! #[derive(Clone)]
+//! struct Tenant(String);
+//! impl AsRef<[u8]> for Tenant {
+//!     fn as_ref(&self) -> &[u8] {
+//!         self.0.as_bytes()
+//!     }
+//! }
+//!
+//! async fn authenticate(mut request: Request, next: Next) -> Response {
+//!     // Your authentication: here, every caller is tenant "acme".
+//!     request.extensions_mut().insert(Tenant("acme".into()));
+//!     next.run(request).await
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/orders", post(|| async { "placed" }))
+//!     .layer(IdempotencyLayer::new().identity(IdentityExtension::<Tenant>::new()))
+//!     // Added last: runs first, so the tenant is known when the idempotency layer runs.
+//!     .layer(middleware::from_fn(authenticate));
+//! # let _ = app;
+//! ```
 //!
 //! The key itself is an RFC 8941 sf-string, quoted: `Idempotency-Key: "abc"`. Many clients send
 //! it bare (`Idempotency-Key: abc`); accept those with
@@ -99,7 +151,8 @@
 //!
 //! A request's [`Fingerprint`] is a SHA-256 digest of its method, path, query and body, read
 //! in full (up to [`body_limit`](IdempotencyLayer::body_limit)) before the handler runs; the
-//! handler gets the same bytes.
+//! handler gets the same bytes. Headers (`Content-Type` included) and trailers are not part of
+//! it: a retry that sends the same body with another `Content-Type` is the same request.
 //!
 //! # Leases and fencing
 //!
@@ -132,17 +185,20 @@
 //! | [`response_limit`](IdempotencyLayer::response_limit) | [`DEFAULT_RESPONSE_LIMIT`] (1 MiB) | |
 //! | [`lease`](IdempotencyLayer::lease) | [`DEFAULT_LEASE`] (90 s) | brandur's Stripe-style lock timeout |
 //! | [`retention`](IdempotencyLayer::retention) | [`DEFAULT_RETENTION`] (24 h) | Stripe |
+//! | [`client_error_retention`](IdempotencyLayer::client_error_retention) | [`DEFAULT_CLIENT_ERROR_RETENTION`] (5 min) | long enough for retries; junk does not stay a day |
+//! | [`strip_headers`](IdempotencyLayer::strip_headers) | `Set-Cookie` | a session is its caller's |
 //! | [`in_flight`](IdempotencyLayer::in_flight) | [`InFlight::Conflict`] (409) | IETF draft |
 //! | [`in_flight_retry_after`](IdempotencyLayer::in_flight_retry_after) | 1 s | |
 //! | [`store_failure`](IdempotencyLayer::store_failure) | [`StoreFailure::FailClosed`] (503) | |
 //! | [`store_when`](IdempotencyLayer::store_when) | [`stores_final_responses`] | |
-//! | [`identity`](IdempotencyLayer::identity) | [`Anonymous`] | |
-//! | [`MemoryStore`] bounds | [`DEFAULT_MAX_ENTRIES`] (100 000), [`DEFAULT_MAX_BYTES`] (64 MiB) | |
+//! | [`identity`](IdempotencyLayer::identity) | [`Anonymous`], with a warning once | |
+//! | [`MemoryStore`] bounds | [`DEFAULT_MAX_ENTRIES`] (100 000), [`DEFAULT_MAX_BYTES`] (64 MiB), [`DEFAULT_MAX_PER_OWNER`] (1000 per identified caller) | |
 //!
 //! # Ordering with other layers
 //!
-//! - **Behind authentication**: the identity must be known when the layer runs, and an
-//!   unauthenticated request must not claim keys.
+//! - **Behind authentication** (in an axum `Router`, add authentication after this layer;
+//!   see above): the identity must be known when the layer runs, and an unauthenticated
+//!   request must not claim keys.
 //! - **In front of the server-side timeout**: a timed-out handler answers 503 or 408, which
 //!   releases the key, so the retry runs. (Behind the timeout, the layer's own future would be
 //!   cancelled, which also releases.) Keep the lease above the timeout.
@@ -156,9 +212,11 @@
 //! # Invariants
 //!
 //! 1. A handler runs at most once per record key while the record lives (its lease, then its
-//!    retention), unless its claim is released (the outcomes above) or its lease ends first.
+//!    retention), unless its claim is released (the outcomes above, all before the handler
+//!    answered with a status to store) or its lease ends first.
 //! 2. A response is stored only by the claim that holds the key (fencing), and only if the
-//!    policy stores its status and its body fits.
+//!    policy stores its status and its body fits; otherwise, once a stored status was
+//!    answered, a record of the run without its response.
 //! 3. Nothing is stored for a request the layer answers itself.
 //! 4. A dropped or panicking request never leaves its key claimed: a claim under way is
 //!    finished and released, a held key is released, and a response being stored is stored
@@ -177,15 +235,16 @@ mod store;
 
 pub use self::client::{AddIdempotencyKey, AddIdempotencyKeyLayer};
 pub use self::error::IdempotencyRejection;
-pub use self::fingerprint::{Fingerprint, RecordKey};
+pub use self::fingerprint::{Fingerprint, Owner, RecordKey};
 pub use self::identity::{Anonymous, Identify, IdentityExtension, IdentityHeader};
 pub use self::layer::{
-    DEFAULT_BODY_LIMIT, DEFAULT_IN_FLIGHT_RETRY_AFTER, DEFAULT_LEASE, DEFAULT_RESPONSE_LIMIT,
-    DEFAULT_RETENTION, IdempotencyLayer, InFlight, MAX_LEASE, MAX_RETENTION, MIN_LEASE,
-    OversizedBody, StoreFailure, StorePolicy, stores_final_responses,
+    DEFAULT_BODY_LIMIT, DEFAULT_CLIENT_ERROR_RETENTION, DEFAULT_IN_FLIGHT_RETRY_AFTER,
+    DEFAULT_LEASE, DEFAULT_RESPONSE_LIMIT, DEFAULT_RETENTION, IdempotencyLayer, InFlight,
+    MAX_LEASE, MAX_RETENTION, MIN_LEASE, OversizedBody, StoreFailure, StorePolicy,
+    stores_final_responses,
 };
 pub use self::service::Idempotency;
 pub use self::store::{
-    ClaimOutcome, Completion, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, FencingToken,
-    IdempotencyStore, MemoryStore, StoreError, StoredResponse,
+    Claim, ClaimOutcome, Completed, Completion, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES,
+    DEFAULT_MAX_PER_OWNER, FencingToken, IdempotencyStore, MemoryStore, StoreError, StoredResponse,
 };

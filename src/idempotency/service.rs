@@ -2,15 +2,17 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::header::HOST;
 use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
 use super::error::IdempotencyRejection;
-use super::fingerprint::RecordKey;
+use super::fingerprint::{Owner, RecordKey};
 use super::future::ResponseFuture;
 use super::layer::Settings;
 use super::store::IdempotencyStore;
@@ -94,10 +96,30 @@ where
                 parse_idempotency_key(value, settings.accept_unquoted, settings.max_key_length)
             }
         };
-        let record = match key {
+        let (record, owner) = match key {
             Ok(key) => {
+                if !settings.identity_chosen && !settings.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "idempotency layer without an identity: every caller shares one scope \
+                         of records and no caller has a quota; set `identity(..)` to the \
+                         authenticated caller, or `identity(Anonymous)` to choose this"
+                    );
+                }
                 let identity = settings.identity.identify(&parts);
-                RecordKey::new(identity.as_deref(), &parts.method, parts.uri.path(), &key)
+                let authority = parts
+                    .uri
+                    .authority()
+                    .map(http::uri::Authority::as_str)
+                    .or_else(|| parts.headers.get(HOST).and_then(|host| host.to_str().ok()))
+                    .unwrap_or("");
+                let record = RecordKey::new(
+                    identity.as_deref(),
+                    &parts.method,
+                    authority,
+                    parts.uri.path(),
+                    &key,
+                );
+                (record, identity.as_deref().map(Owner::of))
             }
             Err(error) => {
                 tracing::debug!(%error, "invalid Idempotency-Key");
@@ -112,7 +134,7 @@ where
             ready,
             Arc::clone(&self.settings),
             self.store.clone(),
-            record,
+            (record, owner),
             parts,
             body,
         )

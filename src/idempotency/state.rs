@@ -49,10 +49,8 @@
 //!    read after an Acquire load of the word.
 //! 4. A record is replaced or removed from the map only by the thread that superseded it.
 
-use std::sync::Arc;
-
-use super::fingerprint::Fingerprint;
-use super::store::StoredResponse;
+use super::fingerprint::{Fingerprint, Owner};
+use super::store::Completed;
 use crate::sync::{AtomicU64, Ordering};
 
 const PHASE_SHIFT: u32 = 62;
@@ -132,6 +130,8 @@ pub(crate) fn found(word: Word, same_request: bool, now: u64) -> Found {
 pub(crate) struct Record {
     token: u64,
     fingerprint: Fingerprint,
+    /// Whose quota the record counts against (the same for every record of one key).
+    owner: Option<Owner>,
     word: AtomicU64,
     /// Set once, by the holder, just before the CAS to COMPLETED.
     response: ResponseSlot,
@@ -142,11 +142,11 @@ pub(crate) struct Record {
 /// Release/Acquire pair can make the response visible, so loom checks invariant 3 (the
 /// `OnceLock`'s own synchronization, which loom cannot see, would hide a wrong ordering).
 #[cfg(not(palisade_loom))]
-type ResponseSlot = std::sync::OnceLock<Arc<StoredResponse>>;
+type ResponseSlot = std::sync::OnceLock<Completed>;
 
 #[cfg(palisade_loom)]
 struct ResponseSlot {
-    response: std::sync::OnceLock<Arc<StoredResponse>>,
+    response: std::sync::OnceLock<Completed>,
     set: loom::sync::atomic::AtomicBool,
 }
 
@@ -159,13 +159,13 @@ impl ResponseSlot {
         }
     }
 
-    fn set(&self, response: Arc<StoredResponse>) -> Result<(), Arc<StoredResponse>> {
+    fn set(&self, response: Completed) -> Result<(), Completed> {
         self.response.set(response)?;
         self.set.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    fn get(&self) -> Option<&Arc<StoredResponse>> {
+    fn get(&self) -> Option<&Completed> {
         if self.set.load(Ordering::Relaxed) {
             self.response.get()
         } else {
@@ -175,11 +175,17 @@ impl ResponseSlot {
 }
 
 impl Record {
-    /// A record claimed with `token` until `lease_end`.
-    pub(crate) fn claimed(token: u64, fingerprint: Fingerprint, lease_end: u64) -> Self {
+    /// A record claimed with `token` until `lease_end`, counting against `owner`.
+    pub(crate) fn claimed(
+        token: u64,
+        fingerprint: Fingerprint,
+        owner: Option<Owner>,
+        lease_end: u64,
+    ) -> Self {
         Self {
             token,
             fingerprint,
+            owner,
             word: AtomicU64::new(
                 Word {
                     phase: Phase::Claimed,
@@ -195,6 +201,10 @@ impl Record {
         self.token
     }
 
+    pub(crate) fn owner(&self) -> Option<Owner> {
+        self.owner
+    }
+
     /// The current word. Acquire: a COMPLETED word carries its response (invariant 3).
     pub(crate) fn load(&self) -> u64 {
         self.word.load(Ordering::Acquire)
@@ -207,14 +217,14 @@ impl Record {
         (found, word)
     }
 
-    /// The stored response, once COMPLETED has been seen.
-    pub(crate) fn response(&self) -> Option<&Arc<StoredResponse>> {
+    /// What the record answers with, once COMPLETED has been seen.
+    pub(crate) fn response(&self) -> Option<&Completed> {
         self.response.get()
     }
 
     /// The holder stores `response` until `expires_at`. False if the record was superseded
     /// (its lease ended and another request took the key) or already finished.
-    pub(crate) fn complete(&self, response: Arc<StoredResponse>, expires_at: u64) -> bool {
+    pub(crate) fn complete(&self, response: Completed, expires_at: u64) -> bool {
         if self.response.set(response).is_err() {
             return false;
         }
@@ -274,7 +284,7 @@ impl Record {
             .compare_exchange(observed, superseded, Ordering::Acquire, Ordering::Acquire)
             .map(|_| {
                 if Word::decode(observed).phase == Phase::Completed {
-                    self.response.get().map_or(0, |response| response.size())
+                    self.response.get().map_or(0, Completed::size)
                 } else {
                     0
                 }
@@ -295,21 +305,24 @@ impl Record {
 
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
+    use std::sync::Arc;
+
     use http::Method;
 
     use super::*;
+    use crate::idempotency::store::StoredResponse;
 
     fn fp(body: &[u8]) -> Fingerprint {
         Fingerprint::new(&Method::POST, "/", None, body)
     }
 
-    fn response() -> Arc<StoredResponse> {
-        Arc::new(StoredResponse::new(
+    fn response() -> Completed {
+        Completed::Response(Arc::new(StoredResponse::new(
             http::StatusCode::CREATED,
             http::HeaderMap::new(),
             bytes::Bytes::from_static(b"done"),
             None,
-        ))
+        )))
     }
 
     #[test]
@@ -370,17 +383,17 @@ mod tests {
 
     #[test]
     fn the_holder_completes_once_and_the_response_is_visible() {
-        let record = Record::claimed(1, fp(b"a"), 100);
+        let record = Record::claimed(1, fp(b"a"), None, 100);
         assert!(record.complete(response(), 1_000));
         assert_eq!(record.inspect(&fp(b"a"), 50).0, Found::Replay);
-        assert_eq!(record.response().unwrap().body(), "done");
+        assert!(matches!(record.response(), Some(Completed::Response(r)) if r.body() == "done"));
         assert!(!record.complete(response(), 2_000), "only once");
         assert!(!record.release(), "a completed record is not released");
     }
 
     #[test]
     fn a_taken_over_record_refuses_its_holder() {
-        let record = Record::claimed(1, fp(b"a"), 100);
+        let record = Record::claimed(1, fp(b"a"), None, 100);
         let (found, word) = record.inspect(&fp(b"a"), 100);
         assert_eq!(found, Found::Dead);
         assert_eq!(record.supersede(word), Ok(0));
@@ -394,7 +407,7 @@ mod tests {
 
     #[test]
     fn superseding_needs_the_word_that_was_seen() {
-        let record = Record::claimed(1, fp(b"a"), 100);
+        let record = Record::claimed(1, fp(b"a"), None, 100);
         let (_, word) = record.inspect(&fp(b"a"), 200);
         assert!(
             record.complete(response(), 1_000),
@@ -410,7 +423,7 @@ mod tests {
 
     #[test]
     fn a_superseded_record_has_one_owner() {
-        let record = Record::claimed(1, fp(b"a"), 100);
+        let record = Record::claimed(1, fp(b"a"), None, 100);
         let (_, word) = record.inspect(&fp(b"a"), 100);
         assert!(record.supersede(word).is_ok());
         let (found, again) = record.inspect(&fp(b"a"), 100);
@@ -423,11 +436,11 @@ mod tests {
 
     #[test]
     fn a_released_record_is_dead_for_any_request() {
-        let record = Record::claimed(7, fp(b"a"), 100);
+        let record = Record::claimed(7, fp(b"a"), None, 100);
         assert!(record.release());
         assert_eq!(record.inspect(&fp(b"other"), 0).0, Found::Dead);
         assert!(record.dead_at(0, false).is_some());
-        let hung = Record::claimed(8, fp(b"a"), 100);
+        let hung = Record::claimed(8, fp(b"a"), None, 100);
         assert_eq!(
             hung.dead_at(100, false),
             None,
@@ -441,22 +454,25 @@ mod tests {
 /// loom models for the races in the invariants.
 #[cfg(all(test, palisade_loom))]
 mod loom_models {
+    use std::sync::Arc;
+
     use http::Method;
 
     use super::*;
+    use crate::idempotency::store::StoredResponse;
     use crate::sync::Arc as Shared;
 
     fn fp() -> Fingerprint {
         Fingerprint::new(&Method::POST, "/", None, b"")
     }
 
-    fn response() -> Arc<StoredResponse> {
-        Arc::new(StoredResponse::new(
+    fn response() -> Completed {
+        Completed::Response(Arc::new(StoredResponse::new(
             http::StatusCode::OK,
             http::HeaderMap::new(),
             bytes::Bytes::new(),
             None,
-        ))
+        )))
     }
 
     /// Invariants 1 and 2: a holder completing as its lease ends races a taker; exactly one
@@ -464,7 +480,7 @@ mod loom_models {
     #[test]
     fn loom_a_late_completion_and_a_take_over_never_both_win() {
         loom::model(|| {
-            let record = Shared::new(Record::claimed(1, fp(), 10));
+            let record = Shared::new(Record::claimed(1, fp(), None, 10));
             let taker = Shared::clone(&record);
             let t = loom::thread::spawn(move || {
                 let (found, word) = taker.inspect(&fp(), 10);
@@ -486,7 +502,7 @@ mod loom_models {
     #[test]
     fn loom_a_release_and_a_take_over_never_both_win() {
         loom::model(|| {
-            let record = Shared::new(Record::claimed(1, fp(), 10));
+            let record = Shared::new(Record::claimed(1, fp(), None, 10));
             let taker = Shared::clone(&record);
             let t = loom::thread::spawn(move || {
                 let (found, word) = taker.inspect(&fp(), 10);
@@ -510,7 +526,7 @@ mod loom_models {
     #[test]
     fn loom_two_takers_of_one_dead_record_never_both_win() {
         loom::model(|| {
-            let record = Shared::new(Record::claimed(1, fp(), 10));
+            let record = Shared::new(Record::claimed(1, fp(), None, 10));
             assert!(record.release());
             let other = Shared::clone(&record);
             let t = loom::thread::spawn(move || {
@@ -529,7 +545,7 @@ mod loom_models {
     #[test]
     fn loom_a_replay_always_finds_the_response() {
         loom::model(|| {
-            let record = Shared::new(Record::claimed(1, fp(), 10));
+            let record = Shared::new(Record::claimed(1, fp(), None, 10));
             let reader = Shared::clone(&record);
             let t = loom::thread::spawn(move || {
                 let (found, _) = reader.inspect(&fp(), 5);
@@ -547,7 +563,7 @@ mod loom_models {
     #[test]
     fn loom_a_taker_of_an_expired_response_reads_its_size() {
         loom::model(|| {
-            let record = Shared::new(Record::claimed(1, fp(), 10));
+            let record = Shared::new(Record::claimed(1, fp(), None, 10));
             let taker = Shared::clone(&record);
             let t = loom::thread::spawn(move || {
                 let (found, word) = taker.inspect(&fp(), 200);

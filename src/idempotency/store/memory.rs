@@ -9,15 +9,20 @@ use std::time::Duration;
 
 use scc::HashIndex;
 
-use super::{ClaimOutcome, Completion, FencingToken, IdempotencyStore, StoreError, StoredResponse};
+use super::{
+    Claim, ClaimOutcome, Completed, Completion, FencingToken, IdempotencyStore, StoreError,
+};
 use crate::clock::{Clock, Epoch};
-use crate::idempotency::fingerprint::{Fingerprint, RecordKey};
+use crate::idempotency::fingerprint::{Fingerprint, Owner, RecordKey};
 use crate::idempotency::state::{Found, Record};
 
 /// Records the in-memory store holds at most by default: 100 000.
 pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
 /// Bytes of stored responses the in-memory store holds at most by default: 64 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Records one identified caller may hold at most by default: 1000, a hundredth of the default
+/// store, so a caller flooding it with keys cannot refuse everyone else.
+pub const DEFAULT_MAX_PER_OWNER: usize = 1000;
 
 /// How often the store looks for dead records on its own.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -30,13 +35,16 @@ const SUPERSEDED_RETRIES: u32 = 16;
 /// The default store: records in a lock-free hash index in this process.
 ///
 /// - **Bounded.** At most [`max_entries`](Self::max_entries) records and
-///   [`max_bytes`](Self::max_bytes) of stored responses. Dead records go first: every minute a
-///   sweep (on tokio's blocking pool, off the request path) drops released and expired
-///   records; when the store is full, at most once a second, a sweep on the request that needs
-///   room also drops claims whose lease has ended (their holders' completions are then
-///   refused). A store full of live records refuses new keys ([`ClaimOutcome::Full`], 503)
-///   rather than evict one: evicting a live record would let a retried request run twice. A
-///   response that does not fit is not stored and its claim is released.
+///   [`max_bytes`](Self::max_bytes) of stored responses, and at most
+///   [`max_per_owner`](Self::max_per_owner) records for one identified caller. Dead records go
+///   first: every minute a sweep (on tokio's blocking pool, off the request path) drops
+///   released and expired records; when the store is full, at most once a second (on its own
+///   schedule), a sweep on the request that needs room also drops claims whose lease has
+///   ended (their holders' completions are then refused). A store full of live records refuses
+///   new keys ([`ClaimOutcome::Full`], 503), and so does one whose bytes could not hold the
+///   claim's room (the layer asks for its response limit), rather than evict one: evicting a
+///   live record would let a retried request run twice. A caller at its quota gets
+///   [`ClaimOutcome::QuotaExceeded`] (429); other callers are unaffected.
 /// - **Lock-free where it counts.** A replay or an in-flight check is a lock-free read of the
 ///   index and of the record's atomic word; claims of new keys and completions take the index's
 ///   bucket lock for the insert or replacement only. Each record's life (claimed, completed,
@@ -53,59 +61,111 @@ pub struct MemoryStore {
 
 struct Shared {
     map: HashIndex<RecordKey, Arc<Record>, RandomState>,
+    /// Records in the map per identified owner (absent: none).
+    owners: scc::HashMap<Owner, usize, RandomState>,
     clock: Clock,
     epoch: Epoch,
     max_entries: usize,
     max_bytes: usize,
+    max_per_owner: usize,
     /// Records in the map (the index's own count is not O(1)).
     entries: AtomicUsize,
     /// Sizes of the stored responses of COMPLETED records.
     bytes: AtomicUsize,
     next_token: AtomicU64,
-    /// Ticks of the last sweep.
+    /// Ticks of the last periodic sweep (released and expired records).
     last_sweep: AtomicU64,
+    /// Ticks of the last sweep of a full store (lease-expired claims too): a schedule of its
+    /// own, so a periodic sweep never delays it.
+    last_full_sweep: AtomicU64,
+}
+
+/// The store's settings, carried from one builder call to the next.
+#[derive(Clone)]
+struct Bounds {
+    max_entries: usize,
+    max_bytes: usize,
+    max_per_owner: usize,
+    clock: Clock,
 }
 
 impl MemoryStore {
-    /// A store of at most [`DEFAULT_MAX_ENTRIES`] records and [`DEFAULT_MAX_BYTES`] of
-    /// responses, on tokio's clock.
+    /// A store of at most [`DEFAULT_MAX_ENTRIES`] records, [`DEFAULT_MAX_BYTES`] of responses
+    /// and [`DEFAULT_MAX_PER_OWNER`] records per identified caller, on tokio's clock.
     #[must_use]
     pub fn new() -> Self {
-        Self::build(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES, Clock::default())
+        Self::build(Bounds {
+            max_entries: DEFAULT_MAX_ENTRIES,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_per_owner: DEFAULT_MAX_PER_OWNER,
+            clock: Clock::default(),
+        })
+    }
+
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            max_entries: self.shared.max_entries,
+            max_bytes: self.shared.max_bytes,
+            max_per_owner: self.shared.max_per_owner,
+            clock: self.shared.clock.clone(),
+        }
     }
 
     /// Holds at most `max` records (at least 1). Default: [`DEFAULT_MAX_ENTRIES`].
     #[must_use]
     pub fn max_entries(self, max: usize) -> Self {
-        Self::build(max, self.shared.max_bytes, self.shared.clock.clone())
+        Self::build(Bounds {
+            max_entries: max,
+            ..self.bounds()
+        })
     }
 
-    /// Holds at most `max` bytes of stored responses, as [`StoredResponse::size`] counts
-    /// them. Default: [`DEFAULT_MAX_BYTES`].
+    /// Holds at most `max` bytes of stored responses, as [`StoredResponse::size`](super::StoredResponse::size)
+    /// counts them. Default: [`DEFAULT_MAX_BYTES`].
     #[must_use]
     pub fn max_bytes(self, max: usize) -> Self {
-        Self::build(self.shared.max_entries, max, self.shared.clock.clone())
+        Self::build(Bounds {
+            max_bytes: max,
+            ..self.bounds()
+        })
+    }
+
+    /// Holds at most `max` records (at least 1) for one identified caller (the layer's
+    /// [`identity`](crate::idempotency::IdempotencyLayer::identity)); anonymous callers share
+    /// only the store's own bound. Default: [`DEFAULT_MAX_PER_OWNER`].
+    #[must_use]
+    pub fn max_per_owner(self, max: usize) -> Self {
+        Self::build(Bounds {
+            max_per_owner: max,
+            ..self.bounds()
+        })
     }
 
     /// Reads time from `clock` (a [`ManualClock`](crate::clock::ManualClock) in tests).
     #[must_use]
     pub fn with_clock(self, clock: impl Into<Clock>) -> Self {
-        Self::build(self.shared.max_entries, self.shared.max_bytes, clock.into())
+        Self::build(Bounds {
+            clock: clock.into(),
+            ..self.bounds()
+        })
     }
 
-    fn build(max_entries: usize, max_bytes: usize, clock: Clock) -> Self {
-        let epoch = Epoch::new(clock.now());
+    fn build(bounds: Bounds) -> Self {
+        let epoch = Epoch::new(bounds.clock.now());
         Self {
             shared: Arc::new(Shared {
                 map: HashIndex::with_hasher(RandomState::new()),
-                clock,
+                owners: scc::HashMap::with_hasher(RandomState::new()),
+                clock: bounds.clock,
                 epoch,
-                max_entries: max_entries.max(1),
-                max_bytes,
+                max_entries: bounds.max_entries.max(1),
+                max_bytes: bounds.max_bytes,
+                max_per_owner: bounds.max_per_owner.max(1),
                 entries: AtomicUsize::new(0),
                 bytes: AtomicUsize::new(0),
                 next_token: AtomicU64::new(1),
                 last_sweep: AtomicU64::new(0),
+                last_full_sweep: AtomicU64::new(0),
             }),
         }
     }
@@ -150,21 +210,25 @@ impl MemoryStore {
     }
 
     /// The claim, done at once.
-    fn claim_now(&self, key: RecordKey, fingerprint: Fingerprint, lease: Duration) -> ClaimOutcome {
+    fn claim_now(&self, claim: Claim) -> ClaimOutcome {
         let shared = &*self.shared;
+        let (key, fingerprint) = (claim.key(), claim.fingerprint());
         let now = shared.now();
-        if shared.sweep_due(now, SWEEP_EVERY) {
+        if shared.sweep_due(&shared.last_sweep, now, SWEEP_EVERY) {
             self.sweep_in_background(now);
         }
-        let lease_end = now.saturating_add(Epoch::ticks_of(lease));
+        let lease_end = now.saturating_add(Epoch::ticks_of(claim.lease()));
         let mut superseded_seen = 0;
         loop {
             // Lock-free: the index's read path and the record's word.
             let Some(record) = shared.map.peek_with(&key, |_, record| Arc::clone(record)) else {
-                if !shared.has_room_for_a_record(now) {
-                    return ClaimOutcome::Full;
+                if let Some(refused) = shared.refuse_new_key(&claim, now) {
+                    return refused;
                 }
-                let (token, record) = shared.new_record(fingerprint, lease_end);
+                if !shared.count_owner(claim.owner()) {
+                    return ClaimOutcome::QuotaExceeded;
+                }
+                let (token, record) = shared.new_record(fingerprint, claim.owner(), lease_end);
                 match shared.map.insert_sync(key, record) {
                     Ok(()) => {
                         // Relaxed: a gauge against the bound; two claims racing past the
@@ -173,14 +237,17 @@ impl MemoryStore {
                         return ClaimOutcome::Claimed(token);
                     }
                     // Another request inserted first: look at its record.
-                    Err(_) => continue,
+                    Err(_) => {
+                        shared.uncount_owner(claim.owner());
+                        continue;
+                    }
                 }
             };
             let (found, word) = record.inspect(&fingerprint, now);
             match found {
                 Found::Replay => {
                     return match record.response() {
-                        Some(response) => ClaimOutcome::Completed(Arc::clone(response)),
+                        Some(completed) => ClaimOutcome::Completed(completed.clone()),
                         // Unreachable (invariant 3): a COMPLETED word carries its response.
                         None => ClaimOutcome::InFlight {
                             lease_left: Duration::ZERO,
@@ -194,12 +261,17 @@ impl MemoryStore {
                 }
                 Found::Mismatch => return ClaimOutcome::Mismatch,
                 Found::Dead => {
+                    // A dead record's place is a new key's: it needs the same room.
+                    if let Some(refused) = shared.refuse_room(&claim, now) {
+                        return refused;
+                    }
                     let Ok(freed) = record.supersede(word) else {
                         // It changed under us (completed, released, taken): look again.
                         continue;
                     };
                     shared.free(freed);
-                    let (token, replacement) = shared.new_record(fingerprint, lease_end);
+                    let (token, replacement) =
+                        shared.new_record(fingerprint, claim.owner(), lease_end);
                     if shared.replace(key, &record, replacement) {
                         return ClaimOutcome::Claimed(token);
                     }
@@ -225,7 +297,7 @@ impl MemoryStore {
         &self,
         key: RecordKey,
         token: FencingToken,
-        response: Arc<StoredResponse>,
+        completed: Completed,
         retain_for: Duration,
     ) -> Completion {
         let shared = &*self.shared;
@@ -233,12 +305,13 @@ impl MemoryStore {
             return Completion::Superseded;
         };
         let now = shared.now();
-        let size = response.size();
-        if !shared.reserve(size, now) {
+        let size = completed.size();
+        // A result not kept takes no bytes: it always fits.
+        if size > 0 && !shared.reserve(size, now) {
             return Completion::Full;
         }
         let expires_at = now.saturating_add(Epoch::ticks_of(retain_for));
-        if record.complete(response, expires_at) {
+        if record.complete(completed, expires_at) {
             Completion::Stored
         } else {
             shared.free(size);
@@ -267,13 +340,81 @@ impl Shared {
         self.epoch.ticks(self.clock.now())
     }
 
-    fn new_record(&self, fingerprint: Fingerprint, lease_end: u64) -> (FencingToken, Arc<Record>) {
+    fn new_record(
+        &self,
+        fingerprint: Fingerprint,
+        owner: Option<Owner>,
+        lease_end: u64,
+    ) -> (FencingToken, Arc<Record>) {
         // Relaxed: uniqueness is all a token needs, and every RMW sees the latest value.
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         (
             FencingToken::new(token),
-            Arc::new(Record::claimed(token, fingerprint, lease_end)),
+            Arc::new(Record::claimed(token, fingerprint, owner, lease_end)),
         )
+    }
+
+    /// Why a new key cannot be let in, if it cannot: no room for another record, or for the
+    /// claim's response.
+    fn refuse_new_key(&self, claim: &Claim, now: u64) -> Option<ClaimOutcome> {
+        if !self.has_room_for_a_record(now) {
+            return Some(ClaimOutcome::Full);
+        }
+        self.refuse_room(claim, now)
+    }
+
+    /// `Full` if the stored bytes could not take the claim's room, even after a sweep.
+    fn refuse_room(&self, claim: &Claim, now: u64) -> Option<ClaimOutcome> {
+        let fits = |store: &Self| {
+            // Relaxed: a gauge against the bound.
+            store
+                .bytes
+                .load(Ordering::Relaxed)
+                .saturating_add(claim.room())
+                <= store.max_bytes
+        };
+        if claim.room() == 0 || fits(self) {
+            return None;
+        }
+        if self.sweep_due(&self.last_full_sweep, now, FULL_SWEEP_EVERY) {
+            self.sweep(now, true);
+        }
+        (!fits(self)).then_some(ClaimOutcome::Full)
+    }
+
+    /// Counts one more record for `owner`, unless it holds its quota. Anonymous claims
+    /// always count.
+    fn count_owner(&self, owner: Option<Owner>) -> bool {
+        let Some(owner) = owner else {
+            return true;
+        };
+        match self.owners.entry_sync(owner) {
+            scc::hash_map::Entry::Occupied(mut occupied) => {
+                if *occupied.get() >= self.max_per_owner {
+                    return false;
+                }
+                *occupied.get_mut() += 1;
+                true
+            }
+            scc::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert_entry(1);
+                true
+            }
+        }
+    }
+
+    /// Counts one record fewer for `owner`.
+    fn uncount_owner(&self, owner: Option<Owner>) {
+        let Some(owner) = owner else {
+            return;
+        };
+        if let scc::hash_map::Entry::Occupied(mut occupied) = self.owners.entry_sync(owner) {
+            if *occupied.get() <= 1 {
+                let _ = occupied.remove();
+            } else {
+                *occupied.get_mut() -= 1;
+            }
+        }
     }
 
     /// The record of `key` if `token` holds it.
@@ -288,7 +429,7 @@ impl Shared {
         if self.entries.load(Ordering::Relaxed) < self.max_entries {
             return true;
         }
-        if self.sweep_due(now, FULL_SWEEP_EVERY) {
+        if self.sweep_due(&self.last_full_sweep, now, FULL_SWEEP_EVERY) {
             self.sweep(now, true);
         }
         self.entries.load(Ordering::Relaxed) < self.max_entries
@@ -299,7 +440,7 @@ impl Shared {
         if self.try_reserve(size) {
             return true;
         }
-        if !self.sweep_due(now, FULL_SWEEP_EVERY) {
+        if !self.sweep_due(&self.last_full_sweep, now, FULL_SWEEP_EVERY) {
             return false;
         }
         self.sweep(now, true);
@@ -339,9 +480,17 @@ impl Shared {
                 true
             }
             scc::hash_index::Entry::Vacant(vacant) => {
+                // The place is a new record's after all: it counts as one (against its owner
+                // too, past the quota if need be: the claim has already been decided).
+                let owner = replacement.owner();
                 vacant.insert_entry(replacement);
                 // Relaxed: a gauge.
                 self.entries.fetch_add(1, Ordering::Relaxed);
+                if !self.count_owner(owner) {
+                    if let Some(owner) = owner {
+                        self.owners.upsert_sync(owner, self.max_per_owner + 1);
+                    }
+                }
                 true
             }
         }
@@ -355,17 +504,17 @@ impl Shared {
         {
             // Relaxed: a gauge.
             self.entries.fetch_sub(1, Ordering::Relaxed);
+            self.uncount_owner(record.owner());
         }
     }
 
-    /// Whether the last sweep was at least `every` ago; if so, this caller is elected to sweep
-    /// (the stamp moves to `now`, so no other caller is).
-    fn sweep_due(&self, now: u64, every: Duration) -> bool {
+    /// Whether the last sweep on the schedule `stamp` was at least `every` ago; if so, this
+    /// caller is elected to sweep (the stamp moves to `now`, so no other caller is).
+    fn sweep_due(&self, stamp: &AtomicU64, now: u64, every: Duration) -> bool {
         // Relaxed: the stamp only spaces sweeps out; the CAS elects one sweeper.
-        let last = self.last_sweep.load(Ordering::Relaxed);
+        let last = stamp.load(Ordering::Relaxed);
         now >= last.saturating_add(Epoch::ticks_of(every))
-            && self
-                .last_sweep
+            && stamp
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
     }
@@ -404,6 +553,7 @@ impl fmt::Debug for MemoryStore {
             .field("max_entries", &self.shared.max_entries)
             .field("bytes", &self.bytes())
             .field("max_bytes", &self.shared.max_bytes)
+            .field("max_per_owner", &self.shared.max_per_owner)
             .finish()
     }
 }
@@ -413,23 +563,18 @@ impl IdempotencyStore for MemoryStore {
     type CompleteFuture = Ready<Result<Completion, StoreError>>;
     type ReleaseFuture = Ready<Result<(), StoreError>>;
 
-    fn claim(
-        &self,
-        key: RecordKey,
-        fingerprint: Fingerprint,
-        lease: Duration,
-    ) -> Self::ClaimFuture {
-        ready(Ok(self.claim_now(key, fingerprint, lease)))
+    fn claim(&self, claim: Claim) -> Self::ClaimFuture {
+        ready(Ok(self.claim_now(claim)))
     }
 
     fn complete(
         &self,
         key: RecordKey,
         token: FencingToken,
-        response: Arc<StoredResponse>,
+        completed: Completed,
         retain_for: Duration,
     ) -> Self::CompleteFuture {
-        ready(Ok(self.complete_now(key, token, response, retain_for)))
+        ready(Ok(self.complete_now(key, token, completed, retain_for)))
     }
 
     fn release(&self, key: RecordKey, token: FencingToken) -> Self::ReleaseFuture {

@@ -9,8 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-pub use self::memory::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryStore};
-use super::fingerprint::{Fingerprint, RecordKey};
+pub use self::memory::{
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_PER_OWNER, MemoryStore,
+};
+use super::fingerprint::{Fingerprint, Owner, RecordKey};
 use crate::error::BoxError;
 
 /// A response kept for replay: status, headers (without the hop-by-hop ones), the whole body
@@ -81,6 +83,114 @@ impl StoredResponse {
     }
 }
 
+/// What a completed record answers a duplicate with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Completed {
+    /// The response, replayed byte for byte.
+    Response(Arc<StoredResponse>),
+    /// The request ran, but its response was not kept: it was over the layer's response limit,
+    /// or the store had no room for it. A duplicate is told so (`409`, type
+    /// `urn:palisade:idempotency-result-not-kept`) and the request never runs again.
+    NotKept {
+        /// The status the request was answered with.
+        status: StatusCode,
+    },
+}
+
+impl Completed {
+    /// The status the request was answered with.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Response(response) => response.status(),
+            Self::NotKept { status } => *status,
+        }
+    }
+
+    /// Bytes it takes against a store's byte bound: the response's [size](StoredResponse::size),
+    /// or nothing for a record of a result not kept (only the entry counts).
+    #[must_use]
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Response(response) => response.size(),
+            Self::NotKept { .. } => 0,
+        }
+    }
+}
+
+/// One request to claim a key: the record, the request's fingerprint, the lease, and what a
+/// store checks before it lets a new key in: the caller it counts against and the room its
+/// response may need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    key: RecordKey,
+    fingerprint: Fingerprint,
+    lease: Duration,
+    owner: Option<Owner>,
+    room: usize,
+}
+
+impl Claim {
+    /// A claim of `key` for a request with `fingerprint`, for `lease`, counted against no
+    /// caller's quota and needing no room.
+    #[must_use]
+    pub fn new(key: RecordKey, fingerprint: Fingerprint, lease: Duration) -> Self {
+        Self {
+            key,
+            fingerprint,
+            lease,
+            owner: None,
+            room: 0,
+        }
+    }
+
+    /// Counts a new record against `owner`'s quota.
+    #[must_use]
+    pub fn owned_by(mut self, owner: Owner) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Refuses a new key unless `bytes` more could be stored: the most its response may take
+    /// (the layer's response limit), so a response that ran is never left without room.
+    #[must_use]
+    pub fn with_room_for(mut self, bytes: usize) -> Self {
+        self.room = bytes;
+        self
+    }
+
+    /// The record.
+    #[must_use]
+    pub fn key(&self) -> RecordKey {
+        self.key
+    }
+
+    /// The request's fingerprint.
+    #[must_use]
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// How long the claim holds the key.
+    #[must_use]
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Whose quota a new record counts against, if anyone's.
+    #[must_use]
+    pub fn owner(&self) -> Option<Owner> {
+        self.owner
+    }
+
+    /// The room a new key needs for its response, in bytes.
+    #[must_use]
+    pub fn room(&self) -> usize {
+        self.room
+    }
+}
+
 /// Identifies one claim on a record. A store gives each claim a token greater than any it gave
 /// before for the same record, and accepts a completion or release only with the token of the
 /// claim that currently holds the record: a holder whose lease ended and whose key was taken
@@ -115,12 +225,16 @@ pub enum ClaimOutcome {
         /// Time left on the holder's lease.
         lease_left: Duration,
     },
-    /// The request already completed: replay this.
-    Completed(Arc<StoredResponse>),
+    /// The request already completed: answer with this.
+    Completed(Completed),
     /// The key is held or completed for a request with another fingerprint.
     Mismatch,
-    /// The store is at its bound and holds no record it may drop: no new key can be claimed.
+    /// The store is at its bound (records, or bytes for the claim's room) and holds no record
+    /// it may drop: no new key can be claimed.
     Full,
+    /// The claim's owner holds as many records as the store allows one caller: no new key of
+    /// theirs can be claimed until some expire (other callers are unaffected).
+    QuotaExceeded,
 }
 
 /// What a completion did.
@@ -133,7 +247,8 @@ pub enum Completion {
     /// the record is gone): nothing was written.
     Superseded,
     /// The store has no room for the response: nothing was written and the claim is still
-    /// held (the caller releases it).
+    /// held. The request has run, so the caller must not release it: it completes it with
+    /// [`Completed::NotKept`], which needs no room.
     Full,
 }
 
@@ -176,18 +291,19 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
     /// The future of [`release`](Self::release).
     type ReleaseFuture: Future<Output = Result<(), StoreError>> + Send + Unpin + 'static;
 
-    /// Claims `key` for a request with `fingerprint`, for `lease`, unless it is held or
-    /// completed: then says what holds it. A record whose lease or retention has ended, or
-    /// that was released, counts as free.
-    fn claim(&self, key: RecordKey, fingerprint: Fingerprint, lease: Duration)
-    -> Self::ClaimFuture;
+    /// Claims the key of `claim` for its request and lease, unless it is held or completed:
+    /// then says what holds it. A record whose lease or retention has ended, or that was
+    /// released, counts as free. A *new* key is refused when the store cannot hold one more
+    /// record, or the claim's room in bytes ([`ClaimOutcome::Full`]), or when the claim's owner
+    /// holds its quota ([`ClaimOutcome::QuotaExceeded`]).
+    fn claim(&self, claim: Claim) -> Self::ClaimFuture;
 
-    /// Stores `response` for `key`, kept for `retain_for`, if `token` still holds it.
+    /// Stores `completed` for `key`, kept for `retain_for`, if `token` still holds it.
     fn complete(
         &self,
         key: RecordKey,
         token: FencingToken,
-        response: Arc<StoredResponse>,
+        completed: Completed,
         retain_for: Duration,
     ) -> Self::CompleteFuture;
 
