@@ -358,6 +358,39 @@ async fn a_dropped_probe_returns_its_permit() {
     assert_eq!(handle.state(), State::Closed);
 }
 
+/// The classifier is user code. One that panics while judging a probe must not keep the only
+/// half-open slot taken: the unwinding call gives the slot back, and the next call probes.
+#[tokio::test(start_paused = true)]
+async fn a_classifier_that_panics_on_a_probe_gives_its_slot_back() {
+    let panicking = |result: &Result<(), BoxError>| match result {
+        Ok(()) => Outcome::Success,
+        Err(e) if e.to_string() == "599" => panic!("the classifier cannot judge a 599"),
+        Err(_) => Outcome::Failure,
+    };
+    let layer = consecutive(1).classifier(panicking).build().unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|status: u16| async move {
+        if status >= 400 {
+            Err::<(), BoxError>(status.to_string().into())
+        } else {
+            Ok(())
+        }
+    }));
+    svc.clone().oneshot(503).await.unwrap_err();
+    assert_eq!(handle.state(), State::Open);
+    sleep(101 * MS).await;
+
+    let probe = tokio::spawn(svc.clone().oneshot(599));
+    assert!(probe.await.unwrap_err().is_panic());
+    assert_eq!(handle.metrics().probes_admitted, 0);
+
+    svc.clone()
+        .oneshot(200)
+        .await
+        .expect("the next call takes the probe slot");
+    assert_eq!(handle.state(), State::Closed);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_probe_reopens_for_longer_with_backoff() {
     let backend = Backend::default();

@@ -40,8 +40,12 @@ impl<C> Call<C> {
     where
         C: Classify<Res, E> + Send + Sync + 'static,
     {
-        if let Some(permit) = self.permit.take() {
+        // The permit stays claimed until `record` returns: the classifier is user code, and if it
+        // panics the unwinding drop gives the permit (a half-open probe slot) back. `record` runs
+        // no user code after it has changed the state, so nothing is released twice.
+        if let Some(permit) = self.permit {
             self.breaker.record(permit, self.started, result);
+            self.permit = None;
         }
     }
 }
