@@ -1,6 +1,7 @@
 //! [`Ratio`]: a fraction between 0 and 1, checked once.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::error::ConfigError;
 
@@ -80,5 +81,41 @@ impl fmt::Debug for Ratio {
 impl fmt::Display for Ratio {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+/// `duration · factor`, saturating: a product past [`Duration::MAX`] is `Duration::MAX`, and a
+/// negative or NaN factor is zero. [`Duration::mul_f64`] panics on both, and a jittered wait
+/// derived from a user's setting (up to `Duration::MAX`) can reach either.
+pub(crate) fn scale(duration: Duration, factor: f64) -> Duration {
+    if factor.is_nan() || factor <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(duration.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
+/// `duration · unit` for a draw `unit` in `[0, 1]` (clamped into it; NaN counts as 0), never more
+/// than `duration` (a float product can round up past it, and past `Duration::MAX`).
+pub(crate) fn fraction_of(duration: Duration, unit: f64) -> Duration {
+    // `>=` is false for NaN (and `f64::min` would turn NaN into 1).
+    let unit = if unit >= 0.0 { unit.min(1.0) } else { 0.0 };
+    scale(duration, unit).min(duration)
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaling_saturates_and_never_panics() {
+        assert_eq!(scale(Duration::MAX, 1.0), Duration::MAX);
+        assert_eq!(scale(Duration::MAX, 2.0), Duration::MAX);
+        assert_eq!(scale(Duration::from_secs(1), f64::INFINITY), Duration::MAX);
+        assert_eq!(scale(Duration::from_secs(1), f64::NAN), Duration::ZERO);
+        assert_eq!(scale(Duration::from_secs(1), -1.0), Duration::ZERO);
+        assert_eq!(scale(Duration::from_secs(2), 0.25), Duration::from_millis(500));
+        assert_eq!(fraction_of(Duration::MAX, 1.0), Duration::MAX);
+        assert_eq!(fraction_of(Duration::from_secs(1), 2.0), Duration::from_secs(1));
+        assert_eq!(fraction_of(Duration::from_secs(1), f64::NAN), Duration::ZERO);
     }
 }

@@ -19,6 +19,7 @@ use super::window::{CountWindow, Counts, TimeWindow};
 use crate::classify::{Classify, Outcome};
 use crate::clock::{Clock, Epoch, Instant};
 use crate::random::Random;
+use crate::ratio::scale;
 use crate::sync::{AtomicU64, Ordering, fence};
 
 const NANOS_PER_MS: u64 = 1_000_000;
@@ -928,8 +929,7 @@ impl<'a, C> LazyOpen<'a, C> {
                 let jitter = self.breaker.config.open_jitter.get();
                 let duration = if jitter > 0.0 {
                     let spread = jitter * (2.0 * self.breaker.random.unit() - 1.0);
-                    base.mul_f64((1.0 + spread).max(0.0))
-                        .max(Duration::from_millis(1))
+                    scale(base, 1.0 + spread).max(Duration::from_millis(1))
                 } else {
                     base
                 };

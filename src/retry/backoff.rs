@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::ratio::fraction_of;
 
 /// The first retry's ceiling: 50 ms (tower's default base, AWS SDK retry behaviour 2.1's
 /// initial backoff for non-throttling errors).
@@ -137,21 +138,23 @@ impl Backoff {
     /// draw `unit` in `[0, 1)` (a value outside `[0, 1]` is clamped into it; NaN counts as 0).
     #[must_use]
     pub fn delay(&self, retry: u32, previous: Duration, unit: f64) -> Duration {
-        // `>=` is false for NaN, which `mul_f64` would panic on.
-        let unit = if unit >= 0.0 { unit.min(1.0) } else { 0.0 };
+        // Every product goes through `fraction_of`, which never exceeds its duration: with a cap
+        // near `Duration::MAX` a float product can round past it, which `mul_f64` panics on.
         match self.jitter {
             Jitter::None => self.ceiling(retry),
-            Jitter::Full => self.ceiling(retry).mul_f64(unit),
+            Jitter::Full => fraction_of(self.ceiling(retry), unit),
             Jitter::Equal => {
-                let half = self.ceiling(retry) / 2;
-                half + half.mul_f64(unit)
+                let ceiling = self.ceiling(retry);
+                let half = ceiling / 2;
+                // `ceiling - half`, not `half`: an odd nanosecond count keeps its top.
+                half + fraction_of(ceiling - half, unit)
             }
             Jitter::Decorrelated => {
                 let high = previous.saturating_mul(3).min(self.cap);
                 if high <= self.base {
                     return self.base;
                 }
-                self.base + (high - self.base).mul_f64(unit)
+                self.base + fraction_of(high - self.base, unit)
             }
         }
     }
@@ -210,6 +213,32 @@ mod tests {
                         prop_assert!(delay >= b.base() && delay <= high, "{delay:?} not in [{:?}, {high:?}]", b.base());
                     }
                     _ => prop_assert_eq!(delay, ceiling),
+                }
+            }
+        }
+
+        /// Caps anywhere up to `Duration::MAX`, draws at both ends of the unit interval and any
+        /// previous wait: never a panic, and the documented range still holds.
+        #[test]
+        fn huge_caps_and_extreme_draws_saturate_instead_of_panicking(
+            base_ns in 1u64..=u64::MAX,
+            cap_secs in prop_oneof![Just(u64::MAX), any::<u64>()],
+            cap_nanos in prop_oneof![Just(999_999_999u32), 0u32..1_000_000_000],
+            retry in any::<u32>(),
+            previous_secs in any::<u64>(),
+            unit in prop_oneof![Just(1.0f64), Just(0.999_999_999_999_999_9), 0.0f64..=1.0],
+        ) {
+            let base = Duration::from_nanos(base_ns);
+            let cap = Duration::new(cap_secs, cap_nanos).max(base);
+            let previous = Duration::from_secs(previous_secs);
+            for jitter in [Jitter::Full, Jitter::Equal, Jitter::Decorrelated, Jitter::None] {
+                let b = Backoff::new(base, cap).unwrap().jitter(jitter);
+                let delay = b.delay(retry, previous, unit);
+                let ceiling = b.ceiling(retry);
+                match jitter {
+                    Jitter::Decorrelated => prop_assert!(delay >= base && delay <= cap),
+                    Jitter::Equal => prop_assert!(delay >= ceiling / 2 && delay <= ceiling),
+                    _ => prop_assert!(delay <= ceiling),
                 }
             }
         }

@@ -20,6 +20,7 @@ use crate::clock::Instant;
 use crate::deadline::Deadline;
 use crate::error::BoxError;
 use crate::random::Random;
+use crate::ratio::fraction_of;
 
 pin_project! {
     /// The response future of [`Retry`](super::Retry).
@@ -246,7 +247,7 @@ where
             tracing::debug!("the request cannot be sent again: not waiting for the reopening");
             return Next::Finish(result);
         };
-        let spread = self.config.backoff.base().mul_f64(self.draw());
+        let spread = fraction_of(self.config.backoff.base(), self.draw());
         let delay = left.saturating_add(spread);
         if !self.fits_in_time(&copy, delay) {
             return Next::Finish(result);

@@ -13,6 +13,7 @@ use crate::classify::{Classify, Outcome};
 use crate::clock::{Epoch, Instant};
 use crate::count_window::{CountWindow, Counts};
 use crate::random::Random;
+use crate::ratio::scale;
 use crate::sync::{AtomicU64, Ordering};
 
 const NANOS_PER_MS: u64 = 1_000_000;
@@ -155,7 +156,7 @@ impl<C> Gate<C> {
     fn next_slot_ms(&self, now: Instant) -> u64 {
         let mut interval = self.config.probe_interval;
         if self.config.probe_jitter > 0.0 {
-            interval = interval.mul_f64(1.0 + self.config.probe_jitter * self.draw());
+            interval = scale(interval, 1.0 + self.config.probe_jitter * self.draw());
         }
         self.epoch
             .ticks(now)
