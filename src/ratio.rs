@@ -113,9 +113,18 @@ mod tests {
         assert_eq!(scale(Duration::from_secs(1), f64::INFINITY), Duration::MAX);
         assert_eq!(scale(Duration::from_secs(1), f64::NAN), Duration::ZERO);
         assert_eq!(scale(Duration::from_secs(1), -1.0), Duration::ZERO);
-        assert_eq!(scale(Duration::from_secs(2), 0.25), Duration::from_millis(500));
+        assert_eq!(
+            scale(Duration::from_secs(2), 0.25),
+            Duration::from_millis(500)
+        );
         assert_eq!(fraction_of(Duration::MAX, 1.0), Duration::MAX);
-        assert_eq!(fraction_of(Duration::from_secs(1), 2.0), Duration::from_secs(1));
-        assert_eq!(fraction_of(Duration::from_secs(1), f64::NAN), Duration::ZERO);
+        assert_eq!(
+            fraction_of(Duration::from_secs(1), 2.0),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            fraction_of(Duration::from_secs(1), f64::NAN),
+            Duration::ZERO
+        );
     }
 }

@@ -15,10 +15,15 @@ const GRPC_MAX_VALUE: u128 = 99_999_999;
 ///
 /// Two formats:
 ///
-/// - [`DeadlineHeader::grpc`]: `grpc-timeout` with the gRPC grammar, a positive integer of at most
-///   8 ASCII digits followed by a unit: `H` hours, `M` minutes, `S` seconds, `m` milliseconds,
-///   `u` microseconds, `n` nanoseconds (`250m`, `30S`).
-/// - [`DeadlineHeader::millis`]: a header of your choosing holding whole milliseconds (`1500`),
+/// - [`DeadlineHeader::grpc`]: `grpc-timeout` with the gRPC grammar, a non-negative integer of
+///   1 to 8 ASCII digits followed by a unit: `H` hours, `M` minutes, `S` seconds, `m`
+///   milliseconds, `u` microseconds, `n` nanoseconds (`250m`, `30S`). Zero (`0S`, `0m`, ...)
+///   parses to [`Duration::ZERO`]: the caller's time is already up, so a
+///   `palisade::timeout::ServerTimeoutLayer` answers at once without running the
+///   handler. (The gRPC spec calls the value positive; palisade reads zero as the safe,
+///   already-expired deadline rather than refusing it.)
+/// - [`DeadlineHeader::millis`]: a header of your choosing holding whole milliseconds (`1500`; `0`
+///   is likewise a deadline already reached),
 ///   for plain HTTP services (Envoy, for one, sends `x-envoy-expected-rq-timeout-ms`).
 ///
 /// Encoding rounds *up* to the finest unit that fits (as grpc-go does), so a value is never
@@ -33,6 +38,7 @@ const GRPC_MAX_VALUE: u128 = 99_999_999;
 /// let grpc = DeadlineHeader::grpc();
 /// assert_eq!(grpc.encode(Duration::from_millis(1500)), "1500000u");
 /// assert_eq!(grpc.parse(b"250m"), Ok(Duration::from_millis(250)));
+/// assert_eq!(grpc.parse(b"0S"), Ok(Duration::ZERO)); // the caller's time is up
 /// assert!(grpc.parse(b"123456789S").is_err()); // nine digits
 ///
 /// let millis = DeadlineHeader::millis(http::HeaderName::from_static("x-request-timeout-ms"));
