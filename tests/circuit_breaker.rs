@@ -772,8 +772,12 @@ async fn keyed_breakers_stay_bounded_and_evict_keys_left_idle() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_open_keyed_breaker_is_never_evicted_for_a_new_key() {
-    let layer = consecutive(1).max_keys(1).keyed(|to: &To| to.0).unwrap();
+async fn an_open_keyed_breaker_is_kept_until_its_open_period_and_probe_wait_have_passed() {
+    let layer = consecutive(1)
+        .open_for(Duration::from_secs(3600))
+        .max_keys(1)
+        .keyed(|to: &To| to.0)
+        .unwrap();
     let mut svc = layer.layer(keyed_backend());
     keyed_call(&mut svc, To("down", true)).await.unwrap_err();
     assert_eq!(layer.handle("down").unwrap().state(), State::Open);
@@ -789,6 +793,77 @@ async fn an_open_keyed_breaker_is_never_evicted_for_a_new_key() {
     assert!(
         layer.handle("other").is_none(),
         "the new key shared the overflow breaker"
+    );
+
+    // The hour open, then the probe wait (by default the open duration): half-open with no
+    // probe in sight. Its slot goes to the next new key.
+    sleep(Duration::from_secs(3600)).await;
+    assert_eq!(layer.handle("down").unwrap().state(), State::HalfOpen);
+    keyed_call(&mut svc, To("other", false)).await.unwrap();
+    assert!(layer.handle("down").is_some(), "the probe wait is not over");
+    sleep(Duration::from_secs(3600)).await;
+    keyed_call(&mut svc, To("other", false)).await.unwrap();
+    assert!(layer.handle("down").is_none(), "forgotten after its probe wait");
+    assert!(layer.handle("other").is_some(), "the new key has its own breaker");
+}
+
+/// A week of uptime on paused time: every hour new upstreams appear, a few minutes apart; some
+/// trip and are never called again, some fail once and go quiet, one is healthy. The tripped and
+/// failed ones must not pile up: every healthy newcomer still gets its own breaker instead of
+/// sharing the overflow one (which the abandoned failing keys would have tripped).
+#[tokio::test(start_paused = true)]
+async fn a_week_of_tripped_and_abandoned_keys_never_fills_the_map() {
+    let layer = consecutive(3)
+        .open_for(Duration::from_secs(30))
+        .open_backoff(Duration::from_secs(600))
+        .max_keys(16)
+        .keyed(|key: &(u32, bool)| key.0)
+        .unwrap();
+    let mut svc = layer.layer(service_fn(|(_, fail): (u32, bool)| async move {
+        if fail {
+            Err::<(), BoxError>("upstream failed".into())
+        } else {
+            Ok(())
+        }
+    }));
+    let mut next = 0u32;
+    let mut key = || {
+        next += 1;
+        next
+    };
+    let minutes = |m: u64| Duration::from_secs(60 * m);
+    for hour in 0..7 * 24 {
+        // Four upstreams that trip and are abandoned, one after a failed probe (reopened with
+        // backoff), and four that fail once and are never called again.
+        for n in 0..4 {
+            let tripped = key();
+            for _ in 0..3 {
+                svc.ready().await.unwrap().call((tripped, true)).await.unwrap_err();
+            }
+            if n == 0 {
+                sleep(Duration::from_secs(31)).await;
+                svc.ready().await.unwrap().call((tripped, true)).await.unwrap_err();
+            }
+            sleep(minutes(6)).await;
+            let failed_once = key();
+            svc.ready().await.unwrap().call((failed_once, true)).await.unwrap_err();
+            sleep(minutes(6)).await;
+        }
+        let healthy = key();
+        let answer = svc.ready().await.unwrap().call((healthy, false)).await;
+        assert!(answer.is_ok(), "hour {hour}: {answer:?} ({} keys)", layer.keys());
+        assert!(
+            layer.handle(&healthy).is_some(),
+            "hour {hour}: the healthy newcomer shares the overflow breaker ({} keys)",
+            layer.keys()
+        );
+        assert!(layer.keys() <= 16, "hour {hour}: {} keys", layer.keys());
+        sleep(minutes(12)).await;
+    }
+    assert_eq!(
+        layer.overflow_handle().metrics().calls,
+        0,
+        "no key ever had to share the overflow breaker"
     );
 }
 

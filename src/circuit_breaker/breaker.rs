@@ -77,6 +77,9 @@ pub(crate) struct Breaker<C> {
     pub(crate) classifier: C,
     /// For keyed breakers: the eviction sweep this breaker was last used in.
     pub(crate) last_used: AtomicU64,
+    /// For keyed breakers: since when (ms since the keyed map started) sweeps have found this
+    /// breaker unused, `u64::MAX` while it is in use. Written only by the one running sweep.
+    pub(crate) idle_since_ms: AtomicU64,
 }
 
 impl<C> Breaker<C> {
@@ -114,6 +117,7 @@ impl<C> Breaker<C> {
             events: broadcast::channel(EVENT_CAPACITY).0,
             classifier,
             last_used: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -790,6 +794,9 @@ impl<C> Breaker<C> {
             _ => None,
         });
         if let Some((old, new)) = exchanged {
+            // The first probe pushes this later; until one comes, it is how long the half-open
+            // breaker waits for a probe before a keyed sweep may forget it.
+            self.stamp_probe_deadline(new.generation(), self.clock().now());
             self.on_transition(old, new, TransitionReason::OpenElapsed);
         }
         later
@@ -849,19 +856,51 @@ impl<C> Breaker<C> {
         }
     }
 
-    /// Whether forgetting this breaker loses nothing: closed, with no run of failures and
-    /// nothing bad in its window. Keyed breakers evict only these.
-    pub(crate) fn is_quiet(&self) -> bool {
-        if !matches!(self.state().load(), Snapshot::Closed { failures: 0, .. }) {
-            return false;
-        }
-        match &self.window {
-            Window::Consecutive { .. } => true,
-            Window::Count(window) => window.holds_nothing_bad(),
-            Window::Time(window) => {
-                let counts = window.counts(self.clock().now());
-                counts.failures == 0 && counts.slow == 0
+    /// Whether a keyed breaker left idle for at least `idle` may be forgotten (a key that comes
+    /// back starts over with a fresh, closed breaker). The rule, by state:
+    ///
+    /// - Closed with nothing bad in its window: always, nothing is lost.
+    /// - Closed with failures on record: once idle for the open duration plus the probe wait
+    ///   (the time a trip would have taken to play out); the record is stale by then.
+    /// - Open: once its open period *and* the probe wait after it have passed. Within that,
+    ///   forgetting it would send the failing upstream full traffic again.
+    /// - HalfOpen: once the probe deadline has passed (no probe is in flight, or the one in
+    ///   flight is stuck). The open timer stamps that deadline when it half-opens.
+    /// - Isolated, ForcedClosed: never, they are an operator's decision.
+    ///
+    /// Without the Open and HalfOpen rules a breaker that tripped and then lost its traffic
+    /// would hold its slot forever, and a long uptime would fill `max_keys` with them.
+    pub(crate) fn evictable(&self, idle: Duration) -> bool {
+        match self.state().load() {
+            Snapshot::Closed { failures, .. } => {
+                let quiet = failures == 0
+                    && match &self.window {
+                        Window::Consecutive { .. } => true,
+                        Window::Count(window) => window.holds_nothing_bad(),
+                        Window::Time(window) => {
+                            let counts = window.counts(self.clock().now());
+                            counts.failures == 0 && counts.slow == 0
+                        }
+                    };
+                quiet
+                    || idle
+                        >= self
+                            .config
+                            .open_base
+                            .saturating_add(self.config.probe_max_wait)
             }
+            Snapshot::Open { until_ms, .. } => {
+                let now_ms = self.ms_after(self.clock().now(), Duration::ZERO);
+                let wait_ms =
+                    u64::try_from(self.config.probe_max_wait.as_millis()).unwrap_or(u64::MAX);
+                now_ms >= until_ms.saturating_add(wait_ms)
+            }
+            Snapshot::HalfOpen { generation, .. } => {
+                let now_ticks = self.ticks(self.clock().now());
+                self.probe_deadline(generation)
+                    .is_some_and(|ms| now_ticks >= ms.saturating_mul(NANOS_PER_MS))
+            }
+            Snapshot::Isolated { .. } | Snapshot::ForcedClosed { .. } => false,
         }
     }
 

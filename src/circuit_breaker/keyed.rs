@@ -121,10 +121,11 @@ impl<F, C: Clone + Send + Sync + 'static> Keyed<F, C> {
         breaker
     }
 
-    /// Removes the keys not used since the sweep before this one whose breaker is quiet
-    /// (closed, nothing bad in its window), at most once per [`SWEEP_INTERVAL`]. An open,
-    /// half-open, isolated or forced breaker is never evicted: forgetting it would send a
-    /// failing upstream full traffic again, or drop an operator's decision.
+    /// Removes the keys not used since the sweep before this one whose breaker can be forgotten
+    /// (see `Breaker::evictable`: quiet, or tripped and past its open period and probe wait),
+    /// at most once per [`SWEEP_INTERVAL`]. A breaker still within its open period and probe
+    /// wait, isolated or forced is kept: forgetting it would send a failing upstream full
+    /// traffic again, or drop an operator's decision.
     fn sweep_idle(&self) {
         let now_ms = u64::try_from(
             self.config
@@ -150,8 +151,23 @@ impl<F, C: Clone + Send + Sync + 'static> Keyed<F, C> {
         let previous = self.sweep.fetch_add(1, Ordering::Relaxed);
         let mut removed = 0;
         self.map.retain_sync(|_, breaker| {
-            let keep =
-                breaker.last_used.load(BreakerOrdering::Relaxed) >= previous || !breaker.is_quiet();
+            // Relaxed: only this sweep writes `idle_since_ms`, and the sweeps are serialised by
+            // the exchange above.
+            if breaker.last_used.load(BreakerOrdering::Relaxed) >= previous {
+                if breaker.idle_since_ms.load(BreakerOrdering::Relaxed) != u64::MAX {
+                    breaker.idle_since_ms.store(u64::MAX, BreakerOrdering::Relaxed);
+                }
+                return true;
+            }
+            // Unused since the previous sweep, which ran at `last`: idle since then at least,
+            // or since whenever an earlier sweep first found it unused.
+            let mut since = breaker.idle_since_ms.load(BreakerOrdering::Relaxed);
+            if since == u64::MAX {
+                since = last;
+                breaker.idle_since_ms.store(since, BreakerOrdering::Relaxed);
+            }
+            let idle = Duration::from_millis(now_ms.saturating_sub(since));
+            let keep = !breaker.evictable(idle);
             if !keep {
                 removed += 1;
             }
@@ -269,13 +285,21 @@ impl<F, C> fmt::Debug for KeyedCircuitBreakerLayer<F, C> {
 /// One circuit breaker per key: each call is admitted and counted by the breaker of the key
 /// its request maps to, with the same configuration for every key.
 ///
-/// The number of keys is bounded ([`max_keys`](super::CircuitBreakerBuilder::max_keys)):
-/// a key not used since the previous sweep, whose breaker is closed with nothing bad in its
-/// window, is evicted when room is needed (sweeps run at most once a second); a breaker that is
-/// open, half-open, isolated or forced is kept, so its protection and an operator's decision
-/// survive. A new key arriving while every slot is taken shares one overflow breaker, so memory
-/// never grows without bound and such keys are still protected. An evicted key starts over with
-/// a fresh, closed breaker.
+/// The number of keys is bounded ([`max_keys`](super::CircuitBreakerBuilder::max_keys)).
+/// When room is needed, a sweep (at most once a second) evicts the keys not used since the
+/// previous sweep whose breaker can be forgotten:
+///
+/// - closed with nothing bad in its window;
+/// - closed with failures on record, idle for the open duration plus the probe wait;
+/// - open or half-open, once its open period and the probe wait after it
+///   ([`half_open_max_wait`](super::CircuitBreakerBuilder::half_open_max_wait), by default the
+///   open duration) have passed with no probe in flight (or only a stuck one).
+///
+/// A breaker still within its open period and probe wait is kept, so a failing upstream stays
+/// protected while its callers stay away; an isolated or forced breaker is never evicted, so an
+/// operator's decision survives. A new key arriving while every slot is taken shares one
+/// overflow breaker, so memory never grows without bound and such keys are still protected.
+/// An evicted key starts over with a fresh, closed breaker.
 ///
 /// Keys are held as a 64-bit hash under a per-process random seed: a lookup allocates nothing
 /// and keys need only `Hash` and `Debug` (the latter names each breaker's events). Two keys
