@@ -803,8 +803,14 @@ async fn an_open_keyed_breaker_is_kept_until_its_open_period_and_probe_wait_have
     assert!(layer.handle("down").is_some(), "the probe wait is not over");
     sleep(Duration::from_secs(3600)).await;
     keyed_call(&mut svc, To("other", false)).await.unwrap();
-    assert!(layer.handle("down").is_none(), "forgotten after its probe wait");
-    assert!(layer.handle("other").is_some(), "the new key has its own breaker");
+    assert!(
+        layer.handle("down").is_none(),
+        "forgotten after its probe wait"
+    );
+    assert!(
+        layer.handle("other").is_some(),
+        "the new key has its own breaker"
+    );
 }
 
 /// A week of uptime on paused time: every hour new upstreams appear, a few minutes apart; some
@@ -838,20 +844,39 @@ async fn a_week_of_tripped_and_abandoned_keys_never_fills_the_map() {
         for n in 0..4 {
             let tripped = key();
             for _ in 0..3 {
-                svc.ready().await.unwrap().call((tripped, true)).await.unwrap_err();
+                svc.ready()
+                    .await
+                    .unwrap()
+                    .call((tripped, true))
+                    .await
+                    .unwrap_err();
             }
             if n == 0 {
                 sleep(Duration::from_secs(31)).await;
-                svc.ready().await.unwrap().call((tripped, true)).await.unwrap_err();
+                svc.ready()
+                    .await
+                    .unwrap()
+                    .call((tripped, true))
+                    .await
+                    .unwrap_err();
             }
             sleep(minutes(6)).await;
             let failed_once = key();
-            svc.ready().await.unwrap().call((failed_once, true)).await.unwrap_err();
+            svc.ready()
+                .await
+                .unwrap()
+                .call((failed_once, true))
+                .await
+                .unwrap_err();
             sleep(minutes(6)).await;
         }
         let healthy = key();
         let answer = svc.ready().await.unwrap().call((healthy, false)).await;
-        assert!(answer.is_ok(), "hour {hour}: {answer:?} ({} keys)", layer.keys());
+        assert!(
+            answer.is_ok(),
+            "hour {hour}: {answer:?} ({} keys)",
+            layer.keys()
+        );
         assert!(
             layer.handle(&healthy).is_some(),
             "hour {hour}: the healthy newcomer shares the overflow breaker ({} keys)",
@@ -975,6 +1000,55 @@ mod http_mapping {
         assert_eq!(handle.state(), State::Open);
         sleep(2 * MS).await;
         assert_eq!(handle.state(), State::HalfOpen);
+    }
+
+    /// `Retry-After: 0` answered at full speed would open the breaker for a millisecond per
+    /// answer, cycling its generation, its timer and its log line as fast as the server answers.
+    /// Below one second a pushback is no pushback.
+    #[tokio::test(start_paused = true)]
+    async fn a_pushback_below_one_second_does_not_open_the_breaker() {
+        let layer = CircuitBreakerLayer::builder()
+            .classifier(StatusClassifier::new())
+            .consecutive_failures(NonZeroU32::new(100).unwrap())
+            .server_directed(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(service_fn(|retry_after: &'static str| async move {
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .header(header::RETRY_AFTER, retry_after)
+                    .body(())
+                    .unwrap(),
+            )
+        }));
+        for _ in 0..50 {
+            svc.ready().await.unwrap().call("0").await.unwrap();
+        }
+        assert_eq!(handle.state(), State::Closed);
+        assert_eq!(
+            handle.metrics().transitions,
+            0,
+            "no open-for-a-millisecond cycles"
+        );
+        svc.ready().await.unwrap().call("1").await.unwrap();
+        assert_eq!(handle.state(), State::Open, "one second is honoured");
+
+        assert_eq!(
+            palisade::circuit_breaker::MIN_SERVER_PUSHBACK,
+            Duration::from_secs(1)
+        );
+        assert!(matches!(
+            CircuitBreakerLayer::builder()
+                .server_directed(Duration::from_millis(500))
+                .build()
+                .unwrap_err(),
+            palisade::error::ConfigError::DurationOutOfRange {
+                setting: "server_directed",
+                ..
+            }
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::config::{Config, HalfOpenTimeout, Trip, WindowKind};
+use super::config::{Config, HalfOpenTimeout, MIN_SERVER_PUSHBACK, Trip, WindowKind};
 use super::error::CircuitOpen;
 use super::handle::{Metrics, State, Transition, TransitionReason};
 use super::state::{AtomicState, Snapshot, next_generation, next_reopens};
@@ -52,6 +52,13 @@ enum Window {
     Time(TimeWindow),
 }
 
+/// The transition log's rate limit: at most this many info lines per breaker per window ...
+const LOG_LINES_PER_WINDOW: u64 = 10;
+/// ... of this many ms; the rest go out at debug, and the next info line counts them.
+const LOG_WINDOW_MS: u64 = 10_000;
+/// The largest window start the log word holds (48 bits of ms, about 8,900 years).
+const PAYLOAD_MS_MAX: u64 = (1 << 48) - 1;
+
 /// Keeps the state word on a cache line of its own: away from the `Arc`'s reference counts,
 /// which every call writes, and from the window's counters, so a healthy breaker's hottest word
 /// is only ever read.
@@ -73,6 +80,12 @@ pub(crate) struct Breaker<C> {
     /// Draws for the open-duration jitter; used only on transitions.
     random: Random,
     transitions: AtomicU64,
+    /// Rate limit of the transition log line: `[window start, ms since the epoch 48 | lines
+    /// logged at info in it 16]`, `u64::MAX` before the first. A std atomic even under loom: it
+    /// only decides a log level, and modelling it would multiply the models' interleavings.
+    log_window: std::sync::atomic::AtomicU64,
+    /// Transitions logged at debug instead of info since the last info line.
+    log_quieted: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Transition>,
     pub(crate) classifier: C,
     /// For keyed breakers: the eviction sweep this breaker was last used in.
@@ -114,6 +127,8 @@ impl<C> Breaker<C> {
             anchored,
             random,
             transitions: AtomicU64::new(0),
+            log_window: std::sync::atomic::AtomicU64::new(u64::MAX),
+            log_quieted: std::sync::atomic::AtomicU64::new(0),
             events: broadcast::channel(EVENT_CAPACITY).0,
             classifier,
             last_used: AtomicU64::new(0),
@@ -416,7 +431,9 @@ impl<C> Breaker<C> {
         }
         if self.config.server_directed {
             if let Some(pushback) = self.classifier.pushback(result) {
-                self.open_by_server(pushback.min(self.config.max_pushback));
+                if pushback >= MIN_SERVER_PUSHBACK {
+                    self.open_by_server(pushback.min(self.config.max_pushback));
+                }
             }
         }
         self.record_outcome(permit, started, outcome);
@@ -712,14 +729,27 @@ impl<C> Breaker<C> {
             generation: new.generation(),
             reason,
         };
-        tracing::info!(
-            breaker = self.config.name.as_deref().unwrap_or(""),
-            from = ?transition.from,
-            to = ?transition.to,
-            generation = transition.generation,
-            reason = ?transition.reason,
-            "circuit breaker transition"
-        );
+        let breaker = self.config.name.as_deref().unwrap_or("");
+        if let Some(quieted) = self.info_line(self.ms_after(self.clock().now(), Duration::ZERO)) {
+            tracing::info!(
+                breaker,
+                from = ?transition.from,
+                to = ?transition.to,
+                generation = transition.generation,
+                reason = ?transition.reason,
+                quieted,
+                "circuit breaker transition"
+            );
+        } else {
+            tracing::debug!(
+                breaker,
+                from = ?transition.from,
+                to = ?transition.to,
+                generation = transition.generation,
+                reason = ?transition.reason,
+                "circuit breaker transition (info lines rate-limited)"
+            );
+        }
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(transition);
         }
@@ -731,6 +761,39 @@ impl<C> Breaker<C> {
         } = new
         {
             self.arm_timer(generation, until_ms);
+        }
+    }
+
+    /// Whether a transition at `now_ms` may log at info: at most [`LOG_LINES_PER_WINDOW`] per
+    /// [`LOG_WINDOW_MS`] (a flapping breaker would otherwise log as fast as it flaps). Returns
+    /// how many were logged at debug instead since the last info line.
+    fn info_line(&self, now_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Relaxed: only a log level depends on it.
+        let mut word = self.log_window.load(Relaxed);
+        loop {
+            let fresh = word == u64::MAX || now_ms >= (word >> 16).saturating_add(LOG_WINDOW_MS);
+            let next = if fresh {
+                (now_ms.min(PAYLOAD_MS_MAX) << 16) | 1
+            } else if word & 0xFFFF < LOG_LINES_PER_WINDOW {
+                word + 1
+            } else {
+                self.log_quieted.fetch_add(1, Relaxed);
+                return None;
+            };
+            match self
+                .log_window
+                .compare_exchange_weak(word, next, Relaxed, Relaxed)
+            {
+                Ok(_) => {
+                    return Some(if fresh {
+                        self.log_quieted.swap(0, Relaxed)
+                    } else {
+                        0
+                    });
+                }
+                Err(actual) => word = actual,
+            }
         }
     }
 
@@ -1038,6 +1101,11 @@ impl<C: Send + Sync + 'static> Breaker<C> {
 
     pub(crate) fn open_elapsed_for_tests(self: &Arc<Self>, generation: u16) {
         let _ = self.open_elapsed(generation);
+    }
+
+    #[cfg_attr(palisade_loom, allow(dead_code))]
+    pub(crate) fn info_line_for_tests(&self, now_ms: u64) -> Option<u64> {
+        self.info_line(now_ms)
     }
 
     #[cfg_attr(palisade_loom, allow(dead_code))]

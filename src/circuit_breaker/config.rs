@@ -27,6 +27,11 @@ pub const DEFAULT_OPEN_DURATION: Duration = Duration::from_secs(5);
 pub const DEFAULT_PROBES: NonZeroU32 = NonZeroU32::MIN;
 /// Longest time a server-directed open (a `Retry-After`) may keep the breaker open: 5 min.
 pub const DEFAULT_MAX_PUSHBACK: Duration = Duration::from_secs(300);
+/// Shortest server pushback a server-directed breaker acts on: 1 s. A shorter one (`Retry-After:
+/// 0`, a sub-second `retry-after-ms`) is no pushback at all: the result only counts as the
+/// classifier says. Opening for a millisecond at a time would cycle the breaker (and its timer,
+/// its log line and its generation) as fast as the server can answer.
+pub const MIN_SERVER_PUSHBACK: Duration = Duration::from_secs(1);
 
 /// The shortest open duration, bucket or probe wait: 1 ms, the word's time resolution.
 const MIN_DURATION: Duration = Duration::from_millis(1);
@@ -282,8 +287,9 @@ impl<C> CircuitBreakerBuilder<C> {
 
     /// Opens the breaker when the classifier reports server pushback (with
     /// [`StatusClassifier`](crate::classify::StatusClassifier): a `503` or `429` with
-    /// `Retry-After`), for that long, at most `max` (1 ms to 30 days). An open breaker's time is
-    /// only ever pushed later. Defaults to off.
+    /// `Retry-After`), for that long, at most `max` ([`MIN_SERVER_PUSHBACK`] to 30 days). An
+    /// open breaker's time is only ever pushed later. A pushback shorter than
+    /// [`MIN_SERVER_PUSHBACK`] (1 s) is ignored. Defaults to off.
     pub fn server_directed(mut self, max: Duration) -> Self {
         self.server_directed = true;
         self.max_pushback = max;
@@ -399,6 +405,14 @@ impl<C> CircuitBreakerBuilder<C> {
             self.probe_max_wait.unwrap_or(open_base),
         )?;
         let max_pushback = duration("server_directed", self.max_pushback)?;
+        if max_pushback < MIN_SERVER_PUSHBACK {
+            return Err(ConfigError::DurationOutOfRange {
+                setting: "server_directed",
+                value: max_pushback,
+                min: MIN_SERVER_PUSHBACK,
+                max: MAX_DURATION,
+            });
+        }
         let probes = u16::try_from(self.probes.get())
             .ok()
             .filter(|p| *p <= MAX_PROBES)

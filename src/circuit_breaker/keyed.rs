@@ -155,7 +155,9 @@ impl<F, C: Clone + Send + Sync + 'static> Keyed<F, C> {
             // the exchange above.
             if breaker.last_used.load(BreakerOrdering::Relaxed) >= previous {
                 if breaker.idle_since_ms.load(BreakerOrdering::Relaxed) != u64::MAX {
-                    breaker.idle_since_ms.store(u64::MAX, BreakerOrdering::Relaxed);
+                    breaker
+                        .idle_since_ms
+                        .store(u64::MAX, BreakerOrdering::Relaxed);
                 }
                 return true;
             }

@@ -104,12 +104,15 @@
 //! - **Server-directed opening** (opt-in,
 //!   [`server_directed`](CircuitBreakerBuilder::server_directed)): a `503` or `429` with
 //!   `Retry-After` (through [`StatusClassifier`](crate::classify::StatusClassifier)) opens the
-//!   breaker until then, capped.
+//!   breaker until then, capped. A pushback under [`MIN_SERVER_PUSHBACK`] (1 s, so
+//!   `Retry-After: 0`) is ignored: opening for a millisecond per answer would only churn.
 //! - **Shared state.** The breaker lives in the layer value: every clone of the layer and of its
 //!   services, and every [`Layer::layer`](tower_layer::Layer::layer) call, shares it.
 //! - **Control** through a [`CircuitBreakerHandle`]: state, [`Metrics`], isolate (force open),
 //!   force closed, reset, and a stream of [`Transition`]s. Each transition also emits one
-//!   `tracing` event at `info` (from, to, generation, reason); each rejection one at `trace`.
+//!   `tracing` event at `info` (from, to, generation, reason), at most 10 per breaker in any
+//!   10 s (beyond that at `debug`, and the next `info` line counts them in `quieted`); each
+//!   rejection one at `trace`.
 //!
 //! # Defaults
 //!
@@ -189,6 +192,7 @@ mod window;
 pub use self::config::{
     CircuitBreakerBuilder, DEFAULT_FAILURE_RATE, DEFAULT_MAX_PUSHBACK, DEFAULT_MINIMUM_CALLS,
     DEFAULT_OPEN_DURATION, DEFAULT_PROBES, DEFAULT_WINDOW_SIZE, HalfOpenTimeout,
+    MIN_SERVER_PUSHBACK,
 };
 pub use self::error::{CircuitBreakerError, CircuitOpen};
 pub use self::handle::{CircuitBreakerHandle, Metrics, State, Transition, TransitionReason};

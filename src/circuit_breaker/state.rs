@@ -88,7 +88,10 @@
 //! The generation is the ABA defence: an outcome or a timer carries the generation it belongs
 //! to, and a transition always bumps it. It has 13 bits, so it repeats after 8192 transitions;
 //! a late outcome is misattributed only if its call stayed in flight across exactly a multiple
-//! of 8192 transitions (4096 open/half-open cycles, each lasting at least the open duration).
+//! of 8192 transitions (4096 open/half-open cycles, each lasting at least the open duration,
+//! or for a server-directed open at least `MIN_SERVER_PUSHBACK`, 1 s: the word has no bit left
+//! to widen the generation, so the minimum pushback is what keeps a server answering
+//! `Retry-After: 0` from cycling it in seconds).
 //! Even then it lands on a state where it is either ignored or counted as one probe result.
 
 use crate::sync::{AtomicU64, Ordering};

@@ -661,3 +661,28 @@ fn a_server_pushback_while_open_extends_it_without_a_transition() {
     h.clock.advance(MS);
     assert!(h.admit().is_some());
 }
+
+#[test]
+fn the_transition_log_is_rate_limited_and_counts_what_it_quieted() {
+    let h = harness(consecutive(1));
+    let b = &h.breaker;
+    for line in 0..10 {
+        assert_eq!(
+            b.info_line_for_tests(1_000),
+            Some(0),
+            "line {line} of the window"
+        );
+    }
+    assert_eq!(b.info_line_for_tests(1_000), None);
+    assert_eq!(
+        b.info_line_for_tests(10_999),
+        None,
+        "still the same 10 s window"
+    );
+    assert_eq!(
+        b.info_line_for_tests(11_000),
+        Some(2),
+        "a new window: the first line counts the two at debug"
+    );
+    assert_eq!(b.info_line_for_tests(11_001), Some(0));
+}
