@@ -905,6 +905,46 @@ async fn a_flood_of_distinct_keys_never_grows_past_the_bound() {
     }
 }
 
+/// The open timer lives on the runtime that tripped the breaker. When that is a current-thread
+/// runtime whose `block_on` has returned, the timer never fires; calls made from elsewhere
+/// must still see the open period end (they sample the clock) instead of being rejected forever.
+#[test]
+fn a_breaker_whose_timer_runtime_stopped_still_leaves_open() {
+    let layer = consecutive(1).open_for(20 * MS).build().unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(Backend::default());
+    let tripping = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    tripping.block_on(async {
+        call(&mut svc.clone(), Ask::Fail).await.unwrap_err();
+    });
+    assert_eq!(handle.state(), State::Open);
+    // `tripping` is kept alive but never driven again: its timer task never runs.
+    std::thread::sleep(Duration::from_millis(40));
+
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let admitted = other.block_on(async {
+        let mut svc = svc.clone();
+        let mut rejected = 0;
+        loop {
+            match call(&mut svc, Ask::Ok).await {
+                Ok(()) => break rejected,
+                Err(CircuitBreakerError::Open(_)) if rejected < 1000 => rejected += 1,
+                other => panic!("after {rejected} rejections: {other:?}"),
+            }
+        }
+    });
+    assert!(admitted < 64, "left Open after {admitted} rejections");
+    assert_eq!(handle.state(), State::Closed);
+    drop(tripping);
+}
+
 #[test]
 fn a_breaker_tripped_without_a_runtime_leaves_open_by_the_clock() {
     // No runtime: no timer can be armed, so calls compare the clock themselves.

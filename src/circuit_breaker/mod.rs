@@ -89,7 +89,9 @@
 //!   ([`open_backoff`](CircuitBreakerBuilder::open_backoff)), optionally spread by
 //!   [`open_jitter`](CircuitBreakerBuilder::open_jitter) so breakers that opened together do
 //!   not probe together. A tokio timer moves the breaker on when the time is up, so an open
-//!   breaker rejects without reading the clock; with no runtime (or a
+//!   breaker rejects without reading the clock, except on one rejection in 64 per thread, so
+//!   that a timer whose runtime is no longer driven (a current-thread runtime whose `block_on`
+//!   returned) cannot keep callers on other runtimes out for ever; with no runtime (or a
 //!   [`ManualClock`](crate::clock::ManualClock)), calls compare the clock themselves.
 //! - **Half-open.** Exactly `half_open_probes` calls are admitted; the rest are rejected. All
 //!   must succeed to close (the window starts empty); any failure or slow probe opens again
@@ -164,7 +166,8 @@
 //!    (a slot given back can be taken by a new probe).
 //! 2. An outcome only affects the generation its call was admitted in.
 //! 3. An open breaker always half-opens once its time is up: by its timer, or by the first call
-//!    that checks the clock.
+//!    that checks the clock (every call when no timer is armed; one in 64 per thread when one
+//!    is).
 //! 4. A half-open breaker whose probes never finish re-arms or re-opens after the maximum wait.
 //! 5. The closed success path takes no lock and allocates nothing; when the window has nothing
 //!    to forget, it writes nothing.

@@ -56,6 +56,7 @@
 //! | Closed(g) | window trips (rates) | permit gen = g | Open(g + 1, reopens 0) |
 //! | Open(g, armed) | open timer fires | now ≥ until (else it sleeps until `until`) | HalfOpen(g + 1, admitted 0) |
 //! | Open(g, armed) | timer task dropped unfired | | Open(g, not armed) |
+//! | Open(g, armed) | call, one in 64 per thread | now ≥ until (the timer's runtime may not be driven) | HalfOpen(g + 1, admitted 1) |
 //! | Open(g, not armed) | call | now ≥ until | HalfOpen(g + 1, admitted 1) |
 //! | HalfOpen(g, a) | call | a < probes; a = 0 also stamps the probe deadline | HalfOpen(g, a + 1) |
 //! | HalfOpen(g, a = probes) | call | probe deadline of g passed, Rearm | HalfOpen(g + 1, admitted 1) |
@@ -81,7 +82,9 @@
 //! 5. A HalfOpen whose probes never finish cannot wedge: once the generation's probe deadline
 //!    has passed, the next call re-arms or re-opens it.
 //! 6. An Open breaker always leaves: either its timer fires, or, when no timer is armed (no
-//!    runtime, or the timer's task was dropped), calls compare the clock with `until`.
+//!    runtime, or the timer's task was dropped), calls compare the clock with `until`. Even
+//!    with a timer armed, one rejection in 64 per thread compares the clock, so a timer whose
+//!    runtime is alive but no longer driven cannot hold the breaker open.
 //!
 //! # ABA
 //!

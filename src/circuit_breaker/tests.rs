@@ -597,9 +597,51 @@ fn an_open_timer_dropped_with_its_runtime_disarms_the_breaker() {
 }
 
 #[test]
-fn an_armed_open_breaker_rejects_without_reading_the_clock() {
-    // A ManualClock never arms; an armed word built by hand shows the admission path reads
-    // no time: however far the clock moves, only the timer leaves Open.
+fn an_armed_open_breaker_reads_the_clock_on_one_rejection_in_sixty_four() {
+    // A ManualClock never arms; an armed word built by hand shows the admission path: rejections
+    // read no time, except one in 64 per thread, which half-opens the breaker once `until` has
+    // passed, so a timer that can no longer fire (its runtime is not driven) cannot hold the
+    // breaker open. On a fresh thread, so the per-thread sample starts at zero.
+    std::thread::spawn(|| {
+        let h = opened();
+        let Snapshot::Open {
+            generation,
+            reopens,
+            until_ms,
+            ..
+        } = h.snapshot()
+        else {
+            unreachable!()
+        };
+        h.breaker.set_for_tests(Snapshot::Open {
+            generation,
+            reopens,
+            armed: true,
+            until_ms,
+        });
+        for call in 1..=64 {
+            assert_eq!(h.admit(), None, "call {call}: still within the open period");
+        }
+        h.clock.advance(Duration::from_secs(3600));
+        for call in 65..128 {
+            assert_eq!(
+                h.admit(),
+                None,
+                "call {call}: not sampled, the clock is not read"
+            );
+        }
+        assert!(
+            matches!(h.admit(), Some(Permit::Probe { .. })),
+            "the 128th call is sampled, sees the time has passed and probes"
+        );
+        assert_eq!(h.state(), State::HalfOpen);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn an_armed_open_breaker_leaves_through_its_timer() {
     let h = opened();
     let Snapshot::Open {
         generation,
@@ -617,8 +659,8 @@ fn an_armed_open_breaker_rejects_without_reading_the_clock() {
         until_ms,
     });
     h.clock.advance(Duration::from_secs(3600));
-    assert_eq!(h.admit(), None);
     h.breaker.open_elapsed_for_tests(generation);
+    assert_eq!(h.state(), State::HalfOpen, "the timer moved it on");
     assert!(h.admit().is_some());
 }
 
