@@ -154,6 +154,13 @@
 //! handler gets the same bytes. Headers (`Content-Type` included) and trailers are not part of
 //! it: a retry that sends the same body with another `Content-Type` is the same request.
 //!
+//! Because the body is read to its end first, a keyed request cannot be a stream whose client
+//! waits for the response before sending the rest (gRPC client streaming, a bidirectional
+//! stream): it would wait until the client gives up. Such calls are not idempotent operations
+//! anyway; send them without an `Idempotency-Key` (requests without one pass through unread).
+//! Empty body frames hold no memory, and a body of more than 65,536 frames counts as over the
+//! limit.
+//!
 //! # Leases and fencing
 //!
 //! A claim holds its key for a **lease** (90 s by default). If the holder is still running when

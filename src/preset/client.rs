@@ -20,6 +20,7 @@ use crate::http::DeadlineHeader;
 use crate::idempotency::{AddIdempotencyKey, AddIdempotencyKeyLayer};
 use crate::retry::{
     BufferBody, BufferBodyLayer, DEFAULT_BODY_LIMIT, HttpPolicy, Retry, RetryBudget, RetryLayer,
+    UnknownLength,
 };
 use crate::throttle::{Throttle, ThrottleHandle, ThrottleLayer};
 use crate::timeout::{PropagateDeadline, PropagateDeadlineLayer, Timeout, TimeoutLayer};
@@ -64,6 +65,7 @@ pub struct HttpClientLayer {
     keys: Option<AddIdempotencyKeyLayer>,
     total: Option<Duration>,
     body_limit: usize,
+    unknown_length: UnknownLength,
     retry: Option<RetryLayer<HttpPolicy>>,
     guard: GuardLayer,
     attempt: Option<Duration>,
@@ -72,7 +74,8 @@ pub struct HttpClientLayer {
 
 impl HttpClientLayer {
     /// Every stage at its default: no idempotency keys; a 10 s total timeout published as the
-    /// deadline; bodies up to 64 KiB kept for replay; 3 attempts with full jitter from 50 ms
+    /// deadline; bodies up to 64 KiB kept for replay (a body of unknown length still going after
+    /// 10 ms is sent once, unbuffered); 3 attempts with full jitter from 50 ms
     /// and a budget of 30 % of requests; the default throttle (5xx and 429 are failures); a 2 s
     /// attempt timeout; the remaining time sent in `grpc-timeout`.
     pub fn new() -> Self {
@@ -80,6 +83,7 @@ impl HttpClientLayer {
             keys: None,
             total: Some(DEFAULT_TOTAL_TIMEOUT),
             body_limit: DEFAULT_BODY_LIMIT,
+            unknown_length: UnknownLength::default(),
             retry: Some(default_retry()),
             guard: GuardLayer::Throttle(default_throttle()),
             attempt: Some(DEFAULT_ATTEMPT_TIMEOUT),
@@ -112,6 +116,15 @@ impl HttpClientLayer {
     /// [`DEFAULT_BODY_LIMIT`] (64 KiB).
     pub fn body_limit(mut self, limit: usize) -> Self {
         self.body_limit = limit;
+        self
+    }
+
+    /// What to do with a request body of unknown length (a stream) that has not ended: by
+    /// default wait up to 10 ms for it, then send it on unbuffered and not retryable, so a
+    /// streaming caller that waits for the response is never deadlocked. See
+    /// [`UnknownLength`].
+    pub fn unknown_length(mut self, rule: UnknownLength) -> Self {
+        self.unknown_length = rule;
         self
     }
 
@@ -242,15 +255,19 @@ impl<S> Layer<S> for HttpClientLayer {
         // `Duration::MAX`: no limit of its own, at no cost (a deadline still applies).
         let attempt = TimeoutLayer::new(self.attempt.unwrap_or(Duration::MAX));
         let guarded = self.guard.layer(attempt.layer(propagate.layer(client)));
-        let (retry, body_limit) = match &self.retry {
-            Some(retry) => (retry.clone(), self.body_limit),
-            // One attempt and no budget: the stage does nothing, and bodies stream through.
+        let (retry, buffer) = match &self.retry {
+            Some(retry) => (
+                retry.clone(),
+                BufferBodyLayer::new(self.body_limit).unknown_length(self.unknown_length),
+            ),
+            // One attempt and no budget: the stage does nothing, and bodies stream through
+            // without waiting.
             None => (
                 RetryLayer::new()
                     .policy(HttpPolicy::new())
                     .max_attempts(NonZeroU32::MIN)
                     .budget(RetryBudget::unlimited()),
-                0,
+                BufferBodyLayer::new(0).unknown_length(UnknownLength::WaitUpTo(Duration::ZERO)),
             ),
         };
         let total = match self.total {
@@ -261,7 +278,7 @@ impl<S> Layer<S> for HttpClientLayer {
             .keys
             .clone()
             .unwrap_or_else(|| AddIdempotencyKeyLayer::new().methods(Vec::<Method>::new()));
-        keys.layer(total.layer(BufferBodyLayer::new(body_limit).layer(retry.layer(guarded))))
+        keys.layer(total.layer(buffer.layer(retry.layer(guarded))))
     }
 }
 
@@ -271,6 +288,7 @@ impl fmt::Debug for HttpClientLayer {
             .field("idempotency_keys", &self.keys)
             .field("total_timeout", &self.total)
             .field("body_limit", &self.body_limit)
+            .field("unknown_length", &self.unknown_length)
             .field("retry", &self.retry)
             .field("guard", &self.guard)
             .field("attempt_timeout", &self.attempt)

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -23,6 +24,38 @@ use crate::http::{IDEMPOTENCY_KEY, ReplayBody};
 
 /// The largest request body kept for replay: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// How long [`BufferBody`] waits by default for a body of unknown length to end: 10 ms.
+pub const DEFAULT_UNKNOWN_LENGTH_WAIT: Duration = Duration::from_millis(10);
+
+/// What [`BufferBody`] does with a request body whose length is not known up front (no exact
+/// size hint: a chunked upload, a gRPC stream, a body fed from a channel) while it has not
+/// ended.
+///
+/// A body of known length is always waited for, up to the limit: whoever declared its length
+/// sends all of it. A body of unknown length may come from a caller that sends part of it, then
+/// waits for the response (client streaming, a bidirectional stream): waiting for its end
+/// before sending the request would deadlock both sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownLength {
+    /// Wait up to this long for the body to end (or pass the limit); zero waits for nothing
+    /// beyond what is ready at once. A body still going then is sent on as it is, unbuffered: the part already read, then the rest, once (not
+    /// replayable, so not retried). The default, with [`DEFAULT_UNKNOWN_LENGTH_WAIT`]: a body
+    /// produced at once (the usual case, even in many chunks) is kept; a stream costs at most
+    /// that much latency.
+    WaitUpTo(Duration),
+    /// Wait for the end (or the limit) however long it takes. Every body that fits is
+    /// replayable, but a caller that waits for the response before sending the rest of its body
+    /// deadlocks. Only for callers whose bodies never depend on the response.
+    WaitForEnd,
+}
+
+impl Default for UnknownLength {
+    fn default() -> Self {
+        Self::WaitUpTo(DEFAULT_UNKNOWN_LENGTH_WAIT)
+    }
+}
 
 /// The retry policy for HTTP clients.
 ///
@@ -151,7 +184,11 @@ pub struct RequestBodyError {
 ///
 /// A body within the limit is kept in full (replayable); a body over it is sent once, as the
 /// bytes already read followed by the rest, so nothing is lost or sent twice. An empty body, or
-/// one whose size hint is already over the limit, is passed on without waiting. Bodies must be
+/// one whose size hint is already over the limit, is passed on without waiting. A body of
+/// unknown length still going after a short wait ([`UnknownLength`], by default 10 ms) is sent
+/// on the same way, so a streaming caller that waits for the response before sending the rest
+/// never deadlocks. A body of more than 65,536 frames counts as over the limit, and empty
+/// frames hold no memory. Bodies must be
 /// `Unpin`, as hyper's, axum's and http-body-util's are (box others with `BodyExt::boxed`).
 /// A body that fails while being read fails the call with [`RequestBodyError`] before anything
 /// is sent. Place it just
@@ -170,12 +207,23 @@ pub struct RequestBodyError {
 #[must_use]
 pub struct BufferBodyLayer {
     limit: usize,
+    unknown_length: UnknownLength,
 }
 
 impl BufferBodyLayer {
     /// Keeps bodies of up to `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { limit }
+        Self {
+            limit,
+            unknown_length: UnknownLength::default(),
+        }
+    }
+
+    /// What to do with a body of unknown length that has not ended yet. Defaults to
+    /// [`UnknownLength::WaitUpTo`] 10 ms.
+    pub fn unknown_length(mut self, rule: UnknownLength) -> Self {
+        self.unknown_length = rule;
+        self
     }
 }
 
@@ -193,6 +241,7 @@ impl<S> Layer<S> for BufferBodyLayer {
         BufferBody {
             inner,
             limit: self.limit,
+            unknown_length: self.unknown_length,
         }
     }
 }
@@ -202,6 +251,7 @@ impl<S> Layer<S> for BufferBodyLayer {
 pub struct BufferBody<S> {
     inner: S,
     limit: usize,
+    unknown_length: UnknownLength,
 }
 
 impl<S> BufferBody<S> {
@@ -234,6 +284,8 @@ where
                 service: Some(ready),
                 parts: Some(parts),
                 collect: Collect::new(body, self.limit),
+                unknown_length: self.unknown_length,
+                wait: None,
             },
         }
     }
@@ -254,6 +306,10 @@ pin_project! {
             service: Option<S>,
             parts: Option<http::request::Parts>,
             collect: Collect<B>,
+            unknown_length: UnknownLength,
+            // The wait for a body of unknown length to end, started at its first `Pending`.
+            // Boxed: only streaming bodies need it, and inline it would grow every future.
+            wait: Option<Pin<Box<tokio::time::Sleep>>>,
         },
         Calling {
             #[pin]
@@ -282,8 +338,32 @@ where
                     service,
                     parts,
                     collect,
+                    unknown_length,
+                    wait,
                 } => {
-                    let body = match ready!(collect.poll_collect(cx)) {
+                    let collected = match collect.poll_collect(cx) {
+                        Poll::Ready(collected) => collected,
+                        Poll::Pending => {
+                            let UnknownLength::WaitUpTo(limit) = *unknown_length else {
+                                return Poll::Pending;
+                            };
+                            if collect.length_known() {
+                                return Poll::Pending;
+                            }
+                            if !limit.is_zero() {
+                                let sleep =
+                                    wait.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                                ready!(sleep.as_mut().poll(cx));
+                            }
+                            tracing::debug!(
+                                ?limit,
+                                "request body of unknown length still going: sent on unbuffered, \
+                                 not replayable"
+                            );
+                            Ok(collect.give_up())
+                        }
+                    };
+                    let body = match collected {
                         Ok(Collected::Whole { data, trailers }) => {
                             ReplayBody::kept_with_trailers(data, trailers)
                         }

@@ -173,7 +173,8 @@ pub use self::budget::{
 pub use self::error::BudgetExhausted;
 #[cfg(feature = "http")]
 pub use self::http::{
-    BufferBody, BufferBodyLayer, BufferFuture, DEFAULT_BODY_LIMIT, HttpPolicy, RequestBodyError,
+    BufferBody, BufferBodyLayer, BufferFuture, DEFAULT_BODY_LIMIT, DEFAULT_UNKNOWN_LENGTH_WAIT,
+    HttpPolicy, RequestBodyError, UnknownLength,
 };
 pub use self::layer::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PUSHBACK, RetryLayer};
 pub use self::policy::{Decision, Policy, RetryFailures};
