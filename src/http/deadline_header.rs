@@ -29,7 +29,8 @@ const GRPC_MAX_VALUE: u128 = 99_999_999;
 /// Encoding rounds *up* to the finest unit that fits (as grpc-go does), so a value is never
 /// shortened to zero. Decoding is strict: anything outside the grammar is an
 /// [`InvalidDeadlineHeader`] naming the header and the reason, never a panic. Optional
-/// whitespace around the value is allowed, as HTTP allows it around any field value.
+/// whitespace (spaces and tabs) around the value is allowed, as HTTP allows it around any field
+/// value.
 ///
 /// ```
 /// use std::time::Duration;
@@ -100,7 +101,7 @@ impl DeadlineHeader {
     ///
     /// The reason the value is outside the format's grammar.
     pub fn parse(&self, value: &[u8]) -> Result<Duration, InvalidReason> {
-        let value = value.trim_ascii();
+        let value = trim_ows(value);
         match self.format {
             Format::Grpc => parse_grpc(value),
             Format::Millis => parse_millis(value),
@@ -176,6 +177,14 @@ fn number_value(value: u128, suffix: &[u8]) -> HeaderValue {
     }
     // Digits and an ASCII letter are always a valid header value.
     HeaderValue::from_bytes(&buf[start..]).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `value` without the optional whitespace (spaces and tabs, RFC 9110 §5.6.3) around it.
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().take_while(|b| ows(b)).count();
+    let end = value.len() - value[start..].iter().rev().take_while(|b| ows(b)).count();
+    &value[start..end]
 }
 
 fn parse_grpc(value: &[u8]) -> Result<Duration, InvalidReason> {

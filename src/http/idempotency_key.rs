@@ -180,16 +180,24 @@ fn skip_parameters(mut rest: &[u8]) -> Result<(), KeyError> {
                 body + 2
             }
             Some(b) if b.is_ascii_digit() || *b == b'-' => {
-                let number = 1 + take_while(value.get(1..).unwrap_or_default(), |b| {
-                    b.is_ascii_digit() || b == b'.'
-                });
-                if !value
-                    .get(..number)
-                    .is_some_and(|n| n.iter().any(u8::is_ascii_digit))
-                {
-                    return Err(KeyError::Malformed);
+                // sf-integer `["-"] 1*15DIGIT`, or sf-decimal `["-"] 1*12DIGIT "." 1*3DIGIT`.
+                let sign = usize::from(*b == b'-');
+                let digits = value.get(sign..).unwrap_or_default();
+                let whole = take_while(digits, |b| b.is_ascii_digit());
+                let fraction = match digits.get(whole) {
+                    Some(b'.') => Some(take_while(
+                        digits.get(whole + 1..).unwrap_or_default(),
+                        |b| b.is_ascii_digit(),
+                    )),
+                    _ => None,
+                };
+                match fraction {
+                    None if (1..=15).contains(&whole) => sign + whole,
+                    Some(fraction) if (1..=12).contains(&whole) && (1..=3).contains(&fraction) => {
+                        sign + whole + 1 + fraction
+                    }
+                    _ => return Err(KeyError::Malformed),
                 }
-                number
             }
             Some(b) if b.is_ascii_alphabetic() || *b == b'*' => {
                 1 + take_while(value.get(1..).unwrap_or_default(), |b| {

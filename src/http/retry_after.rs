@@ -8,9 +8,11 @@ use http::HeaderValue;
 ///
 /// Accepts delta-seconds (`120`) and the three HTTP-date forms RFC 9110 requires recipients to
 /// accept: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the obsolete RFC 850 form
-/// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`). A date in the past
-/// is a wait of zero. Anything else is `None`: a malformed `Retry-After` is ignored, never an
-/// error.
+/// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`), to their exact
+/// grammar (two-digit fields, a day name of the right form). The day name is not checked against
+/// the date, as RFC 9110 asks recipients to be robust. A date in the past (before 1970
+/// included) is a wait of zero; an impossible one (`31 Feb`, `24:00:00`) is malformed. Anything
+/// else is `None`: a malformed `Retry-After` is ignored, never an error.
 ///
 /// `now` is the wall clock (`SystemTime::now()`), since HTTP-dates are wall-clock times.
 ///
@@ -27,6 +29,7 @@ use http::HeaderValue;
 /// ```
 #[must_use]
 pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
+    // A header value holds no whitespace but spaces and tabs, the optional whitespace around it.
     let bytes = value.as_bytes().trim_ascii();
     if !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit) {
         // Delta-seconds; absurdly long values saturate rather than fail.
@@ -39,74 +42,99 @@ pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duratio
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Parses the three HTTP-date forms into a wall-clock time; `now` places RFC 850's two-digit
-/// years.
+/// Parses the three HTTP-date forms into a wall-clock time (the epoch for a valid date before
+/// it); `now` places RFC 850's two-digit years.
 fn parse_http_date(text: &str, now: SystemTime) -> Option<SystemTime> {
-    let (day, month, year, time) = if let Some(rest) = text.split_once(", ").map(|(_, r)| r) {
-        if rest.len() == 24 && rest.as_bytes()[2] == b' ' {
+    let bytes = text.as_bytes();
+    let (day, month, year, time) = if let Some((name, rest)) = text.split_once(", ") {
+        if SHORT_DAYS.contains(&name) {
             // IMF-fixdate: "06 Nov 1994 08:49:37 GMT"
-            let mut parts = rest.split(' ');
-            let day = parts.next()?;
-            let month = parts.next()?;
-            let year = parts.next()?;
-            let time = parts.next()?;
-            if parts.next()? != "GMT" || parts.next().is_some() {
+            let rest = rest.as_bytes();
+            if rest.len() != 24
+                || rest[2] != b' '
+                || rest[6] != b' '
+                || rest[11] != b' '
+                || &rest[20..] != b" GMT"
+            {
                 return None;
             }
             (
-                number(day, 2)?,
-                month_number(month)?,
-                number(year, 4)?,
-                time,
+                digits(&rest[..2])?,
+                month_number(&rest[3..6])?,
+                digits(&rest[7..11])?,
+                &rest[12..20],
+            )
+        } else if LONG_DAYS.contains(&name) {
+            // RFC 850: "06-Nov-94 08:49:37 GMT"
+            let rest = rest.as_bytes();
+            if rest.len() != 22
+                || rest[2] != b'-'
+                || rest[6] != b'-'
+                || rest[9] != b' '
+                || &rest[18..] != b" GMT"
+            {
+                return None;
+            }
+            (
+                digits(&rest[..2])?,
+                month_number(&rest[3..6])?,
+                rfc850_year(digits(&rest[7..9])?, now),
+                &rest[10..18],
             )
         } else {
-            // RFC 850: "06-Nov-94 08:49:37 GMT"
-            let (date, rest) = rest.split_once(' ')?;
-            let (time, zone) = rest.split_once(' ')?;
-            if zone != "GMT" {
-                return None;
-            }
-            let mut parts = date.split('-');
-            let day = number(parts.next()?, 2)?;
-            let month = month_number(parts.next()?)?;
-            let yy = number(parts.next()?, 2)?;
-            if parts.next().is_some() {
-                return None;
-            }
-            (day, month, rfc850_year(yy, now), time)
+            return None;
         }
     } else {
         // asctime: "Sun Nov  6 08:49:37 1994"
-        let bytes = text.as_bytes();
-        if bytes.len() != 24 || bytes[3] != b' ' || bytes[7] != b' ' || bytes[10] != b' ' {
+        if bytes.len() != 24
+            || !SHORT_DAYS.contains(&text.get(..3)?)
+            || bytes[3] != b' '
+            || bytes[7] != b' '
+            || bytes[10] != b' '
+            || bytes[19] != b' '
+        {
             return None;
         }
-        let month = month_number(text.get(4..7)?)?;
-        let day = number(text.get(8..10)?.trim_start(), 2)?;
-        let time = text.get(11..19)?;
-        if bytes[19] != b' ' {
-            return None;
-        }
-        let year = number(text.get(20..24)?, 4)?;
-        (day, month, year, time)
+        let day = match &bytes[8..10] {
+            [b' ', digit] => digits(std::slice::from_ref(digit))?,
+            two => digits(two)?,
+        };
+        (
+            day,
+            month_number(&bytes[4..7])?,
+            digits(&bytes[20..24])?,
+            &bytes[11..19],
+        )
     };
-    let mut clock = time.split(':');
-    let hour = number(clock.next()?, 2)?;
-    let minute = number(clock.next()?, 2)?;
-    let second = number(clock.next()?, 2)?;
-    if clock.next().is_some()
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-        || year < 1970
-    {
+    // "08:49:37"
+    if time[2] != b':' || time[5] != b':' {
         return None;
+    }
+    let hour = digits(&time[..2])?;
+    let minute = digits(&time[3..5])?;
+    let second = digits(&time[6..8])?;
+    if hour > 23 || minute > 59 || second > 60 || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    if year < 1970 {
+        // In the past, and outside what the civil-date arithmetic below counts.
+        return Some(UNIX_EPOCH);
     }
     let days = days_from_civil(year, month, day)?;
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
     UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
 }
+
+const SHORT_DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const LONG_DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 /// RFC 9110 §5.6.7: a two-digit year that would be more than 50 years in the future is the
 /// most recent past year with the same last two digits.
@@ -142,40 +170,40 @@ fn year_from_days(days: u64) -> u64 {
     }
 }
 
-/// A decimal of 1 to `max_digits` ASCII digits.
-fn number(text: &str, max_digits: usize) -> Option<u64> {
-    if text.is_empty() || text.len() > max_digits || !text.bytes().all(|b| b.is_ascii_digit()) {
+/// The decimal value of `bytes`, which must all be ASCII digits (at most 4 here).
+fn digits(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    text.parse().ok()
+    Some(
+        bytes
+            .iter()
+            .fold(0, |acc, &b| acc * 10 + u64::from(b - b'0')),
+    )
 }
 
-fn month_number(name: &str) -> Option<u64> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+fn month_number(name: &[u8]) -> Option<u64> {
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
     ];
     MONTHS.iter().position(|m| *m == name).map(|i| i as u64 + 1)
 }
 
-/// Days from 1970-01-01 to the given civil date (proleptic Gregorian), `None` for a day that
-/// does not exist in that month.
-fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
+fn days_in_month(year: u64, month: u64) -> u64 {
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if day > month_days[usize::try_from(month - 1).ok()?] {
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to the given civil date (proleptic Gregorian, 1970 or later), `None`
+/// for a day that does not exist in that month.
+fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
+    if month == 0 || day == 0 || day > days_in_month(year, month) {
         return None;
     }
     // Shift the year to start in March so the leap day is the year's last day.
@@ -230,6 +258,16 @@ mod tests {
             parse("Sun, 06 Nov 1994 08:48:37 GMT", now),
             Some(Duration::ZERO)
         );
+        assert_eq!(
+            parse("Sun, 06 Nov 1969 08:49:37 GMT", now),
+            Some(Duration::ZERO),
+            "before the epoch is in the past too"
+        );
+        assert_eq!(
+            parse("Mon, 29 Feb 0000 00:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "year 0 is a leap year, and long gone"
+        );
     }
 
     #[test]
@@ -257,7 +295,9 @@ mod tests {
             "Sun, 6 Nov 1994 08:49:37 GMT",
             "Sunday, 06-Nov-1994 08:49:37 GMT",
             "Sun Nov 6 08:49:37 1994",
-            "Sun, 06 Nov 1969 08:49:37 GMT",
+            "Sunday, 06-Nov-94 8:49:37 GMT",
+            "Sunday, 6-Nov-94 08:49:37 GMT",
+            "Xyz, 06 Nov 1994 08:49:37 GMT",
         ] {
             assert_eq!(parse(bad, now), None, "{bad:?}");
         }
