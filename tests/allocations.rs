@@ -332,3 +332,78 @@ fn a_fallback_that_does_not_answer_allocates_nothing() {
         0.0
     );
 }
+
+#[cfg(all(feature = "retry", feature = "http"))]
+#[test]
+fn buffering_a_body_that_arrives_in_one_chunk_allocates_nothing() {
+    use http_body_util::Full;
+    use palisade::retry::{BufferBodyLayer, ReplayBody};
+    let request = || http::Request::new(Full::new(bytes::Bytes::from_static(b"{\"item\":42}")));
+    let bare = per_call(
+        service_fn(|_: http::Request<Full<bytes::Bytes>>| {
+            std::future::ready(Ok::<_, BoxError>(()))
+        }),
+        request,
+    );
+    let buffered = per_call(
+        BufferBodyLayer::new(64 * 1024).layer(service_fn(
+            |request: http::Request<ReplayBody<Full<bytes::Bytes>>>| {
+                assert!(request.body().is_replayable());
+                std::future::ready(Ok::<_, BoxError>(()))
+            },
+        )),
+        request,
+    );
+    assert_eq!(
+        report("buffer body, one chunk, kept for replay", bare, buffered),
+        0.0
+    );
+}
+
+#[cfg(feature = "idempotency")]
+#[test]
+fn idempotency_passes_requests_without_a_key_through_without_allocating() {
+    use http_body_util::Empty;
+    use palisade::http::ReplayBody;
+    use palisade::idempotency::{Anonymous, IdempotencyLayer};
+    fn ok<B>()
+    -> impl Service<
+        http::Request<B>,
+        Response = http::Response<Empty<bytes::Bytes>>,
+        Error = BoxError,
+    > + Clone {
+        service_fn(|_: http::Request<B>| {
+            std::future::ready(Ok::<_, BoxError>(http::Response::new(Empty::new())))
+        })
+    }
+    let post = || {
+        http::Request::post("/orders")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let bare = per_call(ok::<Empty<bytes::Bytes>>(), post);
+    let layer = IdempotencyLayer::new().identity(Anonymous);
+    let unkeyed = per_call(layer.layer(ok::<ReplayBody<Empty<bytes::Bytes>>>()), post);
+    assert_eq!(
+        report("idempotency, a POST without a key", bare, unkeyed),
+        0.0
+    );
+}
+
+#[test]
+fn the_server_timeout_allocates_nothing_on_a_ready_handler() {
+    use palisade::timeout::ServerTimeoutLayer;
+    let ok = || {
+        service_fn(|_: http::Request<()>| {
+            std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(())))
+        })
+    };
+    let bare = per_call(ok(), || http::Request::new(()));
+    let timed = per_call(
+        ServerTimeoutLayer::new(Duration::from_secs(10))
+            .publish_deadline(false)
+            .layer(ok()),
+        || http::Request::new(()),
+    );
+    assert_eq!(report("server timeout, a ready handler", bare, timed), 0.0);
+}
