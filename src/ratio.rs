@@ -87,6 +87,11 @@ impl fmt::Display for Ratio {
 /// `duration · factor`, saturating: a product past [`Duration::MAX`] is `Duration::MAX`, and a
 /// negative or NaN factor is zero. [`Duration::mul_f64`] panics on both, and a jittered wait
 /// derived from a user's setting (up to `Duration::MAX`) can reach either.
+// Used by the jittered waits of the breaker, the throttle and (through `fraction_of`) the retry.
+#[cfg_attr(
+    not(any(feature = "circuit-breaker", feature = "throttle", feature = "retry")),
+    allow(dead_code)
+)]
 pub(crate) fn scale(duration: Duration, factor: f64) -> Duration {
     if factor.is_nan() || factor <= 0.0 {
         return Duration::ZERO;
@@ -96,6 +101,7 @@ pub(crate) fn scale(duration: Duration, factor: f64) -> Duration {
 
 /// `duration · unit` for a draw `unit` in `[0, 1]` (clamped into it; NaN counts as 0), never more
 /// than `duration` (a float product can round up past it, and past `Duration::MAX`).
+#[cfg_attr(not(feature = "retry"), allow(dead_code))]
 pub(crate) fn fraction_of(duration: Duration, unit: f64) -> Duration {
     // `>=` is false for NaN (and `f64::min` would turn NaN into 1).
     let unit = if unit >= 0.0 { unit.min(1.0) } else { 0.0 };

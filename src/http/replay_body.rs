@@ -293,6 +293,7 @@ where
     }
 
     /// Whether the body declared its exact length (what remains of it, once reading started).
+    #[cfg(feature = "retry")]
     pub(crate) fn length_known(&self) -> bool {
         self.body
             .as_ref()
@@ -300,6 +301,7 @@ where
     }
 
     /// Stops reading: what was read so far and the rest of the body, to be sent once.
+    #[cfg(feature = "retry")]
     pub(crate) fn give_up(&mut self) -> Collected<B> {
         self.over()
     }
