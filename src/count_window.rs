@@ -243,6 +243,37 @@ mod tests {
     }
 
     #[test]
+    fn the_cheap_reads_match_the_bits() {
+        let window = CountWindow::new(3);
+        assert!(window.holds_nothing_bad());
+        assert_eq!(window.bad_count(), Some(0));
+        window.record(true, true, 3);
+        assert!(!window.holds_nothing_bad());
+        assert_eq!(window.bad_count(), Some(2), "one failure, one slow");
+        window.record(true, false, 3);
+        assert_eq!(window.bad_count(), Some(3));
+        // Two successes and the oldest bad outcome is evicted by the third.
+        for expected in [3, 1, 0] {
+            window.record(false, false, 3);
+            assert_eq!(window.bad_count(), Some(expected));
+        }
+        assert!(window.holds_nothing_bad());
+        // A count out of range (a reset racing a record) is no count at all.
+        window.bad_bits.store(7, Ordering::Relaxed);
+        assert_eq!(window.bad_count(), None, "above 2 x size");
+        window.bad_bits.store(6, Ordering::Relaxed);
+        assert_eq!(window.bad_count(), Some(6), "2 x size is still a count");
+    }
+
+    #[test]
+    fn a_success_asks_for_evaluation_only_at_minimum_calls() {
+        let window = CountWindow::new(8);
+        for call in 1..=8u64 {
+            assert_eq!(window.record(false, false, 5), call == 5, "call {call}");
+        }
+    }
+
+    #[test]
     fn a_ring_wider_than_one_word_counts_every_slot() {
         let window = CountWindow::new(130);
         for i in 0..130 {

@@ -728,3 +728,72 @@ fn the_transition_log_is_rate_limited_and_counts_what_it_quieted() {
     );
     assert_eq!(b.info_line_for_tests(11_001), Some(0));
 }
+
+#[test]
+fn server_pushback_on_a_half_open_breaker_keeps_its_reopen_count() {
+    // consecutive(1) opens for 100 ms, doubling per re-open up to 10 s.
+    let h = harness(consecutive(1).open_backoff(Duration::from_secs(10)));
+    h.call(true);
+    for _ in 0..2 {
+        h.clock.advance(Duration::from_secs(10));
+        let probe = h.admit().unwrap();
+        h.fail(probe);
+    }
+    h.clock.advance(Duration::from_secs(10));
+    let _probe = h.admit().unwrap();
+    let Snapshot::HalfOpen { reopens: 2, .. } = h.snapshot() else {
+        panic!("two failed probes: {:?}", h.snapshot())
+    };
+    // The server pushes back while the probe is out: open for its time, backoff remembered.
+    h.breaker.open_by_server_for_tests(Duration::from_secs(2));
+    let Snapshot::Open { reopens, .. } = h.snapshot() else {
+        unreachable!()
+    };
+    assert_eq!(reopens, 2, "a pushback is not a fresh start");
+    // The next failed probe backs off from there: 100 ms · 2³.
+    h.clock.advance(Duration::from_secs(2));
+    let probe = h.admit().unwrap();
+    h.fail(probe);
+    let Snapshot::Open {
+        until_ms, reopens, ..
+    } = h.snapshot()
+    else {
+        unreachable!()
+    };
+    assert_eq!(reopens, 3);
+    assert_eq!(until_ms - h.breaker.now_ms_for_tests(), 800);
+}
+
+#[test]
+fn an_armed_open_rejection_names_the_same_reopening_as_an_unarmed_one() {
+    // On a fresh thread, so the first rejection is not the sampled one that reads the clock.
+    std::thread::spawn(|| {
+        let h = opened();
+        let unarmed = match h.breaker.admit() {
+            Admission::Rejected(open) => open,
+            Admission::Admitted(_) => panic!("open"),
+        };
+        let Snapshot::Open {
+            generation,
+            reopens,
+            until_ms,
+            ..
+        } = h.snapshot()
+        else {
+            unreachable!()
+        };
+        h.breaker.set_for_tests(Snapshot::Open {
+            generation,
+            reopens,
+            armed: true,
+            until_ms,
+        });
+        let Admission::Rejected(armed) = h.breaker.admit() else {
+            panic!("armed and open")
+        };
+        assert!(unarmed.reopens_at().is_some());
+        assert_eq!(armed.reopens_at(), unarmed.reopens_at());
+    })
+    .join()
+    .unwrap();
+}

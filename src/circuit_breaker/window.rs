@@ -104,6 +104,30 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_bucket_counts_every_call_up_to_its_saturation() {
+        let (window, base) = time_window(2, Duration::from_secs(1));
+        for i in 0..10_000u64 {
+            window.record(base, i % 4 == 0, false);
+        }
+        assert_eq!(
+            window.counts(base),
+            Counts {
+                calls: 10_000,
+                failures: 2_500,
+                slow: 0
+            }
+        );
+        for _ in 0..100_000 {
+            window.record(base, false, false);
+        }
+        assert_eq!(
+            window.counts(base).calls,
+            BUCKET_SATURATED,
+            "then it stops counting"
+        );
+    }
+
+    #[test]
     fn buckets_expire_as_time_passes() {
         let second = Duration::from_secs(1);
         let (window, base) = time_window(3, second);
