@@ -1,4 +1,5 @@
-//! loom models: every interleaving of the races listed in the state machine's invariants.
+//! loom models: every interleaving of the races listed in the state machine's invariants
+//! (`state.rs`); each model names the invariants it checks.
 //!
 //! Run with `RUSTFLAGS="--cfg palisade_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib
 //! loom`. The breakers run on a `ManualClock`, so no timer task is involved; the timer's own
@@ -80,6 +81,7 @@ fn race_two_failures(
     breaker
 }
 
+/// Invariant 1: of two failures that both reach the threshold, exactly one opens the breaker.
 #[test]
 fn loom_two_failures_race_the_closed_to_open_transition() {
     loom::model(|| {
@@ -99,6 +101,8 @@ fn loom_two_failures_race_the_closed_to_open_transition() {
     });
 }
 
+/// Invariant 1: two failures recorded at once into a count window trip it exactly once (the
+/// SeqCst fence before evaluating).
 #[test]
 fn loom_two_failures_race_a_window_trip() {
     loom::model(|| {
@@ -114,6 +118,7 @@ fn loom_two_failures_race_a_window_trip() {
     });
 }
 
+/// Invariant 1: as above, for a time window, also across two buckets.
 #[test]
 fn loom_two_failures_race_a_time_window_trip() {
     loom::model(|| {
@@ -131,6 +136,7 @@ fn loom_two_failures_race_a_time_window_trip() {
     });
 }
 
+/// Invariants 1 and 6: the timer and a call both see the time is up; one half-opens it.
 #[test]
 fn loom_the_open_timer_races_a_call_that_sees_the_time_is_up() {
     loom::model(|| {
@@ -169,6 +175,7 @@ fn loom_the_open_timer_races_a_call_that_sees_the_time_is_up() {
     });
 }
 
+/// Invariants 2 and 4: a probe's outcome and a new call race; the slots stay within bounds.
 #[test]
 fn loom_a_probe_completes_while_another_call_arrives() {
     loom::model(|| {
@@ -189,6 +196,7 @@ fn loom_a_probe_completes_while_another_call_arrives() {
     });
 }
 
+/// Invariant 2: two calls race for one probe slot; exactly one gets it.
 #[test]
 fn loom_two_requests_race_for_one_probe_slot() {
     loom::model(|| {
@@ -207,6 +215,7 @@ fn loom_two_requests_race_for_one_probe_slot() {
     });
 }
 
+/// Invariant 3: an outcome of an older generation changes nothing.
 #[test]
 fn loom_a_late_outcome_from_an_older_generation_changes_nothing() {
     loom::model(|| {
@@ -223,6 +232,7 @@ fn loom_a_late_outcome_from_an_older_generation_changes_nothing() {
     });
 }
 
+/// Invariant 4: a dropped probe gives its slot back, racing a new call for it.
 #[test]
 fn loom_a_dropped_probe_gives_its_slot_back() {
     loom::model(|| {
@@ -244,6 +254,7 @@ fn loom_a_dropped_probe_gives_its_slot_back() {
     });
 }
 
+/// Invariant 1 (E1): two probe successes race the close; the closed window starts empty.
 #[test]
 fn loom_two_probe_successes_race_the_close_and_the_window_starts_empty() {
     loom::model(|| {

@@ -159,21 +159,26 @@
 //! - **Per-dependency breakers**: one layer per dependency; clones share, separate layers do
 //!   not.
 //!
-//! # Invariants
+//! # Guarantees
+//!
+//! Each is one of the numbered invariants of the state machine (in the private `state`
+//! module, with the encoding, the transition table and the ordering of every atomic
+//! operation), which the loom models and the model-based property test check and cite:
 //!
 //! 1. At most `half_open_probes` probes of one half-open generation are in flight at once,
 //!    whatever the interleaving; every one of them gives back a success, a failure or its slot
-//!    (a slot given back can be taken by a new probe).
-//! 2. An outcome only affects the generation its call was admitted in.
+//!    (a slot given back can be taken by a new probe). *(Invariants 2 and 4.)*
+//! 2. An outcome only affects the generation its call was admitted in. *(Invariant 3.)*
 //! 3. An open breaker always half-opens once its time is up: by its timer, or by the first call
 //!    that checks the clock (every call when no timer is armed; one in 64 per thread when one
-//!    is).
+//!    is). *(Invariant 6.)*
 //! 4. A half-open breaker whose probes never finish re-arms or re-opens after the maximum wait.
-//! 5. The closed success path takes no lock and allocates nothing; when the window has nothing
-//!    to forget, it writes nothing.
-//!
-//! The state word's encoding, transition table and orderings are documented on the private
-//! `state` module, and checked by loom models and a model-based property test.
+//!    *(Invariant 5.)*
+//! 5. Each state change is made by exactly one thread and reported once, and a breaker that
+//!    closes starts with an empty window. *(Invariant 1.)*
+//! 6. The closed success path takes no lock and allocates nothing; when the window has nothing
+//!    to forget, it writes nothing. *(Checked by the allocation gate in
+//!    `tests/allocations.rs`.)*
 
 mod breaker;
 mod config;

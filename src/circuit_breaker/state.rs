@@ -46,33 +46,55 @@
 //!
 //! All transitions are one `compare_exchange_weak` of the whole word in [`AtomicState::update`],
 //! `AcqRel` on success (see the ordering note there). "gen" is the generation; a transition to
-//! another phase always writes gen + 1.
+//! another phase always writes gen + 1. Each group of rows is decided by one pure function of
+//! this file, named in the last column and unit-tested row by row; `breaker/` loads the word,
+//! calls it, exchanges and runs the side effects.
 //!
-//! | from | event | guard | to |
-//! | --- | --- | --- | --- |
-//! | Closed(g, f) | failure, consecutive mode | f + 1 < threshold, permit gen = g | Closed(g, f + 1) |
-//! | Closed(g, f) | failure, consecutive mode | f + 1 ≥ threshold, permit gen = g | Open(g + 1, reopens 0, until now + open) |
-//! | Closed(g, f > 0) | success, consecutive mode | permit gen = g | Closed(g, 0) |
-//! | Closed(g) | window trips (rates) | permit gen = g | Open(g + 1, reopens 0) |
-//! | Open(g, armed) | open timer fires | now ≥ until (else it sleeps until `until`) | HalfOpen(g + 1, admitted 0) |
-//! | Open(g, armed) | timer task dropped unfired | | Open(g, not armed) |
-//! | Open(g, armed) | call, one in 64 per thread | now ≥ until (the timer's runtime may not be driven) | HalfOpen(g + 1, admitted 1) |
-//! | Open(g, not armed) | call | now ≥ until | HalfOpen(g + 1, admitted 1) |
-//! | HalfOpen(g, a) | call | a < probes; a = 0 also stamps the probe deadline | HalfOpen(g, a + 1) |
-//! | HalfOpen(g, a = probes) | call | probe deadline of g passed, Rearm | HalfOpen(g + 1, admitted 1) |
-//! | HalfOpen(g, a = probes) | call | probe deadline of g passed, Reopen | Open(g + 1, reopens + 1) |
-//! | HalfOpen(g, a, s) | probe success | s + 1 < probes | HalfOpen(g, a, s + 1) |
-//! | HalfOpen(g, a, s) | probe success | s + 1 = probes | Closed(g + 1, 0) |
-//! | HalfOpen(g, a) | probe failure or slow | | Open(g + 1, reopens + 1) |
-//! | HalfOpen(g, a) | probe ignored or dropped | | HalfOpen(g, a − 1) |
-//! | Closed / HalfOpen (g) | server pushback | opt-in | Open(g + 1, until now + pushback) |
-//! | Open(g) | server pushback | opt-in, later than `until` | Open(g, until now + pushback) (no transition; the timer sleeps again) |
-//! | any | isolate / force_closed / reset | | Isolated / ForcedClosed / Closed (g + 1) |
+//! | from | event | guard | to | decided by |
+//! | --- | --- | --- | --- | --- |
+//! | Closed(g, f) | failure, consecutive mode | f + 1 < threshold, permit gen = g | Closed(g, f + 1) | [`on_consecutive_failure`] |
+//! | Closed(g, f) | failure, consecutive mode | f + 1 ≥ threshold, permit gen = g | Open(g + 1, reopens 0, until now + open) | [`on_consecutive_failure`] |
+//! | Closed(g, f > 0) | success, consecutive mode | permit gen = g | Closed(g, 0) | [`on_consecutive_success`] |
+//! | Closed(g) | window trips (rates) | permit gen = g | Open(g + 1, reopens 0) | [`on_window_trip`] |
+//! | Open(g, armed) | open timer fires | now ≥ until (else it sleeps until `until`) | HalfOpen(g + 1, admitted 0) | [`on_timer`] |
+//! | Open(g, armed) | timer task dropped unfired | | Open(g, not armed) | [`on_timer_dropped`] |
+//! | Open(g, armed) | call, one in 64 per thread | now ≥ until (the timer's runtime may not be driven) | HalfOpen(g + 1, admitted 1) | [`on_call`] |
+//! | Open(g, not armed) | call | now ≥ until | HalfOpen(g + 1, admitted 1) | [`on_call`] |
+//! | HalfOpen(g, a) | call | a < probes (a = 0: the caller then stamps the probe deadline) | HalfOpen(g, a + 1) | [`on_call`] |
+//! | HalfOpen(g, a = probes) | call | probe deadline of g passed, Rearm | HalfOpen(g + 1, admitted 1) | [`on_call`] |
+//! | HalfOpen(g, a = probes) | call | probe deadline of g passed, Reopen | Open(g + 1, reopens + 1) | [`on_call`] |
+//! | HalfOpen(g, a, s) | probe success | s + 1 < probes | HalfOpen(g, a, s + 1) | [`on_probe_success`] |
+//! | HalfOpen(g, a, s) | probe success | s + 1 = probes | Closed(g + 1, 0) (E1 first) | [`on_probe_success`] |
+//! | HalfOpen(g, a) | probe failure or slow | | Open(g + 1, reopens + 1) | [`on_probe_failure`] |
+//! | HalfOpen(g, a) | probe ignored or dropped | a > 0 | HalfOpen(g, a − 1) | [`on_probe_released`] |
+//! | Closed / HalfOpen (g) | server pushback | opt-in | Open(g + 1, until now + pushback) | [`on_server_pushback`] |
+//! | Open(g) | server pushback | opt-in, later than `until` | Open(g, until now + pushback) (no transition; the timer sleeps again) | [`on_server_pushback`] |
+//! | any | isolate / force_closed / reset | | Isolated / ForcedClosed / Closed (g + 1) (reset: E1 first) | [`on_command`] |
+//!
+//! A call that finds no row to take (closed, forced closed, isolated, open before `until`, a
+//! full half-open generation before its probe deadline) changes nothing: admitted or rejected
+//! by [`on_call_without_clock`] or [`on_call`]. The rows the probe deadline needs (stamped when
+//! a generation's first probe is admitted, or by the open timer) live in
+//! [`AtomicProbeDeadline`], a word of its own.
 //!
 //! # Invariants
 //!
 //! 1. Exactly one thread performs each transition: the one whose compare-and-swap succeeds;
-//!    events, timers and window resets follow only from a successful exchange.
+//!    events and timers follow only from a successful exchange. The one effect that runs
+//!    before an exchange is named:
+//!
+//!    **E1, the window reset before closing.** A probe success that closes the breaker, and a
+//!    reset command, empty the window before their exchange, so whichever thread closes it,
+//!    the closed period starts clean and every call that sees Closed(g + 1) (Acquire) sees the
+//!    empty window (Release). It is idempotent (one reset per decision, however many times
+//!    the exchange retries) and harmless when the exchange loses: the state that won is
+//!    Open, HalfOpen or Isolated, where the window counts nothing, or another close or reset
+//!    that emptied it too (at worst the outcomes recorded in the microseconds between the two
+//!    resets are forgotten).
+//!
+//!    Stamping the probe deadline is not part of any exchange: it happens after one, or after
+//!    a call declined to make one, and [`AtomicProbeDeadline::stamp`] refuses a generation
+//!    that is no longer current and never moves a deadline earlier.
 //! 2. In HalfOpen, `succeeded ≤ admitted ≤ probes`: at most `probes` probes of one generation
 //!    are in flight at once, whatever the interleaving (a slot given back can be taken again).
 //! 3. An outcome only changes the state of the generation its call was admitted in; an outcome
@@ -97,6 +119,8 @@
 //! `Retry-After: 0` from cycling it in seconds).
 //! Even then it lands on a state where it is either ignored or counted as one probe result.
 
+use super::config::HalfOpenTimeout;
+use super::handle::TransitionReason;
 use crate::sync::{AtomicU64, Ordering};
 
 const PHASE_SHIFT: u32 = 61;
@@ -264,6 +288,454 @@ pub(crate) fn next_reopens(reopens: u8) -> u8 {
     next
 }
 
+// ---------------------------------------------------------------------------------------------
+// Decisions: one pure function per group of rows of the transition table. Each takes the
+// snapshot a caller loaded and says what the word should become (`None`: leave it). They read
+// no clock, draw no randomness and touch no atomic; the breaker passes them the time, its
+// settings and, for a move to Open, the open period it computed (`OpenPeriod`). `breaker.rs`
+// keeps the loads, the exchange and the side effects.
+// ---------------------------------------------------------------------------------------------
+
+/// The open period of a move to Open, computed by the caller once per reopen count (its jitter
+/// draw must not repeat when the exchange retries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OpenPeriod {
+    /// Whether an open timer will move the breaker on (else calls compare the clock).
+    pub(crate) armed: bool,
+    /// When the open period ends, in ms since the breaker's epoch.
+    pub(crate) until_ms: u64,
+}
+
+/// Open(`from` + 1) after `reopens` re-opens, for `period`.
+fn opened(from: u16, reopens: u8, period: OpenPeriod) -> Snapshot {
+    Snapshot::Open {
+        generation: next_generation(from),
+        reopens,
+        armed: period.armed,
+        until_ms: period.until_ms,
+    }
+}
+
+/// HalfOpen(`from` + 1) with `admitted` probe slots taken.
+fn half_opened(from: u16, reopens: u8, admitted: u16) -> Snapshot {
+    Snapshot::HalfOpen {
+        generation: next_generation(from),
+        reopens,
+        admitted,
+        succeeded: 0,
+    }
+}
+
+/// `now_ns` (ns since the epoch) has reached `ms` (ms since the epoch).
+fn reached(now_ns: u64, ms: u64) -> bool {
+    now_ns >= ms.saturating_mul(NANOS_PER_MS)
+}
+
+pub(crate) const NANOS_PER_MS: u64 = 1_000_000;
+
+/// What a call gets from the state it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CallDecision {
+    /// Admitted as a closed call of `generation`; the word is left as it is.
+    Closed { generation: u16 },
+    /// Admitted, and nothing will be recorded (forced closed).
+    Untracked,
+    /// Rejected; the word is left as it is. `stamp_probe_deadline`: the half-open generation is
+    /// full but has no probe deadline yet (the thread that took its first slot has not stamped
+    /// it), so this caller stamps it, and a hung probe is still rescued in time (invariant 5).
+    Rejected { stamp_probe_deadline: bool },
+    /// Exchange the word for this state: a probe slot taken (HalfOpen, the call is a probe of
+    /// its generation), or the stuck probes given up for a re-open (Open, rejected).
+    Exchange(Snapshot),
+}
+
+/// What a call decides when it can do so without the clock: closed, forced closed, isolated,
+/// and open with its timer armed (the timer moves it on). `None`: ask [`on_call`] with the time.
+#[inline]
+pub(crate) fn on_call_without_clock(snapshot: Snapshot) -> Option<CallDecision> {
+    match snapshot {
+        Snapshot::Closed { generation, .. } => Some(CallDecision::Closed { generation }),
+        Snapshot::ForcedClosed { .. } => Some(CallDecision::Untracked),
+        Snapshot::Isolated { .. } | Snapshot::Open { armed: true, .. } => {
+            Some(CallDecision::Rejected {
+                stamp_probe_deadline: false,
+            })
+        }
+        Snapshot::Open { armed: false, .. } | Snapshot::HalfOpen { .. } => None,
+    }
+}
+
+/// The rows "call" of the table, at `now_ns` (ns since the epoch). `probe_deadline_ms` is the
+/// stamped probe deadline of the snapshot's generation, if any.
+pub(crate) fn on_call(
+    snapshot: Snapshot,
+    now_ns: u64,
+    probes: u16,
+    probe_deadline_ms: Option<u64>,
+    on_probe_timeout: HalfOpenTimeout,
+    reopen: impl FnOnce(u8) -> OpenPeriod,
+) -> CallDecision {
+    match snapshot {
+        Snapshot::Closed { generation, .. } => CallDecision::Closed { generation },
+        Snapshot::ForcedClosed { .. } => CallDecision::Untracked,
+        Snapshot::Isolated { .. } => CallDecision::Rejected {
+            stamp_probe_deadline: false,
+        },
+        Snapshot::Open {
+            generation,
+            reopens,
+            until_ms,
+            ..
+        } => {
+            if reached(now_ns, until_ms) {
+                CallDecision::Exchange(half_opened(generation, reopens, 1))
+            } else {
+                CallDecision::Rejected {
+                    stamp_probe_deadline: false,
+                }
+            }
+        }
+        Snapshot::HalfOpen {
+            generation,
+            reopens,
+            admitted,
+            succeeded,
+        } => {
+            if admitted < probes {
+                return CallDecision::Exchange(Snapshot::HalfOpen {
+                    generation,
+                    reopens,
+                    admitted: admitted + 1,
+                    succeeded,
+                });
+            }
+            match probe_deadline_ms {
+                Some(deadline_ms) if reached(now_ns, deadline_ms) => {
+                    CallDecision::Exchange(match on_probe_timeout {
+                        HalfOpenTimeout::Rearm => half_opened(generation, reopens, 1),
+                        HalfOpenTimeout::Reopen => {
+                            let reopens = next_reopens(reopens);
+                            opened(generation, reopens, reopen(reopens))
+                        }
+                    })
+                }
+                deadline => CallDecision::Rejected {
+                    stamp_probe_deadline: deadline.is_none(),
+                },
+            }
+        }
+    }
+}
+
+/// Why an exchange a call made ([`on_call`]) is a transition, if it is one (taking a probe slot
+/// is not).
+pub(crate) fn call_transition(old: Snapshot, new: Snapshot) -> Option<TransitionReason> {
+    match (old, new) {
+        (Snapshot::Open { .. }, _) => Some(TransitionReason::OpenElapsed),
+        (Snapshot::HalfOpen { generation: g, .. }, Snapshot::HalfOpen { generation, .. })
+            if g != generation =>
+        {
+            Some(TransitionReason::ProbesTimedOut)
+        }
+        (_, Snapshot::Open { .. }) => Some(TransitionReason::ProbesTimedOut),
+        _ => None,
+    }
+}
+
+/// Whether `snapshot` is Closed in `generation`: the only state a closed call's outcome may
+/// change (invariant 3).
+#[inline]
+pub(crate) fn is_closed_in(snapshot: Snapshot, generation: u16) -> bool {
+    matches!(snapshot, Snapshot::Closed { generation: g, .. } if g == generation)
+}
+
+/// Consecutive mode, a failure of a call admitted closed in `generation`: one more in the run,
+/// or Open once the run reaches `threshold`.
+pub(crate) fn on_consecutive_failure(
+    snapshot: Snapshot,
+    generation: u16,
+    threshold: u64,
+    open: impl FnOnce(u8) -> OpenPeriod,
+) -> Option<Snapshot> {
+    match snapshot {
+        Snapshot::Closed {
+            generation: g,
+            failures,
+        } if g == generation => Some(if failures.saturating_add(1) >= threshold {
+            opened(generation, 0, open(0))
+        } else {
+            Snapshot::Closed {
+                generation,
+                failures: failures + 1,
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Consecutive mode, a success of a call admitted closed in `generation`: ends a run of
+/// failures (and writes nothing when there is none).
+pub(crate) fn on_consecutive_success(snapshot: Snapshot, generation: u16) -> Option<Snapshot> {
+    match snapshot {
+        Snapshot::Closed {
+            generation: g,
+            failures,
+        } if g == generation && failures > 0 => Some(Snapshot::Closed {
+            generation,
+            failures: 0,
+        }),
+        _ => None,
+    }
+}
+
+/// Rate mode, the window of closed generation `generation` reached a threshold: Open.
+pub(crate) fn on_window_trip(
+    snapshot: Snapshot,
+    generation: u16,
+    open: impl FnOnce(u8) -> OpenPeriod,
+) -> Option<Snapshot> {
+    is_closed_in(snapshot, generation).then(|| opened(generation, 0, open(0)))
+}
+
+/// A probe of half-open generation `generation` failed or was slow: Open, one more reopen.
+pub(crate) fn on_probe_failure(
+    snapshot: Snapshot,
+    generation: u16,
+    open: impl FnOnce(u8) -> OpenPeriod,
+) -> Option<Snapshot> {
+    match snapshot {
+        Snapshot::HalfOpen {
+            generation: g,
+            reopens,
+            ..
+        } if g == generation => {
+            let reopens = next_reopens(reopens);
+            Some(opened(generation, reopens, open(reopens)))
+        }
+        _ => None,
+    }
+}
+
+/// A probe of half-open generation `generation` succeeded: one more success, or Closed once
+/// `probes` have. The caller resets the window before an exchange to Closed (pre-exchange
+/// effect E1 under the invariants).
+pub(crate) fn on_probe_success(
+    snapshot: Snapshot,
+    generation: u16,
+    probes: u16,
+) -> Option<Snapshot> {
+    match snapshot {
+        Snapshot::HalfOpen {
+            generation: g,
+            reopens,
+            admitted,
+            succeeded,
+        } if g == generation => Some(if succeeded + 1 >= probes {
+            Snapshot::Closed {
+                generation: next_generation(generation),
+                failures: 0,
+            }
+        } else {
+            Snapshot::HalfOpen {
+                generation,
+                reopens,
+                admitted,
+                succeeded: succeeded + 1,
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// A probe of half-open generation `generation` gave its slot back (its outcome was ignored or
+/// its future dropped): the slot is free for a new probe.
+pub(crate) fn on_probe_released(snapshot: Snapshot, generation: u16) -> Option<Snapshot> {
+    match snapshot {
+        Snapshot::HalfOpen {
+            generation: g,
+            reopens,
+            admitted,
+            succeeded,
+        } if g == generation && admitted > 0 => Some(Snapshot::HalfOpen {
+            generation,
+            reopens,
+            admitted: admitted - 1,
+            succeeded,
+        }),
+        _ => None,
+    }
+}
+
+/// The server asked callers to stay away until `until_ms` (server-directed mode): Open until
+/// then, from Closed or HalfOpen; an Open breaker's `until` is pushed out in the same
+/// generation (no transition: its timer sees the later time and sleeps again). An operator's
+/// state (Isolated, ForcedClosed) and a later `until` are left alone.
+pub(crate) fn on_server_pushback(
+    snapshot: Snapshot,
+    until_ms: u64,
+    armed: bool,
+) -> Option<Snapshot> {
+    match snapshot {
+        Snapshot::Isolated { .. } | Snapshot::ForcedClosed { .. } => None,
+        Snapshot::Open { until_ms: u, .. } if u >= until_ms => None,
+        Snapshot::Open {
+            generation,
+            reopens,
+            armed,
+            ..
+        } => Some(Snapshot::Open {
+            generation,
+            reopens,
+            armed,
+            until_ms,
+        }),
+        other => Some(opened(
+            other.generation(),
+            other.reopens(),
+            OpenPeriod { armed, until_ms },
+        )),
+    }
+}
+
+/// What the open timer of generation `generation` does when it wakes at `now_ns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimerDecision {
+    /// The open period is over: HalfOpen(g + 1) with no probe admitted yet.
+    Exchange(Snapshot),
+    /// Server pushback moved `until` out: sleep again until this ms.
+    SleepUntil(u64),
+    /// The breaker has left that generation: the timer is done.
+    Done,
+}
+
+/// The row "open timer fires".
+pub(crate) fn on_timer(snapshot: Snapshot, generation: u16, now_ns: u64) -> TimerDecision {
+    match snapshot {
+        Snapshot::Open {
+            generation: g,
+            reopens,
+            until_ms,
+            ..
+        } if g == generation => {
+            if reached(now_ns, until_ms) {
+                TimerDecision::Exchange(half_opened(generation, reopens, 0))
+            } else {
+                TimerDecision::SleepUntil(until_ms)
+            }
+        }
+        _ => TimerDecision::Done,
+    }
+}
+
+/// The row "timer task dropped unfired": Open(g) loses its armed bit, so calls compare the
+/// clock themselves (invariant 6).
+pub(crate) fn on_timer_dropped(snapshot: Snapshot, generation: u16) -> Option<Snapshot> {
+    match snapshot {
+        Snapshot::Open {
+            generation: g,
+            reopens,
+            armed: true,
+            until_ms,
+        } if g == generation => Some(Snapshot::Open {
+            generation,
+            reopens,
+            armed: false,
+            until_ms,
+        }),
+        _ => None,
+    }
+}
+
+/// An operator's command ([`CircuitBreakerHandle`](super::CircuitBreakerHandle)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    Isolate,
+    ForceClosed,
+    /// Closed with a fresh window; the caller resets the window first (pre-exchange effect E1).
+    Reset,
+}
+
+/// The rows "isolate / force_closed / reset": from any state, always a transition.
+pub(crate) fn on_command(snapshot: Snapshot, command: Command) -> Snapshot {
+    let generation = next_generation(snapshot.generation());
+    match command {
+        Command::Isolate => Snapshot::Isolated { generation },
+        Command::ForceClosed => Snapshot::ForcedClosed { generation },
+        Command::Reset => Snapshot::Closed {
+            generation,
+            failures: 0,
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The probe deadline: when the probes of a half-open generation count as stuck.
+// ---------------------------------------------------------------------------------------------
+
+/// Bits 63–48 of the deadline word: the generation it belongs to (13 bits used).
+const DEADLINE_GENERATION_SHIFT: u32 = 48;
+/// Bits 47–0: the deadline, ms since the breaker's epoch.
+const DEADLINE_MS_MASK: u64 = (1 << 48) - 1;
+/// No deadline stamped yet: its generation field (0xFFFF) matches no 13-bit generation.
+const DEADLINE_UNSET: u64 = u64::MAX;
+
+/// The probe deadline of the current half-open generation: one `AtomicU64` holding
+/// `[generation | ms since the epoch 48]`. Self-validating: a stamp of another generation reads
+/// as "not stamped yet", so it never needs clearing when the breaker moves on.
+pub(crate) struct AtomicProbeDeadline {
+    word: AtomicU64,
+}
+
+impl AtomicProbeDeadline {
+    pub(crate) fn new() -> Self {
+        Self {
+            word: AtomicU64::new(DEADLINE_UNSET),
+        }
+    }
+
+    /// The deadline of `generation`, in ms since the epoch, if it has been stamped.
+    pub(crate) fn of(&self, generation: u16) -> Option<u64> {
+        // Relaxed: the stamp carries its own generation, so a stale value is recognised and
+        // read as "not yet stamped"; the state word's exchange decides any re-arm.
+        let word = self.word.load(Ordering::Relaxed);
+        (word >> DEADLINE_GENERATION_SHIFT == u64::from(generation))
+            .then_some(word & DEADLINE_MS_MASK)
+    }
+
+    /// Stamps `deadline_ms` for `generation`, unless a later one is already stamped for it (a
+    /// fresh first probe pushes the deadline later, never earlier) or `still_current` says the
+    /// breaker has moved past that generation: a late stamp must never replace a newer
+    /// generation's. Idempotent, so safe to call from any thread at any time.
+    pub(crate) fn stamp(
+        &self,
+        generation: u16,
+        deadline_ms: u64,
+        still_current: impl Fn() -> bool,
+    ) {
+        let deadline_ms = deadline_ms.min(DEADLINE_MS_MASK);
+        let stamp = (u64::from(generation) << DEADLINE_GENERATION_SHIFT) | deadline_ms;
+        // Relaxed: see `of`; the exchange only has to be atomic with respect to other stamps,
+        // and the generation check keeps a stale stamper out.
+        let mut current = self.word.load(Ordering::Relaxed);
+        loop {
+            let already_later = current >> DEADLINE_GENERATION_SHIFT == u64::from(generation)
+                && current & DEADLINE_MS_MASK >= deadline_ms;
+            if already_later || !still_current() {
+                return;
+            }
+            match self.word.compare_exchange_weak(
+                current,
+                stamp,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
 /// Owns the state word.
 pub(crate) struct AtomicState {
     word: AtomicU64,
@@ -323,12 +795,24 @@ impl AtomicState {
     /// Applies `decide` until the word changes from the state it decided on, or `decide`
     /// declines (`None`). Returns the exchanged pair on success.
     ///
-    /// `decide` must be pure and cheap: under contention it runs once per attempt, and only
-    /// the attempt that wins the exchange takes effect. Callers perform side effects (events,
-    /// timers) only with the returned pair.
+    /// `decide` must be pure and cheap (one of the decision functions above): under contention
+    /// it runs once per attempt, and only the attempt that wins the exchange takes effect.
+    /// Callers perform side effects (events, timers) only with the returned pair.
+    #[inline]
     pub(crate) fn update(
         &self,
+        decide: impl FnMut(Snapshot) -> Option<Snapshot>,
+    ) -> Option<(Snapshot, Snapshot)> {
+        self.update_preparing(decide, |_| {})
+    }
+
+    /// [`update`](Self::update), running `prepare` on each decided state just before trying
+    /// to exchange it: the place for a named pre-exchange effect (E1 under the invariants),
+    /// which must be idempotent and harmless when the exchange loses.
+    pub(crate) fn update_preparing(
+        &self,
         mut decide: impl FnMut(Snapshot) -> Option<Snapshot>,
+        mut prepare: impl FnMut(Snapshot),
     ) -> Option<(Snapshot, Snapshot)> {
         // Relaxed: the value only seeds the first attempt, and the exchange below re-checks it.
         // When `decide` declines on this value, the caller acts on a possibly stale view; the
@@ -337,8 +821,9 @@ impl AtomicState {
         loop {
             let old = Snapshot::decode(current);
             let new = decide(old)?;
-            // AcqRel on success: Release publishes what the winner wrote before deciding (the
-            // window reset before closing) to every `load` that sees the new word; Acquire
+            prepare(new);
+            // AcqRel on success: Release publishes what the winner wrote before exchanging (E1's
+            // window reset) to every `load` that sees the new word; Acquire
             // makes the winner see what earlier winners published. Relaxed on failure: the
             // loop retries with the fresh value, which the next exchange checks again.
             match self.word.compare_exchange_weak(
@@ -356,6 +841,8 @@ impl AtomicState {
 
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
+    use std::cell::Cell;
+
     use proptest::prelude::*;
 
     use super::*;
@@ -457,5 +944,421 @@ mod tests {
             Some((Snapshot::INITIAL, next))
         );
         assert_eq!(state.load(), next);
+    }
+
+    // The decision functions, one test per row of the transition table (and the "no row"
+    // cases beside it).
+
+    const PERIOD: OpenPeriod = OpenPeriod {
+        armed: true,
+        until_ms: 9_000,
+    };
+
+    /// An open period that records the reopen count it was asked for.
+    fn period_for(asked: &Cell<Option<u8>>) -> impl Fn(u8) -> OpenPeriod + '_ {
+        move |reopens| {
+            asked.set(Some(reopens));
+            PERIOD
+        }
+    }
+
+    fn closed(generation: u16, failures: u64) -> Snapshot {
+        Snapshot::Closed {
+            generation,
+            failures,
+        }
+    }
+
+    fn open(generation: u16, reopens: u8, armed: bool, until_ms: u64) -> Snapshot {
+        Snapshot::Open {
+            generation,
+            reopens,
+            armed,
+            until_ms,
+        }
+    }
+
+    fn half_open(generation: u16, reopens: u8, admitted: u16, succeeded: u16) -> Snapshot {
+        Snapshot::HalfOpen {
+            generation,
+            reopens,
+            admitted,
+            succeeded,
+        }
+    }
+
+    fn no_period(_: u8) -> OpenPeriod {
+        panic!("this row never opens")
+    }
+
+    const MS: u64 = NANOS_PER_MS;
+    const REJECT: CallDecision = CallDecision::Rejected {
+        stamp_probe_deadline: false,
+    };
+
+    #[test]
+    fn a_consecutive_failure_adds_to_the_run_below_the_threshold() {
+        assert_eq!(
+            on_consecutive_failure(closed(4, 1), 4, 3, no_period),
+            Some(closed(4, 2))
+        );
+    }
+
+    #[test]
+    fn a_consecutive_failure_that_reaches_the_threshold_opens_with_no_reopens() {
+        let asked = Cell::new(None);
+        assert_eq!(
+            on_consecutive_failure(closed(4, 2), 4, 3, period_for(&asked)),
+            Some(open(5, 0, true, 9_000))
+        );
+        assert_eq!(asked.get(), Some(0));
+        // A threshold of one opens on the first failure.
+        assert_eq!(
+            on_consecutive_failure(closed(8191, 0), 8191, 1, |_| PERIOD),
+            Some(open(0, 0, true, 9_000)),
+            "and the generation wraps"
+        );
+    }
+
+    #[test]
+    fn a_consecutive_failure_of_another_generation_or_state_changes_nothing() {
+        assert_eq!(on_consecutive_failure(closed(5, 2), 4, 3, no_period), None);
+        assert_eq!(
+            on_consecutive_failure(open(5, 0, true, 1), 4, 3, no_period),
+            None
+        );
+        assert_eq!(
+            on_consecutive_failure(half_open(4, 0, 1, 0), 4, 3, no_period),
+            None
+        );
+    }
+
+    #[test]
+    fn a_consecutive_success_ends_a_run_and_writes_nothing_without_one() {
+        assert_eq!(on_consecutive_success(closed(4, 2), 4), Some(closed(4, 0)));
+        assert_eq!(on_consecutive_success(closed(4, 0), 4), None);
+        assert_eq!(on_consecutive_success(closed(5, 2), 4), None);
+        assert_eq!(
+            on_consecutive_success(Snapshot::Isolated { generation: 4 }, 4),
+            None
+        );
+    }
+
+    #[test]
+    fn a_window_trip_opens_only_its_own_closed_generation() {
+        let asked = Cell::new(None);
+        assert_eq!(
+            on_window_trip(closed(4, 0), 4, period_for(&asked)),
+            Some(open(5, 0, true, 9_000))
+        );
+        assert_eq!(asked.get(), Some(0));
+        assert_eq!(on_window_trip(closed(5, 0), 4, no_period), None);
+        assert_eq!(on_window_trip(open(4, 0, false, 1), 4, no_period), None);
+        assert_eq!(
+            on_window_trip(Snapshot::ForcedClosed { generation: 4 }, 4, no_period),
+            None
+        );
+    }
+
+    #[test]
+    fn the_open_timer_half_opens_with_no_probe_once_until_has_passed() {
+        assert_eq!(
+            on_timer(open(4, 2, true, 100), 4, 100 * MS),
+            TimerDecision::Exchange(half_open(5, 2, 0, 0))
+        );
+        assert_eq!(
+            on_timer(open(4, 2, true, 100), 4, 100 * MS - 1),
+            TimerDecision::SleepUntil(100),
+            "a nanosecond early it sleeps until `until`"
+        );
+        assert_eq!(
+            on_timer(half_open(5, 2, 0, 0), 4, 200 * MS),
+            TimerDecision::Done
+        );
+        assert_eq!(
+            on_timer(open(6, 2, true, 100), 4, 200 * MS),
+            TimerDecision::Done,
+            "a timer of an older open generation is done"
+        );
+    }
+
+    #[test]
+    fn a_dropped_timer_disarms_its_own_open_generation_only() {
+        assert_eq!(
+            on_timer_dropped(open(4, 1, true, 100), 4),
+            Some(open(4, 1, false, 100))
+        );
+        assert_eq!(on_timer_dropped(open(4, 1, false, 100), 4), None);
+        assert_eq!(on_timer_dropped(open(5, 1, true, 100), 4), None);
+        assert_eq!(on_timer_dropped(closed(4, 0), 4), None);
+    }
+
+    #[test]
+    fn a_call_decides_without_the_clock_in_every_state_that_does_not_need_it() {
+        assert_eq!(
+            on_call_without_clock(closed(3, 7)),
+            Some(CallDecision::Closed { generation: 3 })
+        );
+        assert_eq!(
+            on_call_without_clock(Snapshot::ForcedClosed { generation: 3 }),
+            Some(CallDecision::Untracked)
+        );
+        assert_eq!(
+            on_call_without_clock(Snapshot::Isolated { generation: 3 }),
+            Some(REJECT)
+        );
+        assert_eq!(on_call_without_clock(open(3, 0, true, 10)), Some(REJECT));
+        assert_eq!(on_call_without_clock(open(3, 0, false, 10)), None);
+        assert_eq!(on_call_without_clock(half_open(3, 0, 1, 0)), None);
+    }
+
+    fn call(snapshot: Snapshot, now_ms: u64, deadline: Option<u64>) -> CallDecision {
+        on_call(
+            snapshot,
+            now_ms * MS,
+            2,
+            deadline,
+            HalfOpenTimeout::Rearm,
+            no_period,
+        )
+    }
+
+    #[test]
+    fn a_call_on_a_closed_forced_or_isolated_breaker_changes_nothing() {
+        assert_eq!(
+            call(closed(3, 1), 0, None),
+            CallDecision::Closed { generation: 3 }
+        );
+        assert_eq!(
+            call(Snapshot::ForcedClosed { generation: 3 }, 0, None),
+            CallDecision::Untracked
+        );
+        assert_eq!(call(Snapshot::Isolated { generation: 3 }, 0, None), REJECT);
+    }
+
+    #[test]
+    fn a_call_half_opens_an_open_breaker_once_until_has_passed_armed_or_not() {
+        for armed in [false, true] {
+            assert_eq!(call(open(3, 1, armed, 50), 49, None), REJECT);
+            assert_eq!(
+                on_call(
+                    open(3, 1, armed, 50),
+                    50 * MS - 1,
+                    2,
+                    None,
+                    HalfOpenTimeout::Rearm,
+                    no_period
+                ),
+                REJECT,
+                "a nanosecond early"
+            );
+            assert_eq!(
+                call(open(3, 1, armed, 50), 50, None),
+                CallDecision::Exchange(half_open(4, 1, 1, 0)),
+                "the caller is the first probe"
+            );
+        }
+    }
+
+    #[test]
+    fn a_call_takes_a_free_probe_slot() {
+        assert_eq!(
+            call(half_open(4, 1, 0, 0), 0, None),
+            CallDecision::Exchange(half_open(4, 1, 1, 0))
+        );
+        assert_eq!(
+            call(half_open(4, 1, 1, 1), 0, Some(5)),
+            CallDecision::Exchange(half_open(4, 1, 2, 1)),
+            "even with a deadline passed, a free slot is taken in the same generation"
+        );
+    }
+
+    #[test]
+    fn a_full_half_open_generation_rejects_until_its_probe_deadline() {
+        assert_eq!(call(half_open(4, 1, 2, 0), 99, Some(100)), REJECT);
+        assert_eq!(
+            call(half_open(4, 1, 2, 0), 99, None),
+            CallDecision::Rejected {
+                stamp_probe_deadline: true
+            },
+            "with no deadline stamped, the rejected caller stamps it"
+        );
+    }
+
+    #[test]
+    fn stuck_probes_past_the_deadline_rearm_a_new_generation() {
+        assert_eq!(
+            call(half_open(4, 1, 2, 1), 100, Some(100)),
+            CallDecision::Exchange(half_open(5, 1, 1, 0))
+        );
+    }
+
+    #[test]
+    fn stuck_probes_past_the_deadline_reopen_with_one_more_reopen_under_reopen() {
+        let asked = Cell::new(None);
+        assert_eq!(
+            on_call(
+                half_open(4, 1, 2, 1),
+                100 * MS,
+                2,
+                Some(100),
+                HalfOpenTimeout::Reopen,
+                period_for(&asked)
+            ),
+            CallDecision::Exchange(open(5, 2, true, 9_000))
+        );
+        assert_eq!(asked.get(), Some(2));
+    }
+
+    #[test]
+    fn a_calls_exchange_names_its_transition() {
+        let cases = [
+            (
+                open(3, 0, false, 1),
+                half_open(4, 0, 1, 0),
+                Some(TransitionReason::OpenElapsed),
+            ),
+            (
+                half_open(4, 0, 2, 0),
+                half_open(5, 0, 1, 0),
+                Some(TransitionReason::ProbesTimedOut),
+            ),
+            (
+                half_open(4, 0, 2, 0),
+                open(5, 1, true, 9),
+                Some(TransitionReason::ProbesTimedOut),
+            ),
+            (half_open(4, 0, 0, 0), half_open(4, 0, 1, 0), None),
+        ];
+        for (old, new, reason) in cases {
+            assert_eq!(call_transition(old, new), reason, "{old:?} -> {new:?}");
+        }
+    }
+
+    #[test]
+    fn a_probe_success_counts_and_the_last_one_closes() {
+        assert_eq!(
+            on_probe_success(half_open(4, 3, 2, 0), 4, 2),
+            Some(half_open(4, 3, 2, 1))
+        );
+        assert_eq!(
+            on_probe_success(half_open(4, 3, 2, 1), 4, 2),
+            Some(closed(5, 0)),
+            "closing forgets the reopens"
+        );
+        assert_eq!(on_probe_success(half_open(5, 3, 2, 1), 4, 2), None);
+        assert_eq!(on_probe_success(closed(5, 0), 4, 2), None);
+    }
+
+    #[test]
+    fn a_probe_failure_reopens_with_one_more_reopen() {
+        let asked = Cell::new(None);
+        assert_eq!(
+            on_probe_failure(half_open(4, 3, 1, 0), 4, period_for(&asked)),
+            Some(open(5, 4, true, 9_000))
+        );
+        assert_eq!(asked.get(), Some(4));
+        assert_eq!(
+            on_probe_failure(half_open(4, 63, 1, 0), 4, |_| PERIOD),
+            Some(open(5, 63, true, 9_000)),
+            "reopens saturate"
+        );
+        assert_eq!(on_probe_failure(half_open(5, 3, 1, 0), 4, no_period), None);
+        assert_eq!(on_probe_failure(open(4, 3, true, 1), 4, no_period), None);
+    }
+
+    #[test]
+    fn a_released_probe_gives_its_slot_back_in_its_own_generation() {
+        assert_eq!(
+            on_probe_released(half_open(4, 1, 2, 1), 4),
+            Some(half_open(4, 1, 1, 1))
+        );
+        assert_eq!(on_probe_released(half_open(4, 1, 0, 0), 4), None);
+        assert_eq!(on_probe_released(half_open(5, 1, 2, 1), 4), None);
+        assert_eq!(on_probe_released(closed(4, 0), 4), None);
+    }
+
+    #[test]
+    fn server_pushback_opens_closed_and_half_open_breakers() {
+        assert_eq!(
+            on_server_pushback(closed(4, 2), 700, false),
+            Some(open(5, 0, false, 700))
+        );
+        assert_eq!(
+            on_server_pushback(half_open(4, 3, 1, 0), 700, true),
+            Some(open(5, 3, true, 700)),
+            "keeping the reopen count"
+        );
+    }
+
+    #[test]
+    fn server_pushback_only_pushes_an_open_breakers_until_later() {
+        assert_eq!(
+            on_server_pushback(open(4, 2, true, 500), 700, false),
+            Some(open(4, 2, true, 700)),
+            "same generation, and the armed bit stays"
+        );
+        assert_eq!(on_server_pushback(open(4, 2, true, 700), 700, true), None);
+        assert_eq!(on_server_pushback(open(4, 2, true, 900), 700, true), None);
+    }
+
+    #[test]
+    fn server_pushback_leaves_an_operators_state_alone() {
+        assert_eq!(
+            on_server_pushback(Snapshot::Isolated { generation: 4 }, 700, true),
+            None
+        );
+        assert_eq!(
+            on_server_pushback(Snapshot::ForcedClosed { generation: 4 }, 700, true),
+            None
+        );
+    }
+
+    #[test]
+    fn commands_move_any_state_to_the_next_generation() {
+        for from in [
+            closed(4, 9),
+            open(4, 1, true, 5),
+            half_open(4, 1, 1, 0),
+            Snapshot::Isolated { generation: 4 },
+            Snapshot::ForcedClosed { generation: 4 },
+        ] {
+            assert_eq!(
+                on_command(from, Command::Isolate),
+                Snapshot::Isolated { generation: 5 }
+            );
+            assert_eq!(
+                on_command(from, Command::ForceClosed),
+                Snapshot::ForcedClosed { generation: 5 }
+            );
+            assert_eq!(on_command(from, Command::Reset), closed(5, 0));
+        }
+    }
+
+    #[test]
+    fn a_probe_deadline_belongs_to_one_generation_and_only_moves_later() {
+        let deadline = AtomicProbeDeadline::new();
+        assert_eq!(deadline.of(0), None, "nothing stamped yet");
+        assert_eq!(deadline.of(8191), None);
+        deadline.stamp(7, 100, || true);
+        assert_eq!(deadline.of(7), Some(100));
+        assert_eq!(
+            deadline.of(6),
+            None,
+            "another generation reads as unstamped"
+        );
+        deadline.stamp(7, 90, || true);
+        assert_eq!(deadline.of(7), Some(100), "never earlier");
+        deadline.stamp(7, 150, || true);
+        assert_eq!(deadline.of(7), Some(150), "later is allowed");
+        deadline.stamp(8, 50, || false);
+        assert_eq!(
+            deadline.of(8),
+            None,
+            "a generation no longer current is refused"
+        );
+        assert_eq!(deadline.of(7), Some(150));
+        deadline.stamp(8, u64::MAX, || true);
+        assert_eq!(deadline.of(8), Some((1 << 48) - 1), "clamped to 48 bits");
     }
 }
