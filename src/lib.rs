@@ -188,6 +188,24 @@
 //! [`RequestExtensions`] trait (with [`NoExtensions`] for request types from other crates). Without `http` the crate needs only tokio (`time`), tower's
 //! service traits and the `http` crate's extension map.
 //!
+//! # Errors at a glance
+//!
+//! A client-side layer adds its failure modes to the error type; a server-side layer answers
+//! the request itself and keeps the router's error type. Find any rejection in an error chain
+//! with [`Rejection::find`](error::Rejection::find); with `http`, each maps to a status and a
+//! problem+json body ([`Rejection::problem`](error::Rejection::problem)).
+//!
+//! | layer | `Service::Error` | rejection | HTTP status |
+//! | --- | --- | --- | --- |
+//! | [`Timeout`](timeout::Timeout), [`PropagateDeadline`](timeout::PropagateDeadline) | [`BoxError`](error::BoxError) | [`TimedOut`](timeout::TimedOut) | 504 |
+//! | [`ServerTimeout`](timeout::ServerTimeout) | the inner service's | answers itself: [`TimedOut`](timeout::TimedOut), [`InvalidDeadlineHeader`](http::InvalidDeadlineHeader) | 503 or 408 (configurable); 400 |
+//! | [`CircuitBreaker`](circuit_breaker::CircuitBreaker), keyed | [`CircuitBreakerError`](circuit_breaker::CircuitBreakerError) | [`CircuitOpen`](circuit_breaker::CircuitOpen) | 503, `Retry-After` when known |
+//! | [`Retry`](retry::Retry) | [`BoxError`](error::BoxError) | [`BudgetExhausted`](retry::BudgetExhausted) (opt-in; else the last error) | 503 |
+//! | [`BufferBody`](retry::BufferBody) | [`BoxError`](error::BoxError) | none: a body that fails while read is [`RequestBodyError`](retry::RequestBodyError), the caller's own failure, ignored by the classifiers | — |
+//! | [`Throttle`](throttle::Throttle) | [`ThrottleError`](throttle::ThrottleError) | [`Throttled`](throttle::Throttled) | 503, `Retry-After` at a probe slot |
+//! | [`Idempotency`](idempotency::Idempotency) | the inner service's | answers itself: [`IdempotencyRejection`](idempotency::IdempotencyRejection), a response (in its extensions), not an error | 400, 409, 413, 422, 429, 503 |
+//! | [`Fallback`](fallback::Fallback), the presets | [`BoxError`](error::BoxError) | what the layers inside return | as above |
+//!
 //! # Testing your stack
 //!
 //! Every palisade decision reads tokio's clock, and every wait is a tokio timer, so
@@ -226,6 +244,7 @@ pub mod preset;
 #[cfg(any(feature = "circuit-breaker", feature = "retry", feature = "throttle"))]
 mod random;
 mod ratio;
+mod rejection;
 #[cfg(feature = "retry")]
 pub mod retry;
 #[cfg(any(feature = "circuit-breaker", feature = "retry"))]

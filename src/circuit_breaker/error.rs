@@ -185,6 +185,30 @@ impl From<CircuitOpen> for CircuitBreakerError {
     }
 }
 
+impl crate::rejection::RejectionKind for CircuitOpen {
+    /// The call was never sent: it says nothing about the dependency.
+    fn outcome(&self) -> Option<crate::classify::Outcome> {
+        Some(crate::classify::Outcome::Ignore)
+    }
+    fn protects_dependency(&self) -> bool {
+        true
+    }
+    fn reopens_at(&self) -> Option<Instant> {
+        Self::reopens_at(self)
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        Self::retry_after(self)
+    }
+    #[cfg(feature = "http")]
+    fn status(&self) -> http::StatusCode {
+        Self::status(self)
+    }
+    #[cfg(feature = "http")]
+    fn problem(&self) -> crate::http::Problem {
+        Self::problem(self)
+    }
+}
+
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;

@@ -83,8 +83,8 @@
 //!   call, and a success that brings a window holding failures to `minimum_calls`. A success
 //!   never raises a rate, so nothing else can trip it.
 //! - **Open.** Calls are rejected with [`CircuitOpen`], whose
-//!   [`retry_after`](CircuitOpen::retry_after) is the time left, plus one millisecond so that
-//!   a caller waiting exactly that long never races the timer that half-opens the breaker. The open duration is
+//!   [`retry_after`](CircuitOpen::retry_after) is the time left until it half-opens (see
+//!   [`reopens_at`](CircuitOpen::reopens_at) for the extra millisecond). The open duration is
 //!   fixed, or doubles with each consecutive re-open up to a cap
 //!   ([`open_backoff`](CircuitBreakerBuilder::open_backoff)), optionally spread by
 //!   [`open_jitter`](CircuitBreakerBuilder::open_jitter) so breakers that opened together do

@@ -69,9 +69,8 @@ where
             .map_err(|e| CircuitBreakerError::Inner(e.into()))
     }
 
-    // Always inlined (as `Breaker::admit` is): returned through memory, the future's narrow
-    // field stores were read back by the caller's wide copy, which stalled on store
-    // forwarding (measured 2026-11-28: several nanoseconds a call).
+    // Always inlined, as `Breaker::admit` is: see DEVELOPERS.md, "Performance notes" (store
+    // forwarding).
     #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
         match self.breaker.admit() {

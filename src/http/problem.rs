@@ -34,6 +34,17 @@ pub struct Problem {
 }
 
 impl Problem {
+    // Every layer's rejection builds its problem with it; `http` alone has no rejection.
+    #[cfg_attr(
+        not(any(
+            feature = "timeout",
+            feature = "circuit-breaker",
+            feature = "retry",
+            feature = "throttle",
+            feature = "idempotency"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn new(
         status: StatusCode,
         type_uri: &'static str,

@@ -10,6 +10,17 @@
 //! - Client side: [`AddIdempotencyKeyLayer`] outside the retry layer, so every attempt of one
 //!   request carries one key.
 //!
+//! # When not to use it
+//!
+//! - **Operations that are idempotent already** (a `PUT` of a whole resource, a `DELETE`):
+//!   repeating them is harmless, and the store would only cost memory.
+//! - **Streaming requests or responses**: a keyed request's body is read in full to fingerprint
+//!   it, and a response is stored whole before it is sent; keep streaming endpoints unkeyed.
+//! - **Exactly-once across a fleet without a shared store**: the in-memory store protects one
+//!   instance; a retry routed to another instance runs again. Use a shared store.
+//! - **Work that outlives the lease**: a handler still running when its lease ends can be run
+//!   a second time by a retry; set the lease above the handler's timeout.
+//!
 //! # Example
 //!
 //! ```
@@ -201,7 +212,20 @@
 //! | [`identity`](IdempotencyLayer::identity) | [`Anonymous`], with a warning once | |
 //! | [`MemoryStore`] bounds | [`DEFAULT_MAX_ENTRIES`] (100 000), [`DEFAULT_MAX_BYTES`] (64 MiB), [`DEFAULT_MAX_PER_OWNER`] (1000 per identified caller) | |
 //!
-//! # Ordering with other layers
+//! # Errors
+//!
+//! The layer never adds an error: its `Service::Error` is the inner service's (an axum
+//! router's `Infallible` stays `Infallible`). When it answers a request itself it returns an
+//! `application/problem+json` response and puts the [`IdempotencyRejection`] in that
+//! response's extensions, so middleware outside can match on it: 400 (no key where one is
+//! required, a malformed key, an unreadable body), 409 (a duplicate still in flight, with
+//! `Retry-After`; or a result that was run but not kept), 413 (a body over the limit, when
+//! oversized bodies are refused), 422 (a key reused for a different request), 429 (a caller's
+//! quota of records is used up), 503 (the store is full or unavailable). None of them runs the
+//! handler or stores anything. An error of the inner service passes through unchanged and
+//! releases the key.
+//!
+//! # Interaction with other layers
 //!
 //! - **Behind authentication** (in an axum `Router`, add authentication after this layer;
 //!   see above): the identity must be known when the layer runs, and an unauthenticated
@@ -216,7 +240,7 @@
 //!   client: one key for all attempts. The retry layer's HTTP policy retries a POST that carries
 //!   a key.
 //!
-//! # Invariants
+//! # Guarantees
 //!
 //! 1. A handler runs at most once per record key while the record lives (its lease, then its
 //!    retention), unless its claim is released (the outcomes above, all before the handler
@@ -234,6 +258,7 @@ mod client;
 mod error;
 mod fingerprint;
 pub mod future;
+pub(crate) mod idempotency_key;
 mod identity;
 mod layer;
 mod service;

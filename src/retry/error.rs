@@ -69,3 +69,18 @@ impl BudgetExhausted {
         )
     }
 }
+
+impl crate::rejection::RejectionKind for BudgetExhausted {
+    /// It stands for the last real error, which the classifier judges.
+    fn outcome(&self) -> Option<crate::classify::Outcome> {
+        None
+    }
+    #[cfg(feature = "http")]
+    fn status(&self) -> http::StatusCode {
+        Self::status(self)
+    }
+    #[cfg(feature = "http")]
+    fn problem(&self) -> crate::http::Problem {
+        Self::problem(self)
+    }
+}

@@ -140,7 +140,7 @@
 //!   limit, and the total timeout's published deadline keeps waits and attempts within the
 //!   caller's time.
 //!
-//! # Invariants
+//! # Guarantees
 //!
 //! 1. At most `max_attempts` attempts per call; never a retry the policy refused to copy. A
 //!    protective rejection is not an attempt, and at most one is waited out per call.

@@ -100,8 +100,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    // Always inlined: out of line, the ~180-byte future was built on the stack and copied into
-    // place twice per call (measured 2026-11-28: +40 ns instead of +20 in the peer harness).
+    // Always inlined: see DEVELOPERS.md, "Performance notes" (the retry future's copies).
     #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
         // The copy for a retry must be taken before the request is consumed.

@@ -83,3 +83,20 @@ impl TimedOut {
         )
     }
 }
+
+impl crate::rejection::RejectionKind for TimedOut {
+    /// A deadline that ran out says nothing about the dependency; a timeout's own limit is a
+    /// failure (it was too slow).
+    fn outcome(&self) -> Option<crate::classify::Outcome> {
+        self.is_deadline()
+            .then_some(crate::classify::Outcome::Ignore)
+    }
+    #[cfg(feature = "http")]
+    fn status(&self) -> http::StatusCode {
+        Self::status(self)
+    }
+    #[cfg(feature = "http")]
+    fn problem(&self) -> crate::http::Problem {
+        Self::problem(self)
+    }
+}

@@ -117,7 +117,7 @@
 //!   [`Deadline`](crate::deadline::Deadline) from its request's extensions on to the requests it
 //!   makes, whose client stack then honours and propagates it.
 //!
-//! # Invariants
+//! # Guarantees
 //!
 //! 1. The inner service is called at most once per request, and never for a request whose
 //!    deadline had passed at the call.
@@ -134,6 +134,8 @@ mod layer;
 mod policy;
 mod service;
 
+#[cfg(feature = "http")]
+pub(crate) mod deadline_header;
 #[cfg(feature = "http")]
 mod propagate;
 #[cfg(feature = "http")]

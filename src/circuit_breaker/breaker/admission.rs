@@ -14,8 +14,8 @@ use crate::clock::Instant;
 impl<C> Breaker<C> {
     /// Admits or rejects one call.
     ///
-    /// Always inlined, so the decision stays in registers (see DEVELOPERS.md, "Performance
-    /// notes": returned through memory it cost about 12 ns a call).
+    /// Always inlined, so the decision stays in registers: see DEVELOPERS.md, "Performance
+    /// notes" (store forwarding).
     #[inline(always)]
     pub(crate) fn admit(self: &Arc<Self>) -> Admission
     where
@@ -175,9 +175,8 @@ impl<C> Breaker<C> {
 }
 
 /// One rejection in this many, per thread, by an armed open breaker reads the clock (see
-/// [`Breaker::admit`]): about 1.5 ns a rejection on average (the counter and the amortised clock
-/// read; measurements in DEVELOPERS.md), and a breaker whose timer can no longer fire still
-/// leaves Open within this many calls per thread once its time has passed.
+/// [`Breaker::admit`]): a breaker whose timer can no longer fire still leaves Open within this
+/// many calls per thread once its time has passed. Its cost: DEVELOPERS.md, "Performance notes".
 const CLOCK_CHECK_EVERY: u32 = 64;
 
 /// Whether this armed-open rejection is the sampled one that reads the clock.

@@ -282,6 +282,38 @@ impl fmt::Display for InvalidReason {
     }
 }
 
+impl InvalidDeadlineHeader {
+    /// `400 Bad Request`: the caller sent a header outside its grammar.
+    #[must_use]
+    pub fn status(&self) -> http::StatusCode {
+        http::StatusCode::BAD_REQUEST
+    }
+
+    /// This rejection as a problem description.
+    #[must_use]
+    pub fn problem(&self) -> crate::http::Problem {
+        crate::http::Problem::new(
+            self.status(),
+            "urn:palisade:invalid-deadline-header",
+            "Invalid deadline header",
+            self.to_string(),
+        )
+    }
+}
+
+impl crate::rejection::RejectionKind for InvalidDeadlineHeader {
+    /// The call was never sent.
+    fn outcome(&self) -> Option<crate::classify::Outcome> {
+        Some(crate::classify::Outcome::Ignore)
+    }
+    fn status(&self) -> http::StatusCode {
+        Self::status(self)
+    }
+    fn problem(&self) -> crate::http::Problem {
+        Self::problem(self)
+    }
+}
+
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use proptest::prelude::*;
