@@ -157,10 +157,12 @@
 
 mod backoff;
 mod budget;
+#[cfg(feature = "http")]
+mod buffer_body;
 mod error;
 pub mod future;
 #[cfg(feature = "http")]
-mod http;
+mod http_policy;
 mod layer;
 mod policy;
 mod service;
@@ -170,12 +172,14 @@ pub use self::budget::{
     DEFAULT_MAX_TOKENS, DEFAULT_MIN_PER_SECOND, DEFAULT_PERCENT, DEFAULT_TOKEN_RATIO, DEFAULT_TTL,
     RetryBudget,
 };
+#[cfg(feature = "http")]
+pub use self::buffer_body::{
+    BufferBody, BufferBodyLayer, BufferFuture, DEFAULT_BODY_LIMIT, DEFAULT_UNKNOWN_LENGTH_WAIT,
+    RequestBodyError, UnknownLength,
+};
 pub use self::error::BudgetExhausted;
 #[cfg(feature = "http")]
-pub use self::http::{
-    BufferBody, BufferBodyLayer, BufferFuture, DEFAULT_BODY_LIMIT, DEFAULT_UNKNOWN_LENGTH_WAIT,
-    HttpPolicy, RequestBodyError, UnknownLength,
-};
+pub use self::http_policy::HttpPolicy;
 pub use self::layer::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PUSHBACK, RetryLayer};
 pub use self::policy::{Decision, Policy, RetryFailures};
 pub use self::service::Retry;

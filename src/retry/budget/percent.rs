@@ -1,0 +1,252 @@
+//! The percentage budget: Finagle's, deposits and withdrawals per slot of `ttl / 10`.
+
+use std::time::Duration;
+
+use crate::clock::{Clock, Epoch, Instant};
+use crate::error::ConfigError;
+use crate::ring::StampedRing;
+
+/// Finagle's budget: deposits and withdrawals per slot of `ttl / 10`.
+pub(super) struct PercentBudget {
+    clock: Clock,
+    /// Payload: `[deposits 28 | withdrawals 28]`, under an 8-bit stamp.
+    ring: StampedRing,
+    /// Added per request: 0, 1 or 1000.
+    deposit: u64,
+    /// Taken per retry: 1 to 1000.
+    pub(super) withdraw: u64,
+    /// The floor, `min_per_second × ttl` retries, in withdrawal units.
+    reserve: u64,
+}
+
+/// Enough for a ring of 10 slots (the ring needs `2^bits > 20`); the rest is payload.
+const STAMP_BITS: u32 = 8;
+const WITHDRAWALS_BITS: u32 = 28;
+const FIELD: u64 = (1 << WITHDRAWALS_BITS) - 1;
+/// Room kept free in a field for adds racing past its check: 1024 concurrent callers of
+/// the largest unit. A slot that full (over 260 000 retries in a tenth of the TTL) stops
+/// counting: deposits are dropped and retries refused.
+const HEADROOM: u64 = 1024 * 1000;
+
+impl PercentBudget {
+    /// Validates and builds the budget (see `RetryBudget::percent`).
+    pub(super) fn new(
+        ttl: Duration,
+        percent: f64,
+        min_per_second: u32,
+        clock: Clock,
+    ) -> Result<Self, ConfigError> {
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl) {
+            return Err(ConfigError::DurationOutOfRange {
+                setting: "budget ttl",
+                value: ttl,
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            });
+        }
+        if percent != 0.0 && !(0.001..=10.0).contains(&percent) {
+            return Err(ConfigError::ShareOutOfRange {
+                setting: "budget percent",
+                value: percent,
+                min: 0.001,
+                max: 10.0,
+            });
+        }
+        // tower's integer scheme: up to one retry per request, a request deposits 1 and a
+        // retry withdraws ⌊1/percent⌋ (at most 1000); above that, 1000 and ⌊1000/percent⌋
+        // (at least 100). With no percent, requests deposit nothing and a retry withdraws 1
+        // from the floor.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1..=1000
+        let (deposit, withdraw) = if percent == 0.0 {
+            (0, 1)
+        } else if percent <= 1.0 {
+            (1, (1.0 / percent).floor().clamp(1.0, 1000.0) as u64)
+        } else {
+            (1000, (1000.0 / percent).floor().clamp(100.0, 1000.0) as u64)
+        };
+        let reserve = u64::from(min_per_second) * ttl.as_secs() * withdraw;
+        let period = u64::try_from(ttl.as_nanos() / 10).unwrap_or(u64::MAX);
+        let epoch = Epoch::new(clock.now());
+        Ok(Self {
+            clock,
+            ring: StampedRing::new(epoch, period, 10, STAMP_BITS),
+            deposit,
+            withdraw,
+            reserve,
+        })
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub(super) fn withdraw_i64(&self) -> i64 {
+        i64::try_from(self.withdraw).unwrap_or(i64::MAX)
+    }
+
+    pub(super) fn deposit(&self) {
+        if self.deposit == 0 {
+            return;
+        }
+        self.ring
+            .add(self.now(), self.deposit << WITHDRAWALS_BITS, |payload| {
+                (payload >> WITHDRAWALS_BITS) & FIELD > FIELD - HEADROOM
+            });
+    }
+
+    /// Deposits plus the reserve, minus withdrawals, over the last `ttl`.
+    pub(super) fn balance(&self) -> i64 {
+        let (mut deposits, mut withdrawals) = (0u64, 0u64);
+        self.ring.for_each_current(self.now(), |payload| {
+            deposits += (payload >> WITHDRAWALS_BITS) & FIELD;
+            withdrawals += payload & FIELD;
+        });
+        let credit = i64::try_from(deposits.saturating_add(self.reserve)).unwrap_or(i64::MAX);
+        credit.saturating_sub(i64::try_from(withdrawals).unwrap_or(i64::MAX))
+    }
+
+    pub(super) fn try_withdraw(&self) -> bool {
+        if self.balance() < self.withdraw_i64() {
+            return false;
+        }
+        // A withdrawal the slot cannot hold is a retry the budget cannot account for: refuse it.
+        let (_, added) = self.ring.add(self.now(), self.withdraw, |payload| {
+            payload & FIELD > FIELD - HEADROOM
+        });
+        added
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use super::super::{Kind, RetryBudget};
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn the_percent_budget_allows_its_share_of_recent_requests_plus_a_floor() {
+        let clock = ManualClock::new();
+        let budget =
+            RetryBudget::percent_with_clock(Duration::from_secs(10), 0.2, 1, clock.clone().into())
+                .unwrap();
+        // The floor alone: 1 per second over 10 s = 10 retries.
+        let mut allowed = 0;
+        while budget.try_withdraw() {
+            allowed += 1;
+            assert!(allowed <= 10);
+        }
+        assert_eq!(allowed, 10);
+        // 100 requests add 20 % of 100 = 20 retries.
+        for _ in 0..100 {
+            budget.on_request();
+        }
+        for _ in 0..20 {
+            assert!(budget.try_withdraw());
+        }
+        assert!(!budget.try_withdraw());
+        // After the TTL the requests and withdrawals have expired: the floor is back.
+        clock.advance(Duration::from_secs(10));
+        for _ in 0..10 {
+            assert!(budget.try_withdraw());
+        }
+        assert!(!budget.try_withdraw());
+    }
+
+    #[test]
+    fn deposits_expire_a_tenth_of_the_ttl_at_a_time() {
+        let clock = ManualClock::new();
+        let budget =
+            RetryBudget::percent_with_clock(Duration::from_secs(10), 1.0, 0, clock.clone().into())
+                .unwrap();
+        budget.on_request();
+        clock.advance(Duration::from_millis(9_999));
+        assert!(
+            budget.allows_retry(),
+            "1 ms before the deposit's slot leaves"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert!(!budget.allows_retry(), "its slot has left the 10 s window");
+    }
+
+    #[test]
+    fn a_zero_percent_budget_allows_only_the_floor() {
+        let clock = ManualClock::new();
+        let budget =
+            RetryBudget::percent_with_clock(Duration::from_secs(1), 0.0, 3, clock.into()).unwrap();
+        for _ in 0..1000 {
+            budget.on_request();
+        }
+        let mut allowed = 0;
+        while budget.try_withdraw() {
+            allowed += 1;
+            assert!(allowed <= 3);
+        }
+        assert_eq!(allowed, 3, "3 per second over 1 s, nothing from requests");
+    }
+
+    #[test]
+    fn a_full_slot_refuses_retries_instead_of_overflowing() {
+        // The largest withdrawal (1000 units at 0.1 %) against a floor of a million retries:
+        // the slot fills long before the floor runs out.
+        let clock = ManualClock::new();
+        let budget = RetryBudget::percent_with_clock(
+            Duration::from_secs(1),
+            0.001,
+            1_000_000,
+            clock.clone().into(),
+        )
+        .unwrap();
+        let mut allowed = 0u32;
+        while budget.try_withdraw() {
+            allowed += 1;
+            assert!(allowed < 1_000_000, "the slot never filled");
+        }
+        assert_eq!(u64::from(allowed), (FIELD - HEADROOM) / 1000 + 1);
+        // Deposits of the largest unit (1000 at 10 retries per request) saturate the same way.
+        let busy =
+            RetryBudget::percent_with_clock(Duration::from_secs(1), 10.0, 0, clock.into()).unwrap();
+        for _ in 0..300_000 {
+            busy.on_request();
+        }
+        let Some(Kind::Percent(percent)) = busy.kind.as_deref() else {
+            unreachable!()
+        };
+        let balance = percent.balance();
+        assert!(
+            balance > 0 && balance <= i64::try_from(FIELD).unwrap(),
+            "{balance}"
+        );
+    }
+}
+
+#[cfg(all(test, palisade_loom))]
+mod loom_models {
+    use super::super::{Kind, RetryBudget};
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn loom_concurrent_deposits_and_withdrawals_all_count() {
+        loom::model(|| {
+            let clock = ManualClock::new();
+            let budget =
+                RetryBudget::percent_with_clock(Duration::from_secs(10), 1.0, 0, clock.into())
+                    .unwrap();
+            budget.on_request();
+            let other = budget.clone();
+            let t = loom::thread::spawn(move || {
+                other.on_request();
+                other.try_withdraw()
+            });
+            let mine = budget.try_withdraw();
+            let theirs = t.join().unwrap();
+            // Two deposits of one retry each, each visible to its withdrawer: both withdrawals
+            // succeed, and no update is lost, whatever the order.
+            assert!(mine && theirs);
+            let Some(Kind::Percent(percent)) = budget.kind.as_deref() else {
+                unreachable!()
+            };
+            assert_eq!(percent.balance(), 0);
+        });
+    }
+}
