@@ -14,9 +14,10 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
+use super::config::Config;
 use super::error::IdempotencyRejection;
 use super::fingerprint::{Fingerprint, Owner, RecordKey};
-use super::layer::{InFlight, OversizedBody, Settings, StoreFailure};
+use super::layer::{InFlight, OversizedBody, StoreFailure};
 use super::store::{
     Claim, ClaimOutcome, Completed, Completion, FencingToken, IdempotencyStore, StoreError,
     StoredResponse,
@@ -142,7 +143,7 @@ pin_project! {
 
 /// A covered request on its way: what the states after `Reading` need.
 struct Pending<S, St, B> {
-    settings: Arc<Settings>,
+    settings: Arc<Config>,
     store: St,
     key: RecordKey,
     /// Whose quota a new record counts against.
@@ -328,7 +329,7 @@ fn spawn_detached(key: RecordKey, task: impl Future<Output = ()> + Send + 'stati
 /// What is kept of a response: its status, its headers but the hop-by-hop ones and those the
 /// layer strips (`Set-Cookie` by default), its body and trailers.
 fn stored_response(
-    settings: &Settings,
+    settings: &Config,
     parts: &http::response::Parts,
     data: Bytes,
     trailers: Option<http::HeaderMap>,
@@ -363,7 +364,7 @@ where
 
     pub(crate) fn reading(
         service: S,
-        settings: Arc<Settings>,
+        settings: Arc<Config>,
         store: St,
         (key, owner): (RecordKey, Option<Owner>),
         parts: http::request::Parts,

@@ -9,6 +9,7 @@ use http::header::{HeaderName, SET_COOKIE};
 use http::{Method, StatusCode};
 use tower_layer::Layer;
 
+use super::config::Config;
 use super::identity::{Anonymous, Identify};
 use super::service::Idempotency;
 use super::store::{IdempotencyStore, MemoryStore};
@@ -89,47 +90,6 @@ pub fn stores_final_responses(status: StatusCode) -> bool {
         )
 }
 
-/// Everything the service reads per request.
-#[derive(Clone)]
-pub(crate) struct Settings {
-    pub(crate) methods: Vec<Method>,
-    pub(crate) require_key: bool,
-    pub(crate) accept_unquoted: bool,
-    pub(crate) max_key_length: usize,
-    pub(crate) body_limit: usize,
-    pub(crate) oversized: OversizedBody,
-    pub(crate) response_limit: usize,
-    pub(crate) lease: Duration,
-    pub(crate) retention: Duration,
-    pub(crate) in_flight: InFlight,
-    pub(crate) in_flight_retry_after: Duration,
-    pub(crate) store_failure: StoreFailure,
-    pub(crate) stores: StorePolicy,
-    pub(crate) client_error_retention: Duration,
-    /// Response headers never stored or replayed.
-    pub(crate) strip: Vec<HeaderName>,
-    pub(crate) identity: Arc<dyn Identify>,
-    /// Whether an identity was set (even `Anonymous`): if not, the first covered request logs
-    /// a warning, once per layer.
-    pub(crate) identity_chosen: bool,
-    pub(crate) warned: Arc<AtomicBool>,
-}
-
-impl Settings {
-    pub(crate) fn covers(&self, method: &Method) -> bool {
-        self.methods.contains(method)
-    }
-
-    /// How long a stored answer with `status` is kept.
-    pub(crate) fn retention_for(&self, status: StatusCode) -> Duration {
-        if status.is_client_error() {
-            self.client_error_retention.min(self.retention)
-        } else {
-            self.retention
-        }
-    }
-}
-
 /// Makes unsafe requests carrying an `Idempotency-Key` run at most once: see the
 /// [module docs](crate::idempotency).
 ///
@@ -138,7 +98,7 @@ impl Settings {
 /// through one is seen by all.
 #[must_use]
 pub struct IdempotencyLayer<St = MemoryStore> {
-    settings: Arc<Settings>,
+    settings: Arc<Config>,
     store: St,
 }
 
@@ -147,7 +107,7 @@ impl IdempotencyLayer {
     /// without a key pass through.
     pub fn new() -> Self {
         Self {
-            settings: Arc::new(Settings {
+            settings: Arc::new(Config {
                 methods: vec![Method::POST, Method::PATCH],
                 require_key: false,
                 accept_unquoted: false,
@@ -179,7 +139,7 @@ impl Default for IdempotencyLayer {
 }
 
 impl<St> IdempotencyLayer<St> {
-    fn settings(&mut self) -> &mut Settings {
+    fn settings(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.settings)
     }
 
@@ -345,26 +305,6 @@ impl<St: fmt::Debug> fmt::Debug for IdempotencyLayer<St> {
             .field("settings", &*self.settings)
             .field("store", &self.store)
             .finish()
-    }
-}
-
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("methods", &self.methods)
-            .field("require_key", &self.require_key)
-            .field("accept_unquoted", &self.accept_unquoted)
-            .field("max_key_length", &self.max_key_length)
-            .field("body_limit", &self.body_limit)
-            .field("oversized", &self.oversized)
-            .field("response_limit", &self.response_limit)
-            .field("lease", &self.lease)
-            .field("retention", &self.retention)
-            .field("client_error_retention", &self.client_error_retention)
-            .field("strip", &self.strip)
-            .field("in_flight", &self.in_flight)
-            .field("store_failure", &self.store_failure)
-            .finish_non_exhaustive()
     }
 }
 

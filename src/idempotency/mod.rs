@@ -255,6 +255,7 @@
 //!    the key is held until its lease ends).
 
 mod client;
+mod config;
 mod error;
 mod fingerprint;
 pub mod future;

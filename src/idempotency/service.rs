@@ -11,10 +11,10 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use super::config::Config;
 use super::error::IdempotencyRejection;
 use super::fingerprint::{Owner, RecordKey};
 use super::future::ResponseFuture;
-use super::layer::Settings;
 use super::store::IdempotencyStore;
 use crate::error::BoxError;
 use crate::http::{IDEMPOTENCY_KEY, KeyError, ReplayBody, parse_idempotency_key};
@@ -31,12 +31,12 @@ use crate::http::{IDEMPOTENCY_KEY, KeyError, ReplayBody, parse_idempotency_key};
 /// was polled ready into the response future and leaves a clone behind.
 pub struct Idempotency<S, St> {
     inner: S,
-    settings: Arc<Settings>,
+    settings: Arc<Config>,
     store: St,
 }
 
 impl<S, St> Idempotency<S, St> {
-    pub(crate) fn new(inner: S, settings: Arc<Settings>, store: St) -> Self {
+    pub(crate) fn new(inner: S, settings: Arc<Config>, store: St) -> Self {
         Self {
             inner,
             settings,

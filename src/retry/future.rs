@@ -12,9 +12,9 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::budget::RetryBudget;
+use super::config::Config;
 use super::error::BudgetExhausted;
 use super::policy::{Decision, Described, Policy};
-use super::service::Config;
 use crate::RequestExtensions;
 use crate::clock::Instant;
 use crate::deadline::Deadline;

@@ -8,8 +8,9 @@ use tower_layer::Layer;
 
 use super::backoff::Backoff;
 use super::budget::RetryBudget;
+use super::config::Config;
 use super::policy::RetryFailures;
-use super::service::{Config, Retry};
+use super::service::Retry;
 use crate::random::Random;
 
 /// Attempts per call, the first included: 3 (the AWS SDKs' standard mode; Google SRE's "at

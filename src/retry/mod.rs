@@ -159,6 +159,7 @@ mod backoff;
 mod budget;
 #[cfg(feature = "http")]
 mod buffer_body;
+mod config;
 mod error;
 pub mod future;
 #[cfg(feature = "http")]

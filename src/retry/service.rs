@@ -3,31 +3,17 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tower_service::Service;
 
-use super::backoff::Backoff;
 use super::budget::RetryBudget;
+use super::config::Config;
 use super::future::ResponseFuture;
 use super::policy::{Policy, RetryFailures};
 use crate::RequestExtensions;
 use crate::clock::Instant;
 use crate::error::BoxError;
 use crate::random::Random;
-
-/// The settings every response future copies (small and `Copy`: no shared state is touched on
-/// the path where nothing fails).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Config {
-    pub(crate) max_attempts: u32,
-    pub(crate) backoff: Backoff,
-    pub(crate) max_elapsed: Option<Duration>,
-    pub(crate) max_pushback: Duration,
-    pub(crate) fail_when_exhausted: bool,
-    /// The longest reopening worth waiting for once per call; `None`: fail fast.
-    pub(crate) reopening_wait: Option<Duration>,
-}
 
 /// Retries failed calls: see the [module docs](crate::retry).
 ///

@@ -135,6 +135,8 @@ mod policy;
 mod service;
 
 #[cfg(feature = "http")]
+mod config;
+#[cfg(feature = "http")]
 pub(crate) mod deadline_header;
 #[cfg(feature = "http")]
 mod propagate;

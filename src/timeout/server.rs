@@ -7,6 +7,7 @@ use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::config::Config;
 use super::future::{Expiry, ServerResponseFuture};
 use super::{TimedOut, TimeoutKind};
 use crate::clock::Instant;
@@ -84,15 +85,6 @@ pub enum OnInvalidHeader {
 #[must_use]
 pub struct ServerTimeoutLayer {
     config: Arc<Config>,
-}
-
-#[derive(Clone, Debug)]
-struct Config {
-    limit: Duration,
-    status: StatusCode,
-    accept: Vec<DeadlineHeader>,
-    on_invalid: OnInvalidHeader,
-    publish_deadline: bool,
 }
 
 impl ServerTimeoutLayer {

@@ -113,7 +113,6 @@ mod tests {
 mod loom_models {
     use super::super::{Kind, RetryBudget};
     use super::*;
-    use crate::clock::ManualClock;
 
     #[test]
     fn loom_concurrent_outcomes_never_lose_a_token_update() {
