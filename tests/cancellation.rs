@@ -115,6 +115,7 @@ impl Counter {
 /// with no probe counted, and the next call probes.
 #[tokio::test(start_paused = true)]
 async fn a_dropped_probe_always_gives_its_slot_back() {
+    support::init_tracing();
     let polls = sweep(
         async || {
             let layer = CircuitBreakerLayer::builder()
@@ -154,6 +155,7 @@ async fn a_dropped_probe_always_gives_its_slot_back() {
 /// sheds, and the probe at the next slot closes it.
 #[tokio::test(start_paused = true)]
 async fn a_dropped_throttle_probe_records_nothing_and_the_next_probe_recovers() {
+    support::init_tracing();
     sweep(
         async || {
             let layer = ThrottleLayer::builder()
@@ -207,6 +209,7 @@ fn tokens(budget: &RetryBudget) -> f64 {
 /// beyond the limit, and the next call gets its full set of retries.
 #[tokio::test(start_paused = true)]
 async fn a_dropped_retry_leaves_the_budget_holding_exactly_the_finished_attempts() {
+    support::init_tracing();
     sweep(
         async || {
             let budget =
@@ -276,6 +279,7 @@ async fn respond(app: &Router) -> (StatusCode, bool, Bytes) {
 /// to its end exactly once in all, and every later duplicate replays that one answer.
 #[tokio::test(start_paused = true)]
 async fn a_dropped_first_request_hands_its_key_to_the_waiting_duplicate() {
+    support::init_tracing();
     sweep(
         async || {
             let runs = Runs::default();

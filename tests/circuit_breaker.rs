@@ -92,6 +92,7 @@ fn consecutive(n: u32) -> palisade::circuit_breaker::CircuitBreakerBuilder {
 /// whichever breaker's clock asked first.
 #[test]
 fn breakers_on_clocks_decades_apart_both_know_when_they_reopen() {
+    support::init_tracing();
     fn paused_runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -146,6 +147,7 @@ async fn opens_after_exactly_the_threshold_of_consecutive_failures() {
 
 #[tokio::test(start_paused = true)]
 async fn stays_open_until_the_open_duration_then_admits_one_probe() {
+    support::init_tracing();
     let backend = Backend::default();
     let layer = consecutive(1).build().unwrap();
     let handle = layer.handle();
@@ -169,6 +171,7 @@ async fn stays_open_until_the_open_duration_then_admits_one_probe() {
 
 #[tokio::test(start_paused = true)]
 async fn a_success_ends_a_run_of_failures() {
+    support::init_tracing();
     let layer = consecutive(2).build().unwrap();
     let handle = layer.handle();
     let mut svc = layer.layer(Backend::default());
@@ -181,6 +184,7 @@ async fn a_success_ends_a_run_of_failures() {
 
 #[tokio::test(start_paused = true)]
 async fn a_count_window_waits_for_minimum_calls_then_trips_at_the_rate() {
+    support::init_tracing();
     let layer = CircuitBreakerLayer::builder()
         .count_window(10)
         .minimum_calls(5)
@@ -204,6 +208,7 @@ async fn a_count_window_waits_for_minimum_calls_then_trips_at_the_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn after_many_successes_only_the_last_n_outcomes_decide() {
+    support::init_tracing();
     let layer = CircuitBreakerLayer::builder()
         .count_window(4)
         .minimum_calls(4)
@@ -229,6 +234,7 @@ async fn after_many_successes_only_the_last_n_outcomes_decide() {
 
 #[tokio::test(start_paused = true)]
 async fn a_time_window_forgets_failures_older_than_its_span() {
+    support::init_tracing();
     let layer = CircuitBreakerLayer::builder()
         .time_window(Duration::from_secs(10), 10)
         .minimum_calls(3)
@@ -259,6 +265,7 @@ async fn a_time_window_forgets_failures_older_than_its_span() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_successes_alone_open_the_breaker_and_the_threshold_is_strict() {
+    support::init_tracing();
     let backend = Backend::default();
     let layer = CircuitBreakerLayer::builder()
         .count_window(2)
@@ -308,6 +315,7 @@ fn mock_breaker(
 
 #[tokio::test(start_paused = true)]
 async fn half_open_admits_exactly_one_probe_while_it_is_in_flight() {
+    support::init_tracing();
     let (handle, mut svc, mut mock) = mock_breaker(consecutive(1));
     assert!(svc.poll_ready().is_ready());
     let first = svc.call(Ask::Fail);
@@ -336,6 +344,7 @@ async fn half_open_admits_exactly_one_probe_while_it_is_in_flight() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_probe_returns_its_permit() {
+    support::init_tracing();
     let (handle, mut svc, mut mock) = mock_breaker(consecutive(1));
     assert!(svc.poll_ready().is_ready());
     let first = svc.call(Ask::Fail);
@@ -362,6 +371,7 @@ async fn a_dropped_probe_returns_its_permit() {
 /// half-open slot taken: the unwinding call gives the slot back, and the next call probes.
 #[tokio::test(start_paused = true)]
 async fn a_classifier_that_panics_on_a_probe_gives_its_slot_back() {
+    support::init_tracing();
     let panicking = |result: &Result<(), BoxError>| match result {
         Ok(()) => Outcome::Success,
         Err(e) if e.to_string() == "599" => panic!("the classifier cannot judge a 599"),
@@ -393,6 +403,7 @@ async fn a_classifier_that_panics_on_a_probe_gives_its_slot_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_probe_reopens_for_longer_with_backoff() {
+    support::init_tracing();
     let backend = Backend::default();
     let layer = consecutive(1)
         .open_backoff(Duration::from_secs(1))
@@ -418,6 +429,7 @@ async fn a_failed_probe_reopens_for_longer_with_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_that_never_finishes_cannot_wedge_the_breaker() {
+    support::init_tracing();
     let (handle, mut svc, mut mock) = mock_breaker(
         consecutive(1).half_open_max_wait(Duration::from_secs(1), HalfOpenTimeout::Rearm),
     );
@@ -454,6 +466,7 @@ async fn a_probe_that_never_finishes_cannot_wedge_the_breaker() {
 
 #[tokio::test(start_paused = true)]
 async fn ignored_outcomes_count_nowhere() {
+    support::init_tracing();
     let ignore_client_errors = |result: &Result<(), BoxError>| match result {
         Ok(()) => Outcome::Success,
         Err(e) if e.to_string().starts_with("4") => Outcome::Ignore,
@@ -484,6 +497,7 @@ async fn ignored_outcomes_count_nowhere() {
 
 #[tokio::test(start_paused = true)]
 async fn every_clone_and_every_layer_call_shares_one_breaker() {
+    support::init_tracing();
     let layer = consecutive(2).build().unwrap();
     let handle = layer.handle();
     let mut a = layer.layer(Backend::default());
@@ -498,6 +512,7 @@ async fn every_clone_and_every_layer_call_shares_one_breaker() {
 
 #[tokio::test(start_paused = true)]
 async fn the_handle_isolates_forces_closed_resets_and_reports() {
+    support::init_tracing();
     let backend = Backend::default();
     let layer = consecutive(1).name("payments").build().unwrap();
     let handle = layer.handle();
@@ -541,6 +556,7 @@ async fn the_handle_isolates_forces_closed_resets_and_reports() {
 
 #[tokio::test(start_paused = true)]
 async fn a_subscriber_is_told_of_the_timer_driven_transition() {
+    support::init_tracing();
     let layer = consecutive(1).build().unwrap();
     let handle = layer.handle();
     let mut events = handle.subscribe();
@@ -559,6 +575,7 @@ async fn a_subscriber_is_told_of_the_timer_driven_transition() {
 
 #[tokio::test(start_paused = true)]
 async fn a_timeout_inside_the_breaker_counts_as_a_failure_and_stays_findable() {
+    support::init_tracing();
     use palisade::timeout::TimeoutLayer;
     let layer = consecutive(2).build().unwrap();
     let handle = layer.handle();
@@ -628,6 +645,7 @@ fn with_deadline(sleep_for: Duration, deadline_in: Duration) -> http::Request<Du
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_that_runs_out_or_had_passed_counts_nowhere() {
+    support::init_tracing();
     let layer = consecutive(1).build().unwrap();
     let handle = layer.handle();
     let mut svc = breaker_over_timeout(layer);
@@ -666,6 +684,7 @@ async fn a_deadline_that_runs_out_or_had_passed_counts_nowhere() {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_whose_deadline_had_passed_gives_its_slot_back() {
+    support::init_tracing();
     let layer = consecutive(1).open_for(100 * MS).build().unwrap();
     let handle = layer.handle();
     let mut svc = breaker_over_timeout(layer);
@@ -726,6 +745,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn one_failing_key_does_not_cut_off_the_others() {
+    support::init_tracing();
     let layer = consecutive(2)
         .name("upstreams")
         .keyed(|to: &To| to.0)
@@ -748,6 +768,7 @@ async fn one_failing_key_does_not_cut_off_the_others() {
 
 #[tokio::test(start_paused = true)]
 async fn keyed_breakers_stay_bounded_and_evict_keys_left_idle() {
+    support::init_tracing();
     let layer = consecutive(1).max_keys(2).keyed(|to: &To| to.0).unwrap();
     let mut svc = layer.layer(keyed_backend());
     keyed_call(&mut svc, To("a", false)).await.unwrap();
@@ -773,6 +794,7 @@ async fn keyed_breakers_stay_bounded_and_evict_keys_left_idle() {
 
 #[tokio::test(start_paused = true)]
 async fn an_open_keyed_breaker_is_kept_until_its_open_period_and_probe_wait_have_passed() {
+    support::init_tracing();
     let layer = consecutive(1)
         .open_for(Duration::from_secs(3600))
         .max_keys(1)
@@ -819,6 +841,7 @@ async fn an_open_keyed_breaker_is_kept_until_its_open_period_and_probe_wait_have
 /// sharing the overflow one (which the abandoned failing keys would have tripped).
 #[tokio::test(start_paused = true)]
 async fn a_week_of_tripped_and_abandoned_keys_never_fills_the_map() {
+    support::init_tracing();
     let layer = consecutive(3)
         .open_for(Duration::from_secs(30))
         .open_backoff(Duration::from_secs(600))
@@ -894,6 +917,7 @@ async fn a_week_of_tripped_and_abandoned_keys_never_fills_the_map() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_distinct_keys_never_grows_past_the_bound() {
+    support::init_tracing();
     let layer = consecutive(3).max_keys(16).keyed(|n: &u32| *n).unwrap();
     let mut svc = layer.layer(service_fn(|_: u32| async { Ok::<(), BoxError>(()) }));
     for n in 0..10_000u32 {
@@ -910,6 +934,7 @@ async fn a_flood_of_distinct_keys_never_grows_past_the_bound() {
 /// must still see the open period end (they sample the clock) instead of being rejected forever.
 #[test]
 fn a_breaker_whose_timer_runtime_stopped_still_leaves_open() {
+    support::init_tracing();
     let layer = consecutive(1).open_for(20 * MS).build().unwrap();
     let handle = layer.handle();
     let svc = layer.layer(Backend::default());
@@ -947,6 +972,7 @@ fn a_breaker_whose_timer_runtime_stopped_still_leaves_open() {
 
 #[test]
 fn a_breaker_tripped_without_a_runtime_leaves_open_by_the_clock() {
+    support::init_tracing();
     // No runtime: no timer can be armed, so calls compare the clock themselves.
     let clock = palisade::clock::ManualClock::new();
     let layer = consecutive(1).clock(clock.clone()).build().unwrap();
@@ -983,6 +1009,7 @@ mod http_mapping {
 
     #[tokio::test(start_paused = true)]
     async fn an_open_circuit_is_a_503_with_retry_after_and_a_problem_body() {
+        support::init_tracing();
         let layer = consecutive(1)
             .open_for(Duration::from_millis(1500))
             .build()
@@ -1009,6 +1036,7 @@ mod http_mapping {
 
     #[tokio::test(start_paused = true)]
     async fn a_503_with_retry_after_opens_the_breaker_until_then() {
+        support::init_tracing();
         let layer = CircuitBreakerLayer::builder()
             .classifier(StatusClassifier::new())
             .consecutive_failures(NonZeroU32::new(100).unwrap())
@@ -1047,6 +1075,7 @@ mod http_mapping {
     /// Below one second a pushback is no pushback.
     #[tokio::test(start_paused = true)]
     async fn a_pushback_below_one_second_does_not_open_the_breaker() {
+        support::init_tracing();
         let layer = CircuitBreakerLayer::builder()
             .classifier(StatusClassifier::new())
             .consecutive_failures(NonZeroU32::new(100).unwrap())
@@ -1093,6 +1122,7 @@ mod http_mapping {
 
     #[tokio::test(start_paused = true)]
     async fn later_pushback_extends_an_open_breaker_in_one_transition() {
+        support::init_tracing();
         let layer = CircuitBreakerLayer::builder()
             .classifier(StatusClassifier::new())
             .server_directed(Duration::from_secs(60))
@@ -1138,6 +1168,7 @@ mod http_mapping {
 
     #[tokio::test(start_paused = true)]
     async fn an_absurd_retry_after_cannot_panic_the_caller() {
+        support::init_tracing();
         let layer = CircuitBreakerLayer::builder()
             .classifier(StatusClassifier::new())
             .server_directed(Duration::from_secs(60))
@@ -1172,6 +1203,7 @@ mod http_mapping {
 
     #[tokio::test(start_paused = true)]
     async fn pushback_is_capped_and_ignored_unless_enabled() {
+        support::init_tracing();
         let capped = CircuitBreakerLayer::builder()
             .classifier(StatusClassifier::new())
             .server_directed(Duration::from_secs(10))
@@ -1225,6 +1257,7 @@ mod http_mapping {
 
     #[tokio::test(start_paused = true)]
     async fn a_route_layer_in_a_real_router_shares_one_breaker_across_requests() {
+        support::init_tracing();
         use axum::Router;
         use axum::error_handling::HandleErrorLayer;
         use axum::routing::get;

@@ -66,6 +66,7 @@ fn canned(_: Failure<String>) -> Response<ResponseBody<String>> {
 
 #[tokio::test(start_paused = true)]
 async fn an_open_circuit_is_answered_marked_and_counted() {
+    support::init_tracing();
     let fallback = FallbackLayer::sync(canned);
     let breaker = CircuitBreakerLayer::builder()
         .classifier(StatusClassifier::new())
@@ -110,6 +111,7 @@ async fn an_open_circuit_is_answered_marked_and_counted() {
 
 #[tokio::test(start_paused = true)]
 async fn an_async_answer_sees_the_rejection_it_answers() {
+    support::init_tracing();
     let fallback = FallbackLayer::new(|failure: Failure<String>| async move {
         let rejection = failure.rejection().expect("a rejection");
         assert!(rejection.protects_dependency());
@@ -146,6 +148,7 @@ async fn an_async_answer_sees_the_rejection_it_answers() {
 
 #[tokio::test(start_paused = true)]
 async fn without_on_failures_only_rejections_are_answered() {
+    support::init_tracing();
     let fallback = FallbackLayer::sync(canned);
     let mut svc = ServiceBuilder::new()
         .layer(fallback.clone())
@@ -186,6 +189,7 @@ async fn without_on_failures_only_rejections_are_answered() {
 
 #[tokio::test(start_paused = true)]
 async fn on_failures_answers_errors_and_failure_statuses_too() {
+    support::init_tracing();
     let fallback = FallbackLayer::sync(|failure: Failure<String>| {
         let text = match &failure.cause {
             FailureCause::Response(response) => format!("was {}", response.status().as_u16()),
@@ -232,6 +236,7 @@ impl<S, L: tower::Layer<S>> LayerOver<S> for L {}
 
 #[tokio::test(start_paused = true)]
 async fn a_kept_request_shows_the_answer_its_parts() {
+    support::init_tracing();
     let fallback = FallbackLayer::sync(|failure: Failure<String>| {
         let parts = failure.request.as_ref().expect("kept");
         let text = format!(
@@ -258,6 +263,7 @@ async fn a_kept_request_shows_the_answer_its_parts() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_not_kept_is_not_shown() {
+    support::init_tracing();
     let fallback = FallbackLayer::sync(|failure: Failure<String>| {
         assert!(failure.request.is_none());
         failure.into_result().unwrap()
@@ -278,6 +284,7 @@ async fn a_request_not_kept_is_not_shown() {
 
 #[tokio::test(start_paused = true)]
 async fn an_answer_that_fails_returns_its_own_error() {
+    support::init_tracing();
     let fallback = FallbackLayer::new(|_: Failure<String>| async {
         Err::<Response<ResponseBody<String>>, BoxError>("no cached copy either".into())
     })

@@ -117,6 +117,7 @@ async fn a_handler_past_its_limit_is_answered_503_with_a_problem_at_the_limit() 
 
 #[tokio::test(start_paused = true)]
 async fn the_timeout_status_is_configurable_to_408() {
+    support::init_tracing();
     let app = app(
         ServerTimeoutLayer::new(100 * MS).status(StatusCode::REQUEST_TIMEOUT),
         Arc::default(),
@@ -128,6 +129,7 @@ async fn the_timeout_status_is_configurable_to_408() {
 
 #[tokio::test(start_paused = true)]
 async fn route_layer_applies_the_timeout_to_matched_routes() {
+    support::init_tracing();
     let router: Router = Router::new()
         .route(
             "/slow",
@@ -175,6 +177,7 @@ async fn a_callers_grpc_timeout_shortens_the_handler_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn a_callers_deadline_beyond_the_limit_is_capped_at_the_limit() {
+    support::init_tracing();
     let app = app(
         ServerTimeoutLayer::new(Duration::from_secs(1)).accept(DeadlineHeader::grpc()),
         Arc::default(),
@@ -195,6 +198,7 @@ async fn a_callers_deadline_beyond_the_limit_is_capped_at_the_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn a_milliseconds_header_is_accepted_and_the_soonest_header_wins() {
+    support::init_tracing();
     let layer = ServerTimeoutLayer::new(Duration::from_secs(1))
         .accept(DeadlineHeader::grpc())
         .accept(DeadlineHeader::millis(MILLIS_HEADER));
@@ -217,6 +221,7 @@ async fn a_milliseconds_header_is_accepted_and_the_soonest_header_wins() {
 
 #[tokio::test(start_paused = true)]
 async fn a_caller_out_of_time_is_answered_at_once_without_running_the_handler() {
+    support::init_tracing();
     let runs = Arc::new(AtomicUsize::new(0));
     let app = app(
         ServerTimeoutLayer::new(Duration::from_secs(1)).accept(DeadlineHeader::grpc()),
@@ -303,6 +308,7 @@ async fn malformed_deadline_headers_get_400_and_the_handler_never_runs() {
 
 #[tokio::test(start_paused = true)]
 async fn malformed_deadline_headers_can_be_ignored() {
+    support::init_tracing();
     let runs = Arc::new(AtomicUsize::new(0));
     let app = app(
         ServerTimeoutLayer::new(Duration::from_secs(1))
@@ -325,6 +331,7 @@ async fn malformed_deadline_headers_can_be_ignored() {
 
 #[tokio::test(start_paused = true)]
 async fn headers_that_are_not_accepted_are_not_read() {
+    support::init_tracing();
     let app = app(
         ServerTimeoutLayer::new(Duration::from_secs(1)),
         Arc::default(),
@@ -340,6 +347,7 @@ async fn headers_that_are_not_accepted_are_not_read() {
 
 #[tokio::test(start_paused = true)]
 async fn the_deadline_is_not_published_when_told_not_to() {
+    support::init_tracing();
     let app = app(
         ServerTimeoutLayer::new(Duration::from_secs(1)).publish_deadline(false),
         Arc::default(),
@@ -350,6 +358,7 @@ async fn the_deadline_is_not_published_when_told_not_to() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_already_in_the_request_bounds_the_handler() {
+    support::init_tracing();
     let app = app(
         ServerTimeoutLayer::new(Duration::from_secs(1)),
         Arc::default(),
@@ -381,6 +390,7 @@ fn recorder() -> (
 
 #[tokio::test(start_paused = true)]
 async fn propagation_writes_the_time_left_to_every_configured_header() {
+    support::init_tracing();
     let (client, _) = recorder();
     let mut client = ServiceBuilder::new()
         .layer(
@@ -409,6 +419,7 @@ async fn propagation_writes_the_time_left_to_every_configured_header() {
 
 #[tokio::test(start_paused = true)]
 async fn propagation_leaves_requests_without_a_deadline_alone() {
+    support::init_tracing();
     let (client, _) = recorder();
     let mut client = PropagateDeadlineLayer::new(DeadlineHeader::grpc()).layer(client);
     let sent = client
@@ -423,6 +434,7 @@ async fn propagation_leaves_requests_without_a_deadline_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn propagation_refuses_to_send_a_request_whose_deadline_has_passed() {
+    support::init_tracing();
     let (client, calls) = recorder();
     let mut client = PropagateDeadlineLayer::new(DeadlineHeader::grpc()).layer(client);
     let mut req = http::Request::new(());
@@ -438,6 +450,7 @@ async fn propagation_refuses_to_send_a_request_whose_deadline_has_passed() {
 
 #[tokio::test(start_paused = true)]
 async fn the_header_carries_what_is_left_when_the_request_leaves() {
+    support::init_tracing();
     // total 1 s (published) ⊃ 300 ms of work before sending ⊃ propagation.
     let (client, _) = recorder();
     let mut client = ServiceBuilder::new()
@@ -490,6 +503,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn an_existing_deadline_is_tightened_even_when_not_publishing() {
+    support::init_tracing();
     let app = app(
         ServerTimeoutLayer::new(Duration::from_secs(1)).publish_deadline(false),
         Arc::default(),

@@ -232,6 +232,7 @@ async fn a_sequential_duplicate_is_replayed_byte_for_byte() {
 
 #[tokio::test(start_paused = true)]
 async fn the_same_key_with_another_request_is_422() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new());
     send(&app, post_order(Some(KEY), "{\"item\":42}")).await;
@@ -258,6 +259,7 @@ async fn the_same_key_with_another_request_is_422() {
 
 #[tokio::test(start_paused = true)]
 async fn callers_with_different_identities_have_independent_records() {
+    support::init_tracing();
     let runs = Runs::default();
     let layer =
         IdempotencyLayer::new().identity(IdentityHeader::new(HeaderName::from_static("x-tenant")));
@@ -285,6 +287,7 @@ async fn callers_with_different_identities_have_independent_records() {
 
 #[tokio::test(start_paused = true)]
 async fn bad_keys_are_400_and_store_nothing() {
+    support::init_tracing();
     let runs = Runs::default();
     let store = MemoryStore::new();
     let app = app(
@@ -323,6 +326,7 @@ async fn bad_keys_are_400_and_store_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn keys_can_be_required_and_unquoted_keys_allowed() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(
         &runs,
@@ -348,6 +352,7 @@ async fn keys_can_be_required_and_unquoted_keys_allowed() {
 
 #[tokio::test(start_paused = true)]
 async fn requests_without_a_key_run_unprotected_by_default() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new());
     send(&app, post_order(None, "x")).await;
@@ -357,6 +362,7 @@ async fn requests_without_a_key_run_unprotected_by_default() {
 
 #[tokio::test(start_paused = true)]
 async fn a_5xx_or_a_retryable_4xx_releases_the_key_and_the_retry_runs() {
+    support::init_tracing();
     let runs = Runs::default();
     let store = MemoryStore::new();
     let app = app(&runs, IdempotencyLayer::new().store(store.clone()));
@@ -378,6 +384,7 @@ async fn a_5xx_or_a_retryable_4xx_releases_the_key_and_the_retry_runs() {
 
 #[tokio::test(start_paused = true)]
 async fn auth_failures_and_not_found_are_released_so_a_retry_is_heard() {
+    support::init_tracing();
     // A client that refreshes its token and retries with the same key must not get the stale
     // 401 back; a 404 did nothing, and keeping it would let junk paths fill the store.
     let runs = Runs::default();
@@ -395,6 +402,7 @@ async fn auth_failures_and_not_found_are_released_so_a_retry_is_heard() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stored_4xx_expires_sooner_than_a_success() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new());
     send(&app, request(Method::POST, "/invalid", Some(KEY), "")).await;
@@ -421,6 +429,7 @@ async fn a_stored_4xx_expires_sooner_than_a_success() {
 
 #[tokio::test(start_paused = true)]
 async fn set_cookie_is_never_stored_or_replayed() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new());
     let (_, first, _) = send(&app, request(Method::POST, "/cookie", Some(KEY), "")).await;
@@ -451,6 +460,7 @@ async fn set_cookie_is_never_stored_or_replayed() {
 
 #[tokio::test(start_paused = true)]
 async fn one_router_serving_two_hosts_keeps_their_records_apart() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new());
     for host in ["a.example", "b.example", "a.example"] {
@@ -469,6 +479,7 @@ async fn one_router_serving_two_hosts_keeps_their_records_apart() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_handler_releases_the_key() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new());
     for _ in 0..2 {
@@ -488,6 +499,7 @@ async fn a_panicking_handler_releases_the_key() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_goes_away_mid_handler_releases_the_key() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new());
     let first = tokio::spawn(
@@ -508,6 +520,7 @@ async fn a_client_that_goes_away_mid_handler_releases_the_key() {
 
 #[tokio::test(start_paused = true)]
 async fn a_duplicate_in_flight_gets_409_with_retry_after_then_the_replay() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new());
     let first = tokio::spawn({
@@ -533,6 +546,7 @@ async fn a_duplicate_in_flight_gets_409_with_retry_after_then_the_replay() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiting_duplicate_replays_the_first_response() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(
         &runs,
@@ -573,6 +587,7 @@ async fn a_waiting_duplicate_replays_the_first_response() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_lease_is_taken_over_and_the_late_completion_is_refused() {
+    support::init_tracing();
     let runs = Runs::default();
     let layer = IdempotencyLayer::new().lease(Duration::from_secs(2));
     let app = app(&runs, layer);
@@ -613,6 +628,7 @@ async fn an_expired_lease_is_taken_over_and_the_late_completion_is_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn records_expire_after_the_retention() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(
         &runs,
@@ -640,6 +656,7 @@ async fn records_expire_after_the_retention() {
 
 #[tokio::test(start_paused = true)]
 async fn the_store_stays_within_its_entry_bound_under_a_flood_of_keys() {
+    support::init_tracing();
     let runs = Runs::default();
     let store = MemoryStore::new().max_entries(10);
     let app = app(
@@ -674,6 +691,7 @@ async fn the_store_stays_within_its_entry_bound_under_a_flood_of_keys() {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_without_room_for_a_response_refuses_the_key_before_running_it() {
+    support::init_tracing();
     // 10 000 bytes, and each response may take 5000 (the response limit): a key is only let in
     // while 5000 more bytes would fit, so a response that ran always has room.
     let runs = Runs::default();
@@ -708,6 +726,7 @@ async fn a_store_without_room_for_a_response_refuses_the_key_before_running_it()
 
 #[tokio::test(start_paused = true)]
 async fn a_response_that_finds_no_room_is_recorded_as_run_and_never_runs_again() {
+    support::init_tracing();
     // Three requests let in together (each saw room for 5000 bytes) answer 4 KiB each: the
     // third completion no longer fits. Its key records that the request ran.
     let runs = Runs::default();
@@ -761,6 +780,7 @@ async fn a_response_that_finds_no_room_is_recorded_as_run_and_never_runs_again()
 
 #[tokio::test(start_paused = true)]
 async fn a_response_over_the_limit_is_sent_whole_and_its_key_never_runs_again() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new().response_limit(1000));
     let (status, headers, body) = send(&app, request(Method::POST, "/big", Some(KEY), "")).await;
@@ -782,6 +802,7 @@ async fn a_response_over_the_limit_is_sent_whole_and_its_key_never_runs_again() 
 
 #[tokio::test(start_paused = true)]
 async fn a_body_over_the_limit_is_413_or_runs_unprotected() {
+    support::init_tracing();
     let runs = Runs::default();
     let body = "0123456789abcdef";
     let app = app(&runs, IdempotencyLayer::new().body_limit(10));
@@ -812,6 +833,7 @@ async fn a_body_over_the_limit_is_413_or_runs_unprotected() {
 
 #[tokio::test(start_paused = true)]
 async fn a_body_within_the_limit_reaches_the_handler_intact() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new().body_limit(16));
     let body = "0123456789abcdef";
@@ -821,6 +843,7 @@ async fn a_body_within_the_limit_reaches_the_handler_intact() {
 
 #[tokio::test(start_paused = true)]
 async fn the_layer_only_looks_at_the_methods_it_covers() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new().methods([Method::GET]));
     send(&app, request(Method::GET, "/orders", Some(KEY), "")).await;
@@ -833,6 +856,7 @@ async fn the_layer_only_looks_at_the_methods_it_covers() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_leaves_after_the_handler_answered_still_gets_its_response_stored() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, IdempotencyLayer::new());
     // The handler answers at once, but its body takes 5 s; the client leaves after 1 s.

@@ -142,6 +142,7 @@ fn tenants() -> IdempotencyLayer {
 
 #[tokio::test(start_paused = true)]
 async fn a_tenant_flooding_keys_meets_its_quota_and_others_are_served() {
+    support::init_tracing();
     let runs = Runs::default();
     let store = MemoryStore::new().max_entries(100).max_per_owner(10);
     let app = app(&runs, tenants().store(store.clone()));
@@ -171,6 +172,7 @@ async fn a_tenant_flooding_keys_meets_its_quota_and_others_are_served() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_oversized_responses_never_runs_a_request_twice() {
+    support::init_tracing();
     let runs = Runs::default();
     let store = MemoryStore::new().max_bytes(256 * 1024);
     let app = app(
@@ -201,6 +203,7 @@ async fn a_flood_of_oversized_responses_never_runs_a_request_twice() {
 
 #[tokio::test(start_paused = true)]
 async fn duplicates_across_tenants_run_once_per_tenant() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, tenants());
     let calls: Vec<_> = (0..40)
@@ -231,6 +234,7 @@ async fn duplicates_across_tenants_run_once_per_tenant() {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_full_of_dead_claims_admits_new_keys_at_every_sweep_mark() {
+    support::init_tracing();
     // Claims whose handlers outlive their 1 s lease fill a store of two. At each minute mark
     // the periodic sweep is due as well; the full store's own sweep must still run, so the new
     // key gets in.
@@ -264,6 +268,7 @@ async fn a_store_full_of_dead_claims_admits_new_keys_at_every_sweep_mark() {
 
 #[tokio::test(start_paused = true)]
 async fn a_body_that_panics_while_stored_releases_its_key() {
+    support::init_tracing();
     let runs = Runs::default();
     let app = app(&runs, tenants());
     // The client gives up while the layer is still reading the response to store it: the
@@ -318,6 +323,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
 
 #[test]
 fn a_layer_left_without_an_identity_says_so_once() {
+    support::init_tracing();
     use tracing_subscriber::layer::SubscriberExt;
     let count = |layer: IdempotencyLayer| {
         let warnings = Warnings::default();

@@ -132,6 +132,7 @@ async fn fifty_concurrent_requests_with_one_key_run_the_handler_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_waiting_duplicates_all_get_the_one_response() {
+    support::init_tracing();
     let server = Server::default();
     let layer = IdempotencyLayer::new().in_flight(InFlight::Wait(Duration::from_secs(10)));
     let addr = serve(server.clone(), layer).await;
@@ -151,6 +152,7 @@ async fn fifty_concurrent_waiting_duplicates_all_get_the_one_response() {
 
 #[tokio::test]
 async fn a_post_retried_by_the_client_after_a_lost_response_runs_once() {
+    support::init_tracing();
     let server = Server::default();
     let addr = serve(server.clone(), IdempotencyLayer::new()).await;
     // The client: a key for every POST ⊃ body buffering ⊃ HTTP retries ⊃ hyper.
@@ -191,6 +193,7 @@ async fn a_post_retried_by_the_client_after_a_lost_response_runs_once() {
 
 #[tokio::test]
 async fn without_the_key_layer_the_same_retry_would_not_be_sent() {
+    support::init_tracing();
     // The control: the HTTP retry policy does not repeat a POST without a key, so the lost
     // response reaches the caller and the order is not placed twice either.
     let server = Server::default();

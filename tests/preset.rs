@@ -163,6 +163,7 @@ async fn the_client_preset_retries_a_flaky_get_and_tells_the_server_its_deadline
 
 #[tokio::test]
 async fn a_post_without_a_key_is_sent_once_and_with_keys_on_it_is_retried_with_one_key() {
+    support::init_tracing();
     let (addr, seen) = serve().await;
     let mut once = preset().layer(upstream());
     let response = send(&mut once, post_request(addr, "/flaky")).await.unwrap();
@@ -188,6 +189,7 @@ async fn a_post_without_a_key_is_sent_once_and_with_keys_on_it_is_retried_with_o
 
 #[tokio::test]
 async fn the_server_preset_runs_a_keyed_post_once_and_replays_it() {
+    support::init_tracing();
     let (addr, seen) = serve().await;
     let mut client = preset().layer(upstream());
     let mut responses = Vec::new();
@@ -207,6 +209,7 @@ async fn the_server_preset_runs_a_keyed_post_once_and_replays_it() {
 
 #[tokio::test]
 async fn the_server_preset_cuts_off_a_slow_handler_with_a_problem() {
+    support::init_tracing();
     let (addr, _) = serve().await;
     // The server gives handlers 500 ms, far less than the client's limits.
     let mut client = preset().without_retry().layer(upstream());
@@ -225,6 +228,7 @@ async fn the_server_preset_cuts_off_a_slow_handler_with_a_problem() {
 
 #[tokio::test]
 async fn the_server_preset_honours_a_shorter_caller_deadline() {
+    support::init_tracing();
     let (addr, _) = serve().await;
     let mut client = preset()
         .without_retry()
@@ -245,6 +249,7 @@ async fn the_server_preset_honours_a_shorter_caller_deadline() {
 
 #[tokio::test]
 async fn a_total_timeout_shorter_than_the_server_s_ends_the_call_first() {
+    support::init_tracing();
     let (addr, _) = serve().await;
     let mut hurried = preset()
         .without_retry()
@@ -265,6 +270,7 @@ async fn a_total_timeout_shorter_than_the_server_s_ends_the_call_first() {
 
 #[tokio::test]
 async fn the_throttle_sheds_a_dependency_that_keeps_failing_and_says_when_to_come_back() {
+    support::init_tracing();
     let (addr, _) = serve().await;
     let throttle = ThrottleLayer::builder()
         .classifier(StatusClassifier::new())
@@ -293,6 +299,7 @@ async fn the_throttle_sheds_a_dependency_that_keeps_failing_and_says_when_to_com
 
 #[tokio::test]
 async fn the_breaker_can_guard_instead() {
+    support::init_tracing();
     let (addr, _) = serve().await;
     let breaker = CircuitBreakerLayer::builder()
         .classifier(StatusClassifier::new())
@@ -316,6 +323,7 @@ async fn the_breaker_can_guard_instead() {
 
 #[tokio::test]
 async fn every_client_stage_can_be_removed() {
+    support::init_tracing();
     let (addr, seen) = serve().await;
     let mut bare = HttpClientLayer::new()
         .without_total_timeout()
@@ -341,6 +349,7 @@ async fn every_client_stage_can_be_removed() {
 
 #[tokio::test]
 async fn a_fallback_around_the_preset_answers_its_rejections_and_failures() {
+    support::init_tracing();
     let (addr, _) = serve().await;
     let throttle = ThrottleLayer::builder()
         .classifier(StatusClassifier::new())

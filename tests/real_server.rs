@@ -127,6 +127,7 @@ async fn a_fast_call_passes_through_both_stacks() {
 
 #[tokio::test]
 async fn the_server_sees_the_clients_remaining_time_capped_by_its_own_limit() {
+    support::init_tracing();
     let addr = serve().await;
     let response = client_stack(Duration::from_secs(2))
         .oneshot(request(addr, "/budget"))
@@ -151,6 +152,7 @@ async fn the_server_sees_the_clients_remaining_time_capped_by_its_own_limit() {
 
 #[tokio::test]
 async fn a_handlers_downstream_call_inherits_the_callers_deadline() {
+    support::init_tracing();
     let addr = serve().await;
     let response = client_stack(Duration::from_secs(2))
         .oneshot(request(addr, "/chain"))
@@ -165,6 +167,7 @@ async fn a_handlers_downstream_call_inherits_the_callers_deadline() {
 
 #[tokio::test]
 async fn a_handler_overrunning_the_callers_deadline_is_cut_off_by_the_server() {
+    support::init_tracing();
     let addr = serve().await;
     let start = Instant::now();
     // The client allows 1 s; the server cuts the handler at what the caller said it had left,
@@ -191,6 +194,7 @@ async fn a_handler_overrunning_the_callers_deadline_is_cut_off_by_the_server() {
 
 #[tokio::test]
 async fn a_client_timeout_shorter_than_the_server_gives_a_timed_out_error() {
+    support::init_tracing();
     let addr = serve().await;
     let err = client_stack(Duration::from_millis(200))
         .oneshot(request(addr, "/slow"))

@@ -118,6 +118,7 @@ async fn a_success_on_the_first_attempt_is_not_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn max_attempts_counts_the_first_and_the_last_error_is_returned() {
+    support::init_tracing();
     let backend = Scripted::new(vec![Err("first"), Err("second"), Err("third"), Ok(1)]);
     let mut svc = layer(3).backoff(exact(10)).layer(backend.clone());
     let err = call(&mut svc, request()).await.unwrap_err();
@@ -131,6 +132,7 @@ async fn max_attempts_counts_the_first_and_the_last_error_is_returned() {
 
 #[tokio::test(start_paused = true)]
 async fn waits_double_from_the_base_without_jitter() {
+    support::init_tracing();
     let backend = Scripted::new(vec![Err("a"), Err("b"), Err("c"), Ok(9)]);
     let mut svc = layer(4).backoff(exact(100)).layer(backend.clone());
     let start = Instant::now();
@@ -144,6 +146,7 @@ async fn waits_double_from_the_base_without_jitter() {
 
 #[tokio::test(start_paused = true)]
 async fn the_same_seed_gives_the_same_waits_and_full_jitter_stays_under_the_ceiling() {
+    support::init_tracing();
     async fn offsets(seed: u64) -> Vec<Duration> {
         let backend = Scripted::new(vec![Err("a"), Err("b"), Err("c"), Err("d"), Ok(0)]);
         let backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(250)).unwrap();
@@ -167,6 +170,7 @@ async fn the_same_seed_gives_the_same_waits_and_full_jitter_stays_under_the_ceil
 
 #[tokio::test(start_paused = true)]
 async fn pushback_replaces_the_computed_wait() {
+    support::init_tracing();
     let backend = Scripted::new(vec![Err("wait 1500"), Ok(3)]);
     let mut svc = layer(3).backoff(exact(10)).layer(backend.clone());
     let start = Instant::now();
@@ -176,6 +180,7 @@ async fn pushback_replaces_the_computed_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn pushback_longer_than_the_maximum_returns_the_result_at_once() {
+    support::init_tracing();
     let backend = Scripted::new(vec![Err("wait 30000"), Ok(3)]);
     let mut svc = layer(3)
         .max_pushback(Duration::from_secs(10))
@@ -189,6 +194,7 @@ async fn pushback_longer_than_the_maximum_returns_the_result_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn no_wait_starts_that_would_end_past_the_deadline() {
+    support::init_tracing();
     let backend = Scripted::new(vec![Err("a"), Err("b"), Err("c"), Ok(1)]);
     let mut svc = layer(4).backoff(exact(100)).layer(backend.clone());
     let mut req = request();
@@ -211,6 +217,7 @@ async fn no_wait_starts_that_would_end_past_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn a_total_time_limit_stops_retrying() {
+    support::init_tracing();
     let backend = Scripted::new(vec![Err("a"), Err("b"), Err("c"), Ok(1)]);
     let mut svc = layer(4)
         .backoff(exact(100))
@@ -222,6 +229,7 @@ async fn a_total_time_limit_stops_retrying() {
 
 #[tokio::test(start_paused = true)]
 async fn the_token_bucket_stops_retries_across_calls_and_refills_on_success() {
+    support::init_tracing();
     let budget = RetryBudget::token_bucket(NonZeroU32::new(4).unwrap(), Ratio::new_const(0.5));
     let failing = Scripted::new(vec![Err("down")]);
     let mut svc = layer(3)
@@ -247,6 +255,7 @@ async fn the_token_bucket_stops_retries_across_calls_and_refills_on_success() {
 
 #[tokio::test(start_paused = true)]
 async fn an_exhausted_budget_can_say_so() {
+    support::init_tracing();
     let budget = RetryBudget::token_bucket(NonZeroU32::new(2).unwrap(), Ratio::new_const(0.1));
     let failing = Scripted::new(vec![Err("down")]);
     let mut svc = layer(3)
@@ -266,6 +275,7 @@ async fn an_exhausted_budget_can_say_so() {
 
 #[tokio::test(start_paused = true)]
 async fn the_percent_budget_allows_its_share_of_recent_requests() {
+    support::init_tracing();
     let budget = RetryBudget::percent(Duration::from_secs(10), 0.5, 0).unwrap();
     let failing = Scripted::new(vec![Err("down")]);
     let mut svc = layer(2)
@@ -285,6 +295,7 @@ async fn the_percent_budget_allows_its_share_of_recent_requests() {
 
 #[tokio::test(start_paused = true)]
 async fn every_attempt_waits_for_readiness_again() {
+    support::init_tracing();
     let (mut svc, mut handle) =
         tower_test::mock::spawn_layer::<http::Request<()>, u32, _>(layer(2).backoff(exact(10)));
     handle.allow(1);
@@ -326,6 +337,7 @@ impl Policy<NoExtensions<u32>, u32> for NoCopies {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_the_policy_will_not_copy_is_sent_once() {
+    support::init_tracing();
     let calls = Arc::new(Mutex::new(0));
     let counter = Arc::clone(&calls);
     let mut svc =
@@ -371,6 +383,7 @@ fn retry_over_breaker(
 
 #[tokio::test(start_paused = true)]
 async fn the_default_policy_retries_any_clone_request_and_fails_fast_on_an_open_circuit() {
+    support::init_tracing();
     let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
     let budget = RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.1));
     let mut svc = retry_over_breaker(
@@ -403,6 +416,7 @@ async fn the_default_policy_retries_any_clone_request_and_fails_fast_on_an_open_
 
 #[tokio::test(start_paused = true)]
 async fn a_rejection_waited_for_is_not_an_attempt_and_costs_no_budget() {
+    support::init_tracing();
     let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
     let budget = RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.1));
     let mut svc = retry_over_breaker(
@@ -440,6 +454,7 @@ async fn a_rejection_waited_for_is_not_an_attempt_and_costs_no_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn a_reopening_further_away_than_the_bound_is_not_waited_for() {
+    support::init_tracing();
     let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
     let mut svc = retry_over_breaker(
         RetryLayer::new()
@@ -471,6 +486,7 @@ async fn a_reopening_further_away_than_the_bound_is_not_waited_for() {
 
 #[tokio::test(start_paused = true)]
 async fn a_reopening_the_deadline_leaves_no_time_for_is_not_waited_for() {
+    support::init_tracing();
     let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
     // The deadline travels in the request's extensions: a request type that carries them.
     #[derive(Clone)]
@@ -525,6 +541,7 @@ async fn a_reopening_the_deadline_leaves_no_time_for_is_not_waited_for() {
 
 #[tokio::test(start_paused = true)]
 async fn callers_rejected_together_come_back_at_different_times() {
+    support::init_tracing();
     use palisade::circuit_breaker::CircuitBreakerLayer;
     // Ten callers are rejected by one open period; each waits for the reopening once. The
     // instants their second attempts reach the breaker must differ, all within the jitter
@@ -617,6 +634,7 @@ async fn callers_rejected_together_come_back_at_different_times() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_that_passes_while_waiting_for_readiness_returns_the_last_result() {
+    support::init_tracing();
     let (mut svc, mut handle) =
         tower_test::mock::spawn_layer::<http::Request<()>, u32, _>(layer(3).backoff(exact(10)));
     handle.allow(1);
@@ -644,6 +662,7 @@ async fn a_deadline_that_passes_while_waiting_for_readiness_returns_the_last_res
 
 #[tokio::test(start_paused = true)]
 async fn a_service_that_fails_to_get_ready_for_a_retry_returns_the_last_result() {
+    support::init_tracing();
     let (mut svc, mut handle) =
         tower_test::mock::spawn_layer::<http::Request<()>, u32, _>(layer(3).backoff(exact(10)));
     handle.allow(1);
@@ -682,6 +701,7 @@ impl Policy<http::Request<()>, u32> for CountCopies {
 
 #[tokio::test(start_paused = true)]
 async fn requests_are_copied_only_for_attempts_that_may_follow() {
+    support::init_tracing();
     for (attempts, copies) in [(1, 0), (2, 1), (3, 2), (5, 4)] {
         let policy = CountCopies::default();
         let mut svc = layer(attempts)
@@ -702,6 +722,7 @@ async fn requests_are_copied_only_for_attempts_that_may_follow() {
 
 #[tokio::test(start_paused = true)]
 async fn ignored_results_are_returned_and_leave_the_budget_alone() {
+    support::init_tracing();
     use palisade::classify::Outcome;
     use palisade::retry::RetryFailures;
 
@@ -739,6 +760,7 @@ async fn ignored_results_are_returned_and_leave_the_budget_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn decorrelated_waits_start_again_from_the_base_after_a_pushback() {
+    support::init_tracing();
     // Attempt 1 is told to come back in 10 s; attempt 2 fails plainly. Decorrelated jitter
     // grows from the previous *computed* wait: the next wait is within [base, 3 × base], not
     // up to 3 × 10 s.

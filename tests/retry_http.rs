@@ -144,6 +144,7 @@ async fn a_get_that_fails_twice_is_retried_to_success() {
 
 #[tokio::test]
 async fn a_503_with_retry_after_is_retried_after_that_long() {
+    support::init_tracing();
     let seen = Seen::default();
     let addr = serve(seen.clone()).await;
     let start = Instant::now();
@@ -159,6 +160,7 @@ async fn a_503_with_retry_after_is_retried_after_that_long() {
 
 #[tokio::test]
 async fn a_post_without_an_idempotency_key_is_sent_once() {
+    support::init_tracing();
     let seen = Seen::default();
     let addr = serve(seen.clone()).await;
     let (status, _) = send(request(Method::POST, addr, "/fail/1/plain", "order")).await;
@@ -172,6 +174,7 @@ async fn a_post_without_an_idempotency_key_is_sent_once() {
 
 #[tokio::test]
 async fn a_post_with_an_idempotency_key_is_retried_with_the_same_body() {
+    support::init_tracing();
     let seen = Seen::default();
     let addr = serve(seen.clone()).await;
     let mut req = request(Method::POST, addr, "/fail/1/keyed", "order #7");
@@ -189,6 +192,7 @@ async fn a_post_with_an_idempotency_key_is_retried_with_the_same_body() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_sent_once_and_arrives_whole() {
+    support::init_tracing();
     let seen = Seen::default();
     let addr = serve(seen.clone()).await;
     let big = "this body is longer than sixteen bytes";

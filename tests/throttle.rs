@@ -86,6 +86,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn nothing_is_shed_while_half_the_calls_succeed() {
+    support::init_tracing();
     let layer = ThrottleLayer::builder()
         .window(NonZeroU32::new(100).unwrap())
         .seed(1)
@@ -106,6 +107,7 @@ async fn nothing_is_shed_while_half_the_calls_succeed() {
 
 #[tokio::test(start_paused = true)]
 async fn the_share_shed_follows_the_formula() {
+    support::init_tracing();
     // Nothing is shed until the window is full, so it fills with exactly the script.
     let layer = ThrottleLayer::builder()
         .window(NonZeroU32::new(100).unwrap())
@@ -167,6 +169,7 @@ fn exact_probes(shed_after: u32) -> ThrottleLayer {
 
 #[tokio::test(start_paused = true)]
 async fn consecutive_failures_start_shedding_at_exactly_the_threshold() {
+    support::init_tracing();
     let layer = exact_probes(5);
     let handle = layer.handle();
     let dependency = Dependency::default();
@@ -187,6 +190,7 @@ async fn consecutive_failures_start_shedding_at_exactly_the_threshold() {
 
 #[tokio::test(start_paused = true)]
 async fn a_success_ends_the_run_of_failures() {
+    support::init_tracing();
     let layer = exact_probes(3);
     let handle = layer.handle();
     let mut svc = over_script(&layer);
@@ -199,6 +203,7 @@ async fn a_success_ends_the_run_of_failures() {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_goes_through_at_its_slot_and_not_a_millisecond_before() {
+    support::init_tracing();
     let layer = exact_probes(1);
     let handle = layer.handle();
     let dependency = Dependency::default();
@@ -245,6 +250,7 @@ async fn a_probe_goes_through_at_its_slot_and_not_a_millisecond_before() {
 
 #[tokio::test(start_paused = true)]
 async fn probe_intervals_are_jittered_up_to_their_share_and_never_shorter() {
+    support::init_tracing();
     let layer = ThrottleLayer::builder()
         .shed_after(NonZeroU32::MIN)
         .probe_interval(100 * MS)
@@ -327,6 +333,7 @@ async fn outage_then_recovery(
 
 #[tokio::test(start_paused = true)]
 async fn recovery_after_a_total_outage_takes_at_most_a_probe_interval_at_any_rate() {
+    support::init_tracing();
     // The stated bound: the first probe slot after recovery (an interval with up to 20 %
     // jitter, 300 ms) plus the gap to the next request; the first successful probe resumes
     // throttling at once (the reset rule), so nothing fails after it.
@@ -356,6 +363,7 @@ async fn recovery_after_a_total_outage_takes_at_most_a_probe_interval_at_any_rat
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_success_is_not_accepted_when_slow_calls_are_on() {
+    support::init_tracing();
     let layer = ThrottleLayer::builder()
         .shed_after(NonZeroU32::new(2).unwrap())
         .slow_calls(100 * MS)
@@ -380,6 +388,7 @@ async fn a_slow_success_is_not_accepted_when_slow_calls_are_on() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_deadline_that_runs_out_counts_nowhere() {
+    support::init_tracing();
     use palisade::deadline::Deadline;
     use palisade::timeout::TimeoutLayer;
     let layer = exact_probes(1);
@@ -464,6 +473,7 @@ async fn a_retry_returns_a_throttled_call_at_once_and_spends_no_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn a_throttled_call_is_a_503_naming_the_next_probe_slot() {
+    support::init_tracing();
     let layer = ThrottleLayer::builder()
         .shed_after(NonZeroU32::MIN)
         .probe_interval(Duration::from_millis(1500))
@@ -492,6 +502,7 @@ async fn a_throttled_call_is_a_503_naming_the_next_probe_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn every_clone_and_every_layer_call_shares_one_throttle() {
+    support::init_tracing();
     let layer = exact_probes(4);
     let handle = layer.handle();
     let dependency = Dependency::default();
@@ -510,6 +521,7 @@ async fn every_clone_and_every_layer_call_shares_one_throttle() {
 
 #[tokio::test(start_paused = true)]
 async fn the_handle_resets_a_shedding_throttle() {
+    support::init_tracing();
     let layer = exact_probes(1);
     let handle = layer.handle();
     let dependency = Dependency::default();
@@ -531,6 +543,7 @@ async fn the_handle_resets_a_shedding_throttle() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dependency_failing_four_calls_in_five_is_throttled_not_taken_for_dead() {
+    support::init_tracing();
     // Failures drawn at 80 % from a fixed sequence: runs of 20 and more happen every few
     // hundred calls, but not runs long enough to be chance at a 20 % success rate.
     let layer = ThrottleLayer::builder().seed(4).build().unwrap();
@@ -564,6 +577,7 @@ async fn a_dependency_failing_four_calls_in_five_is_throttled_not_taken_for_dead
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_returns_a_failed_probe_at_once_instead_of_taking_the_next_slot() {
+    support::init_tracing();
     let layer = exact_probes(1);
     let dependency = Dependency::default();
     let mut svc = tower::ServiceBuilder::new()

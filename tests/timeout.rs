@@ -94,12 +94,14 @@ async fn answers_that_would_arrive_1ms_after_the_limit_time_out_at_the_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn an_answer_ready_at_the_same_instant_as_the_limit_wins() {
+    support::init_tracing();
     let mut svc = TimeoutLayer::new(100 * MS).layer(sleeper());
     assert!(call(&mut svc, request(100 * MS)).await.is_ok());
 }
 
 #[test]
 fn a_ready_inner_future_needs_no_timer_and_no_runtime() {
+    support::init_tracing();
     // Outside any tokio runtime, creating a timer panics ("no reactor running"). A timeout whose
     // inner future is ready on its first poll must complete here all the same: it never arms.
     let mut svc = TimeoutLayer::new(100 * MS).layer(service_fn(|req: Request<u32>| {
@@ -116,6 +118,7 @@ fn a_ready_inner_future_needs_no_timer_and_no_runtime() {
 
 #[tokio::test(start_paused = true)]
 async fn the_limit_runs_from_the_first_pending_poll_not_from_the_call() {
+    support::init_tracing();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let rx = Arc::new(std::sync::Mutex::new(Some(rx)));
     let mut svc = TimeoutLayer::new(100 * MS).layer(service_fn(move |_: Request<()>| {
@@ -142,6 +145,7 @@ async fn the_limit_runs_from_the_first_pending_poll_not_from_the_call() {
 
 #[tokio::test(start_paused = true)]
 async fn inner_errors_pass_through_and_are_not_rejections() {
+    support::init_tracing();
     let mut svc = TimeoutLayer::new(100 * MS).layer(service_fn(|_: Request<()>| async {
         Err::<(), BoxError>(std::io::Error::other("connection reset").into())
     }));
@@ -181,6 +185,7 @@ async fn a_request_whose_deadline_has_passed_fails_at_once_without_reaching_the_
 
 #[tokio::test(start_paused = true)]
 async fn a_request_with_1ms_of_deadline_left_reaches_the_service() {
+    support::init_tracing();
     let (mut svc, mut handle) = tower_test::mock::spawn_layer::<Request<()>, (), _>(
         TimeoutLayer::new(Duration::from_secs(1)),
     );
@@ -202,6 +207,7 @@ async fn a_request_with_1ms_of_deadline_left_reaches_the_service() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_sooner_than_the_limit_bounds_the_call() {
+    support::init_tracing();
     let mut svc = TimeoutLayer::new(Duration::from_secs(1)).layer(sleeper());
 
     let ok = call(&mut svc, with_deadline(99 * MS, Deadline::after(100 * MS))).await;
@@ -220,6 +226,7 @@ async fn a_deadline_sooner_than_the_limit_bounds_the_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_limit_sooner_than_the_deadline_bounds_the_call_and_tightens_the_deadline() {
+    support::init_tracing();
     let mut svc = TimeoutLayer::new(100 * MS).layer(sleeper());
     let start = Instant::now();
 
@@ -246,6 +253,7 @@ async fn a_limit_sooner_than_the_deadline_bounds_the_call_and_tightens_the_deadl
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_sooner_than_the_limit_is_left_as_it_is() {
+    support::init_tracing();
     let mut svc = TimeoutLayer::new(Duration::from_secs(1)).layer(sleeper());
     let deadline = Deadline::after(100 * MS);
     let seen = call(&mut svc, with_deadline(MS, deadline)).await.unwrap();
@@ -254,6 +262,7 @@ async fn a_deadline_sooner_than_the_limit_is_left_as_it_is() {
 
 #[tokio::test(start_paused = true)]
 async fn only_publishing_timeouts_add_a_deadline_to_requests_without_one() {
+    support::init_tracing();
     let start = Instant::now();
     let mut quiet = TimeoutLayer::new(100 * MS).layer(sleeper());
     assert_eq!(call(&mut quiet, request(MS)).await.unwrap().deadline, None);
@@ -267,6 +276,7 @@ async fn only_publishing_timeouts_add_a_deadline_to_requests_without_one() {
 
 #[tokio::test(start_paused = true)]
 async fn a_publishing_outer_timeout_bounds_a_longer_inner_timeout() {
+    support::init_tracing();
     // total 1 s ⊃ attempt 5 s: the attempt is cut at 1 s, by the deadline.
     let mut svc = tower::ServiceBuilder::new()
         .layer(TimeoutLayer::new(Duration::from_secs(1)).publish_deadline(true))
@@ -288,6 +298,7 @@ async fn a_publishing_outer_timeout_bounds_a_longer_inner_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_shorter_inner_timeout_fires_inside_a_publishing_outer_one() {
+    support::init_tracing();
     // total 5 s ⊃ attempt 1 s: the attempt's own limit fires.
     let mut svc = tower::ServiceBuilder::new()
         .layer(TimeoutLayer::new(Duration::from_secs(5)).publish_deadline(true))
@@ -303,6 +314,7 @@ async fn a_shorter_inner_timeout_fires_inside_a_publishing_outer_one() {
 
 #[tokio::test(start_paused = true)]
 async fn a_timeout_override_replaces_the_layer_limit_in_both_directions() {
+    support::init_tracing();
     let mut svc = TimeoutLayer::new(100 * MS).layer(sleeper());
 
     let mut longer = request(250 * MS);
@@ -317,6 +329,7 @@ async fn a_timeout_override_replaces_the_layer_limit_in_both_directions() {
 
 #[tokio::test(start_paused = true)]
 async fn a_per_request_closure_chooses_the_limit_and_none_falls_back() {
+    support::init_tracing();
     let layer = TimeoutLayer::new(100 * MS).per_request(|req: &Request<Duration>| {
         (req.uri().path() == "/report").then_some(Duration::from_secs(2))
     });
@@ -334,6 +347,7 @@ async fn a_per_request_closure_chooses_the_limit_and_none_falls_back() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unrepresentable_limit_means_no_limit_and_never_panics() {
+    support::init_tracing();
     let mut svc = TimeoutLayer::new(Duration::MAX).layer(sleeper());
     let year = Duration::from_secs(365 * 24 * 3600);
     assert!(call(&mut svc, request(year)).await.is_ok());
@@ -357,6 +371,7 @@ impl RequestExtensions for Ping {}
 
 #[tokio::test(start_paused = true)]
 async fn request_types_without_extensions_get_the_plain_limit() {
+    support::init_tracing();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     let mut svc = Timeout::new(
@@ -400,6 +415,7 @@ impl TimeoutPolicy<Request<Duration>> for PerByte {
 
 #[tokio::test(start_paused = true)]
 async fn a_custom_policy_chooses_each_limit() {
+    support::init_tracing();
     let mut svc = TimeoutLayer::with_policy(PerByte).layer(sleeper());
     assert!(call(&mut svc, request(300 * MS)).await.is_ok());
     let mut with_override = request(300 * MS);
@@ -412,6 +428,7 @@ async fn a_custom_policy_chooses_each_limit() {
 
 #[test]
 fn accessors_reach_the_inner_service() {
+    support::init_tracing();
     let mut svc = Timeout::new(7u8, MS);
     assert_eq!(*svc.get_ref(), 7);
     *svc.get_mut() = 8;
@@ -428,6 +445,7 @@ impl Drop for DropFlag {
 
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_call_drops_the_inner_future() {
+    support::init_tracing();
     let dropped = Arc::new(AtomicUsize::new(0));
     let flag = Arc::clone(&dropped);
     let mut svc = TimeoutLayer::new(100 * MS).layer(service_fn(move |_: Request<()>| {
@@ -455,6 +473,7 @@ async fn a_timed_out_call_drops_the_inner_future() {
 
 #[tokio::test]
 async fn the_timer_fires_even_when_the_inner_future_spends_the_whole_coop_budget() {
+    support::init_tracing();
     // An inner future that always has work (think of draining a busy socket): every poll spends
     // the task's cooperative budget, so tokio reports any budget-respecting timer as pending.
     // Real time: a busy task never lets a paused clock auto-advance.
