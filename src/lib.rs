@@ -125,7 +125,10 @@
 //!     .route("/", get(handler))
 //!     .layer(ServerTimeoutLayer::new(Duration::from_secs(5)).accept(DeadlineHeader::grpc()));
 //!
-//! let req = http::Request::get("/").header("grpc-timeout", "250m").body(axum::body::Body::empty()).unwrap();
+//! let req = http::Request::get("/")
+//!     .header("grpc-timeout", "250m")
+//!     .body(axum::body::Body::empty())
+//!     .unwrap();
 //! let response = app.oneshot(req).await.unwrap();
 //! assert_eq!(response.status(), 200);
 //! let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
@@ -185,8 +188,9 @@
 //! | `full` | no | every feature |
 //!
 //! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`] and the
-//! [`RequestExtensions`] trait (with [`NoExtensions`] for request types from other crates). Without `http` the crate needs only tokio (`time`), tower's
-//! service traits and the `http` crate's extension map.
+//! [`RequestExtensions`] trait (with [`NoExtensions`] for request types from other crates). Without
+//! `http` the crate needs only tokio (`time`), tower's service traits and the `http` crate's
+//! extension map.
 //!
 //! # Errors at a glance
 //!

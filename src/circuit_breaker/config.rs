@@ -163,8 +163,9 @@ impl CircuitBreakerBuilder {
 }
 
 impl<C> CircuitBreakerBuilder<C> {
-    /// Decides what counts as a failure with `classifier` (a [`Classify`](crate::classify::Classify)
-    /// implementation or a closure). Defaults to [`DefaultClassifier`]: `Err` is a failure.
+    /// Decides what counts as a failure with `classifier` (a
+    /// [`Classify`](crate::classify::Classify) implementation or a closure). Defaults to
+    /// [`DefaultClassifier`]: `Err` is a failure.
     pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
         CircuitBreakerBuilder {
             classifier,
@@ -359,8 +360,8 @@ impl<C> CircuitBreakerBuilder<C> {
     ///
     /// [`ConfigError`] naming the first setting out of range or in conflict: a zero failure
     /// rate, a window of 0 or more than 4096 calls, more than 64 buckets or buckets under 1 ms,
-    /// an open duration, probe wait or pushback cap outside 1 ms to 30 days, a backoff cap below the open
-    /// duration, more than 4095 probes, or slow-call detection without a window.
+    /// an open duration, probe wait or pushback cap outside 1 ms to 30 days, a backoff cap below
+    /// the open duration, more than 4095 probes, or slow-call detection without a window.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let config = self.validate()?;
         Ok(CircuitBreakerLayer::from_breaker(Arc::new(Breaker::new(

@@ -134,13 +134,14 @@
 //!
 //! # Errors
 //!
-//! The service's error is [`CircuitBreakerError`]: [`Open`](CircuitBreakerError::Open)`(`[`CircuitOpen`]`)`
-//! when the breaker refused the call (no allocation), or
-//! [`Inner`](CircuitBreakerError::Inner) with the inner service's error. It converts into a
-//! [`BoxError`](crate::error::BoxError), and [`Rejection::find`](crate::error::Rejection::find)
-//! finds the `CircuitOpen` through any chain. With the `http` feature a `CircuitOpen` maps to
-//! `503 Service Unavailable` with `Retry-After` (whole seconds, rounded up; none when isolated)
-//! and an `application/problem+json` body of type `urn:palisade:circuit-open`.
+//! The service's error is [`CircuitBreakerError`]:
+//! [`Open`](CircuitBreakerError::Open)`(`[`CircuitOpen`]`)` when the breaker refused the call (no
+//! allocation), or [`Inner`](CircuitBreakerError::Inner) with the inner service's error. It
+//! converts into a [`BoxError`](crate::error::BoxError), and
+//! [`Rejection::find`](crate::error::Rejection::find) finds the `CircuitOpen` through any chain.
+//! With the `http` feature a `CircuitOpen` maps to `503 Service Unavailable` with `Retry-After`
+//! (whole seconds, rounded up; none when isolated) and an `application/problem+json` body of type
+//! `urn:palisade:circuit-open`.
 //!
 //! # Interaction with other layers
 //!

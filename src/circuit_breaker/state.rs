@@ -17,9 +17,9 @@
 //!                                                                              │  ▲
 //!           a probe fails or is slow; or all probes are stuck past max wait    │  │ stuck past max
 //!           and the policy is Reopen ─────────────────────▶ Open (reopens + 1) │  │ wait, policy
-//!                                                                              └──┘ Rearm (gen + 1)
+//!                                                                              └──┘ Rearm (g + 1)
 //!
-//!   any ── isolate ──▶ Isolated        any ── force_closed ──▶ ForcedClosed        any ── reset ──▶ Closed
+//!   any ── isolate ──▶ Isolated      any ── force_closed ──▶ ForcedClosed      any ── reset ──▶ Closed
 //!   any but Isolated/ForcedClosed ── server pushback (opt-in) ──▶ Open until the server's time
 //! ```
 //!
@@ -39,8 +39,9 @@
 //! | Isolated, ForcedClosed | — | 0 |
 //!
 //! Sentinels: HalfOpen with 0 admitted means no probe is in flight: the open timer moved the
-//! breaker on and none has been admitted yet, or every probe gave its slot back. Open with the armed bit clear means no timer will move it on, so calls
-//! compare the clock with `until` themselves.
+//! breaker on and none has been admitted yet, or every probe gave its slot back. Open with the
+//! armed bit clear means no timer will move it on, so calls compare the clock with `until`
+//! themselves.
 //!
 //! # Transition table
 //!

@@ -19,7 +19,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// `title`, `status` and `detail`:
 ///
 /// ```json
-/// {"type":"urn:palisade:timed-out","title":"Request timed out","status":504,"detail":"request timed out after 2s"}
+/// {"type": "urn:palisade:timed-out", "title": "Request timed out", "status": 504,
+///  "detail": "request timed out after 2s"}
 /// ```
 ///
 /// The `type` values are stable identifiers (`urn:palisade:<rejection>`) meant for programs to

@@ -22,7 +22,8 @@ use http::HeaderValue;
 /// use palisade::http::parse_retry_after;
 ///
 /// let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-/// assert_eq!(parse_retry_after(&HeaderValue::from_static("120"), now), Some(Duration::from_secs(120)));
+/// let seconds = HeaderValue::from_static("120");
+/// assert_eq!(parse_retry_after(&seconds, now), Some(Duration::from_secs(120)));
 /// let date = HeaderValue::from_static("Sun, 06 Nov 1994 08:51:37 GMT");
 /// assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(120)));
 /// assert_eq!(parse_retry_after(&HeaderValue::from_static("soon"), now), None);

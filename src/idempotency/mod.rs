@@ -131,7 +131,10 @@
 //! authentication layer *after* the idempotency layer:
 //!
 //! ```
-//! use axum::{Router, extract::Request, middleware::{self, Next}, response::Response, routing::post};
+//! use axum::extract::Request;
+//! use axum::middleware::{self, Next};
+//! use axum::response::Response;
+//! use axum::{Router, routing::post};
 //! use palisade::idempotency::{IdempotencyLayer, IdentityExtension};
 //!
 //! #[derive(Clone)]

@@ -11,7 +11,8 @@
 //! # The client
 //!
 //! ```text
-//! AddIdempotencyKey ⊃ total Timeout ⊃ BufferBody ⊃ Retry ⊃ Throttle | CircuitBreaker ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ client
+//! AddIdempotencyKey ⊃ total Timeout ⊃ BufferBody ⊃ Retry ⊃ Throttle | CircuitBreaker
+//!     ⊃ attempt Timeout ⊃ PropagateDeadline ⊃ client
 //! ```
 //!
 //! | stage | default | why |

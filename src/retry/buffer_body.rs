@@ -36,10 +36,10 @@ pub const DEFAULT_UNKNOWN_LENGTH_WAIT: Duration = Duration::from_millis(10);
 #[non_exhaustive]
 pub enum UnknownLength {
     /// Wait up to this long for the body to end (or pass the limit); zero waits for nothing
-    /// beyond what is ready at once. A body still going then is sent on as it is, unbuffered: the part already read, then the rest, once (not
-    /// replayable, so not retried). The default, with [`DEFAULT_UNKNOWN_LENGTH_WAIT`]: a body
-    /// produced at once (the usual case, even in many chunks) is kept; a stream costs at most
-    /// that much latency.
+    /// beyond what is ready at once. A body still going then is sent on as it is, unbuffered: the
+    /// part already read, then the rest, once (not replayable, so not retried). The default, with
+    /// [`DEFAULT_UNKNOWN_LENGTH_WAIT`]: a body produced at once (the usual case, even in many
+    /// chunks) is kept; a stream costs at most that much latency.
     WaitUpTo(Duration),
     /// Wait for the end (or the limit) however long it takes. Every body that fits is
     /// replayable, but a caller that waits for the response before sending the rest of its body

@@ -11,8 +11,8 @@
 //!
 //! over the last N calls sent. When the dependency stops answering altogether (a run of
 //! failures too long to be chance), it sends only one probe per probe interval, and the first
-//! probe that succeeds starts it afresh. Rejections are [`Throttled`] (503 for HTTP callers), and a palisade
-//! retry around the throttle returns them at once.
+//! probe that succeeds starts it afresh. Rejections are [`Throttled`] (503 for HTTP callers), and a
+//! palisade retry around the throttle returns them at once.
 //!
 //! # The throttle or a circuit breaker?
 //!

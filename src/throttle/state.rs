@@ -11,14 +11,14 @@
 //! ```text
 //!             a run of consecutive failures too long to be chance at the window's
 //!             success rate (run_to_shed: shed_after at 50 %, longer below)
-//!   Throttling ─────────────────────────────────────────────────────────────▶ Shedding(slot)
-//!     │  ▲  each call rejected with probability                                 │   │
-//!     │  │  p = max(0, (n − K·a) / (n + 1)) over the last                       │   │ a call at or after the slot
-//!     │  │  n outcomes, a of them accepted                                      │   │ takes it and sets the next
-//!     └──┘  (no state change: the window decides)                               │ ◀─┘
-//!        ▲                                                                      │ a probe succeeds:
-//!        │                                                                      ▼ it claims the close
-//!        └──────────── the claiming probe has emptied the window ────── Shedding(CLOSING)
+//!   Throttling ────────────────────────────────────────────────────────▶ Shedding(slot)
+//!     │  ▲  each call rejected with probability                          │   │
+//!     │  │  p = max(0, (n − K·a) / (n + 1)) over the last                │   │ a call at or after
+//!     │  │  n outcomes, a of them accepted                               │   │ the slot takes it
+//!     └──┘  (no state change: the window decides)                        │ ◀─┘ and sets the next
+//!        ▲                                                               │ a probe succeeds:
+//!        │                                                               ▼ it claims the close
+//!        └──────────── the claiming probe has emptied the window ─────── Shedding(CLOSING)
 //!
 //!   any ── reset ──▶ Throttling (generation + 1, window emptied)
 //! ```

@@ -39,9 +39,11 @@ impl TimeoutLayer {
     /// use std::time::Duration;
     /// use palisade::timeout::TimeoutLayer;
     ///
-    /// let layer = TimeoutLayer::new(Duration::from_secs(2)).per_request(|req: &http::Request<()>| {
-    ///     req.uri().path().starts_with("/reports/").then(|| Duration::from_secs(30))
-    /// });
+    /// let layer = TimeoutLayer::new(Duration::from_secs(2)).per_request(
+    ///     |req: &http::Request<()>| {
+    ///         req.uri().path().starts_with("/reports/").then(|| Duration::from_secs(30))
+    ///     },
+    /// );
     /// # let _ = layer;
     /// ```
     pub fn per_request<F>(self, choose: F) -> TimeoutLayer<PerRequestTimeout<F>> {

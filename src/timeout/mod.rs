@@ -48,7 +48,10 @@
 //!
 //! let slow = svc.ready().await.unwrap().call(http::Request::new(500)).await;
 //! let err = slow.unwrap_err();
-//! assert!(matches!(Rejection::find(&*err), Some(Rejection::TimedOut(t)) if t.after == Duration::from_millis(300)));
+//! assert!(matches!(
+//!     Rejection::find(&*err),
+//!     Some(Rejection::TimedOut(t)) if t.after == Duration::from_millis(300)
+//! ));
 //! # }
 //! ```
 //!

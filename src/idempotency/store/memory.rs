@@ -120,8 +120,9 @@ impl MemoryStore {
         })
     }
 
-    /// Holds at most `max` bytes of stored responses, as [`StoredResponse::size`](super::StoredResponse::size)
-    /// counts them. Default: [`DEFAULT_MAX_BYTES`].
+    /// Holds at most `max` bytes of stored responses, as
+    /// [`StoredResponse::size`](super::StoredResponse::size) counts them. Default:
+    /// [`DEFAULT_MAX_BYTES`].
     #[must_use]
     pub fn max_bytes(self, max: usize) -> Self {
         Self::build(Bounds {
