@@ -265,6 +265,8 @@ pub mod future;
 pub(crate) mod idempotency_key;
 mod identity;
 mod layer;
+#[cfg(all(test, palisade_loom))]
+mod loom_models;
 mod service;
 mod state;
 mod store;

@@ -165,6 +165,8 @@ pub mod future;
 #[cfg(feature = "http")]
 mod http_policy;
 mod layer;
+#[cfg(all(test, palisade_loom))]
+mod loom_models;
 mod policy;
 mod service;
 

@@ -177,6 +177,7 @@ impl<C> Breaker<C> {
 /// One rejection in this many, per thread, by an armed open breaker reads the clock (see
 /// [`Breaker::admit`]): a breaker whose timer can no longer fire still leaves Open within this
 /// many calls per thread once its time has passed. Its cost: DEVELOPERS.md, "Performance notes".
+#[cfg(not(palisade_loom))]
 const CLOCK_CHECK_EVERY: u32 = 64;
 
 /// Whether this armed-open rejection is the sampled one that reads the clock.

@@ -60,13 +60,13 @@ pub const DEFAULT_MIN_PER_SECOND: u32 = 10;
 /// ```
 #[derive(Clone)]
 pub struct RetryBudget {
-    kind: Option<Arc<Kind>>,
+    pub(super) kind: Option<Arc<Kind>>,
 }
 
 /// Aligned to its own pair of cache lines: every call writes the `Arc`'s reference count,
 /// which would otherwise share a line with the counters every call reads.
 #[repr(align(128))]
-enum Kind {
+pub(super) enum Kind {
     Tokens(TokenBucket),
     Percent(PercentBudget),
 }

@@ -7,7 +7,7 @@ use crate::error::ConfigError;
 use crate::ring::StampedRing;
 
 /// Finagle's budget: deposits and withdrawals per slot of `ttl / 10`.
-pub(super) struct PercentBudget {
+pub(in crate::retry) struct PercentBudget {
     clock: Clock,
     /// Payload: `[deposits 28 | withdrawals 28]`, under an 8-bit stamp.
     ring: StampedRing,
@@ -95,7 +95,7 @@ impl PercentBudget {
     }
 
     /// Deposits plus the reserve, minus withdrawals, over the last `ttl`.
-    pub(super) fn balance(&self) -> i64 {
+    pub(in crate::retry) fn balance(&self) -> i64 {
         let (mut deposits, mut withdrawals) = (0u64, 0u64);
         self.ring.for_each_current(self.now(), |payload| {
             deposits += (payload >> WITHDRAWALS_BITS) & FIELD;
@@ -216,37 +216,5 @@ mod tests {
             balance > 0 && balance <= i64::try_from(FIELD).unwrap(),
             "{balance}"
         );
-    }
-}
-
-#[cfg(all(test, palisade_loom))]
-mod loom_models {
-    use super::super::{Kind, RetryBudget};
-    use super::*;
-    use crate::clock::ManualClock;
-
-    #[test]
-    fn loom_concurrent_deposits_and_withdrawals_all_count() {
-        loom::model(|| {
-            let clock = ManualClock::new();
-            let budget =
-                RetryBudget::percent_with_clock(Duration::from_secs(10), 1.0, 0, clock.into())
-                    .unwrap();
-            budget.on_request();
-            let other = budget.clone();
-            let t = loom::thread::spawn(move || {
-                other.on_request();
-                other.try_withdraw()
-            });
-            let mine = budget.try_withdraw();
-            let theirs = t.join().unwrap();
-            // Two deposits of one retry each, each visible to its withdrawer: both withdrawals
-            // succeed, and no update is lost, whatever the order.
-            assert!(mine && theirs);
-            let Some(Kind::Percent(percent)) = budget.kind.as_deref() else {
-                unreachable!()
-            };
-            assert_eq!(percent.balance(), 0);
-        });
     }
 }
