@@ -257,6 +257,7 @@
 //!    (on a task of its own, for a networked store; with no tokio runtime to run that task on,
 //!    the key is held until its lease ends).
 
+mod cleanup;
 mod client;
 mod config;
 mod error;
@@ -267,6 +268,8 @@ mod identity;
 mod layer;
 #[cfg(all(test, palisade_loom))]
 mod loom_models;
+mod pending;
+mod response;
 mod service;
 mod state;
 mod store;
