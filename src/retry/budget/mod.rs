@@ -233,6 +233,24 @@ mod tests {
         assert!(RetryBudget::percent(Duration::from_secs(10), 0.001, 10).is_ok());
         assert!(RetryBudget::try_token_bucket(NonZeroU32::new(1001).unwrap(), Ratio::ONE).is_err());
         assert!(RetryBudget::try_token_bucket(NonZeroU32::MIN, Ratio::ZERO).is_err());
+        // Both bounds are inclusive.
+        let most = NonZeroU32::new(1000).unwrap();
+        assert!(RetryBudget::try_token_bucket(most, Ratio::ONE).is_ok());
+        let least = Ratio::new(0.001).unwrap();
+        assert!(RetryBudget::try_token_bucket(NonZeroU32::MIN, least).is_ok());
+        assert!(
+            RetryBudget::try_token_bucket(NonZeroU32::MIN, Ratio::new(0.000_9).unwrap()).is_err()
+        );
+    }
+
+    #[test]
+    fn a_token_bucket_shows_its_tokens_and_size() {
+        let budget = RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.1));
+        budget.record(false);
+        assert_eq!(
+            format!("{budget:?}"),
+            "RetryBudget::TokenBucket { tokens: 9.0, max_tokens: 10 }"
+        );
     }
 
     #[test]

@@ -211,10 +211,57 @@ mod tests {
         let Some(Kind::Percent(percent)) = busy.kind.as_deref() else {
             unreachable!()
         };
-        let balance = percent.balance();
+        // Deposits stop at the first multiple of 1000 past FIELD − HEADROOM (2^28 − 1 −
+        // 1,024,000): the slot never wraps into the withdrawal field.
+        assert_eq!(percent.balance(), 267_412_000);
+    }
+
+    #[test]
+    fn a_full_slot_holds_exactly_its_share_of_the_largest_withdrawals() {
+        // As above, for withdrawals: the count is the literal one, not one derived from the
+        // constants it checks.
+        let budget = RetryBudget::percent_with_clock(
+            Duration::from_secs(1),
+            0.001,
+            1_000_000,
+            ManualClock::new().into(),
+        )
+        .unwrap();
+        let mut allowed = 0u32;
+        while budget.try_withdraw() {
+            allowed += 1;
+        }
+        assert_eq!(allowed, 267_412);
+    }
+
+    #[test]
+    fn a_share_above_one_allows_that_many_retries_per_request() {
+        let clock = ManualClock::new();
+        let budget =
+            RetryBudget::percent_with_clock(Duration::from_secs(10), 2.0, 0, clock.into()).unwrap();
+        budget.on_request();
+        assert!(budget.try_withdraw());
+        assert!(budget.try_withdraw());
+        assert!(!budget.try_withdraw(), "two retries per request, not three");
+    }
+
+    #[test]
+    fn a_retry_waits_for_a_whole_withdrawal_of_deposits() {
+        // 20 %: a retry costs five requests' deposits.
+        let clock = ManualClock::new();
+        let budget =
+            RetryBudget::percent_with_clock(Duration::from_secs(10), 0.2, 0, clock.into()).unwrap();
+        for _ in 0..4 {
+            budget.on_request();
+        }
+        assert!(!budget.allows_retry());
         assert!(
-            balance > 0 && balance <= i64::try_from(FIELD).unwrap(),
-            "{balance}"
+            !budget.try_withdraw(),
+            "four requests do not pay for a retry"
         );
+        budget.on_request();
+        assert!(budget.allows_retry());
+        assert!(budget.try_withdraw());
+        assert!(!budget.try_withdraw());
     }
 }
