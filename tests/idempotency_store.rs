@@ -15,7 +15,7 @@ use http::{HeaderMap, Method, StatusCode};
 use palisade::clock::ManualClock;
 use palisade::idempotency::{
     Claim, ClaimOutcome, Completed, Completion, FencingToken, Fingerprint, IdempotencyStore,
-    MemoryStore, RecordKey, StoredResponse,
+    MemoryStore, Owner, RecordKey, StoredResponse,
 };
 use proptest::prelude::*;
 
@@ -218,4 +218,72 @@ proptest! {
             "the byte count is exactly the live responses' sizes"
         );
     }
+}
+
+fn response(body: &'static str) -> Completed {
+    Completed::Response(Arc::new(StoredResponse::new(
+        StatusCode::CREATED,
+        HeaderMap::new(),
+        Bytes::from_static(body.as_bytes()),
+        None,
+    )))
+}
+
+#[test]
+fn a_callers_quota_comes_back_when_its_records_are_gone() {
+    let clock = ManualClock::new();
+    let store = MemoryStore::new()
+        .max_per_owner(2)
+        .with_clock(clock.clone());
+    assert!(store.is_empty());
+    let owner = Owner::of(b"tenant");
+    let claim = |key: u8| {
+        let claim = Claim::new(record_key(key), fingerprint(0), LEASE).owned_by(owner);
+        now_or_ready(store.claim(claim)).unwrap()
+    };
+    let ClaimOutcome::Claimed(first) = claim(1) else {
+        panic!("the first claim is the caller's");
+    };
+    assert!(!store.is_empty());
+    assert_eq!(store.len(), 1);
+    assert!(matches!(claim(2), ClaimOutcome::Claimed(_)));
+    assert!(matches!(claim(3), ClaimOutcome::QuotaExceeded));
+    now_or_ready(store.release(record_key(1), first)).unwrap();
+    store.sweep();
+    assert!(
+        matches!(claim(3), ClaimOutcome::Claimed(_)),
+        "the released record no longer counts against its owner"
+    );
+}
+
+#[tokio::test]
+async fn the_store_sweeps_expired_records_on_its_own_a_minute_after_its_last_sweep() {
+    let clock = ManualClock::new();
+    let store = MemoryStore::new().with_clock(clock.clone());
+    let claim = |key: u8| {
+        now_or_ready(store.claim(Claim::new(record_key(key), fingerprint(0), LEASE))).unwrap()
+    };
+    let ClaimOutcome::Claimed(token) = claim(1) else {
+        panic!("a free key");
+    };
+    let stored =
+        now_or_ready(store.complete(record_key(1), token, response("kept"), RETENTION)).unwrap();
+    assert_eq!(stored, Completion::Stored);
+    // Past its retention, the record stays until a sweep drops it.
+    clock.advance(RETENTION + Duration::from_secs(1));
+    assert_eq!(store.len(), 1);
+    // A minute after the last sweep, a claim of another key starts one (on the blocking pool).
+    clock.advance(Duration::from_secs(60));
+    assert!(matches!(claim(2), ClaimOutcome::Claimed(_)));
+    for _ in 0..2_000 {
+        if store.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        store.len(),
+        1,
+        "the expired record is gone, the new claim stays"
+    );
 }
