@@ -287,3 +287,43 @@ async fn the_store_sweeps_expired_records_on_its_own_a_minute_after_its_last_swe
         "the expired record is gone, the new claim stays"
     );
 }
+
+#[test]
+fn a_full_byte_budget_makes_room_by_dropping_expired_responses() {
+    let clock = ManualClock::new();
+    let one = response("a response");
+    let size = one.size();
+    // Room for one response, not two.
+    let store = MemoryStore::new()
+        .max_bytes(size + size / 2)
+        .with_clock(clock.clone());
+    let complete = |key: u8| {
+        let ClaimOutcome::Claimed(token) =
+            now_or_ready(store.claim(Claim::new(record_key(key), fingerprint(0), LEASE))).unwrap()
+        else {
+            panic!("a free key");
+        };
+        now_or_ready(store.complete(record_key(key), token, response("a response"), RETENTION))
+            .unwrap()
+    };
+    assert_eq!(complete(1), Completion::Stored);
+    assert_eq!(store.bytes(), size);
+    assert_eq!(
+        complete(2),
+        Completion::Full,
+        "the first response is still live"
+    );
+    // Once the first has expired, the next completion sweeps it away and fits.
+    clock.advance(RETENTION + Duration::from_secs(1));
+    assert_eq!(complete(3), Completion::Stored);
+    assert_eq!(store.bytes(), size);
+    assert_eq!(
+        format!("{store:?}"),
+        format!(
+            "MemoryStore {{ entries: {}, max_entries: 100000, bytes: {size}, max_bytes: {}, \
+             max_per_owner: 1000 }}",
+            store.len(),
+            size + size / 2
+        )
+    );
+}
