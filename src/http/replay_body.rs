@@ -60,6 +60,7 @@ impl<B> ReplayBody<B> {
     }
 
     /// A body passed on unread, sent once.
+    #[cfg_attr(not(feature = "idempotency"), allow(dead_code))] // only idempotency uses it
     pub(crate) fn passed(body: B) -> Self {
         Self::streaming(Bytes::new(), body)
     }

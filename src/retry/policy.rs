@@ -161,7 +161,7 @@ fn rejection_decision(rejection: Rejection<'_>) -> Decision {
     match rejection {
         #[cfg(feature = "timeout")]
         Rejection::TimedOut(timed_out) if timed_out.is_deadline() => Decision::Ignore,
-        #[cfg(feature = "http")]
+        #[cfg(all(feature = "timeout", feature = "http"))]
         Rejection::InvalidDeadlineHeader(_) => Decision::Ignore,
         _ => Decision::Retry,
     }
