@@ -19,8 +19,8 @@ use crate::http::{IDEMPOTENCY_KEY, ReplayBody};
 ///   RFC 9110 (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or any request carrying an
 ///   `Idempotency-Key` header (the server then deduplicates). Other requests (a POST without a
 ///   key) are sent once. [`retry_unsafe_methods`](Self::retry_unsafe_methods) lifts this.
-/// - **Which bodies.** Only a body [`BufferBodyLayer`] kept in full ([`ReplayBody`]); a body
-///   over its limit is sent once.
+/// - **Which bodies.** Only a body [`BufferBodyLayer`](super::BufferBodyLayer) kept in full
+///   ([`ReplayBody`]); a body over its limit is sent once.
 /// - **Which results.** What the classifier calls a failure (by default
 ///   [`StatusClassifier`]: 5xx, 429 and transport errors), waiting exactly as long as a
 ///   `Retry-After` on a 429 or 503 says.
