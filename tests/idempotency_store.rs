@@ -254,6 +254,10 @@ fn a_callers_quota_comes_back_when_its_records_are_gone() {
         matches!(claim(3), ClaimOutcome::Claimed(_)),
         "the released record no longer counts against its owner"
     );
+    assert!(
+        matches!(claim(4), ClaimOutcome::QuotaExceeded),
+        "and only that one: the other two still count"
+    );
 }
 
 #[tokio::test]
