@@ -24,9 +24,11 @@ use crate::throttle::{ThrottleError, Throttled};
 #[cfg(feature = "timeout")]
 use crate::timeout::TimedOut;
 
-/// What every rejection type tells the stack about itself; implemented next to each type's
-/// definition. The [`Rejection`] methods of the same names document the rules.
-pub(crate) trait RejectionKind: Error + Send + Sync + 'static {
+/// What a rejection type decides about the stack around it; implemented next to each type's
+/// definition. The [`Rejection`] methods of the same names document the rules. (The HTTP
+/// mapping needs no trait: every type in the table has inherent `status()` and `problem()`,
+/// which the generated dispatch calls, and `retry_after` is derived from `reopens_at`.)
+pub(crate) trait RejectionKind {
     /// [`Rejection::outcome`].
     fn outcome(&self) -> Option<Outcome>;
     /// [`Rejection::protects_dependency`].
@@ -37,16 +39,6 @@ pub(crate) trait RejectionKind: Error + Send + Sync + 'static {
     fn reopens_at(&self) -> Option<Instant> {
         None
     }
-    /// [`Rejection::retry_after`].
-    fn retry_after(&self) -> Option<Duration> {
-        None
-    }
-    /// [`Rejection::status`].
-    #[cfg(feature = "http")]
-    fn status(&self) -> http::StatusCode;
-    /// [`Rejection::problem`].
-    #[cfg(feature = "http")]
-    fn problem(&self) -> Problem;
 }
 
 /// Generates [`Rejection`], its lookup and its dispatch from one line per rejection type:
@@ -103,6 +95,36 @@ macro_rules! rejections {
                     $(
                         #[cfg($($cfg)*)]
                         Self::$variant(rejection) => rejection,
+                    )*
+                    #[cfg(not(any($($($cfg)*),*)))]
+                    Self::__Never(never, _) => match never {},
+                }
+            }
+
+            /// The HTTP status this rejection maps to (feature `http`); the crate docs'
+            /// "Errors at a glance" table lists them.
+            #[cfg(feature = "http")]
+            #[must_use]
+            pub fn status(&self) -> http::StatusCode {
+                match *self {
+                    $(
+                        #[cfg($($cfg)*)]
+                        Self::$variant(rejection) => rejection.status(),
+                    )*
+                    #[cfg(not(any($($($cfg)*),*)))]
+                    Self::__Never(never, _) => match never {},
+                }
+            }
+
+            /// The rejection as an `application/problem+json` description (feature `http`);
+            /// turn it into a response with [`Problem::into_response`].
+            #[cfg(feature = "http")]
+            #[must_use]
+            pub fn problem(&self) -> Problem {
+                match *self {
+                    $(
+                        #[cfg($($cfg)*)]
+                        Self::$variant(rejection) => rejection.problem(),
                     )*
                     #[cfg(not(any($($($cfg)*),*)))]
                     Self::__Never(never, _) => match never {},
@@ -198,27 +220,12 @@ impl<'a> Rejection<'a> {
     }
 
     /// How long the caller should wait before trying again, when the rejection says (an open
-    /// circuit or a shedding throttle does, computed now; a timeout does not). An HTTP answer
-    /// carries it as `Retry-After`.
+    /// circuit or a shedding throttle does, computed now from [`reopens_at`](Self::reopens_at);
+    /// a timeout does not). An HTTP answer carries it as `Retry-After`.
     #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
-        self.kind().retry_after()
-    }
-
-    /// The HTTP status this rejection maps to (feature `http`); the crate docs' "Errors at a
-    /// glance" table lists them.
-    #[cfg(feature = "http")]
-    #[must_use]
-    pub fn status(&self) -> http::StatusCode {
-        self.kind().status()
-    }
-
-    /// The rejection as an `application/problem+json` description (feature `http`); turn it into
-    /// a response with [`Problem::into_response`].
-    #[cfg(feature = "http")]
-    #[must_use]
-    pub fn problem(&self) -> Problem {
-        self.kind().problem()
+        self.reopens_at()
+            .map(|at| at.saturating_duration_since(Instant::now()))
     }
 }
 

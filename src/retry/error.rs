@@ -75,12 +75,4 @@ impl crate::rejection::RejectionKind for BudgetExhausted {
     fn outcome(&self) -> Option<crate::classify::Outcome> {
         None
     }
-    #[cfg(feature = "http")]
-    fn status(&self) -> http::StatusCode {
-        Self::status(self)
-    }
-    #[cfg(feature = "http")]
-    fn problem(&self) -> crate::http::Problem {
-        Self::problem(self)
-    }
 }

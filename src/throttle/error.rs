@@ -227,17 +227,6 @@ impl crate::rejection::RejectionKind for Throttled {
     fn reopens_at(&self) -> Option<Instant> {
         Self::reopens_at(self)
     }
-    fn retry_after(&self) -> Option<Duration> {
-        Self::retry_after(self)
-    }
-    #[cfg(feature = "http")]
-    fn status(&self) -> http::StatusCode {
-        Self::status(self)
-    }
-    #[cfg(feature = "http")]
-    fn problem(&self) -> crate::http::Problem {
-        Self::problem(self)
-    }
 }
 
 #[cfg(all(test, not(palisade_loom)))]

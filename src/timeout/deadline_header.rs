@@ -306,12 +306,6 @@ impl crate::rejection::RejectionKind for InvalidDeadlineHeader {
     fn outcome(&self) -> Option<crate::classify::Outcome> {
         Some(crate::classify::Outcome::Ignore)
     }
-    fn status(&self) -> http::StatusCode {
-        Self::status(self)
-    }
-    fn problem(&self) -> crate::http::Problem {
-        Self::problem(self)
-    }
 }
 
 #[cfg(all(test, not(palisade_loom)))]

@@ -91,12 +91,4 @@ impl crate::rejection::RejectionKind for TimedOut {
         self.is_deadline()
             .then_some(crate::classify::Outcome::Ignore)
     }
-    #[cfg(feature = "http")]
-    fn status(&self) -> http::StatusCode {
-        Self::status(self)
-    }
-    #[cfg(feature = "http")]
-    fn problem(&self) -> crate::http::Problem {
-        Self::problem(self)
-    }
 }
