@@ -89,6 +89,27 @@ fn opened() -> Harness {
     h
 }
 
+/// Sets the timer's armed bit on an open breaker's word, as a real open timer would (a
+/// `ManualClock` never arms one). Returns the open generation.
+fn arm(h: &Harness) -> u16 {
+    let Snapshot::Open {
+        generation,
+        reopens,
+        until_ms,
+        ..
+    } = h.snapshot()
+    else {
+        panic!("not open: {:?}", h.snapshot())
+    };
+    h.breaker.set_for_tests(Snapshot::Open {
+        generation,
+        reopens,
+        armed: true,
+        until_ms,
+    });
+    generation
+}
+
 /// An opened breaker moved to HalfOpen with its probe (generation returned) admitted.
 fn half_open_with_probe(builder: CircuitBreakerBuilder) -> (Harness, Permit) {
     let h = harness(builder);
@@ -604,21 +625,7 @@ fn an_armed_open_breaker_reads_the_clock_on_one_rejection_in_sixty_four() {
     // breaker open. On a fresh thread, so the per-thread sample starts at zero.
     std::thread::spawn(|| {
         let h = opened();
-        let Snapshot::Open {
-            generation,
-            reopens,
-            until_ms,
-            ..
-        } = h.snapshot()
-        else {
-            unreachable!()
-        };
-        h.breaker.set_for_tests(Snapshot::Open {
-            generation,
-            reopens,
-            armed: true,
-            until_ms,
-        });
+        arm(&h);
         for call in 1..=64 {
             assert_eq!(h.admit(), None, "call {call}: still within the open period");
         }
@@ -643,21 +650,7 @@ fn an_armed_open_breaker_reads_the_clock_on_one_rejection_in_sixty_four() {
 #[test]
 fn an_armed_open_breaker_leaves_through_its_timer() {
     let h = opened();
-    let Snapshot::Open {
-        generation,
-        reopens,
-        until_ms,
-        ..
-    } = h.snapshot()
-    else {
-        unreachable!()
-    };
-    h.breaker.set_for_tests(Snapshot::Open {
-        generation,
-        reopens,
-        armed: true,
-        until_ms,
-    });
+    let generation = arm(&h);
     h.clock.advance(Duration::from_secs(3600));
     h.breaker.open_elapsed_for_tests(generation);
     assert_eq!(h.state(), State::HalfOpen, "the timer moved it on");
@@ -773,21 +766,7 @@ fn an_armed_open_rejection_names_the_same_reopening_as_an_unarmed_one() {
             Admission::Rejected(open) => open,
             Admission::Admitted(_) => panic!("open"),
         };
-        let Snapshot::Open {
-            generation,
-            reopens,
-            until_ms,
-            ..
-        } = h.snapshot()
-        else {
-            unreachable!()
-        };
-        h.breaker.set_for_tests(Snapshot::Open {
-            generation,
-            reopens,
-            armed: true,
-            until_ms,
-        });
+        arm(&h);
         let Admission::Rejected(armed) = h.breaker.admit() else {
             panic!("armed and open")
         };
