@@ -18,11 +18,13 @@
 
 use std::future::Future;
 use std::hint::black_box;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use criterion::Criterion;
+use palisade::Factor;
 use palisade::RequestExtensions;
 use palisade::deadline::Deadline;
 use palisade::timeout::TimeoutLayer;
@@ -410,7 +412,7 @@ fn circuit_breaker_group(bench: &mut Bench) {
     let count = CircuitBreakerLayer::new().layer(ready_ping());
     bench.subject(g, "count_window", "bare", count, || Ping(42), Expect::Ok);
     let time = CircuitBreakerLayer::builder()
-        .time_window(Duration::from_secs(10), 10)
+        .time_window(Duration::from_secs(10), NonZeroU32::new(10).unwrap())
         .build()
         .expect("valid")
         .layer(ready_ping());
@@ -517,7 +519,14 @@ fn retry_group(bench: &mut Bench) {
     let tokens = RetryLayer::new().layer(ready_ping());
     bench.subject(g, "token_bucket", "bare", tokens, || Ping(42), Expect::Ok);
     let percent = RetryLayer::new()
-        .budget(RetryBudget::percent(Duration::from_secs(10), 0.2, 10).expect("valid"))
+        .budget(
+            RetryBudget::percent()
+                .ttl(Duration::from_secs(10))
+                .retry_share(Factor::new_const(0.2))
+                .min_per_second(10)
+                .build()
+                .expect("valid"),
+        )
         .layer(ready_ping());
     bench.subject(
         g,
@@ -549,7 +558,14 @@ fn retry_group(bench: &mut Bench) {
         Ping(42)
     });
     let shared = RetryLayer::new()
-        .budget(RetryBudget::percent(Duration::from_secs(10), 0.2, 10).expect("valid"))
+        .budget(
+            RetryBudget::percent()
+                .ttl(Duration::from_secs(10))
+                .retry_share(Factor::new_const(0.2))
+                .min_per_second(10)
+                .build()
+                .expect("valid"),
+        )
         .layer(ready_ping());
     bench.contended(g, "shared_percent_budget", "shared_bare", &shared, || {
         Ping(42)
@@ -719,10 +735,11 @@ fn idempotency_group(bench: &mut Bench) {
         "first_request",
         "bare",
         || {
-            let store = MemoryStore::new()
-                .max_entries(usize::MAX)
-                .max_bytes(usize::MAX);
-            ReadBody(router().layer(IdempotencyLayer::new().store(store)))
+            let store = MemoryStore::builder()
+                .max_entries(NonZeroUsize::MAX)
+                .max_bytes(usize::MAX)
+                .build();
+            ReadBody(router().layer(IdempotencyLayer::builder().store(store).build().unwrap()))
         },
         || order(fresh_key()),
     );

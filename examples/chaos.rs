@@ -50,6 +50,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use palisade::Factor;
 use palisade::Ratio;
 use palisade::circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
 use palisade::classify::StatusClassifier;
@@ -210,7 +211,14 @@ fn measured_retry() -> RetryLayer<HttpPolicy> {
         .policy(HttpPolicy::new())
         .max_attempts(NonZeroU32::new(3).expect("non-zero"))
         .backoff(Backoff::default().jitter(Jitter::Equal))
-        .budget(RetryBudget::percent(Duration::from_secs(10), 0.2, 10).expect("valid budget"))
+        .budget(
+            RetryBudget::percent()
+                .ttl(Duration::from_secs(10))
+                .retry_share(Factor::new_const(0.2))
+                .min_per_second(10)
+                .build()
+                .expect("valid budget"),
+        )
 }
 
 /// What a stack's guard can tell us.
@@ -245,8 +253,8 @@ fn stacks() -> Vec<(&'static str, Stack, Guard)> {
     );
     let breaker_layer = CircuitBreakerLayer::builder()
         .classifier(StatusClassifier::new())
-        .count_window(20)
-        .minimum_calls(10)
+        .count_window(NonZeroU32::new(20).unwrap())
+        .minimum_calls(NonZeroU32::new(10).unwrap())
         .failure_rate(Ratio::new_const(0.5))
         .open_for(Duration::from_secs(2))
         .build()

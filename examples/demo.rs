@@ -303,7 +303,7 @@ where
         Err(err) => match Rejection::find(&*err) {
             Some(Rejection::TimedOut(timed_out)) => println!(
                 "  client gave up after {took} ms: {timed_out} (kind {:?})",
-                timed_out.kind
+                timed_out.kind()
             ),
             Some(Rejection::Throttled(throttled)) => println!(
                 "  rejected after {took} ms, never sent: {throttled}; next probe in {} ms (HTTP: {})",

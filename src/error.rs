@@ -25,7 +25,7 @@
 //! let err = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap_err();
 //! match Rejection::find(&*err) {
 //!     Some(Rejection::TimedOut(timed_out)) => {
-//!         assert_eq!(timed_out.after, Duration::from_millis(100));
+//!         assert_eq!(timed_out.after(), Duration::from_millis(100));
 //!     }
 //!     other => panic!("expected a timeout, got {other:?}"),
 //! }
@@ -67,9 +67,16 @@ pub enum ConfigError {
         /// The largest allowed value.
         max: f64,
     },
-    /// A threshold of zero would trip on any call.
+    /// A [`Factor`](crate::Factor) that is negative, infinite or NaN.
+    #[error("a factor must be a finite number of at least 0, got {value}")]
+    InvalidFactor {
+        /// The value given.
+        value: f64,
+    },
+    /// A setting whose allowed range is "above zero" was zero (a failure rate of 0 % would open
+    /// on any call).
     #[error("`{setting}` must be above zero")]
-    ZeroThreshold {
+    MustBePositive {
         /// The setting.
         setting: &'static str,
     },

@@ -187,10 +187,10 @@
 //! | `idempotency` | yes | [`idempotency`]: [`IdempotencyLayer`](idempotency::IdempotencyLayer), [`AddIdempotencyKeyLayer`](idempotency::AddIdempotencyKeyLayer), the in-memory store; enables `http` (adds `sha2`, `scc`, `rand`) |
 //! | `full` | no | every feature |
 //!
-//! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`] and the
-//! [`RequestExtensions`] trait (with [`NoExtensions`] for request types from other crates). Without
-//! `http` the crate needs only tokio (`time`), tower's service traits and the `http` crate's
-//! extension map.
+//! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`], [`Factor`] and
+//! the [`RequestExtensions`] trait (with [`NoExtensions`] for request types from other crates).
+//! Without `http` the crate needs only tokio (`time`), tower's service traits and the `http`
+//! crate's extension map.
 //!
 //! # Errors at a glance
 //!
@@ -260,7 +260,7 @@ pub mod throttle;
 pub mod timeout;
 
 pub use self::extensions::{NoExtensions, RequestExtensions};
-pub use self::ratio::Ratio;
+pub use self::ratio::{Factor, Ratio};
 
 /// `get_ref`, `get_mut` and `into_inner` for a service struct whose inner service is the field
 /// `inner` of type `S`.

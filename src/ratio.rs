@@ -1,4 +1,5 @@
-//! [`Ratio`]: a fraction between 0 and 1, checked once.
+//! [`Ratio`], a fraction between 0 and 1, and [`Factor`], a multiplier that may exceed 1: both
+//! checked once, when they are made.
 
 use std::fmt;
 use std::time::Duration;
@@ -79,6 +80,90 @@ impl fmt::Debug for Ratio {
 }
 
 impl fmt::Display for Ratio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A multiplier: a finite number of at least 0, which unlike a [`Ratio`] may exceed 1 (the
+/// throttle's `K`, a retry budget's retries per request).
+///
+/// Built like a [`Ratio`], with [`Factor::new`] (fallible) or [`Factor::new_const`]; each
+/// setter that takes one checks its own range when its builder builds, and names itself in the
+/// error.
+///
+/// ```
+/// use palisade::Factor;
+///
+/// const DOUBLE: Factor = Factor::new_const(2.0);
+/// assert_eq!(DOUBLE.get(), 2.0);
+/// assert!(Factor::new(-1.0).is_err());
+/// assert!(Factor::new(f64::INFINITY).is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+pub struct Factor(f64);
+
+impl Factor {
+    /// `value`, which must be finite and at least 0.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidFactor`] for NaN, an infinity or a negative value.
+    pub fn new(value: f64) -> Result<Self, ConfigError> {
+        if value.is_finite() && value >= 0.0 {
+            Ok(Self(value))
+        } else {
+            Err(ConfigError::InvalidFactor { value })
+        }
+    }
+
+    /// `value` for constants.
+    ///
+    /// # Panics
+    ///
+    /// If `value` is NaN, infinite or negative; in a `const` that is a compile error.
+    #[must_use]
+    pub const fn new_const(value: f64) -> Self {
+        assert!(
+            value >= 0.0 && value < f64::INFINITY,
+            "a Factor must be finite and at least 0"
+        );
+        Self(value)
+    }
+
+    /// The multiplier.
+    #[must_use]
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+
+    /// Checks that this factor lies in `min..=max` for `setting`.
+    pub(crate) fn within(
+        self,
+        setting: &'static str,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, ConfigError> {
+        if (min..=max).contains(&self.0) {
+            Ok(self.0)
+        } else {
+            Err(ConfigError::ShareOutOfRange {
+                setting,
+                value: self.0,
+                min,
+                max,
+            })
+        }
+    }
+}
+
+impl fmt::Debug for Factor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "×{}", self.0)
+    }
+}
+
+impl fmt::Display for Factor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }

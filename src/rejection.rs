@@ -268,14 +268,14 @@ mod tests {
         let Some(Rejection::TimedOut(found)) = Rejection::find(&*err) else {
             panic!("no rejection found");
         };
-        assert_eq!(found.after, Duration::from_millis(250));
+        assert_eq!(found.after(), Duration::from_millis(250));
     }
 
     #[test]
     fn finds_a_rejection_two_sources_down() {
         let err: BoxError = Wrapped(Wrapped(timed_out().into()).into()).into();
         let found = Rejection::find(&*err).expect("rejection in the chain");
-        assert!(matches!(found, Rejection::TimedOut(t) if t.kind == TimeoutKind::Limit));
+        assert!(matches!(found, Rejection::TimedOut(t) if t.kind() == TimeoutKind::Limit));
         assert_eq!(found.to_string(), "request timed out after 250ms");
         assert_eq!(found.retry_after(), None);
     }

@@ -8,8 +8,10 @@
 //! Run with `--nocapture` to see the table.
 
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
+use palisade::Factor;
 use palisade::RequestExtensions;
 use palisade::deadline::Deadline;
 use palisade::error::BoxError;
@@ -189,7 +191,7 @@ fn the_breaker_allocates_nothing_on_its_closed_paths() {
     let count = per_call(CircuitBreakerLayer::new().layer(ready_u32()), || 1);
     let time = per_call(
         CircuitBreakerLayer::builder()
-            .time_window(Duration::from_secs(10), 10)
+            .time_window(Duration::from_secs(10), NonZeroU32::new(10).unwrap())
             .build()
             .unwrap()
             .layer(ready_u32()),
@@ -267,7 +269,14 @@ fn retry_allocates_nothing_when_the_first_attempt_succeeds() {
     let tokens = per_call(RetryLayer::new().layer(ready_job()), || Job(1));
     let percent = per_call(
         RetryLayer::new()
-            .budget(RetryBudget::percent(Duration::from_secs(10), 0.2, 10).unwrap())
+            .budget(
+                RetryBudget::percent()
+                    .ttl(Duration::from_secs(10))
+                    .retry_share(Factor::new_const(0.2))
+                    .min_per_second(10)
+                    .build()
+                    .unwrap(),
+            )
             .layer(ready_job()),
         || Job(1),
     );
@@ -382,7 +391,10 @@ fn idempotency_passes_requests_without_a_key_through_without_allocating() {
             .unwrap()
     };
     let bare = per_call(ok::<Empty<bytes::Bytes>>(), post);
-    let layer = IdempotencyLayer::new().identity(Anonymous);
+    let layer = IdempotencyLayer::builder()
+        .identity(Anonymous)
+        .build()
+        .unwrap();
     let unkeyed = per_call(layer.layer(ok::<ReplayBody<Empty<bytes::Bytes>>>()), post);
     assert_eq!(
         report("idempotency, a POST without a key", bare, unkeyed),

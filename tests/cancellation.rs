@@ -212,8 +212,11 @@ async fn a_dropped_retry_leaves_the_budget_holding_exactly_the_finished_attempts
     support::init_tracing();
     sweep(
         async || {
-            let budget =
-                RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.5));
+            let budget = RetryBudget::token_bucket()
+                .max_tokens(NonZeroU32::new(10).unwrap())
+                .token_ratio(Ratio::new_const(0.5))
+                .build()
+                .unwrap();
             let counter = Counter::default();
             let layer = RetryLayer::new()
                 .max_attempts(NonZeroU32::new(3).unwrap())
@@ -283,10 +286,12 @@ async fn a_dropped_first_request_hands_its_key_to_the_waiting_duplicate() {
     sweep(
         async || {
             let runs = Runs::default();
-            let layer = IdempotencyLayer::new()
+            let layer = IdempotencyLayer::builder()
                 .store(MemoryStore::new())
                 .identity(Anonymous)
-                .in_flight(InFlight::Wait(Duration::from_secs(10)));
+                .in_flight(InFlight::Wait(Duration::from_secs(10)))
+                .build()
+                .unwrap();
             let store = layer.store_handle().clone();
             let app = Router::new()
                 .route(

@@ -5,6 +5,7 @@
 mod support;
 
 use std::num::NonZeroU32;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
@@ -186,8 +187,8 @@ async fn a_success_ends_a_run_of_failures() {
 async fn a_count_window_waits_for_minimum_calls_then_trips_at_the_rate() {
     support::init_tracing();
     let layer = CircuitBreakerLayer::builder()
-        .count_window(10)
-        .minimum_calls(5)
+        .count_window(NonZeroU32::new(10).unwrap())
+        .minimum_calls(NonZeroU32::new(5).unwrap())
         .failure_rate(Ratio::new_const(0.6))
         .build()
         .unwrap();
@@ -210,8 +211,8 @@ async fn a_count_window_waits_for_minimum_calls_then_trips_at_the_rate() {
 async fn after_many_successes_only_the_last_n_outcomes_decide() {
     support::init_tracing();
     let layer = CircuitBreakerLayer::builder()
-        .count_window(4)
-        .minimum_calls(4)
+        .count_window(NonZeroU32::new(4).unwrap())
+        .minimum_calls(NonZeroU32::new(4).unwrap())
         .failure_rate(Ratio::new_const(0.75))
         .build()
         .unwrap();
@@ -236,8 +237,8 @@ async fn after_many_successes_only_the_last_n_outcomes_decide() {
 async fn a_time_window_forgets_failures_older_than_its_span() {
     support::init_tracing();
     let layer = CircuitBreakerLayer::builder()
-        .time_window(Duration::from_secs(10), 10)
-        .minimum_calls(3)
+        .time_window(Duration::from_secs(10), NonZeroU32::new(10).unwrap())
+        .minimum_calls(NonZeroU32::new(3).unwrap())
         .failure_rate(Ratio::ONE)
         .build()
         .unwrap();
@@ -268,8 +269,8 @@ async fn slow_successes_alone_open_the_breaker_and_the_threshold_is_strict() {
     support::init_tracing();
     let backend = Backend::default();
     let layer = CircuitBreakerLayer::builder()
-        .count_window(2)
-        .minimum_calls(2)
+        .count_window(NonZeroU32::new(2).unwrap())
+        .minimum_calls(NonZeroU32::new(2).unwrap())
         .slow_calls(50 * MS, Ratio::ONE)
         .build()
         .unwrap();
@@ -473,8 +474,8 @@ async fn ignored_outcomes_count_nowhere() {
         Err(_) => Outcome::Failure,
     };
     let layer = CircuitBreakerLayer::builder()
-        .count_window(4)
-        .minimum_calls(1)
+        .count_window(NonZeroU32::new(4).unwrap())
+        .minimum_calls(NonZeroU32::new(1).unwrap())
         .classifier(ignore_client_errors)
         .build()
         .unwrap();
@@ -769,7 +770,10 @@ async fn one_failing_key_does_not_cut_off_the_others() {
 #[tokio::test(start_paused = true)]
 async fn keyed_breakers_stay_bounded_and_evict_keys_left_idle() {
     support::init_tracing();
-    let layer = consecutive(1).max_keys(2).keyed(|to: &To| to.0).unwrap();
+    let layer = consecutive(1)
+        .max_keys(NonZeroUsize::new(2).unwrap())
+        .keyed(|to: &To| to.0)
+        .unwrap();
     let mut svc = layer.layer(keyed_backend());
     keyed_call(&mut svc, To("a", false)).await.unwrap();
     keyed_call(&mut svc, To("b", false)).await.unwrap();
@@ -797,7 +801,7 @@ async fn an_open_keyed_breaker_is_kept_until_its_open_period_and_probe_wait_have
     support::init_tracing();
     let layer = consecutive(1)
         .open_for(Duration::from_secs(3600))
-        .max_keys(1)
+        .max_keys(NonZeroUsize::new(1).unwrap())
         .keyed(|to: &To| to.0)
         .unwrap();
     let mut svc = layer.layer(keyed_backend());
@@ -845,7 +849,7 @@ async fn a_week_of_tripped_and_abandoned_keys_never_fills_the_map() {
     let layer = consecutive(3)
         .open_for(Duration::from_secs(30))
         .open_backoff(Duration::from_secs(600))
-        .max_keys(16)
+        .max_keys(NonZeroUsize::new(16).unwrap())
         .keyed(|key: &(u32, bool)| key.0)
         .unwrap();
     let mut svc = layer.layer(service_fn(|(_, fail): (u32, bool)| async move {
@@ -918,7 +922,10 @@ async fn a_week_of_tripped_and_abandoned_keys_never_fills_the_map() {
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_distinct_keys_never_grows_past_the_bound() {
     support::init_tracing();
-    let layer = consecutive(3).max_keys(16).keyed(|n: &u32| *n).unwrap();
+    let layer = consecutive(3)
+        .max_keys(NonZeroUsize::new(16).unwrap())
+        .keyed(|n: &u32| *n)
+        .unwrap();
     let mut svc = layer.layer(service_fn(|_: u32| async { Ok::<(), BoxError>(()) }));
     for n in 0..10_000u32 {
         svc.ready().await.unwrap().call(n).await.unwrap();

@@ -443,7 +443,7 @@ async fn propagation_refuses_to_send_a_request_whose_deadline_has_passed() {
     let err = client.ready().await.unwrap().call(req).await.unwrap_err();
     assert!(matches!(
         Rejection::find(&*err),
-        Some(Rejection::TimedOut(t)) if t.kind == TimeoutKind::Deadline && t.after.is_zero()
+        Some(Rejection::TimedOut(t)) if t.kind() == TimeoutKind::Deadline && t.after().is_zero()
     ));
     assert_eq!(calls.load(Ordering::Relaxed), 0, "nothing was sent");
 }

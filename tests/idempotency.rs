@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -261,8 +262,10 @@ async fn the_same_key_with_another_request_is_422() {
 async fn callers_with_different_identities_have_independent_records() {
     support::init_tracing();
     let runs = Runs::default();
-    let layer =
-        IdempotencyLayer::new().identity(IdentityHeader::new(HeaderName::from_static("x-tenant")));
+    let layer = IdempotencyLayer::builder()
+        .identity(IdentityHeader::new(HeaderName::from_static("x-tenant")))
+        .build()
+        .unwrap();
     let app = app(&runs, layer);
     let as_tenant = |tenant: &'static str| {
         let mut request = post_order(Some(KEY), "same");
@@ -292,9 +295,11 @@ async fn bad_keys_are_400_and_store_nothing() {
     let store = MemoryStore::new();
     let app = app(
         &runs,
-        IdempotencyLayer::new()
+        IdempotencyLayer::builder()
             .store(store.clone())
-            .max_key_length(40),
+            .max_key_length(NonZeroUsize::new(40).unwrap())
+            .build()
+            .unwrap(),
     );
     let too_long = format!("\"{}\"", "k".repeat(41));
     let too_long: &'static str = Box::leak(too_long.into_boxed_str());
@@ -330,9 +335,11 @@ async fn keys_can_be_required_and_unquoted_keys_allowed() {
     let runs = Runs::default();
     let app = app(
         &runs,
-        IdempotencyLayer::new()
+        IdempotencyLayer::builder()
             .require_key(true)
-            .accept_unquoted_keys(true),
+            .accept_unquoted_keys(true)
+            .build()
+            .unwrap(),
     );
     let response = app.clone().oneshot(post_order(None, "x")).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -365,7 +372,13 @@ async fn a_5xx_or_a_retryable_4xx_releases_the_key_and_the_retry_runs() {
     support::init_tracing();
     let runs = Runs::default();
     let store = MemoryStore::new();
-    let app = app(&runs, IdempotencyLayer::new().store(store.clone()));
+    let app = app(
+        &runs,
+        IdempotencyLayer::builder()
+            .store(store.clone())
+            .build()
+            .unwrap(),
+    );
     for path in ["/fail", "/limited"] {
         let first = send(&app, request(Method::POST, path, Some(KEY), "")).await;
         let again = send(&app, request(Method::POST, path, Some(KEY), "")).await;
@@ -389,7 +402,13 @@ async fn auth_failures_and_not_found_are_released_so_a_retry_is_heard() {
     // 401 back; a 404 did nothing, and keeping it would let junk paths fill the store.
     let runs = Runs::default();
     let store = MemoryStore::new();
-    let app = app(&runs, IdempotencyLayer::new().store(store.clone()));
+    let app = app(
+        &runs,
+        IdempotencyLayer::builder()
+            .store(store.clone())
+            .build()
+            .unwrap(),
+    );
     for path in ["/unauthorized", "/forbidden", "/missing"] {
         let first = send(&app, request(Method::POST, path, Some(KEY), "")).await;
         let again = send(&app, request(Method::POST, path, Some(KEY), "")).await;
@@ -449,8 +468,10 @@ async fn set_cookie_is_never_stored_or_replayed() {
     // A list of one's own replaces the default.
     let app = self::app(
         &runs,
-        IdempotencyLayer::new()
-            .strip_headers([header::SET_COOKIE, HeaderName::from_static("x-order")]),
+        IdempotencyLayer::builder()
+            .strip_headers([header::SET_COOKIE, HeaderName::from_static("x-order")])
+            .build()
+            .unwrap(),
     );
     send(&app, request(Method::POST, "/cookie", Some(KEY), "")).await;
     let (_, replay, _) = send(&app, request(Method::POST, "/cookie", Some(KEY), "")).await;
@@ -550,7 +571,10 @@ async fn a_waiting_duplicate_replays_the_first_response() {
     let runs = Runs::default();
     let app = app(
         &runs,
-        IdempotencyLayer::new().in_flight(InFlight::Wait(Duration::from_secs(10))),
+        IdempotencyLayer::builder()
+            .in_flight(InFlight::Wait(Duration::from_secs(10)))
+            .build()
+            .unwrap(),
     );
     let first = tokio::spawn({
         let app = app.clone();
@@ -567,7 +591,10 @@ async fn a_waiting_duplicate_replays_the_first_response() {
     // A wait shorter than the handler gives up with 409.
     let app = self::app(
         &runs,
-        IdempotencyLayer::new().in_flight(InFlight::Wait(Duration::from_secs(1))),
+        IdempotencyLayer::builder()
+            .in_flight(InFlight::Wait(Duration::from_secs(1)))
+            .build()
+            .unwrap(),
     );
     let slow = tokio::spawn({
         let app = app.clone();
@@ -589,7 +616,10 @@ async fn a_waiting_duplicate_replays_the_first_response() {
 async fn an_expired_lease_is_taken_over_and_the_late_completion_is_refused() {
     support::init_tracing();
     let runs = Runs::default();
-    let layer = IdempotencyLayer::new().lease(Duration::from_secs(2));
+    let layer = IdempotencyLayer::builder()
+        .lease(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let app = app(&runs, layer);
     // The first holder hangs for 5 s, past its 2 s lease.
     let late = tokio::spawn({
@@ -632,7 +662,10 @@ async fn records_expire_after_the_retention() {
     let runs = Runs::default();
     let app = app(
         &runs,
-        IdempotencyLayer::new().retention(Duration::from_secs(60)),
+        IdempotencyLayer::builder()
+            .retention(Duration::from_secs(60))
+            .build()
+            .unwrap(),
     );
     send(&app, post_order(Some(KEY), "x")).await;
     tokio::time::sleep(Duration::from_millis(59_999)).await;
@@ -658,12 +691,16 @@ async fn records_expire_after_the_retention() {
 async fn the_store_stays_within_its_entry_bound_under_a_flood_of_keys() {
     support::init_tracing();
     let runs = Runs::default();
-    let store = MemoryStore::new().max_entries(10);
+    let store = MemoryStore::builder()
+        .max_entries(NonZeroUsize::new(10).unwrap())
+        .build();
     let app = app(
         &runs,
-        IdempotencyLayer::new()
+        IdempotencyLayer::builder()
             .store(store.clone())
-            .retention(Duration::from_secs(5)),
+            .retention(Duration::from_secs(5))
+            .build()
+            .unwrap(),
     );
     let mut statuses = Vec::new();
     for n in 0..100 {
@@ -695,12 +732,14 @@ async fn a_store_without_room_for_a_response_refuses_the_key_before_running_it()
     // 10 000 bytes, and each response may take 5000 (the response limit): a key is only let in
     // while 5000 more bytes would fit, so a response that ran always has room.
     let runs = Runs::default();
-    let store = MemoryStore::new().max_bytes(10_000);
+    let store = MemoryStore::builder().max_bytes(10_000).build();
     let app = app(
         &runs,
-        IdempotencyLayer::new()
+        IdempotencyLayer::builder()
             .store(store.clone())
-            .response_limit(5000),
+            .response_limit(5000)
+            .build()
+            .unwrap(),
     );
     let mut statuses = Vec::new();
     for n in 0..5 {
@@ -730,12 +769,14 @@ async fn a_response_that_finds_no_room_is_recorded_as_run_and_never_runs_again()
     // Three requests let in together (each saw room for 5000 bytes) answer 4 KiB each: the
     // third completion no longer fits. Its key records that the request ran.
     let runs = Runs::default();
-    let store = MemoryStore::new().max_bytes(10_000);
+    let store = MemoryStore::builder().max_bytes(10_000).build();
     let app = app(
         &runs,
-        IdempotencyLayer::new()
+        IdempotencyLayer::builder()
             .store(store.clone())
-            .response_limit(5000),
+            .response_limit(5000)
+            .build()
+            .unwrap(),
     );
     let keys: [&'static str; 3] = ["\"slow-0\"", "\"slow-1\"", "\"slow-2\""];
     let calls: Vec<_> = keys
@@ -782,7 +823,13 @@ async fn a_response_that_finds_no_room_is_recorded_as_run_and_never_runs_again()
 async fn a_response_over_the_limit_is_sent_whole_and_its_key_never_runs_again() {
     support::init_tracing();
     let runs = Runs::default();
-    let app = app(&runs, IdempotencyLayer::new().response_limit(1000));
+    let app = app(
+        &runs,
+        IdempotencyLayer::builder()
+            .response_limit(1000)
+            .build()
+            .unwrap(),
+    );
     let (status, headers, body) = send(&app, request(Method::POST, "/big", Some(KEY), "")).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body.len(), 4096);
@@ -805,7 +852,10 @@ async fn a_body_over_the_limit_is_413_or_runs_unprotected() {
     support::init_tracing();
     let runs = Runs::default();
     let body = "0123456789abcdef";
-    let app = app(&runs, IdempotencyLayer::new().body_limit(10));
+    let app = app(
+        &runs,
+        IdempotencyLayer::builder().body_limit(10).build().unwrap(),
+    );
     let (status, _, problem) = send(&app, post_order(Some(KEY), body)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(
@@ -816,9 +866,11 @@ async fn a_body_over_the_limit_is_413_or_runs_unprotected() {
 
     let app = self::app(
         &runs,
-        IdempotencyLayer::new()
+        IdempotencyLayer::builder()
             .body_limit(10)
-            .oversized_body(OversizedBody::PassThrough),
+            .oversized_body(OversizedBody::PassThrough)
+            .build()
+            .unwrap(),
     );
     for _ in 0..2 {
         let (status, _, answer) = send(&app, post_order(Some(KEY), body)).await;
@@ -835,7 +887,10 @@ async fn a_body_over_the_limit_is_413_or_runs_unprotected() {
 async fn a_body_within_the_limit_reaches_the_handler_intact() {
     support::init_tracing();
     let runs = Runs::default();
-    let app = app(&runs, IdempotencyLayer::new().body_limit(16));
+    let app = app(
+        &runs,
+        IdempotencyLayer::builder().body_limit(16).build().unwrap(),
+    );
     let body = "0123456789abcdef";
     let (_, _, answer) = send(&app, post_order(Some(KEY), body)).await;
     assert_eq!(answer, format!("order 1 for {body}"));
@@ -845,7 +900,13 @@ async fn a_body_within_the_limit_reaches_the_handler_intact() {
 async fn the_layer_only_looks_at_the_methods_it_covers() {
     support::init_tracing();
     let runs = Runs::default();
-    let app = app(&runs, IdempotencyLayer::new().methods([Method::GET]));
+    let app = app(
+        &runs,
+        IdempotencyLayer::builder()
+            .methods([Method::GET])
+            .build()
+            .unwrap(),
+    );
     send(&app, request(Method::GET, "/orders", Some(KEY), "")).await;
     let (_, headers, _) = send(&app, request(Method::GET, "/orders", Some(KEY), "")).await;
     assert_eq!(headers["idempotent-replayed"], "true");

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,9 @@ use axum::routing::post;
 use http::{HeaderName, Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use palisade::idempotency::{Anonymous, IdempotencyLayer, IdentityHeader, MemoryStore};
+use palisade::idempotency::{
+    Anonymous, IdempotencyBuilder, IdempotencyLayer, IdentityHeader, MemoryStore,
+};
 use tower::ServiceExt;
 
 const TENANT: HeaderName = HeaderName::from_static("x-tenant");
@@ -136,16 +139,20 @@ fn problem_type(body: &Bytes) -> String {
     value["type"].as_str().unwrap().to_owned()
 }
 
-fn tenants() -> IdempotencyLayer {
-    IdempotencyLayer::new().identity(IdentityHeader::new(TENANT))
+/// A layer scoping records by the tenant header, to configure further.
+fn tenants() -> IdempotencyBuilder {
+    IdempotencyLayer::builder().identity(IdentityHeader::new(TENANT))
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_tenant_flooding_keys_meets_its_quota_and_others_are_served() {
     support::init_tracing();
     let runs = Runs::default();
-    let store = MemoryStore::new().max_entries(100).max_per_owner(10);
-    let app = app(&runs, tenants().store(store.clone()));
+    let store = MemoryStore::builder()
+        .max_entries(NonZeroUsize::new(100).unwrap())
+        .max_per_owner(NonZeroUsize::new(10).unwrap())
+        .build();
+    let app = app(&runs, tenants().store(store.clone()).build().unwrap());
     let mut refused = 0;
     for n in 0..50 {
         let (status, _, body) = send(&app, request("/orders", "mallory", &format!("k{n}"))).await;
@@ -174,10 +181,14 @@ async fn a_tenant_flooding_keys_meets_its_quota_and_others_are_served() {
 async fn a_flood_of_oversized_responses_never_runs_a_request_twice() {
     support::init_tracing();
     let runs = Runs::default();
-    let store = MemoryStore::new().max_bytes(256 * 1024);
+    let store = MemoryStore::builder().max_bytes(256 * 1024).build();
     let app = app(
         &runs,
-        tenants().store(store.clone()).response_limit(16 * 1024),
+        tenants()
+            .store(store.clone())
+            .response_limit(16 * 1024)
+            .build()
+            .unwrap(),
     );
     for n in 0..20 {
         let (status, _, body) = send(&app, request("/big", "mallory", &format!("big{n}"))).await;
@@ -205,7 +216,7 @@ async fn a_flood_of_oversized_responses_never_runs_a_request_twice() {
 async fn duplicates_across_tenants_run_once_per_tenant() {
     support::init_tracing();
     let runs = Runs::default();
-    let app = app(&runs, tenants());
+    let app = app(&runs, tenants().build().unwrap());
     let calls: Vec<_> = (0..40)
         .map(|n| {
             let app = app.clone();
@@ -239,10 +250,16 @@ async fn a_store_full_of_dead_claims_admits_new_keys_at_every_sweep_mark() {
     // the periodic sweep is due as well; the full store's own sweep must still run, so the new
     // key gets in.
     let runs = Runs::default();
-    let store = MemoryStore::new().max_entries(2);
+    let store = MemoryStore::builder()
+        .max_entries(NonZeroUsize::new(2).unwrap())
+        .build();
     let app = app(
         &runs,
-        tenants().store(store.clone()).lease(Duration::from_secs(1)),
+        tenants()
+            .store(store.clone())
+            .lease(Duration::from_secs(1))
+            .build()
+            .unwrap(),
     );
     let hang = |key: String| {
         let app = app.clone();
@@ -270,7 +287,7 @@ async fn a_store_full_of_dead_claims_admits_new_keys_at_every_sweep_mark() {
 async fn a_body_that_panics_while_stored_releases_its_key() {
     support::init_tracing();
     let runs = Runs::default();
-    let app = app(&runs, tenants());
+    let app = app(&runs, tenants().build().unwrap());
     // The client gives up while the layer is still reading the response to store it: the
     // rest is read without the client, and the body panics.
     let gave_up = tokio::time::timeout(
@@ -349,9 +366,14 @@ fn a_layer_left_without_an_identity_says_so_once() {
     };
     assert_eq!(count(IdempotencyLayer::new()), 1, "once per layer");
     assert_eq!(
-        count(IdempotencyLayer::new().identity(Anonymous)),
+        count(
+            IdempotencyLayer::builder()
+                .identity(Anonymous)
+                .build()
+                .unwrap()
+        ),
         0,
         "chosen"
     );
-    assert_eq!(count(tenants()), 0);
+    assert_eq!(count(tenants().build().unwrap()), 0);
 }

@@ -134,7 +134,10 @@ async fn fifty_concurrent_requests_with_one_key_run_the_handler_once() {
 async fn fifty_concurrent_waiting_duplicates_all_get_the_one_response() {
     support::init_tracing();
     let server = Server::default();
-    let layer = IdempotencyLayer::new().in_flight(InFlight::Wait(Duration::from_secs(10)));
+    let layer = IdempotencyLayer::builder()
+        .in_flight(InFlight::Wait(Duration::from_secs(10)))
+        .build()
+        .unwrap();
     let addr = serve(server.clone(), layer).await;
     let answers = stampede(addr, 50).await;
     assert_eq!(server.runs.load(Ordering::SeqCst), 1);

@@ -7,6 +7,7 @@
 //! retention has ended, and a manual sweep also claims whose lease has ended.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,7 +89,8 @@ proptest! {
     #[test]
     fn the_memory_store_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
         let clock = ManualClock::new();
-        let store = MemoryStore::new().with_clock(clock.clone());
+        let store = MemoryStore::builder().clock(clock.clone())
+.build();
         let mut model: HashMap<u8, Model> = HashMap::new();
         // Every claim handed out: its key and the store's token.
         let mut claims: Vec<(u8, FencingToken)> = Vec::new();
@@ -232,9 +234,10 @@ fn response(body: &'static str) -> Completed {
 #[test]
 fn a_callers_quota_comes_back_when_its_records_are_gone() {
     let clock = ManualClock::new();
-    let store = MemoryStore::new()
-        .max_per_owner(2)
-        .with_clock(clock.clone());
+    let store = MemoryStore::builder()
+        .max_per_owner(NonZeroUsize::new(2).unwrap())
+        .clock(clock.clone())
+        .build();
     assert!(store.is_empty());
     let owner = Owner::of(b"tenant");
     let claim = |key: u8| {
@@ -263,7 +266,7 @@ fn a_callers_quota_comes_back_when_its_records_are_gone() {
 #[tokio::test]
 async fn the_store_sweeps_expired_records_on_its_own_a_minute_after_its_last_sweep() {
     let clock = ManualClock::new();
-    let store = MemoryStore::new().with_clock(clock.clone());
+    let store = MemoryStore::builder().clock(clock.clone()).build();
     let claim = |key: u8| {
         now_or_ready(store.claim(Claim::new(record_key(key), fingerprint(0), LEASE))).unwrap()
     };
@@ -298,9 +301,10 @@ fn a_full_byte_budget_makes_room_by_dropping_expired_responses() {
     let one = response("a response");
     let size = one.size();
     // Room for one response, not two.
-    let store = MemoryStore::new()
+    let store = MemoryStore::builder()
         .max_bytes(size + size / 2)
-        .with_clock(clock.clone());
+        .clock(clock.clone())
+        .build();
     let complete = |key: u8| {
         let ClaimOutcome::Claimed(token) =
             now_or_ready(store.claim(Claim::new(record_key(key), fingerprint(0), LEASE))).unwrap()

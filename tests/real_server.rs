@@ -202,8 +202,8 @@ async fn a_client_timeout_shorter_than_the_server_gives_a_timed_out_error() {
         .unwrap_err();
     match Rejection::find(&*err) {
         Some(Rejection::TimedOut(timed_out)) => {
-            assert_eq!(timed_out.kind, TimeoutKind::Limit);
-            assert_eq!(timed_out.after, Duration::from_millis(200));
+            assert_eq!(timed_out.kind(), TimeoutKind::Limit);
+            assert_eq!(timed_out.after(), Duration::from_millis(200));
         }
         other => panic!("expected a client-side timeout, got {other:?}: {err}"),
     }

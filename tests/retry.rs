@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
+use palisade::Factor;
 use palisade::deadline::Deadline;
 use palisade::error::{BoxError, Rejection};
 use palisade::retry::{Backoff, Decision, Jitter, Policy, RetryBudget, RetryLayer};
@@ -230,7 +231,11 @@ async fn a_total_time_limit_stops_retrying() {
 #[tokio::test(start_paused = true)]
 async fn the_token_bucket_stops_retries_across_calls_and_refills_on_success() {
     support::init_tracing();
-    let budget = RetryBudget::token_bucket(NonZeroU32::new(4).unwrap(), Ratio::new_const(0.5));
+    let budget = RetryBudget::token_bucket()
+        .max_tokens(NonZeroU32::new(4).unwrap())
+        .token_ratio(Ratio::new_const(0.5))
+        .build()
+        .unwrap();
     let failing = Scripted::new(vec![Err("down")]);
     let mut svc = layer(3)
         .budget(budget.clone())
@@ -256,7 +261,11 @@ async fn the_token_bucket_stops_retries_across_calls_and_refills_on_success() {
 #[tokio::test(start_paused = true)]
 async fn an_exhausted_budget_can_say_so() {
     support::init_tracing();
-    let budget = RetryBudget::token_bucket(NonZeroU32::new(2).unwrap(), Ratio::new_const(0.1));
+    let budget = RetryBudget::token_bucket()
+        .max_tokens(NonZeroU32::new(2).unwrap())
+        .token_ratio(Ratio::new_const(0.1))
+        .build()
+        .unwrap();
     let failing = Scripted::new(vec![Err("down")]);
     let mut svc = layer(3)
         .budget(budget)
@@ -265,7 +274,7 @@ async fn an_exhausted_budget_can_say_so() {
     let err = call(&mut svc, request()).await.unwrap_err();
     match Rejection::find(&*err) {
         Some(Rejection::BudgetExhausted(exhausted)) => {
-            assert_eq!(exhausted.attempts, 1);
+            assert_eq!(exhausted.attempts(), 1);
             assert_eq!(exhausted.last_error().to_string(), "down");
         }
         other => panic!("expected BudgetExhausted, got {other:?}"),
@@ -276,7 +285,12 @@ async fn an_exhausted_budget_can_say_so() {
 #[tokio::test(start_paused = true)]
 async fn the_percent_budget_allows_its_share_of_recent_requests() {
     support::init_tracing();
-    let budget = RetryBudget::percent(Duration::from_secs(10), 0.5, 0).unwrap();
+    let budget = RetryBudget::percent()
+        .ttl(Duration::from_secs(10))
+        .retry_share(Factor::new_const(0.5))
+        .min_per_second(0)
+        .build()
+        .unwrap();
     let failing = Scripted::new(vec![Err("down")]);
     let mut svc = layer(2)
         .budget(budget)
@@ -385,7 +399,11 @@ fn retry_over_breaker(
 async fn the_default_policy_retries_any_clone_request_and_fails_fast_on_an_open_circuit() {
     support::init_tracing();
     let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
-    let budget = RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.1));
+    let budget = RetryBudget::token_bucket()
+        .max_tokens(NonZeroU32::new(10).unwrap())
+        .token_ratio(Ratio::new_const(0.1))
+        .build()
+        .unwrap();
     let mut svc = retry_over_breaker(
         RetryLayer::new()
             .max_attempts(NonZeroU32::new(4).unwrap())
@@ -418,7 +436,11 @@ async fn the_default_policy_retries_any_clone_request_and_fails_fast_on_an_open_
 async fn a_rejection_waited_for_is_not_an_attempt_and_costs_no_budget() {
     support::init_tracing();
     let backend = Scripted::new(vec![Err("a"), Err("b"), Ok(8)]);
-    let budget = RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.1));
+    let budget = RetryBudget::token_bucket()
+        .max_tokens(NonZeroU32::new(10).unwrap())
+        .token_ratio(Ratio::new_const(0.1))
+        .build()
+        .unwrap();
     let mut svc = retry_over_breaker(
         RetryLayer::new()
             .max_attempts(NonZeroU32::new(3).unwrap())
@@ -732,7 +754,11 @@ async fn ignored_results_are_returned_and_leave_the_budget_alone() {
         Err(e) if e.to_string() == "cancelled" => Outcome::Ignore,
         Err(_) => Outcome::Failure,
     };
-    let budget = RetryBudget::token_bucket(NonZeroU32::new(2).unwrap(), Ratio::new_const(0.1));
+    let budget = RetryBudget::token_bucket()
+        .max_tokens(NonZeroU32::new(2).unwrap())
+        .token_ratio(Ratio::new_const(0.1))
+        .build()
+        .unwrap();
     let backend = Scripted::new(vec![Err("cancelled")]);
     let mut svc = RetryLayer::new()
         .policy(RetryFailures::new(classify))

@@ -111,7 +111,7 @@ async fn the_share_shed_follows_the_formula() {
     // Nothing is shed until the window is full, so it fills with exactly the script.
     let layer = ThrottleLayer::builder()
         .window(NonZeroU32::new(100).unwrap())
-        .minimum_calls(100)
+        .minimum_calls(NonZeroU32::new(100).unwrap())
         .seed(2)
         .build()
         .unwrap();
@@ -419,7 +419,11 @@ async fn a_retry_returns_a_throttled_call_at_once_and_spends_no_budget() {
     support::init_tracing();
     let layer = exact_probes(1);
     let dependency = Dependency::default();
-    let budget = RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.1));
+    let budget = RetryBudget::token_bucket()
+        .max_tokens(NonZeroU32::new(10).unwrap())
+        .token_ratio(Ratio::new_const(0.1))
+        .build()
+        .unwrap();
     let mut svc = tower::ServiceBuilder::new()
         .layer(
             RetryLayer::new()

@@ -87,8 +87,8 @@ async fn answers_that_would_arrive_1ms_after_the_limit_time_out_at_the_limit() {
         "gave up exactly at the limit"
     );
     let timed_out = timed_out(&err);
-    assert_eq!(timed_out.after, 100 * MS);
-    assert_eq!(timed_out.kind, TimeoutKind::Limit);
+    assert_eq!(timed_out.after(), 100 * MS);
+    assert_eq!(timed_out.kind(), TimeoutKind::Limit);
     assert_eq!(err.to_string(), "request timed out after 100ms");
 }
 
@@ -174,8 +174,8 @@ async fn a_request_whose_deadline_has_passed_fails_at_once_without_reaching_the_
     assert!(svc.poll_ready().is_ready());
     let err = svc.call(req).await.unwrap_err();
     let timed_out = timed_out(&err);
-    assert_eq!(timed_out.after, Duration::ZERO);
-    assert_eq!(timed_out.kind, TimeoutKind::Deadline);
+    assert_eq!(timed_out.after(), Duration::ZERO);
+    assert_eq!(timed_out.kind(), TimeoutKind::Deadline);
     assert_eq!(err.to_string(), "request deadline had already passed");
     assert!(
         handle.poll_request().is_pending(),
@@ -219,8 +219,8 @@ async fn a_deadline_sooner_than_the_limit_bounds_the_call() {
         .unwrap_err();
     assert_eq!(Instant::now() - start, 100 * MS);
     let timed_out = timed_out(&err);
-    assert_eq!(timed_out.kind, TimeoutKind::Deadline);
-    assert_eq!(timed_out.after, 100 * MS);
+    assert_eq!(timed_out.kind(), TimeoutKind::Deadline);
+    assert_eq!(timed_out.after(), 100 * MS);
     assert_eq!(err.to_string(), "request deadline exceeded after 100ms");
 }
 
@@ -248,7 +248,7 @@ async fn a_limit_sooner_than_the_deadline_bounds_the_call_and_tightens_the_deadl
     )
     .await
     .unwrap_err();
-    assert_eq!(timed_out(&err).kind, TimeoutKind::Limit);
+    assert_eq!(timed_out(&err).kind(), TimeoutKind::Limit);
 }
 
 #[tokio::test(start_paused = true)]
@@ -289,11 +289,11 @@ async fn a_publishing_outer_timeout_bounds_a_longer_inner_timeout() {
     assert_eq!(Instant::now() - start, Duration::from_secs(1));
     let timed_out = timed_out(&err);
     assert_eq!(
-        timed_out.kind,
+        timed_out.kind(),
         TimeoutKind::Deadline,
         "the inner timeout fired first"
     );
-    assert_eq!(timed_out.after, Duration::from_secs(1));
+    assert_eq!(timed_out.after(), Duration::from_secs(1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -309,7 +309,7 @@ async fn a_shorter_inner_timeout_fires_inside_a_publishing_outer_one() {
         .await
         .unwrap_err();
     assert_eq!(Instant::now() - start, Duration::from_secs(1));
-    assert_eq!(timed_out(&err).kind, TimeoutKind::Limit);
+    assert_eq!(timed_out(&err).kind(), TimeoutKind::Limit);
 }
 
 #[tokio::test(start_paused = true)]
@@ -324,7 +324,7 @@ async fn a_timeout_override_replaces_the_layer_limit_in_both_directions() {
     let mut shorter = request(50 * MS);
     shorter.extensions_mut().insert(TimeoutOverride(20 * MS));
     let err = call(&mut svc, shorter).await.unwrap_err();
-    assert_eq!(timed_out(&err).after, 20 * MS);
+    assert_eq!(timed_out(&err).after(), 20 * MS);
 }
 
 #[tokio::test(start_paused = true)]
@@ -342,7 +342,7 @@ async fn a_per_request_closure_chooses_the_limit_and_none_falls_back() {
     let err = call(&mut svc, request(Duration::from_secs(1)))
         .await
         .unwrap_err();
-    assert_eq!(timed_out(&err).after, 100 * MS);
+    assert_eq!(timed_out(&err).after(), 100 * MS);
 }
 
 #[tokio::test(start_paused = true)]
@@ -362,7 +362,7 @@ async fn an_unrepresentable_limit_means_no_limit_and_never_panics() {
     let err = call(&mut svc, with_deadline(year, Deadline::after(50 * MS)))
         .await
         .unwrap_err();
-    assert_eq!(timed_out(&err).kind, TimeoutKind::Deadline);
+    assert_eq!(timed_out(&err).kind(), TimeoutKind::Deadline);
 }
 
 /// A request type of the user's own that carries no extensions.
@@ -400,7 +400,7 @@ async fn request_types_without_extensions_get_the_plain_limit() {
         .call(Ping(101 * MS))
         .await
         .unwrap_err();
-    assert_eq!(timed_out(&err).after, 100 * MS);
+    assert_eq!(timed_out(&err).after(), 100 * MS);
     assert_eq!(calls.load(Ordering::Relaxed), 2);
 }
 
@@ -423,7 +423,7 @@ async fn a_custom_policy_chooses_each_limit() {
         .extensions_mut()
         .insert(TimeoutOverride(100 * MS));
     let err = call(&mut svc, with_override).await.unwrap_err();
-    assert_eq!(timed_out(&err).after, 100 * MS, "the override still wins");
+    assert_eq!(timed_out(&err).after(), 100 * MS, "the override still wins");
 }
 
 #[test]
@@ -463,7 +463,7 @@ async fn a_timed_out_call_drops_the_inner_future() {
         .call(Request::new(()))
         .await
         .unwrap_err();
-    assert_eq!(timed_out(&err).after, 100 * MS);
+    assert_eq!(timed_out(&err).after(), 100 * MS);
     assert_eq!(
         dropped.load(Ordering::Relaxed),
         1,
@@ -489,5 +489,5 @@ async fn the_timer_fires_even_when_the_inner_future_spends_the_whole_coop_budget
     let outcome = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("palisade's timeout never fired");
-    assert_eq!(timed_out(&outcome.unwrap_err()).after, 20 * MS);
+    assert_eq!(timed_out(&outcome.unwrap_err()).after(), 20 * MS);
 }

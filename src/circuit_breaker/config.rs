@@ -1,6 +1,6 @@
 //! Building a breaker: [`CircuitBreakerBuilder`], its defaults and their validation.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +15,13 @@ use crate::error::ConfigError;
 
 /// Size of the default count-based window: the last 100 calls (resilience4j's
 /// `slidingWindowSize`).
-pub const DEFAULT_WINDOW_SIZE: u32 = 100;
+pub const DEFAULT_WINDOW_SIZE: NonZeroU32 = NonZeroU32::new(100).unwrap();
 /// Failure rate at which the breaker opens: 50 % (resilience4j, Hystrix and opossum all use 50).
 pub const DEFAULT_FAILURE_RATE: Ratio = Ratio::new_const(0.5);
 /// Calls the window must hold before any decision: 100 (resilience4j's
-/// `minimumNumberOfCalls`, Polly's `MinimumThroughput`); clamped to a count window's size.
-pub const DEFAULT_MINIMUM_CALLS: u32 = 100;
+/// `minimumNumberOfCalls`, Polly's `MinimumThroughput`), or a smaller count window's whole size
+/// when the setting is left at its default.
+pub const DEFAULT_MINIMUM_CALLS: NonZeroU32 = NonZeroU32::new(100).unwrap();
 /// How long the breaker stays open: 5 s (Polly v8's `BreakDuration`, Hystrix's sleep window).
 pub const DEFAULT_OPEN_DURATION: Duration = Duration::from_secs(5);
 /// Probes admitted while half-open: 1 (Polly, Hystrix, opossum).
@@ -99,14 +100,15 @@ pub(crate) struct Config {
 /// [module docs](crate::circuit_breaker) list them with their sources.
 ///
 /// ```
+/// use std::num::NonZeroU32;
 /// use std::time::Duration;
 /// use palisade::Ratio;
 /// use palisade::circuit_breaker::CircuitBreakerLayer;
 ///
 /// let layer = CircuitBreakerLayer::builder()
-///     .time_window(Duration::from_secs(30), 10)
+///     .time_window(Duration::from_secs(30), NonZeroU32::new(10).unwrap())
 ///     .failure_rate(Ratio::percent(25.0).unwrap())
-///     .minimum_calls(20)
+///     .minimum_calls(NonZeroU32::new(20).unwrap())
 ///     .open_for(Duration::from_secs(2))
 ///     .open_backoff(Duration::from_secs(60))
 ///     .open_jitter(Ratio::new_const(0.2))
@@ -122,7 +124,8 @@ pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     window: Option<WindowKind>,
     consecutive: Option<NonZeroU32>,
     failure_rate: Ratio,
-    minimum_calls: u32,
+    /// `None`: the default, [`DEFAULT_MINIMUM_CALLS`] or a smaller count window's size.
+    minimum_calls: Option<NonZeroU32>,
     slow_call: Option<(Duration, Ratio)>,
     open_base: Duration,
     open_max: Option<Duration>,
@@ -134,7 +137,7 @@ pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     max_pushback: Duration,
     jitter_seed: Option<u64>,
     clock: Clock,
-    max_keys: usize,
+    max_keys: NonZeroUsize,
 }
 
 impl CircuitBreakerBuilder {
@@ -145,7 +148,7 @@ impl CircuitBreakerBuilder {
             window: None,
             consecutive: None,
             failure_rate: DEFAULT_FAILURE_RATE,
-            minimum_calls: DEFAULT_MINIMUM_CALLS,
+            minimum_calls: None,
             slow_call: None,
             open_base: DEFAULT_OPEN_DURATION,
             open_max: None,
@@ -198,8 +201,8 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Trips on the failure rate over the last `size` calls (a real ring: after any number of
     /// successes, the last `size` outcomes alone decide). The default policy, with a size of
     /// [`DEFAULT_WINDOW_SIZE`] (100); at most 4096.
-    pub fn count_window(mut self, size: u32) -> Self {
-        self.window = Some(WindowKind::Count { size });
+    pub fn count_window(mut self, size: NonZeroU32) -> Self {
+        self.window = Some(WindowKind::Count { size: size.get() });
         self.consecutive = None;
         self
     }
@@ -207,8 +210,11 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Trips on the failure rate over the calls of the last `span`, kept in `buckets` buckets
     /// of `span / buckets` each (at most 64, each at least 1 ms). Old buckets drop out whole, so
     /// the window slides in steps of one bucket. Reads the clock once per call.
-    pub fn time_window(mut self, span: Duration, buckets: u32) -> Self {
-        self.window = Some(WindowKind::Time { span, buckets });
+    pub fn time_window(mut self, span: Duration, buckets: NonZeroU32) -> Self {
+        self.window = Some(WindowKind::Time {
+            span,
+            buckets: buckets.get(),
+        });
         self.consecutive = None;
         self
     }
@@ -222,16 +228,17 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 
     /// The failure rate at which a windowed breaker opens (`>=`). Defaults to
-    /// [`DEFAULT_FAILURE_RATE`] (50 %); must be above zero.
+    /// [`DEFAULT_FAILURE_RATE`] (50 %); above zero.
     pub fn failure_rate(mut self, rate: Ratio) -> Self {
         self.failure_rate = rate;
         self
     }
 
     /// Calls the window must hold before a rate can open the breaker. Defaults to
-    /// [`DEFAULT_MINIMUM_CALLS`] (100), clamped to a count window's size.
-    pub fn minimum_calls(mut self, calls: u32) -> Self {
-        self.minimum_calls = calls;
+    /// [`DEFAULT_MINIMUM_CALLS`] (100), or a count window's whole size when that is smaller; at
+    /// most a count window's size (a time window takes any number).
+    pub fn minimum_calls(mut self, calls: NonZeroU32) -> Self {
+        self.minimum_calls = Some(calls);
         self
     }
 
@@ -306,8 +313,8 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 
     /// For [`keyed`](Self::keyed) breakers: how many keys to track at most. Defaults to
-    /// [`DEFAULT_MAX_KEYS`](super::DEFAULT_MAX_KEYS) (1024); at least 1.
-    pub fn max_keys(mut self, max: usize) -> Self {
+    /// [`DEFAULT_MAX_KEYS`](super::DEFAULT_MAX_KEYS) (1024).
+    pub fn max_keys(mut self, max: NonZeroUsize) -> Self {
         self.max_keys = max;
         self
     }
@@ -320,10 +327,11 @@ impl<C> CircuitBreakerBuilder<C> {
     /// allocation-free.
     ///
     /// ```
+    /// use std::num::NonZeroUsize;
     /// use palisade::circuit_breaker::CircuitBreakerLayer;
     ///
     /// let per_host = CircuitBreakerLayer::builder()
-    ///     .max_keys(256)
+    ///     .max_keys(NonZeroUsize::new(256).unwrap())
     ///     .keyed(|req: &http::Request<()>| req.uri().host().map(str::to_owned))
     ///     .unwrap();
     /// # let _ = per_host;
@@ -331,25 +339,17 @@ impl<C> CircuitBreakerBuilder<C> {
     ///
     /// # Errors
     ///
-    /// As [`build`](Self::build), and [`ConfigError::CountOutOfRange`] for `max_keys` of 0.
+    /// As [`build`](Self::build).
     pub fn keyed<F>(self, key_of: F) -> Result<KeyedCircuitBreakerLayer<F, C>, ConfigError>
     where
         C: Clone + Send + Sync + 'static,
     {
         let config = self.validate()?;
-        if self.max_keys == 0 {
-            return Err(ConfigError::CountOutOfRange {
-                setting: "max_keys",
-                value: 0,
-                min: 1,
-                max: u64::MAX,
-            });
-        }
         Ok(KeyedCircuitBreakerLayer::new(
             key_of,
             config,
             self.classifier,
-            self.max_keys,
+            self.max_keys.get(),
         ))
     }
 
@@ -358,10 +358,11 @@ impl<C> CircuitBreakerBuilder<C> {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the first setting out of range or in conflict: a zero failure
-    /// rate, a window of 0 or more than 4096 calls, more than 64 buckets or buckets under 1 ms,
-    /// an open duration, probe wait or pushback cap outside 1 ms to 30 days, a backoff cap below
-    /// the open duration, more than 4095 probes, or slow-call detection without a window.
+    /// [`ConfigError`] naming the first setting out of range or in conflict: a zero failure or
+    /// slow-call rate, a window of more than 4096 calls, minimum calls above a count window's
+    /// size, more than 64 buckets or buckets under 1 ms, an open duration, probe wait or
+    /// pushback cap outside 1 ms to 30 days (a pushback cap under 1 s), a backoff cap below the
+    /// open duration, more than 4095 probes, or slow-call detection without a window.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let config = self.validate()?;
         Ok(CircuitBreakerLayer::from_breaker(Arc::new(Breaker::new(
@@ -440,11 +441,11 @@ impl<C> CircuitBreakerBuilder<C> {
             }
             (None, window) => {
                 let window = window.unwrap_or(WindowKind::Count {
-                    size: DEFAULT_WINDOW_SIZE,
+                    size: DEFAULT_WINDOW_SIZE.get(),
                 });
                 let minimum_calls = match window {
                     WindowKind::Count { size } => {
-                        if size == 0 || size > MAX_WINDOW_SIZE {
+                        if size > MAX_WINDOW_SIZE {
                             return Err(ConfigError::CountOutOfRange {
                                 setting: "count_window",
                                 value: u64::from(size),
@@ -452,10 +453,21 @@ impl<C> CircuitBreakerBuilder<C> {
                                 max: u64::from(MAX_WINDOW_SIZE),
                             });
                         }
-                        self.minimum_calls.min(size)
+                        match self.minimum_calls {
+                            None => DEFAULT_MINIMUM_CALLS.get().min(size),
+                            Some(calls) if calls.get() > size => {
+                                return Err(ConfigError::Conflict {
+                                    setting: "minimum_calls",
+                                    value: calls.to_string(),
+                                    other: "count_window",
+                                    why: "the window can never hold more calls than its size",
+                                });
+                            }
+                            Some(calls) => calls.get(),
+                        }
                     }
                     WindowKind::Time { span, buckets } => {
-                        if buckets == 0 || buckets > MAX_BUCKETS {
+                        if buckets > MAX_BUCKETS {
                             return Err(ConfigError::CountOutOfRange {
                                 setting: "time_window buckets",
                                 value: u64::from(buckets),
@@ -471,17 +483,17 @@ impl<C> CircuitBreakerBuilder<C> {
                                 max: MAX_DURATION,
                             });
                         }
-                        self.minimum_calls
+                        self.minimum_calls.unwrap_or(DEFAULT_MINIMUM_CALLS).get()
                     }
                 };
                 if self.failure_rate == Ratio::ZERO {
-                    return Err(ConfigError::ZeroThreshold {
+                    return Err(ConfigError::MustBePositive {
                         setting: "failure_rate",
                     });
                 }
                 if let Some((_, rate)) = self.slow_call {
                     if rate == Ratio::ZERO {
-                        return Err(ConfigError::ZeroThreshold {
+                        return Err(ConfigError::MustBePositive {
                             setting: "slow_calls rate",
                         });
                     }
@@ -490,7 +502,7 @@ impl<C> CircuitBreakerBuilder<C> {
                     window,
                     failure_rate: self.failure_rate,
                     slow_rate: self.slow_call.map(|(_, rate)| rate),
-                    minimum_calls: u64::from(minimum_calls.max(1)),
+                    minimum_calls: u64::from(minimum_calls),
                 }
             }
         };

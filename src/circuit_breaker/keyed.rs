@@ -4,6 +4,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -25,7 +26,7 @@ use crate::clock::Instant;
 use crate::error::BoxError;
 
 /// How many keys a keyed breaker tracks unless told otherwise.
-pub const DEFAULT_MAX_KEYS: usize = 1024;
+pub const DEFAULT_MAX_KEYS: NonZeroUsize = NonZeroUsize::new(1024).unwrap();
 
 /// The shortest time between two sweeps for idle keys: a sweep visits every key, so a full map
 /// receiving new keys does not pay for one on every call.

@@ -108,8 +108,8 @@ fn loom_two_failures_race_a_window_trip() {
     loom::model(|| {
         let breaker = race_two_failures(
             CircuitBreakerLayer::builder()
-                .count_window(2)
-                .minimum_calls(2)
+                .count_window(NonZeroU32::new(2).unwrap())
+                .minimum_calls(NonZeroU32::new(2).unwrap())
                 .failure_rate(Ratio::ONE),
             Duration::ZERO,
         );
@@ -126,8 +126,8 @@ fn loom_two_failures_race_a_time_window_trip() {
         // (and counting a bucket a little ahead) lets one of the two threads see both.
         let breaker = race_two_failures(
             CircuitBreakerLayer::builder()
-                .time_window(Duration::from_secs(10), 2)
-                .minimum_calls(2)
+                .time_window(Duration::from_secs(10), NonZeroU32::new(2).unwrap())
+                .minimum_calls(NonZeroU32::new(2).unwrap())
                 .failure_rate(Ratio::ONE),
             Duration::from_secs(5),
         );
@@ -261,8 +261,8 @@ fn loom_two_probe_successes_race_the_close_and_the_window_starts_empty() {
         let clock = ManualClock::new();
         let breaker = build(
             CircuitBreakerLayer::builder()
-                .count_window(4)
-                .minimum_calls(2)
+                .count_window(NonZeroU32::new(4).unwrap())
+                .minimum_calls(NonZeroU32::new(2).unwrap())
                 .half_open_probes(NonZeroU32::new(2).unwrap()),
             &clock,
         );

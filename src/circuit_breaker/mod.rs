@@ -122,7 +122,7 @@
 //! | --- | --- | --- |
 //! | policy | count window of [`DEFAULT_WINDOW_SIZE`] (100) calls | resilience4j `slidingWindowSize` |
 //! | [`failure_rate`](CircuitBreakerBuilder::failure_rate) | [`DEFAULT_FAILURE_RATE`] (50 %), `>=` | resilience4j, Hystrix, opossum |
-//! | [`minimum_calls`](CircuitBreakerBuilder::minimum_calls) | [`DEFAULT_MINIMUM_CALLS`] (100), clamped to a count window | resilience4j `minimumNumberOfCalls`, Polly `MinimumThroughput` |
+//! | [`minimum_calls`](CircuitBreakerBuilder::minimum_calls) | [`DEFAULT_MINIMUM_CALLS`] (100), or a smaller count window's size | resilience4j `minimumNumberOfCalls`, Polly `MinimumThroughput` |
 //! | [`slow_calls`](CircuitBreakerBuilder::slow_calls) | off | resilience4j's default (60 s at 100 %) is off in effect |
 //! | [`open_for`](CircuitBreakerBuilder::open_for) | [`DEFAULT_OPEN_DURATION`] (5 s) | Polly v8 `BreakDuration`, Hystrix sleep window |
 //! | [`open_backoff`](CircuitBreakerBuilder::open_backoff) | off | |

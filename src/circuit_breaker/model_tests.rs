@@ -12,7 +12,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::breaker::{Admission, Permit};
-use super::config::HalfOpenTimeout;
+use super::config::{DEFAULT_MINIMUM_CALLS, HalfOpenTimeout};
 use super::state::Snapshot;
 use super::{CircuitBreakerLayer, State};
 use crate::Ratio;
@@ -28,7 +28,8 @@ enum Policy {
     },
     Count {
         size: u32,
-        minimum_calls: u32,
+        /// `None`: left at its default.
+        minimum_calls: Option<u32>,
         rate: f64,
         slow: Option<(u64, f64)>,
     },
@@ -67,14 +68,19 @@ fn setup() -> impl Strategy<Value = Setup> {
     let slow = proptest::option::of((1u64..20, prop_oneof![Just(0.5), Just(1.0)]));
     let policy = prop_oneof![
         (1u32..5).prop_map(|threshold| Policy::Consecutive { threshold }),
-        (1u32..9, 1u32..12, rate.clone(), slow.clone()).prop_map(
-            |(size, minimum_calls, rate, slow)| Policy::Count {
+        (
+            1u32..9,
+            proptest::option::of(1u32..12),
+            rate.clone(),
+            slow.clone()
+        )
+            .prop_map(|(size, minimum_calls, rate, slow)| Policy::Count {
                 size,
-                minimum_calls,
+                // Above the window it is refused (a unit test checks that); unset, it defaults.
+                minimum_calls: minimum_calls.map(|calls| calls.min(size)),
                 rate,
                 slow
-            }
-        ),
+            }),
         (1u64..20, 1u32..5, 1u32..8, rate, slow).prop_map(
             |(bucket_ms, buckets, minimum_calls, rate, slow)| Policy::Time {
                 bucket_ms,
@@ -348,13 +354,17 @@ impl Model {
                 minimum_calls,
                 rate,
                 slow,
-            } => (u64::from(minimum_calls.min(size).max(1)), rate, slow),
+            } => {
+                // Unset: the default of 100, or the (smaller) window's whole size.
+                let default = DEFAULT_MINIMUM_CALLS.get().min(size);
+                (u64::from(minimum_calls.unwrap_or(default)), rate, slow)
+            }
             Policy::Time {
                 minimum_calls,
                 rate,
                 slow,
                 ..
-            } => (u64::from(minimum_calls.max(1)), rate, slow),
+            } => (u64::from(minimum_calls), rate, slow),
         };
         let (calls, failures, slow_calls) = self.window();
         if calls == 0 || calls < minimum_calls {
@@ -420,9 +430,12 @@ fn build(setup: Setup, clock: &ManualClock) -> CircuitBreakerLayer<Classifier> {
             slow,
         } => {
             let b = builder
-                .count_window(size)
-                .minimum_calls(minimum_calls)
+                .count_window(NonZeroU32::new(size).unwrap())
                 .failure_rate(Ratio::new(rate).unwrap());
+            let b = match minimum_calls {
+                Some(calls) => b.minimum_calls(NonZeroU32::new(calls).unwrap()),
+                None => b,
+            };
             match slow {
                 Some((ms, r)) => b.slow_calls(Duration::from_millis(ms), Ratio::new(r).unwrap()),
                 None => b,
@@ -438,9 +451,9 @@ fn build(setup: Setup, clock: &ManualClock) -> CircuitBreakerLayer<Classifier> {
             let b = builder
                 .time_window(
                     Duration::from_millis(bucket_ms * u64::from(buckets)),
-                    buckets,
+                    NonZeroU32::new(buckets).unwrap(),
                 )
-                .minimum_calls(minimum_calls)
+                .minimum_calls(NonZeroU32::new(minimum_calls).unwrap())
                 .failure_rate(Ratio::new(rate).unwrap());
             match slow {
                 Some((ms, r)) => b.slow_calls(Duration::from_millis(ms), Ratio::new(r).unwrap()),

@@ -76,8 +76,8 @@ fn consecutive(n: u32) -> CircuitBreakerBuilder {
 
 fn count_window(size: u32, minimum_calls: u32) -> CircuitBreakerBuilder {
     CircuitBreakerLayer::builder()
-        .count_window(size)
-        .minimum_calls(minimum_calls)
+        .count_window(NonZeroU32::new(size).unwrap())
+        .minimum_calls(NonZeroU32::new(minimum_calls).unwrap())
         .open_for(100 * MS)
 }
 
@@ -508,22 +508,36 @@ fn invalid_configurations_name_the_setting() {
     use crate::error::ConfigError;
     let err = |b: CircuitBreakerBuilder| b.build().unwrap_err();
     assert!(matches!(
-        err(CircuitBreakerLayer::builder().count_window(0)),
+        err(CircuitBreakerLayer::builder().count_window(NonZeroU32::new(4097).unwrap())),
         ConfigError::CountOutOfRange {
             setting: "count_window",
             ..
         }
     ));
     assert!(matches!(
-        err(CircuitBreakerLayer::builder().count_window(5000)),
-        ConfigError::CountOutOfRange {
-            setting: "count_window",
+        err(count_window(4, 5)),
+        ConfigError::Conflict {
+            setting: "minimum_calls",
+            other: "count_window",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(CircuitBreakerLayer::builder().slow_calls(MS, Ratio::ZERO)),
+        ConfigError::MustBePositive {
+            setting: "slow_calls rate"
+        }
+    ));
+    assert!(matches!(
+        err(CircuitBreakerLayer::builder().server_directed(Duration::from_millis(999))),
+        ConfigError::DurationOutOfRange {
+            setting: "server_directed",
             ..
         }
     ));
     assert!(matches!(
         err(CircuitBreakerLayer::builder().failure_rate(Ratio::ZERO)),
-        ConfigError::ZeroThreshold {
+        ConfigError::MustBePositive {
             setting: "failure_rate"
         }
     ));
@@ -544,14 +558,16 @@ fn invalid_configurations_name_the_setting() {
         }
     ));
     assert!(matches!(
-        err(CircuitBreakerLayer::builder().time_window(Duration::from_millis(10), 20)),
+        err(CircuitBreakerLayer::builder()
+            .time_window(Duration::from_millis(10), NonZeroU32::new(20).unwrap())),
         ConfigError::DurationOutOfRange {
             setting: "time_window span",
             ..
         }
     ));
     assert!(matches!(
-        err(CircuitBreakerLayer::builder().time_window(Duration::from_secs(10), 65)),
+        err(CircuitBreakerLayer::builder()
+            .time_window(Duration::from_secs(10), NonZeroU32::new(65).unwrap())),
         ConfigError::CountOutOfRange {
             setting: "time_window buckets",
             ..
@@ -574,16 +590,25 @@ fn invalid_configurations_name_the_setting() {
 }
 
 #[test]
-fn minimum_calls_is_clamped_to_a_count_window() {
-    let h = harness(count_window(4, 100));
-    for _ in 0..4 {
+fn minimum_calls_left_at_its_default_follows_a_smaller_count_window() {
+    // Set explicitly above the window, it is refused (above); left alone, the default of 100
+    // becomes the 4-call window's size, and a full window of failures opens.
+    let builder = CircuitBreakerLayer::builder()
+        .count_window(NonZeroU32::new(4).unwrap())
+        .open_for(100 * MS);
+    let h = harness(builder);
+    for _ in 0..3 {
         h.call(true);
     }
+    assert_eq!(h.state(), State::Closed, "3 calls: under the window's 4");
+    h.call(true);
     assert_eq!(
         h.state(),
         State::Open,
-        "minimum of 100 clamped to the 4-call window"
+        "the default minimum is the window's size"
     );
+    // The most a count window allows is its size.
+    assert!(count_window(4096, 4096).build().is_ok());
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! Parsing the `Idempotency-Key` header.
 
 use std::borrow::Cow;
+use std::num::NonZeroUsize;
 
 use http::HeaderValue;
 
 /// The longest key accepted by default, in characters: 255 (Stripe's limit).
-pub const DEFAULT_MAX_KEY_LENGTH: usize = 255;
+pub const DEFAULT_MAX_KEY_LENGTH: NonZeroUsize = NonZeroUsize::new(255).unwrap();
 
 /// Why an `Idempotency-Key` header was refused. Each is answered with 400.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -241,7 +242,7 @@ mod tests {
 
     fn parse(value: &'static str) -> Result<Cow<'static, str>, KeyError> {
         let value: &'static HeaderValue = Box::leak(Box::new(HeaderValue::from_static(value)));
-        parse_idempotency_key(value, false, DEFAULT_MAX_KEY_LENGTH)
+        parse_idempotency_key(value, false, DEFAULT_MAX_KEY_LENGTH.get())
     }
 
     #[test]

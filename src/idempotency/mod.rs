@@ -55,7 +55,7 @@
 //!
 //! | request | answer | stored |
 //! | --- | --- | --- |
-//! | no key | runs unprotected, or **400** with [`require_key`](IdempotencyLayer::require_key) | nothing |
+//! | no key | runs unprotected, or **400** with [`require_key`](IdempotencyBuilder::require_key) | nothing |
 //! | malformed key (not a quoted sf-string, empty, over 255 characters, not printable ASCII, malformed parameters, repeated header) | **400** | nothing |
 //! | request body fails while read (the client left mid-upload) | **400** | nothing |
 //! | body over the limit (1 MiB) | **413**, or runs unprotected with [`OversizedBody::PassThrough`] | nothing |
@@ -74,7 +74,7 @@
 //!
 //! # What is stored
 //!
-//! A policy ([`store_when`](IdempotencyLayer::store_when)); by default
+//! A policy ([`store_when`](IdempotencyBuilder::store_when)); by default
 //! [`stores_final_responses`]: 2xx, 3xx and the 4xx that retrying cannot change. Everything
 //! else **releases the key**, so the client's retry runs the request again: a 5xx, the 4xx that
 //! invite a retry (408, 409, 423, 425, 429), the 4xx a caller fixes by authenticating (401,
@@ -86,14 +86,14 @@
 //!
 //! Stored: the status, the headers without the hop-by-hop ones and without **`Set-Cookie`**
 //! (a session belongs to the caller who got it; more headers with
-//! [`strip_headers`](IdempotencyLayer::strip_headers)), the whole body and its trailers. A 4xx
-//! is kept for [`client_error_retention`](IdempotencyLayer::client_error_retention) (5 minutes),
+//! [`strip_headers`](IdempotencyBuilder::strip_headers)), the whole body and its trailers. A 4xx
+//! is kept for [`client_error_retention`](IdempotencyBuilder::client_error_retention) (5 minutes),
 //! the rest for the retention (24 h).
 //!
 //! **Once the handler has answered with a status to store, its key is never released**, so a
 //! request with a key never runs twice:
 //!
-//! - A response body over [`response_limit`](IdempotencyLayer::response_limit) is sent to its
+//! - A response body over [`response_limit`](IdempotencyBuilder::response_limit) is sent to its
 //!   client but not stored; the key records that the request ran, and a retry gets **409**
 //!   ([`ResultNotKept`](IdempotencyRejection::ResultNotKept)) rather than a second run. Raise
 //!   the limit for endpoints with large answers.
@@ -118,9 +118,9 @@
 //! A record is found by a [`RecordKey`]: a digest of the caller's identity, the method, the
 //! authority (the URI's, or the `Host` header: one router serving several hosts keeps their
 //! records apart), the path and the key. The identity comes from an [`Identify`] given with
-//! [`identity`](IdempotencyLayer::identity): an extension or header set by your authentication
-//! layer. It also counts each caller's records against [`MemoryStore::max_per_owner`] (1000),
-//! so one caller flooding the store with keys cannot refuse everyone else. **By default every
+//! [`identity`](IdempotencyBuilder::identity): an extension or header set by your authentication
+//! layer. It also counts each caller's records against the store's
+//! [`max_per_owner`](MemoryStoreBuilder::max_per_owner) (1000), so one caller flooding the store with keys cannot refuse everyone else. **By default every
 //! caller shares one scope** ([`Anonymous`]): a caller who learns another's key and sends the
 //! same request is replayed that caller's response, and no caller has a quota of its own. A
 //! layer left at that default logs a warning, once, at its first covered request; choose it
@@ -153,7 +153,12 @@
 //!
 //! let app: Router = Router::new()
 //!     .route("/orders", post(|| async { "placed" }))
-//!     .layer(IdempotencyLayer::new().identity(IdentityExtension::<Tenant>::new()))
+//!     .layer(
+//!         IdempotencyLayer::builder()
+//!             .identity(IdentityExtension::<Tenant>::new())
+//!             .build()
+//!             .unwrap(),
+//!     )
 //!     // Added last: runs first, so the tenant is known when the idempotency layer runs.
 //!     .layer(middleware::from_fn(authenticate));
 //! # let _ = app;
@@ -161,10 +166,10 @@
 //!
 //! The key itself is an RFC 8941 sf-string, quoted: `Idempotency-Key: "abc"`. Many clients send
 //! it bare (`Idempotency-Key: abc`); accept those with
-//! [`accept_unquoted_keys`](IdempotencyLayer::accept_unquoted_keys).
+//! [`accept_unquoted_keys`](IdempotencyBuilder::accept_unquoted_keys).
 //!
 //! A request's [`Fingerprint`] is a SHA-256 digest of its method, path, query and body, read
-//! in full (up to [`body_limit`](IdempotencyLayer::body_limit)) before the handler runs; the
+//! in full (up to [`body_limit`](IdempotencyBuilder::body_limit)) before the handler runs; the
 //! handler gets the same bytes. Headers (`Content-Type` included) and trailers are not part of
 //! it: a retry that sends the same body with another `Content-Type` is the same request.
 //!
@@ -198,21 +203,21 @@
 //!
 //! | setting | default | source |
 //! | --- | --- | --- |
-//! | [`methods`](IdempotencyLayer::methods) | POST, PATCH | RFC 9110: the methods not idempotent by themselves |
-//! | [`require_key`](IdempotencyLayer::require_key) | `false` | |
-//! | [`max_key_length`](IdempotencyLayer::max_key_length) | 255 | Stripe |
-//! | [`accept_unquoted_keys`](IdempotencyLayer::accept_unquoted_keys) | `false` | IETF draft (sf-string) |
-//! | [`body_limit`](IdempotencyLayer::body_limit) | [`DEFAULT_BODY_LIMIT`] (1 MiB) | |
-//! | [`response_limit`](IdempotencyLayer::response_limit) | [`DEFAULT_RESPONSE_LIMIT`] (1 MiB) | |
-//! | [`lease`](IdempotencyLayer::lease) | [`DEFAULT_LEASE`] (90 s) | brandur's Stripe-style lock timeout |
-//! | [`retention`](IdempotencyLayer::retention) | [`DEFAULT_RETENTION`] (24 h) | Stripe |
-//! | [`client_error_retention`](IdempotencyLayer::client_error_retention) | [`DEFAULT_CLIENT_ERROR_RETENTION`] (5 min) | long enough for retries; junk does not stay a day |
-//! | [`strip_headers`](IdempotencyLayer::strip_headers) | `Set-Cookie` | a session is its caller's |
-//! | [`in_flight`](IdempotencyLayer::in_flight) | [`InFlight::Conflict`] (409) | IETF draft |
-//! | [`in_flight_retry_after`](IdempotencyLayer::in_flight_retry_after) | 1 s | |
-//! | [`store_failure`](IdempotencyLayer::store_failure) | [`StoreFailure::FailClosed`] (503) | |
-//! | [`store_when`](IdempotencyLayer::store_when) | [`stores_final_responses`] | |
-//! | [`identity`](IdempotencyLayer::identity) | [`Anonymous`], with a warning once | |
+//! | [`methods`](IdempotencyBuilder::methods) | POST, PATCH | RFC 9110: the methods not idempotent by themselves |
+//! | [`require_key`](IdempotencyBuilder::require_key) | `false` | |
+//! | [`max_key_length`](IdempotencyBuilder::max_key_length) | 255 | Stripe |
+//! | [`accept_unquoted_keys`](IdempotencyBuilder::accept_unquoted_keys) | `false` | IETF draft (sf-string) |
+//! | [`body_limit`](IdempotencyBuilder::body_limit) | [`DEFAULT_BODY_LIMIT`] (1 MiB) | |
+//! | [`response_limit`](IdempotencyBuilder::response_limit) | [`DEFAULT_RESPONSE_LIMIT`] (1 MiB) | |
+//! | [`lease`](IdempotencyBuilder::lease) | [`DEFAULT_LEASE`] (90 s) | brandur's Stripe-style lock timeout |
+//! | [`retention`](IdempotencyBuilder::retention) | [`DEFAULT_RETENTION`] (24 h) | Stripe |
+//! | [`client_error_retention`](IdempotencyBuilder::client_error_retention) | [`DEFAULT_CLIENT_ERROR_RETENTION`] (5 min) | long enough for retries; junk does not stay a day |
+//! | [`strip_headers`](IdempotencyBuilder::strip_headers) | `Set-Cookie` | a session is its caller's |
+//! | [`in_flight`](IdempotencyBuilder::in_flight) | [`InFlight::Conflict`] (409) | IETF draft |
+//! | [`in_flight_retry_after`](IdempotencyBuilder::in_flight_retry_after) | 1 s | |
+//! | [`store_failure`](IdempotencyBuilder::store_failure) | [`StoreFailure::FailClosed`] (503) | |
+//! | [`store_when`](IdempotencyBuilder::store_when) | [`stores_final_responses`] | |
+//! | [`identity`](IdempotencyBuilder::identity) | [`Anonymous`], with a warning once | |
 //! | [`MemoryStore`] bounds | [`DEFAULT_MAX_ENTRIES`] (100 000), [`DEFAULT_MAX_BYTES`] (64 MiB), [`DEFAULT_MAX_PER_OWNER`] (1000 per identified caller) | |
 //!
 //! # Errors
@@ -275,17 +280,19 @@ mod state;
 mod store;
 
 pub use self::client::{AddIdempotencyKey, AddIdempotencyKeyLayer};
-pub use self::error::IdempotencyRejection;
-pub use self::fingerprint::{Fingerprint, Owner, RecordKey};
-pub use self::identity::{Anonymous, Identify, IdentityExtension, IdentityHeader};
-pub use self::layer::{
+pub use self::config::{
     DEFAULT_BODY_LIMIT, DEFAULT_CLIENT_ERROR_RETENTION, DEFAULT_IN_FLIGHT_RETRY_AFTER,
-    DEFAULT_LEASE, DEFAULT_RESPONSE_LIMIT, DEFAULT_RETENTION, IdempotencyLayer, InFlight,
+    DEFAULT_LEASE, DEFAULT_RESPONSE_LIMIT, DEFAULT_RETENTION, IdempotencyBuilder, InFlight,
     MAX_LEASE, MAX_RETENTION, MIN_LEASE, OversizedBody, StoreFailure, StorePolicy,
     stores_final_responses,
 };
+pub use self::error::IdempotencyRejection;
+pub use self::fingerprint::{Fingerprint, Owner, RecordKey};
+pub use self::identity::{Anonymous, Identify, IdentityExtension, IdentityHeader};
+pub use self::layer::IdempotencyLayer;
 pub use self::service::Idempotency;
 pub use self::store::{
     Claim, ClaimOutcome, Completed, Completion, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES,
-    DEFAULT_MAX_PER_OWNER, FencingToken, IdempotencyStore, MemoryStore, StoreError, StoredResponse,
+    DEFAULT_MAX_PER_OWNER, FencingToken, IdempotencyStore, MemoryStore, MemoryStoreBuilder,
+    StoreError, StoredResponse,
 };

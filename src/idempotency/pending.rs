@@ -10,10 +10,10 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::config::Config;
+use super::config::{InFlight, OversizedBody, StoreFailure};
 use super::error::IdempotencyRejection;
 use super::fingerprint::{Fingerprint, Owner, RecordKey};
 use super::future::{State, Step};
-use super::layer::{InFlight, OversizedBody, StoreFailure};
 use super::response::{cannot_happen, replay, stored_response};
 use super::store::{
     Claim, ClaimOutcome, Completed, Completion, FencingToken, IdempotencyStore, StoreError,

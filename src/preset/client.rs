@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::Factor;
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle, CircuitBreakerLayer};
 use crate::classify::StatusClassifier;
 use crate::error::BoxError;
@@ -30,12 +31,12 @@ use crate::timeout::{PropagateDeadline, PropagateDeadlineLayer, Timeout, Timeout
 pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// One attempt's time: 2 s, so three attempts and their waits fit in the total.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// The share of requests the preset's retry budget allows to be retried: 30 %, over
+/// The share of requests the preset's retry budget allows to be retried: 0.3 (30 %), over
 /// [`DEFAULT_BUDGET_TTL`], plus [`crate::retry::DEFAULT_MIN_PER_SECOND`] per second. Measured
 /// in `examples/chaos.rs`: in a 50 % brownout it keeps amplification under 1.5 while every
 /// retry lands where it can succeed; the throttle, not the budget, is what protects a
 /// dependency that fails as a whole.
-pub const DEFAULT_RETRY_SHARE: f64 = 0.3;
+pub const DEFAULT_RETRY_SHARE: Factor = Factor::new_const(0.3);
 /// How long the preset's retry budget remembers requests: 10 s (Finagle, Linkerd, tower).
 pub const DEFAULT_BUDGET_TTL: Duration = Duration::from_secs(10);
 
@@ -219,11 +220,10 @@ impl Default for HttpClientLayer {
 
 /// The preset's retry: the HTTP policy, 3 attempts, full jitter, a 30 % budget.
 fn default_retry() -> RetryLayer<HttpPolicy> {
-    let budget = RetryBudget::percent(
-        DEFAULT_BUDGET_TTL,
-        DEFAULT_RETRY_SHARE,
-        crate::retry::DEFAULT_MIN_PER_SECOND,
-    );
+    let budget = RetryBudget::percent()
+        .ttl(DEFAULT_BUDGET_TTL)
+        .retry_share(DEFAULT_RETRY_SHARE)
+        .build();
     let retry = RetryLayer::new().policy(HttpPolicy::new());
     match budget {
         Ok(budget) => retry.budget(budget),

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::Method;
 use tower_layer::Layer;
 
 use crate::http::DeadlineHeader;
@@ -70,7 +69,7 @@ impl HttpServerLayer {
 
     /// Removes the idempotency stage: no request is deduplicated.
     pub fn without_idempotency(mut self) -> Self {
-        self.idempotency = IdempotencyLayer::new().methods(Vec::<Method>::new());
+        self.idempotency = IdempotencyLayer::covering_nothing();
         self
     }
 }

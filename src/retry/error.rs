@@ -13,8 +13,7 @@ use crate::error::BoxError;
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct BudgetExhausted {
-    /// Attempts made before the budget ran out.
-    pub attempts: u32,
+    attempts: u32,
     last_error: BoxError,
 }
 
@@ -24,6 +23,12 @@ impl BudgetExhausted {
             attempts,
             last_error,
         }
+    }
+
+    /// Attempts made before the budget ran out.
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.attempts
     }
 
     /// The last attempt's error.

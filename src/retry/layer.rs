@@ -15,7 +15,7 @@ use crate::random::Random;
 
 /// Attempts per call, the first included: 3 (the AWS SDKs' standard mode; Google SRE's "at
 /// most 3 attempts" per request).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub const DEFAULT_MAX_ATTEMPTS: NonZeroU32 = NonZeroU32::new(3).unwrap();
 /// The longest server pushback (`Retry-After`, an open circuit's time left) worth waiting for:
 /// 20 s, the backoff's own cap. Longer, and the result is returned instead.
 pub const DEFAULT_MAX_PUSHBACK: Duration = Duration::from_secs(20);
@@ -43,7 +43,7 @@ impl RetryLayer {
         Self {
             policy: RetryFailures::default(),
             config: Config {
-                max_attempts: DEFAULT_MAX_ATTEMPTS,
+                max_attempts: DEFAULT_MAX_ATTEMPTS.get(),
                 backoff: Backoff::default(),
                 max_elapsed: None,
                 max_pushback: DEFAULT_MAX_PUSHBACK,
@@ -90,13 +90,14 @@ impl<P> RetryLayer<P> {
     /// A limit on a call's total time: no wait or attempt starts past it. Defaults to none
     /// (reading the clock at each call is then avoided); a request's
     /// [`Deadline`](crate::deadline::Deadline) is honoured either way.
+    /// Zero allows the first attempt only.
     pub fn max_elapsed(mut self, limit: Duration) -> Self {
         self.config.max_elapsed = Some(limit);
         self
     }
 
     /// The longest pushback worth waiting for. Defaults to [`DEFAULT_MAX_PUSHBACK`] (20 s); a
-    /// longer `Retry-After` returns the result rather than waiting.
+    /// longer `Retry-After` returns the result rather than waiting. Zero never waits for one.
     pub fn max_pushback(mut self, limit: Duration) -> Self {
         self.config.max_pushback = limit;
         self
@@ -123,6 +124,8 @@ impl<P> RetryLayer<P> {
     /// left plus a jitter draw of up to the backoff's base, so callers turned away together do
     /// not come back in the same instant. It takes nothing from the budget and is not an
     /// attempt; a second rejection in the same call is returned.
+    ///
+    /// Zero waits only when the rejection says it has already reopened.
     ///
     /// Defaults to off: a rejection is returned at once. Measured end to end (see
     /// `examples/chaos.rs`), waiting made every caller rejected in one open period wake together

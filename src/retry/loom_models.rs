@@ -5,14 +5,18 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::budget::{Kind, RetryBudget};
-use crate::Ratio;
 use crate::clock::ManualClock;
 use crate::sync::Ordering;
+use crate::{Factor, Ratio};
 
 #[test]
 fn loom_concurrent_outcomes_never_lose_a_token_update() {
     loom::model(|| {
-        let budget = RetryBudget::token_bucket(NonZeroU32::new(4).unwrap(), Ratio::new_const(0.5));
+        let budget = RetryBudget::token_bucket()
+            .max_tokens(NonZeroU32::new(4).unwrap())
+            .token_ratio(Ratio::new_const(0.5))
+            .build()
+            .unwrap();
         budget.record(false); // 3 tokens
         let other = budget.clone();
         let t = loom::thread::spawn(move || other.record(false));
@@ -30,8 +34,13 @@ fn loom_concurrent_outcomes_never_lose_a_token_update() {
 fn loom_concurrent_deposits_and_withdrawals_all_count() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let budget =
-            RetryBudget::percent_with_clock(Duration::from_secs(10), 1.0, 0, clock.into()).unwrap();
+        let budget = RetryBudget::percent()
+            .ttl(Duration::from_secs(10))
+            .retry_share(Factor::new_const(1.0))
+            .min_per_second(0)
+            .clock(clock)
+            .build()
+            .unwrap();
         budget.on_request();
         let other = budget.clone();
         let t = loom::thread::spawn(move || {

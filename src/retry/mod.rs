@@ -115,7 +115,7 @@
 //! | [`backoff`](RetryLayer::backoff) cap | [`DEFAULT_CAP`] (20 s) | AWS SDK `max_backoff` |
 //! | jitter | [`Jitter::Full`] | Brooker, "Exponential Backoff And Jitter" |
 //! | [`budget`](RetryLayer::budget) | token bucket of [`DEFAULT_MAX_TOKENS`] (10), refill [`DEFAULT_TOKEN_RATIO`] (0.1) | gRPC retry throttling (A6) |
-//! | [`RetryBudget::percent`] | TTL [`DEFAULT_TTL`] (10 s), [`DEFAULT_PERCENT`] (20 %), [`DEFAULT_MIN_PER_SECOND`] (10/s) | Finagle, Linkerd, tower |
+//! | [`RetryBudget::percent`] | TTL [`DEFAULT_TTL`] (10 s), retry share [`DEFAULT_RETRY_SHARE`] (0.2), [`DEFAULT_MIN_PER_SECOND`] (10/s) | Finagle, Linkerd, tower |
 //! | [`max_pushback`](RetryLayer::max_pushback) | [`DEFAULT_MAX_PUSHBACK`] (20 s) | the backoff cap |
 //! | [`max_elapsed`](RetryLayer::max_elapsed) | none | |
 //! | [`wait_for_reopening`](RetryLayer::wait_for_reopening) | off: a protective rejection is returned at once | measured in `examples/chaos.rs`: waiting held outage requests for seconds |
@@ -172,8 +172,8 @@ mod service;
 
 pub use self::backoff::{Backoff, DEFAULT_BASE, DEFAULT_CAP, Jitter};
 pub use self::budget::{
-    DEFAULT_MAX_TOKENS, DEFAULT_MIN_PER_SECOND, DEFAULT_PERCENT, DEFAULT_TOKEN_RATIO, DEFAULT_TTL,
-    RetryBudget,
+    DEFAULT_MAX_TOKENS, DEFAULT_MIN_PER_SECOND, DEFAULT_RETRY_SHARE, DEFAULT_TOKEN_RATIO,
+    DEFAULT_TTL, PercentBudgetBuilder, RetryBudget, TokenBucketBuilder,
 };
 #[cfg(feature = "http")]
 pub use self::buffer_body::{

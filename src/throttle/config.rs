@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use super::ThrottleLayer;
 use super::gate::Gate;
-use crate::Ratio;
 use crate::classify::DefaultClassifier;
 use crate::clock::Clock;
 use crate::error::ConfigError;
+use crate::{Factor, Ratio};
 
 /// `K` in the rejection probability `max(0, (requests − K·accepts) / (requests + 1))`: 2, the
 /// Google SRE book's value. Nothing is shed while at least half the calls succeed; below that,
 /// about `1 − 2s` of the calls are shed at a success rate `s`.
-pub const DEFAULT_MULTIPLIER: f64 = 2.0;
+pub const DEFAULT_MULTIPLIER: Factor = Factor::new_const(2.0);
 /// Outcomes the rejection probability is computed over: the last 1000 calls sent, a few
 /// seconds at a few hundred requests per second (the SRE book counts two minutes). A window of
 /// `n` calls misjudges a dependency at the `1/K` boundary by about `1/√n`, and sheds that much
@@ -23,8 +23,9 @@ pub const DEFAULT_MULTIPLIER: f64 = 2.0;
 /// total one is caught by the run of failures whatever the window.
 pub const DEFAULT_WINDOW_SIZE: NonZeroU32 = NonZeroU32::new(1000).unwrap();
 /// Outcomes the window must hold before it sheds anything: 10, so a fresh or just-recovered
-/// throttle does not shed on its first failures.
-pub const DEFAULT_MINIMUM_CALLS: u32 = 10;
+/// throttle does not shed on its first failures (or a smaller window's whole size, when the
+/// setting is left at its default).
+pub const DEFAULT_MINIMUM_CALLS: NonZeroU32 = NonZeroU32::new(10).unwrap();
 /// Consecutive failures after which the throttle stops sending anything but probes, when at
 /// least half the window's calls succeeded: 20. At a 50 % failure rate a run this long starts
 /// about once per 2^21 calls, so a brownout does not trip it; a total failure of a healthy
@@ -68,12 +69,13 @@ pub(crate) struct Config {
 /// ```
 /// use std::num::NonZeroU32;
 /// use std::time::Duration;
+/// use palisade::Factor;
 /// use palisade::classify::StatusClassifier;
 /// use palisade::throttle::ThrottleLayer;
 ///
 /// let throttle = ThrottleLayer::builder()
 ///     .classifier(StatusClassifier::new())
-///     .multiplier(1.5)
+///     .multiplier(Factor::new_const(1.5))
 ///     .shed_after(NonZeroU32::new(10).unwrap())
 ///     .probe_interval(Duration::from_millis(500))
 ///     .build()
@@ -85,9 +87,10 @@ pub(crate) struct Config {
 pub struct ThrottleBuilder<C = DefaultClassifier> {
     classifier: C,
     name: Option<Arc<str>>,
-    multiplier: f64,
+    multiplier: Factor,
     window: NonZeroU32,
-    minimum_calls: u32,
+    /// `None`: the default, [`DEFAULT_MINIMUM_CALLS`] or a smaller window's size.
+    minimum_calls: Option<NonZeroU32>,
     shed_after: NonZeroU32,
     probe_interval: Duration,
     probe_jitter: Ratio,
@@ -103,7 +106,7 @@ impl ThrottleBuilder {
             name: None,
             multiplier: DEFAULT_MULTIPLIER,
             window: DEFAULT_WINDOW_SIZE,
-            minimum_calls: DEFAULT_MINIMUM_CALLS,
+            minimum_calls: None,
             shed_after: DEFAULT_SHED_AFTER,
             probe_interval: DEFAULT_PROBE_INTERVAL,
             probe_jitter: DEFAULT_PROBE_JITTER,
@@ -146,7 +149,7 @@ impl<C> ThrottleBuilder<C> {
     /// `K`: how many calls the throttle sends per accepted one before it sheds. Defaults to
     /// [`DEFAULT_MULTIPLIER`] (2); between 1 and 100. Smaller sheds sooner: 1.1 sheds as soon
     /// as about one call in eleven fails.
-    pub fn multiplier(mut self, multiplier: f64) -> Self {
+    pub fn multiplier(mut self, multiplier: Factor) -> Self {
         self.multiplier = multiplier;
         self
     }
@@ -159,9 +162,10 @@ impl<C> ThrottleBuilder<C> {
     }
 
     /// Outcomes the window must hold before anything is shed. Defaults to
-    /// [`DEFAULT_MINIMUM_CALLS`] (10); at most the window's size.
-    pub fn minimum_calls(mut self, calls: u32) -> Self {
-        self.minimum_calls = calls;
+    /// [`DEFAULT_MINIMUM_CALLS`] (10), or the window's whole size when that is smaller; at most
+    /// the window's size.
+    pub fn minimum_calls(mut self, calls: NonZeroU32) -> Self {
+        self.minimum_calls = Some(calls);
         self
     }
 
@@ -216,8 +220,8 @@ impl<C> ThrottleBuilder<C> {
     /// # Errors
     ///
     /// [`ConfigError`] naming the first setting out of range or in conflict: a multiplier
-    /// outside 1 to 100 (or NaN), a window over 4096 calls, minimum calls above the window, a
-    /// probe interval or slow-call threshold outside 1 ms to 1 hour.
+    /// outside 1 to 100, a window over 4096 calls, minimum calls above the window, a probe
+    /// interval or slow-call threshold outside 1 ms to 1 hour.
     pub fn build(self) -> Result<ThrottleLayer<C>, ConfigError> {
         let config = self.validate()?;
         Ok(ThrottleLayer::from_gate(Arc::new(Gate::new(
@@ -227,14 +231,7 @@ impl<C> ThrottleBuilder<C> {
     }
 
     fn validate(&self) -> Result<Config, ConfigError> {
-        if !(1.0..=MAX_MULTIPLIER).contains(&self.multiplier) {
-            return Err(ConfigError::ShareOutOfRange {
-                setting: "multiplier",
-                value: self.multiplier,
-                min: 1.0,
-                max: MAX_MULTIPLIER,
-            });
-        }
+        let multiplier = self.multiplier.within("multiplier", 1.0, MAX_MULTIPLIER)?;
         if self.window.get() > MAX_WINDOW_SIZE {
             return Err(ConfigError::CountOutOfRange {
                 setting: "window",
@@ -243,14 +240,18 @@ impl<C> ThrottleBuilder<C> {
                 max: u64::from(MAX_WINDOW_SIZE),
             });
         }
-        if self.minimum_calls > self.window.get() {
-            return Err(ConfigError::Conflict {
-                setting: "minimum_calls",
-                value: self.minimum_calls.to_string(),
-                other: "window",
-                why: "the window can never hold more calls than its size",
-            });
-        }
+        let minimum_calls = match self.minimum_calls {
+            None => DEFAULT_MINIMUM_CALLS.min(self.window),
+            Some(calls) if calls > self.window => {
+                return Err(ConfigError::Conflict {
+                    setting: "minimum_calls",
+                    value: calls.to_string(),
+                    other: "window",
+                    why: "the window can never hold more calls than its size",
+                });
+            }
+            Some(calls) => calls,
+        };
         let duration = |setting, value: Duration| {
             if (MIN_DURATION..=MAX_DURATION).contains(&value) {
                 Ok(value)
@@ -270,9 +271,9 @@ impl<C> ThrottleBuilder<C> {
             .transpose()?;
         Ok(Config {
             name: self.name.clone(),
-            multiplier: self.multiplier,
+            multiplier,
             window: self.window.get(),
-            minimum_calls: u64::from(self.minimum_calls),
+            minimum_calls: u64::from(minimum_calls.get()),
             shed_after: u64::from(self.shed_after.get()),
             probe_interval,
             probe_jitter: self.probe_jitter.get(),
@@ -293,6 +294,15 @@ mod tests {
     }
 
     #[test]
+    fn minimum_calls_left_at_its_default_follows_a_smaller_window() {
+        let five = NonZeroU32::new(5).unwrap();
+        let config = ThrottleBuilder::new().window(five).validate().unwrap();
+        assert_eq!(config.minimum_calls, 5);
+        let config = ThrottleBuilder::new().validate().unwrap();
+        assert_eq!(config.minimum_calls, u64::from(DEFAULT_MINIMUM_CALLS.get()));
+    }
+
+    #[test]
     fn out_of_range_settings_name_themselves() {
         let setting = |builder: ThrottleBuilder| match builder.build() {
             Err(
@@ -304,11 +314,11 @@ mod tests {
             other => panic!("expected a config error, got {other:?}"),
         };
         assert_eq!(
-            setting(ThrottleBuilder::new().multiplier(0.9)),
+            setting(ThrottleBuilder::new().multiplier(Factor::new_const(0.9))),
             "multiplier"
         );
         assert_eq!(
-            setting(ThrottleBuilder::new().multiplier(f64::NAN)),
+            setting(ThrottleBuilder::new().multiplier(Factor::new_const(100.1))),
             "multiplier"
         );
         assert_eq!(
@@ -319,7 +329,7 @@ mod tests {
             setting(
                 ThrottleBuilder::new()
                     .window(NonZeroU32::new(5).unwrap())
-                    .minimum_calls(6)
+                    .minimum_calls(NonZeroU32::new(6).unwrap())
             ),
             "minimum_calls"
         );
@@ -334,8 +344,8 @@ mod tests {
         assert!(
             ThrottleBuilder::new()
                 .window(NonZeroU32::new(4096).unwrap())
-                .minimum_calls(4096)
-                .multiplier(1.0)
+                .minimum_calls(NonZeroU32::new(4096).unwrap())
+                .multiplier(Factor::new_const(1.0))
                 .probe_interval(Duration::from_millis(1))
                 .build()
                 .is_ok()

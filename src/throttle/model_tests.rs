@@ -16,9 +16,9 @@ use proptest::prelude::*;
 use super::ThrottleLayer;
 use super::gate::{Admission, Gate, Permit};
 use super::state::{Snapshot, next_generation, run_to_shed};
-use crate::Ratio;
 use crate::classify::Outcome;
 use crate::clock::ManualClock;
+use crate::{Factor, Ratio};
 
 #[derive(Clone, Copy, Debug)]
 struct Setup {
@@ -44,7 +44,7 @@ enum Op {
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
-    (1u32..12, 0u32..12, 1u32..6, 1.0f64..4.0, 1u64..50).prop_map(
+    (1u32..12, 1u32..12, 1u32..6, 1.0f64..4.0, 1u64..50).prop_map(
         |(window, minimum, shed_after, multiplier, interval_ms)| Setup {
             window,
             minimum_calls: minimum.min(window),
@@ -169,9 +169,9 @@ fn build(setup: Setup, clock: &ManualClock) -> std::sync::Arc<TestGate> {
     ThrottleLayer::builder()
         .classifier(classifier)
         .window(NonZeroU32::new(setup.window).unwrap())
-        .minimum_calls(setup.minimum_calls)
+        .minimum_calls(NonZeroU32::new(setup.minimum_calls).unwrap())
         .shed_after(NonZeroU32::new(setup.shed_after).unwrap())
-        .multiplier(setup.multiplier)
+        .multiplier(Factor::new(setup.multiplier).unwrap())
         .probe_interval(Duration::from_millis(setup.interval_ms))
         .probe_jitter(Ratio::ZERO)
         .seed(11)

@@ -5,17 +5,15 @@ use std::time::Duration;
 
 /// The request did not complete in time: its limit or its deadline passed first.
 ///
-/// `after` is the time the request was given, from the call to expiry: the layer's (or the
-/// request's own) limit, or the time its [`Deadline`](crate::deadline::Deadline) left, whichever
-/// was smaller. It is zero when the deadline had already passed at the call, in which case the
-/// inner service was never called.
+/// [`after`](Self::after) is the time the request was given, from the call to expiry: the
+/// layer's (or the request's own) limit, or the time its
+/// [`Deadline`](crate::deadline::Deadline) left, whichever was smaller. It is zero when the
+/// deadline had already passed at the call, in which case the inner service was never called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub struct TimedOut {
-    /// How long the request was given before it was abandoned.
-    pub after: Duration,
-    /// Whether the timeout's own limit or the request's deadline ran out.
-    pub kind: TimeoutKind,
+    after: Duration,
+    kind: TimeoutKind,
 }
 
 /// Which bound a [`TimedOut`] request ran into.
@@ -42,6 +40,12 @@ impl TimedOut {
     #[must_use]
     pub fn after(&self) -> Duration {
         self.after
+    }
+
+    /// Whether the timeout's own limit or the request's deadline ran out.
+    #[must_use]
+    pub fn kind(&self) -> TimeoutKind {
+        self.kind
     }
 
     /// Whether the request's deadline (rather than the timeout's own limit) ran out.

@@ -85,7 +85,7 @@ impl Timer {
             Expiry::Never => Duration::MAX,
         };
         let timed_out = TimedOut::new(after, *this.kind);
-        tracing::trace!(after = ?timed_out.after, kind = ?timed_out.kind, "request timed out");
+        tracing::trace!(after = ?timed_out.after(), kind = ?timed_out.kind(), "request timed out");
         Poll::Ready(timed_out)
     }
 

@@ -24,7 +24,9 @@ impl TimeoutLayer {
     /// whichever comes first).
     ///
     /// `Duration::MAX` means no limit of its own: only deadlines apply, and a call without one
-    /// reads no clock and arms no timer even when its inner future is pending.
+    /// reads no clock and arms no timer even when its inner future is pending. Every value has
+    /// a meaning, so this cannot fail: a zero limit lets through only a response that is ready
+    /// at its first poll.
     pub fn new(timeout: Duration) -> Self {
         Self {
             policy: FixedTimeout::new(timeout),

@@ -50,7 +50,7 @@
 //! let err = slow.unwrap_err();
 //! assert!(matches!(
 //!     Rejection::find(&*err),
-//!     Some(Rejection::TimedOut(t)) if t.after == Duration::from_millis(300)
+//!     Some(Rejection::TimedOut(t)) if t.after() == Duration::from_millis(300)
 //! ));
 //! # }
 //! ```

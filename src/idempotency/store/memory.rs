@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::{Ready, ready};
 use std::hash::RandomState;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,12 +18,12 @@ use crate::idempotency::fingerprint::{Fingerprint, Owner, RecordKey};
 use crate::idempotency::state::{Found, Record};
 
 /// Records the in-memory store holds at most by default: 100 000.
-pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+pub const DEFAULT_MAX_ENTRIES: NonZeroUsize = NonZeroUsize::new(100_000).unwrap();
 /// Bytes of stored responses the in-memory store holds at most by default: 64 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Records one identified caller may hold at most by default: 1000, a hundredth of the default
 /// store, so a caller flooding it with keys cannot refuse everyone else.
-pub const DEFAULT_MAX_PER_OWNER: usize = 1000;
+pub const DEFAULT_MAX_PER_OWNER: NonZeroUsize = NonZeroUsize::new(1000).unwrap();
 
 /// How often the store looks for dead records on its own.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -34,10 +35,10 @@ const SUPERSEDED_RETRIES: u32 = 16;
 
 /// The default store: records in a lock-free hash index in this process.
 ///
-/// - **Bounded.** At most [`max_entries`](Self::max_entries) records and
-///   [`max_bytes`](Self::max_bytes) of stored responses, and at most
-///   [`max_per_owner`](Self::max_per_owner) records for one identified caller. Dead records go
-///   first: every minute a sweep (on tokio's blocking pool, off the request path) drops
+/// - **Bounded.** At most [`max_entries`](MemoryStoreBuilder::max_entries) records and
+///   [`max_bytes`](MemoryStoreBuilder::max_bytes) of stored responses, and at most
+///   [`max_per_owner`](MemoryStoreBuilder::max_per_owner) records for one identified caller.
+///   Dead records go first: every minute a sweep (on tokio's blocking pool, off the request path) drops
 ///   released and expired records; when the store is full, at most once a second (on its own
 ///   schedule), a sweep on the request that needs room also drops claims whose lease has
 ///   ended (their holders' completions are then refused). A store full of live records refuses
@@ -80,13 +81,81 @@ struct Shared {
     last_full_sweep: AtomicU64,
 }
 
-/// The store's settings, carried from one builder call to the next.
-#[derive(Clone)]
-struct Bounds {
-    max_entries: usize,
+/// Configures a [`MemoryStore`] (from [`MemoryStore::builder`]); finish with
+/// [`build`](Self::build). Every bound is a type that holds only meaningful values, so building
+/// cannot fail.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use palisade::idempotency::MemoryStore;
+///
+/// let store = MemoryStore::builder()
+///     .max_entries(NonZeroUsize::new(10_000).unwrap())
+///     .max_bytes(16 * 1024 * 1024)
+///     .max_per_owner(NonZeroUsize::new(100).unwrap())
+///     .build();
+/// assert!(store.is_empty());
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    max_entries: NonZeroUsize,
     max_bytes: usize,
-    max_per_owner: usize,
+    max_per_owner: NonZeroUsize,
     clock: Clock,
+}
+
+impl MemoryStoreBuilder {
+    /// Holds at most `max` records. Default: [`DEFAULT_MAX_ENTRIES`] (100 000).
+    pub fn max_entries(mut self, max: NonZeroUsize) -> Self {
+        self.max_entries = max;
+        self
+    }
+
+    /// Holds at most `max` bytes of stored responses, as
+    /// [`StoredResponse::size`](super::StoredResponse::size) counts them (0 keeps records of
+    /// what ran, never a response). Default: [`DEFAULT_MAX_BYTES`] (64 MiB).
+    pub fn max_bytes(mut self, max: usize) -> Self {
+        self.max_bytes = max;
+        self
+    }
+
+    /// Holds at most `max` records for one identified caller (the layer's
+    /// [`identity`](crate::idempotency::IdempotencyBuilder::identity)); anonymous callers share
+    /// only the store's own bound. Default: [`DEFAULT_MAX_PER_OWNER`] (1000).
+    pub fn max_per_owner(mut self, max: NonZeroUsize) -> Self {
+        self.max_per_owner = max;
+        self
+    }
+
+    /// The clock leases and retention follow. Defaults to tokio's (which paused-time tests
+    /// control); a [`ManualClock`](crate::clock::ManualClock) drives it by hand.
+    pub fn clock(mut self, clock: impl Into<Clock>) -> Self {
+        self.clock = clock.into();
+        self
+    }
+
+    /// Builds the store, empty.
+    #[must_use]
+    pub fn build(self) -> MemoryStore {
+        let epoch = Epoch::new(self.clock.now());
+        MemoryStore {
+            shared: Arc::new(Shared {
+                map: HashIndex::with_hasher(RandomState::new()),
+                owners: scc::HashMap::with_hasher(RandomState::new()),
+                clock: self.clock,
+                epoch,
+                max_entries: self.max_entries.get(),
+                max_bytes: self.max_bytes,
+                max_per_owner: self.max_per_owner.get(),
+                entries: AtomicUsize::new(0),
+                bytes: AtomicUsize::new(0),
+                next_token: AtomicU64::new(1),
+                last_sweep: AtomicU64::new(0),
+                last_full_sweep: AtomicU64::new(0),
+            }),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -94,80 +163,16 @@ impl MemoryStore {
     /// and [`DEFAULT_MAX_PER_OWNER`] records per identified caller, on tokio's clock.
     #[must_use]
     pub fn new() -> Self {
-        Self::build(Bounds {
+        Self::builder().build()
+    }
+
+    /// Configures a store: its bounds and its clock; see [`MemoryStoreBuilder`].
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
             max_entries: DEFAULT_MAX_ENTRIES,
             max_bytes: DEFAULT_MAX_BYTES,
             max_per_owner: DEFAULT_MAX_PER_OWNER,
             clock: Clock::default(),
-        })
-    }
-
-    fn bounds(&self) -> Bounds {
-        Bounds {
-            max_entries: self.shared.max_entries,
-            max_bytes: self.shared.max_bytes,
-            max_per_owner: self.shared.max_per_owner,
-            clock: self.shared.clock.clone(),
-        }
-    }
-
-    /// Holds at most `max` records (at least 1). Default: [`DEFAULT_MAX_ENTRIES`].
-    #[must_use]
-    pub fn max_entries(self, max: usize) -> Self {
-        Self::build(Bounds {
-            max_entries: max,
-            ..self.bounds()
-        })
-    }
-
-    /// Holds at most `max` bytes of stored responses, as
-    /// [`StoredResponse::size`](super::StoredResponse::size) counts them. Default:
-    /// [`DEFAULT_MAX_BYTES`].
-    #[must_use]
-    pub fn max_bytes(self, max: usize) -> Self {
-        Self::build(Bounds {
-            max_bytes: max,
-            ..self.bounds()
-        })
-    }
-
-    /// Holds at most `max` records (at least 1) for one identified caller (the layer's
-    /// [`identity`](crate::idempotency::IdempotencyLayer::identity)); anonymous callers share
-    /// only the store's own bound. Default: [`DEFAULT_MAX_PER_OWNER`].
-    #[must_use]
-    pub fn max_per_owner(self, max: usize) -> Self {
-        Self::build(Bounds {
-            max_per_owner: max,
-            ..self.bounds()
-        })
-    }
-
-    /// Reads time from `clock` (a [`ManualClock`](crate::clock::ManualClock) in tests).
-    #[must_use]
-    pub fn with_clock(self, clock: impl Into<Clock>) -> Self {
-        Self::build(Bounds {
-            clock: clock.into(),
-            ..self.bounds()
-        })
-    }
-
-    fn build(bounds: Bounds) -> Self {
-        let epoch = Epoch::new(bounds.clock.now());
-        Self {
-            shared: Arc::new(Shared {
-                map: HashIndex::with_hasher(RandomState::new()),
-                owners: scc::HashMap::with_hasher(RandomState::new()),
-                clock: bounds.clock,
-                epoch,
-                max_entries: bounds.max_entries.max(1),
-                max_bytes: bounds.max_bytes,
-                max_per_owner: bounds.max_per_owner.max(1),
-                entries: AtomicUsize::new(0),
-                bytes: AtomicUsize::new(0),
-                next_token: AtomicU64::new(1),
-                last_sweep: AtomicU64::new(0),
-                last_full_sweep: AtomicU64::new(0),
-            }),
         }
     }
 

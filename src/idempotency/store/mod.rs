@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 pub use self::memory::{
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_PER_OWNER, MemoryStore,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_PER_OWNER, MemoryStore, MemoryStoreBuilder,
 };
 use super::fingerprint::{Fingerprint, Owner, RecordKey};
 use crate::error::BoxError;

@@ -8,22 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::percent::PercentBudget;
+pub use self::percent::PercentBudgetBuilder;
 use self::token_bucket::TokenBucket;
-use crate::Ratio;
-use crate::clock::Clock;
-use crate::error::ConfigError;
+pub use self::token_bucket::TokenBucketBuilder;
+use crate::{Factor, Ratio};
 
 mod percent;
 mod token_bucket;
 
 /// Token bucket size: 10 tokens (the gRPC retry-throttling example).
-pub const DEFAULT_MAX_TOKENS: u32 = 10;
+pub const DEFAULT_MAX_TOKENS: NonZeroU32 = NonZeroU32::new(10).unwrap();
 /// Tokens a success refills: 0.1 (the gRPC example: throttles once failures pass about 10 %).
 pub const DEFAULT_TOKEN_RATIO: Ratio = Ratio::new_const(0.1);
 /// How long a percentage budget remembers requests: 10 s (Finagle, Linkerd, tower).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
-/// Share of requests that may be retried: 20 % (Finagle, Linkerd, tower).
-pub const DEFAULT_PERCENT: f64 = 0.2;
+/// Retries allowed per request, a share of the requests: 0.2, 20 % (Finagle, Linkerd, tower).
+pub const DEFAULT_RETRY_SHARE: Factor = Factor::new_const(0.2);
 /// Retries per second allowed whatever the traffic: 10 (Finagle, Linkerd, tower).
 pub const DEFAULT_MIN_PER_SECOND: u32 = 10;
 
@@ -49,7 +49,11 @@ pub const DEFAULT_MIN_PER_SECOND: u32 = 10;
 /// use palisade::Ratio;
 /// use palisade::retry::RetryBudget;
 ///
-/// let budget = RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.1));
+/// let budget = RetryBudget::token_bucket()
+///     .max_tokens(NonZeroU32::new(10).unwrap())
+///     .token_ratio(Ratio::new_const(0.1))
+///     .build()
+///     .unwrap();
 /// assert!(budget.allows_retry());
 /// for _ in 0..5 {
 ///     budget.record(false); // five failed attempts: 5 of 10 tokens left
@@ -72,68 +76,35 @@ pub(super) enum Kind {
 }
 
 impl RetryBudget {
-    /// gRPC retry throttling: a bucket of `max_tokens` (at most 1000), each failed attempt
-    /// takes one, each successful one puts back `ratio` (kept to 3 decimals, above zero); a
-    /// retry is allowed while more than `max_tokens / 2` remain.
-    ///
-    /// Out-of-range values are clamped (`max_tokens` to 1000, `ratio` to at least 0.001);
-    /// [`try_token_bucket`](Self::try_token_bucket) refuses them instead.
-    #[must_use]
-    pub fn token_bucket(max_tokens: NonZeroU32, ratio: Ratio) -> Self {
-        Self::from_kind(Kind::Tokens(TokenBucket::new(max_tokens, ratio)))
+    /// gRPC retry throttling, the default budget: a bucket of
+    /// [`max_tokens`](TokenBucketBuilder::max_tokens), each failed attempt takes one, each
+    /// successful one puts back [`token_ratio`](TokenBucketBuilder::token_ratio) of one; a
+    /// retry is allowed while more than half the tokens remain. Finish with
+    /// [`build`](TokenBucketBuilder::build).
+    pub fn token_bucket() -> TokenBucketBuilder {
+        TokenBucketBuilder::new()
     }
 
-    /// As [`token_bucket`](Self::token_bucket), refusing out-of-range values.
+    /// Finagle's budget: retries may be [`retry_share`](PercentBudgetBuilder::retry_share) of
+    /// the requests of the last [`ttl`](PercentBudgetBuilder::ttl), plus
+    /// [`min_per_second`](PercentBudgetBuilder::min_per_second) retries per second. Finish with
+    /// [`build`](PercentBudgetBuilder::build).
     ///
-    /// # Errors
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade::Factor;
+    /// use palisade::retry::RetryBudget;
     ///
-    /// [`ConfigError`] for `max_tokens` above 1000 or a `ratio` below 0.001.
-    pub fn try_token_bucket(max_tokens: NonZeroU32, ratio: Ratio) -> Result<Self, ConfigError> {
-        if max_tokens.get() > 1000 {
-            return Err(ConfigError::CountOutOfRange {
-                setting: "max_tokens",
-                value: u64::from(max_tokens.get()),
-                min: 1,
-                max: 1000,
-            });
-        }
-        if ratio.get() < 0.001 {
-            return Err(ConfigError::ZeroThreshold {
-                setting: "token ratio",
-            });
-        }
-        Ok(Self::token_bucket(max_tokens, ratio))
-    }
-
-    /// Finagle's budget: retries may be `percent` of the requests of the last `ttl` (1 to 60
-    /// s), plus `min_per_second` retries per second. `percent` is a share: 0.2 is 20 %, and
-    /// values above 1 allow several retries per request (up to 10). A `percent` of 0 leaves
-    /// only the floor.
-    ///
-    /// Requests are remembered in 10 slots of `ttl / 10`, so old requests leave the budget in
-    /// steps of a tenth of the TTL.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] for a `ttl` outside 1 to 60 s, or a `percent` other than 0 outside
-    /// 0.001 to 10.
-    pub fn percent(ttl: Duration, percent: f64, min_per_second: u32) -> Result<Self, ConfigError> {
-        Self::percent_with_clock(ttl, percent, min_per_second, Clock::default())
-    }
-
-    /// As [`percent`](Self::percent), reading time from `clock`.
-    ///
-    /// # Errors
-    ///
-    /// As [`percent`](Self::percent).
-    pub fn percent_with_clock(
-        ttl: Duration,
-        percent: f64,
-        min_per_second: u32,
-        clock: Clock,
-    ) -> Result<Self, ConfigError> {
-        PercentBudget::new(ttl, percent, min_per_second, clock)
-            .map(|budget| Self::from_kind(Kind::Percent(budget)))
+    /// let budget = RetryBudget::percent()
+    ///     .ttl(Duration::from_secs(30))
+    ///     .retry_share(Factor::new_const(0.1))
+    ///     .min_per_second(5)
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(budget.allows_retry(), "the floor allows retries before any request");
+    /// ```
+    pub fn percent() -> PercentBudgetBuilder {
+        PercentBudgetBuilder::new()
     }
 
     /// No budget: only `max_attempts` limits retries.
@@ -193,10 +164,10 @@ impl RetryBudget {
 impl Default for RetryBudget {
     /// A token bucket of [`DEFAULT_MAX_TOKENS`] refilling [`DEFAULT_TOKEN_RATIO`].
     fn default() -> Self {
-        Self::token_bucket(
-            NonZeroU32::new(DEFAULT_MAX_TOKENS).unwrap_or(NonZeroU32::MIN),
+        Self::from_kind(Kind::Tokens(TokenBucket::new(
+            DEFAULT_MAX_TOKENS,
             DEFAULT_TOKEN_RATIO,
-        )
+        )))
     }
 }
 
@@ -221,31 +192,64 @@ impl fmt::Debug for RetryBudget {
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
+    use crate::error::ConfigError;
+
+    fn share(value: f64) -> Factor {
+        Factor::new(value).unwrap()
+    }
+
+    fn percent(ttl: Duration, retry_share: f64) -> Result<RetryBudget, ConfigError> {
+        RetryBudget::percent()
+            .ttl(ttl)
+            .retry_share(share(retry_share))
+            .build()
+    }
+
+    fn tokens(max: u32, ratio: f64) -> Result<RetryBudget, ConfigError> {
+        RetryBudget::token_bucket()
+            .max_tokens(NonZeroU32::new(max).unwrap())
+            .token_ratio(Ratio::new(ratio).unwrap())
+            .build()
+    }
+
+    /// The setting a refused budget names.
+    fn refused(budget: Result<RetryBudget, ConfigError>) -> &'static str {
+        match budget {
+            Err(
+                ConfigError::ShareOutOfRange { setting, .. }
+                | ConfigError::CountOutOfRange { setting, .. }
+                | ConfigError::DurationOutOfRange { setting, .. },
+            ) => setting,
+            other => panic!("expected a range error, got {other:?}"),
+        }
+    }
 
     #[test]
-    fn out_of_range_budgets_are_refused() {
-        assert!(RetryBudget::percent(Duration::from_millis(500), 0.2, 10).is_err());
-        assert!(RetryBudget::percent(Duration::from_secs(61), 0.2, 10).is_err());
-        assert!(RetryBudget::percent(Duration::from_secs(10), 11.0, 10).is_err());
-        assert!(RetryBudget::percent(Duration::from_secs(10), 1e-9, 10).is_err());
-        assert!(RetryBudget::percent(Duration::from_secs(10), -0.1, 10).is_err());
-        assert!(RetryBudget::percent(Duration::from_secs(10), f64::NAN, 10).is_err());
-        assert!(RetryBudget::percent(Duration::from_secs(10), 0.001, 10).is_ok());
-        assert!(RetryBudget::try_token_bucket(NonZeroU32::new(1001).unwrap(), Ratio::ONE).is_err());
-        assert!(RetryBudget::try_token_bucket(NonZeroU32::MIN, Ratio::ZERO).is_err());
-        // Both bounds are inclusive.
-        let most = NonZeroU32::new(1000).unwrap();
-        assert!(RetryBudget::try_token_bucket(most, Ratio::ONE).is_ok());
-        let least = Ratio::new(0.001).unwrap();
-        assert!(RetryBudget::try_token_bucket(NonZeroU32::MIN, least).is_ok());
-        assert!(
-            RetryBudget::try_token_bucket(NonZeroU32::MIN, Ratio::new(0.000_9).unwrap()).is_err()
-        );
+    fn out_of_range_budgets_are_refused_naming_the_setting() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(refused(percent(Duration::from_millis(999), 0.2)), "ttl");
+        assert_eq!(refused(percent(Duration::from_secs(61), 0.2)), "ttl");
+        assert_eq!(refused(percent(ten, 10.001)), "retry_share");
+        assert_eq!(refused(percent(ten, 1e-9)), "retry_share");
+        assert_eq!(refused(tokens(1001, 1.0)), "max_tokens");
+        assert_eq!(refused(tokens(1, 0.0)), "token_ratio");
+        assert_eq!(refused(tokens(1, 0.000_9)), "token_ratio");
+        // Every bound is inclusive, and a share of 0 leaves only the floor.
+        for ttl in [Duration::from_secs(1), Duration::from_secs(60)] {
+            assert!(percent(ttl, 0.2).is_ok());
+        }
+        for retry_share in [0.0, 0.001, 10.0] {
+            assert!(percent(ten, retry_share).is_ok());
+        }
+        assert!(tokens(1000, 1.0).is_ok());
+        assert!(tokens(1, 0.001).is_ok());
+        assert!(RetryBudget::token_bucket().build().is_ok());
+        assert!(RetryBudget::percent().build().is_ok());
     }
 
     #[test]
     fn a_token_bucket_shows_its_tokens_and_size() {
-        let budget = RetryBudget::token_bucket(NonZeroU32::new(10).unwrap(), Ratio::new_const(0.1));
+        let budget = tokens(10, 0.1).unwrap();
         budget.record(false);
         assert_eq!(
             format!("{budget:?}"),

@@ -1,10 +1,100 @@
-//! The percentage budget: Finagle's, deposits and withdrawals per slot of `ttl / 10`.
+//! The percentage budget: Finagle's, deposits and withdrawals per slot of `ttl / 10`, and its
+//! builder.
 
 use std::time::Duration;
 
+use super::{DEFAULT_MIN_PER_SECOND, DEFAULT_RETRY_SHARE, DEFAULT_TTL, Kind, RetryBudget};
+use crate::Factor;
 use crate::clock::{Clock, Epoch, Instant};
 use crate::error::ConfigError;
 use crate::ring::StampedRing;
+
+/// The shortest and longest TTL: 1 s and 60 s.
+const MIN_TTL: Duration = Duration::from_secs(1);
+const MAX_TTL: Duration = Duration::from_secs(60);
+/// The smallest share above 0 (one retry per 1000 requests) and the largest (10 per request).
+const MIN_SHARE: f64 = 0.001;
+const MAX_SHARE: f64 = 10.0;
+
+/// Configures a percentage [`RetryBudget`] (from [`RetryBudget::percent`]); finish with
+/// [`build`](Self::build).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct PercentBudgetBuilder {
+    ttl: Duration,
+    retry_share: Factor,
+    min_per_second: u32,
+    clock: Clock,
+}
+
+impl PercentBudgetBuilder {
+    pub(super) fn new() -> Self {
+        Self {
+            ttl: DEFAULT_TTL,
+            retry_share: DEFAULT_RETRY_SHARE,
+            min_per_second: DEFAULT_MIN_PER_SECOND,
+            clock: Clock::default(),
+        }
+    }
+
+    /// How long requests are remembered. Defaults to [`DEFAULT_TTL`] (10 s); between 1 and 60
+    /// s. Requests are kept in 10 slots of `ttl / 10`, so old requests leave the budget in
+    /// steps of a tenth of the TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Retries allowed per request, as a share of the requests: 0.2 allows one retry for every
+    /// five requests, 2 allows two per request. Defaults to [`DEFAULT_RETRY_SHARE`] (0.2);
+    /// 0 (only the floor), or between 0.001 and 10.
+    pub fn retry_share(mut self, share: Factor) -> Self {
+        self.retry_share = share;
+        self
+    }
+
+    /// Retries per second allowed whatever the traffic. Defaults to
+    /// [`DEFAULT_MIN_PER_SECOND`] (10); 0 leaves only the share.
+    pub fn min_per_second(mut self, retries: u32) -> Self {
+        self.min_per_second = retries;
+        self
+    }
+
+    /// The clock the budget's slots follow. Defaults to tokio's (which paused-time tests
+    /// control); a [`ManualClock`](crate::clock::ManualClock) drives it by hand.
+    pub fn clock(mut self, clock: impl Into<Clock>) -> Self {
+        self.clock = clock.into();
+        self
+    }
+
+    /// Checks the settings and builds the budget.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::DurationOutOfRange`] for a `ttl` outside 1 to 60 s, and
+    /// [`ConfigError::ShareOutOfRange`] for a `retry_share` other than 0 outside 0.001 to 10.
+    pub fn build(self) -> Result<RetryBudget, ConfigError> {
+        if !(MIN_TTL..=MAX_TTL).contains(&self.ttl) {
+            return Err(ConfigError::DurationOutOfRange {
+                setting: "ttl",
+                value: self.ttl,
+                min: MIN_TTL,
+                max: MAX_TTL,
+            });
+        }
+        let share = self.retry_share.get();
+        if share != 0.0 {
+            self.retry_share
+                .within("retry_share", MIN_SHARE, MAX_SHARE)?;
+        }
+        Ok(RetryBudget::from_kind(Kind::Percent(PercentBudget::new(
+            self.ttl,
+            share,
+            self.min_per_second,
+            self.clock,
+        ))))
+    }
+}
 
 /// Finagle's budget: deposits and withdrawals per slot of `ttl / 10`.
 pub(in crate::retry) struct PercentBudget {
@@ -29,51 +119,33 @@ const FIELD: u64 = (1 << WITHDRAWALS_BITS) - 1;
 const HEADROOM: u64 = 1024 * 1000;
 
 impl PercentBudget {
-    /// Validates and builds the budget (see `RetryBudget::percent`).
-    pub(super) fn new(
-        ttl: Duration,
-        percent: f64,
-        min_per_second: u32,
-        clock: Clock,
-    ) -> Result<Self, ConfigError> {
-        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl) {
-            return Err(ConfigError::DurationOutOfRange {
-                setting: "budget ttl",
-                value: ttl,
-                min: Duration::from_secs(1),
-                max: Duration::from_secs(60),
-            });
-        }
-        if percent != 0.0 && !(0.001..=10.0).contains(&percent) {
-            return Err(ConfigError::ShareOutOfRange {
-                setting: "budget percent",
-                value: percent,
-                min: 0.001,
-                max: 10.0,
-            });
-        }
+    /// The budget for a `ttl` of 1 to 60 s and a `share` of 0 or 0.001 to 10, as the builder
+    /// checks.
+    fn new(ttl: Duration, share: f64, min_per_second: u32, clock: Clock) -> Self {
+        debug_assert!((MIN_TTL..=MAX_TTL).contains(&ttl));
+        debug_assert!(share == 0.0 || (MIN_SHARE..=MAX_SHARE).contains(&share));
         // tower's integer scheme: up to one retry per request, a request deposits 1 and a
-        // retry withdraws ⌊1/percent⌋ (at most 1000); above that, 1000 and ⌊1000/percent⌋
-        // (at least 100). With no percent, requests deposit nothing and a retry withdraws 1
-        // from the floor.
+        // retry withdraws ⌊1/share⌋ (at most 1000); above that, 1000 and ⌊1000/share⌋
+        // (at least 100). With no share, requests deposit nothing and a retry withdraws 1
+        // from the floor. (The clamps only guard the float rounding: the range is checked.)
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1..=1000
-        let (deposit, withdraw) = if percent == 0.0 {
+        let (deposit, withdraw) = if share == 0.0 {
             (0, 1)
-        } else if percent <= 1.0 {
-            (1, (1.0 / percent).floor().clamp(1.0, 1000.0) as u64)
+        } else if share <= 1.0 {
+            (1, (1.0 / share).floor().clamp(1.0, 1000.0) as u64)
         } else {
-            (1000, (1000.0 / percent).floor().clamp(100.0, 1000.0) as u64)
+            (1000, (1000.0 / share).floor().clamp(100.0, 1000.0) as u64)
         };
         let reserve = u64::from(min_per_second) * ttl.as_secs() * withdraw;
         let period = u64::try_from(ttl.as_nanos() / 10).unwrap_or(u64::MAX);
         let epoch = Epoch::new(clock.now());
-        Ok(Self {
+        Self {
             clock,
             ring: StampedRing::new(epoch, period, 10, STAMP_BITS),
             deposit,
             withdraw,
             reserve,
-        })
+        }
     }
 
     fn now(&self) -> Instant {
@@ -119,16 +191,24 @@ impl PercentBudget {
 
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
-    use super::super::{Kind, RetryBudget};
     use super::*;
     use crate::clock::ManualClock;
+
+    /// A percentage budget over `ttl` allowing `share` of requests plus `floor` per second.
+    fn budget(ttl: Duration, share: f64, floor: u32, clock: &ManualClock) -> RetryBudget {
+        RetryBudget::percent()
+            .ttl(ttl)
+            .retry_share(Factor::new(share).unwrap())
+            .min_per_second(floor)
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    }
 
     #[test]
     fn the_percent_budget_allows_its_share_of_recent_requests_plus_a_floor() {
         let clock = ManualClock::new();
-        let budget =
-            RetryBudget::percent_with_clock(Duration::from_secs(10), 0.2, 1, clock.clone().into())
-                .unwrap();
+        let budget = budget(Duration::from_secs(10), 0.2, 1, &clock);
         // The floor alone: 1 per second over 10 s = 10 retries.
         let mut allowed = 0;
         while budget.try_withdraw() {
@@ -155,9 +235,7 @@ mod tests {
     #[test]
     fn deposits_expire_a_tenth_of_the_ttl_at_a_time() {
         let clock = ManualClock::new();
-        let budget =
-            RetryBudget::percent_with_clock(Duration::from_secs(10), 1.0, 0, clock.clone().into())
-                .unwrap();
+        let budget = budget(Duration::from_secs(10), 1.0, 0, &clock);
         budget.on_request();
         clock.advance(Duration::from_millis(9_999));
         assert!(
@@ -171,8 +249,7 @@ mod tests {
     #[test]
     fn a_zero_percent_budget_allows_only_the_floor() {
         let clock = ManualClock::new();
-        let budget =
-            RetryBudget::percent_with_clock(Duration::from_secs(1), 0.0, 3, clock.into()).unwrap();
+        let budget = budget(Duration::from_secs(1), 0.0, 3, &clock);
         for _ in 0..1000 {
             budget.on_request();
         }
@@ -189,22 +266,15 @@ mod tests {
         // The largest withdrawal (1000 units at 0.1 %) against a floor of a million retries:
         // the slot fills long before the floor runs out.
         let clock = ManualClock::new();
-        let budget = RetryBudget::percent_with_clock(
-            Duration::from_secs(1),
-            0.001,
-            1_000_000,
-            clock.clone().into(),
-        )
-        .unwrap();
+        let floor = budget(Duration::from_secs(1), 0.001, 1_000_000, &clock);
         let mut allowed = 0u32;
-        while budget.try_withdraw() {
+        while floor.try_withdraw() {
             allowed += 1;
             assert!(allowed < 1_000_000, "the slot never filled");
         }
         assert_eq!(u64::from(allowed), (FIELD - HEADROOM) / 1000 + 1);
         // Deposits of the largest unit (1000 at 10 retries per request) saturate the same way.
-        let busy =
-            RetryBudget::percent_with_clock(Duration::from_secs(1), 10.0, 0, clock.into()).unwrap();
+        let busy = budget(Duration::from_secs(1), 10.0, 0, &clock);
         for _ in 0..300_000 {
             busy.on_request();
         }
@@ -220,15 +290,14 @@ mod tests {
     fn a_full_slot_holds_exactly_its_share_of_the_largest_withdrawals() {
         // As above, for withdrawals: the count is the literal one, not one derived from the
         // constants it checks.
-        let budget = RetryBudget::percent_with_clock(
+        let floor = budget(
             Duration::from_secs(1),
             0.001,
             1_000_000,
-            ManualClock::new().into(),
-        )
-        .unwrap();
+            &ManualClock::new(),
+        );
         let mut allowed = 0u32;
-        while budget.try_withdraw() {
+        while floor.try_withdraw() {
             allowed += 1;
         }
         assert_eq!(allowed, 267_412);
@@ -237,8 +306,7 @@ mod tests {
     #[test]
     fn a_share_above_one_allows_that_many_retries_per_request() {
         let clock = ManualClock::new();
-        let budget =
-            RetryBudget::percent_with_clock(Duration::from_secs(10), 2.0, 0, clock.into()).unwrap();
+        let budget = budget(Duration::from_secs(10), 2.0, 0, &clock);
         budget.on_request();
         assert!(budget.try_withdraw());
         assert!(budget.try_withdraw());
@@ -249,8 +317,7 @@ mod tests {
     fn a_retry_waits_for_a_whole_withdrawal_of_deposits() {
         // 20 %: a retry costs five requests' deposits.
         let clock = ManualClock::new();
-        let budget =
-            RetryBudget::percent_with_clock(Duration::from_secs(10), 0.2, 0, clock.into()).unwrap();
+        let budget = budget(Duration::from_secs(10), 0.2, 0, &clock);
         for _ in 0..4 {
             budget.on_request();
         }
