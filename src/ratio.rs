@@ -138,6 +138,8 @@ impl Factor {
     }
 
     /// Checks that this factor lies in `min..=max` for `setting`.
+    // Used by the builders that take a factor: the throttle's and the percentage budget's.
+    #[cfg_attr(not(any(feature = "throttle", feature = "retry")), allow(dead_code))]
     pub(crate) fn within(
         self,
         setting: &'static str,
