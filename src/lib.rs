@@ -228,6 +228,8 @@
 #[cfg(not(target_has_atomic = "64"))]
 compile_error!("palisade needs 64-bit atomics (`AtomicU64`), which this target lacks");
 
+#[cfg(feature = "cache")]
+pub mod cache;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
 pub mod classify;
@@ -245,7 +247,12 @@ pub mod http;
 pub mod idempotency;
 #[cfg(feature = "preset")]
 pub mod preset;
-#[cfg(any(feature = "circuit-breaker", feature = "retry", feature = "throttle"))]
+#[cfg(any(
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "throttle",
+    feature = "cache"
+))]
 mod random;
 mod ratio;
 mod rejection;

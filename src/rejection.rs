@@ -9,6 +9,8 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "cache")]
+use crate::cache::LeaderFailed;
 #[cfg(feature = "circuit-breaker")]
 use crate::circuit_breaker::{CircuitBreakerError, CircuitOpen};
 use crate::classify::Outcome;
@@ -145,6 +147,8 @@ rejections! {
     [feature = "retry"] BudgetExhausted(BudgetExhausted),
     /// A throttle shed the call.
     [feature = "throttle"] Throttled(Throttled),
+    /// The cached fetch this call waited for failed.
+    [feature = "cache"] LeaderFailed(LeaderFailed),
 }
 
 impl<'a> Rejection<'a> {

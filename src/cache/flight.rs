@@ -1,0 +1,147 @@
+//! Single flight: one caller (the leader) fetches a missing or expired key; every other caller
+//! for that key waits for the leader's landing, woken once.
+//!
+//! The table is a map under one lock, touched only on misses (twice per fetch: join and land),
+//! never on a hit. A leader's landing is published through a `watch` channel, which wakes each
+//! waiter once when the value changes from `Pending`; a waiter that subscribes after the landing
+//! sees it at once.
+//!
+//! A leader whose future is dropped lands `Abandoned` from its guard's `Drop`: the waiters wake,
+//! look again, and the first of them to join becomes the next leader, so exactly one more call
+//! reaches the inner service and nobody fails because another caller went away.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+/// What a leader's fetch came to.
+#[derive(Clone, Debug)]
+pub(crate) enum Landing<V> {
+    /// Still fetching.
+    Pending,
+    /// The value the leader returned (stored or not).
+    Value(V),
+    /// The fetch failed; the error, as text (errors are not `Clone`).
+    Failed(Arc<str>),
+    /// The leader went away without a result: look again.
+    Abandoned,
+}
+
+struct Flight<V> {
+    landing: watch::Sender<Landing<V>>,
+    /// Set by an invalidation while the fetch runs: its result is returned, not stored.
+    invalidated: bool,
+}
+
+/// The keys being fetched.
+pub(crate) struct Flights<K, V> {
+    table: Mutex<HashMap<K, Flight<V>>>,
+    max: usize,
+}
+
+/// A caller's part in a key's fetch.
+pub(crate) enum Role<'a, K: Hash + Eq + Clone, V: Clone> {
+    /// Fetch, then [`Leader::land`].
+    Leader(Leader<'a, K, V>),
+    /// Wait for the leader's landing.
+    Waiter(watch::Receiver<Landing<V>>),
+    /// The table is full: fetch alone, uncoalesced.
+    Alone,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            table: Mutex::new(HashMap::new()),
+            max,
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<K, Flight<V>>> {
+        // A panic while the lock was held left the map consistent (every change is one call).
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Joins `key`'s fetch, leading it if none runs.
+    pub(crate) fn join(&self, key: &K) -> Role<'_, K, V> {
+        let mut table = self.table();
+        if let Some(flight) = table.get(key) {
+            return Role::Waiter(flight.landing.subscribe());
+        }
+        if table.len() >= self.max {
+            return Role::Alone;
+        }
+        let (landing, _) = watch::channel(Landing::Pending);
+        table.insert(
+            key.clone(),
+            Flight {
+                landing,
+                invalidated: false,
+            },
+        );
+        Role::Leader(Leader {
+            flights: self,
+            key: Some(key.clone()),
+        })
+    }
+
+    /// Marks `key`'s running fetch (if any) so its result is not stored.
+    pub(crate) fn invalidate(&self, key: &K) {
+        if let Some(flight) = self.table().get_mut(key) {
+            flight.invalidated = true;
+        }
+    }
+
+    /// Marks every running fetch so its result is not stored.
+    pub(crate) fn invalidate_all(&self) {
+        for flight in self.table().values_mut() {
+            flight.invalidated = true;
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table().len()
+    }
+
+    /// Ends `key`'s flight with `landing`, first calling `store` unless an invalidation marked
+    /// the flight. Both happen under the table's lock, and an invalidation marks the flight
+    /// under it before it removes the key from the store: either the mark comes first and
+    /// nothing is stored, or the store comes first and the invalidation then removes it.
+    fn finish(&self, key: &K, landing: Landing<V>, store: impl FnOnce()) {
+        let mut table = self.table();
+        if let Some(flight) = table.remove(key) {
+            if !flight.invalidated {
+                store();
+            }
+            drop(table);
+            flight.landing.send_replace(landing);
+        }
+    }
+}
+
+/// The leader's duty: land the flight exactly once, from [`land`](Self::land) or, if the
+/// leader's future is dropped first, from `Drop` with [`Landing::Abandoned`].
+pub(crate) struct Leader<'a, K: Hash + Eq + Clone, V: Clone> {
+    flights: &'a Flights<K, V>,
+    key: Option<K>,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Leader<'_, K, V> {
+    /// Lands the flight, waking every waiter once, after `store` (skipped if the key was
+    /// invalidated during the fetch).
+    pub(crate) fn land(mut self, landing: Landing<V>, store: impl FnOnce()) {
+        if let Some(key) = self.key.take() {
+            self.flights.finish(&key, landing, store);
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Drop for Leader<'_, K, V> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.flights.finish(&key, Landing::Abandoned, || {});
+        }
+    }
+}

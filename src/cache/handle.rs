@@ -1,0 +1,125 @@
+//! [`CacheHandle`]: invalidate, insert, and read the counters.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use super::shared::Shared;
+
+/// Controls one cache layer's entries from outside the request path. Cloning shares the cache.
+pub struct CacheHandle<K, V> {
+    shared: Arc<Shared<K, V>>,
+}
+
+/// A snapshot of a cache's counters (monotonic since it was built) and gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Fresh entries served.
+    pub hits: u64,
+    /// Stale entries served (each may have started a refresh).
+    pub stale_hits: u64,
+    /// Calls that reached the inner service for a missing or expired key (leaders, lone
+    /// fetches, and waiters that fetched themselves).
+    pub misses: u64,
+    /// Callers that waited for another caller's fetch.
+    pub coalesced: u64,
+    /// Background refreshes that stored a new value.
+    pub refreshes: u64,
+    /// Background refreshes that failed (the stale entry stayed).
+    pub refresh_failures: u64,
+    /// Failed fetches answered with an old value instead (stale-if-error).
+    pub stale_if_error: u64,
+    /// Successful values not stored: a time to live of zero, or heavier than the entry bound.
+    pub uncached: u64,
+    /// Entries evicted for room.
+    pub evictions: u64,
+    /// Entries held now (dead ones not yet evicted included).
+    pub entries: u64,
+    /// Their total weight.
+    pub weight: u64,
+    /// Keys being fetched under single flight now.
+    pub in_flight: u64,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> CacheHandle<K, V> {
+    pub(crate) fn new(shared: Arc<Shared<K, V>>) -> Self {
+        Self { shared }
+    }
+
+    /// Removes `key`'s entry. A refresh or fetch of it running now is not stored: the
+    /// invalidation wins. Returns whether an entry was there.
+    pub fn invalidate(&self, key: &K) -> bool {
+        // Mark the flight first, then remove: see `Flights::finish`.
+        self.shared.flights.invalidate(key);
+        self.shared.store.remove(key)
+    }
+
+    /// Removes every entry; every refresh and fetch running now is not stored.
+    pub fn invalidate_all(&self) {
+        self.shared.flights.invalidate_all();
+        self.shared.store.clear();
+    }
+
+    /// Stores `value` under `key` as if just fetched (fresh for the cache's time to live, or
+    /// the value's own), replacing any entry; a refresh or fetch of the key running now is not
+    /// stored over it. Returns whether it was stored (not if its time to live is zero or it is
+    /// too heavy).
+    pub fn insert(&self, key: K, value: V) -> bool {
+        let now = self.shared.now();
+        let Some(entry) = self.shared.entry(&key, value, now, 0) else {
+            return false;
+        };
+        self.shared.flights.invalidate(&key);
+        self.shared.store.insert(key, entry);
+        true
+    }
+
+    /// Whether `key` has an entry a caller would be served now (fresh or stale).
+    #[must_use]
+    pub fn contains(&self, key: &K) -> bool {
+        let now = self.shared.now();
+        self.shared.store.get(key).is_some_and(|entry| {
+            matches!(
+                entry.times.phase(now),
+                super::state::Phase::Fresh | super::state::Phase::Stale
+            )
+        })
+    }
+
+    /// The counters and gauges now.
+    #[must_use]
+    pub fn metrics(&self) -> Metrics {
+        let counters = &self.shared.counters;
+        Metrics {
+            hits: counters.hits.get(),
+            stale_hits: counters.stale_hits.get(),
+            misses: counters.misses.get(),
+            coalesced: counters.coalesced.get(),
+            refreshes: counters.refreshes.get(),
+            refresh_failures: counters.refresh_failures.get(),
+            stale_if_error: counters.stale_if_error.get(),
+            uncached: counters.uncached.get(),
+            evictions: self.shared.store.evictions(),
+            entries: u64::try_from(self.shared.store.len()).unwrap_or(u64::MAX),
+            weight: self.shared.store.weight(),
+            in_flight: u64::try_from(self.shared.flights.len()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl<K, V> Clone for CacheHandle<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for CacheHandle<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheHandle")
+            .field("name", &self.shared.config.name)
+            .finish_non_exhaustive()
+    }
+}

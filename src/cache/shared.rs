@@ -1,0 +1,152 @@
+//! What every service of one cache layer shares: the entries, the flights, the settings, the
+//! clock and the counters, and the decisions made over them (entry times, early refresh).
+
+use std::hash::Hash;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::config::Config;
+use super::flight::Flights;
+use super::state::{RefreshWord, Times};
+use super::store::{Entry, Store};
+use crate::clock::{Clock, Epoch};
+use crate::random::{Random, draw};
+use crate::ratio::scale;
+
+/// XFetch refreshes with probability `exp(−x)`; past `x = 20` that is below 2·10⁻⁹, so the draw
+/// is skipped.
+const XFETCH_CUTOFF: f64 = 20.0;
+
+/// Counters, each on its own line: hits are counted by every thread on the hot path.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: Padded,
+    pub(crate) stale_hits: Padded,
+    pub(crate) misses: Padded,
+    pub(crate) coalesced: Padded,
+    pub(crate) refreshes: Padded,
+    pub(crate) refresh_failures: Padded,
+    pub(crate) stale_if_error: Padded,
+    pub(crate) uncached: Padded,
+}
+
+/// A counter alone on a pair of cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded(AtomicU64);
+
+impl Padded {
+    #[inline]
+    pub(crate) fn add(&self) {
+        // Relaxed: a statistic, read only by snapshots.
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Shared<K, V> {
+    pub(crate) config: Config<K, V>,
+    pub(crate) store: Store<K, V>,
+    pub(crate) flights: Flights<K, V>,
+    pub(crate) refresh_slots: Arc<Semaphore>,
+    pub(crate) counters: Counters,
+    clock: Clock,
+    epoch: Epoch,
+    random: Option<Random>,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Shared<K, V> {
+    pub(crate) fn new(
+        mut config: Config<K, V>,
+        max_entries: NonZeroUsize,
+        capacity: Option<u64>,
+        max_refreshes: NonZeroUsize,
+        max_in_flight: NonZeroUsize,
+        seed: Option<u64>,
+        clock: Clock,
+    ) -> Self {
+        let items = max_entries.get();
+        let store = Store::new(
+            items,
+            capacity.unwrap_or(u64::try_from(items).unwrap_or(u64::MAX)),
+        );
+        // quick_cache refuses an entry heavier than one shard's share of the capacity.
+        config.max_entry_weight = config.max_entry_weight.min(store.shard_capacity());
+        let epoch = Epoch::new(clock.now());
+        Self {
+            config,
+            store,
+            flights: Flights::new(max_in_flight.get()),
+            refresh_slots: Arc::new(Semaphore::new(max_refreshes.get())),
+            counters: Counters::default(),
+            clock,
+            epoch,
+            random: seed.map(|seed| Random::new(Some(seed))),
+        }
+    }
+
+    /// Now, in ticks of the cache's epoch.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        self.epoch.ticks(self.clock.now())
+    }
+
+    pub(crate) fn ticks(duration: Duration) -> u64 {
+        Epoch::ticks_of(duration)
+    }
+
+    /// A new entry for `value` fetched in `fetch` ticks, stored at `now`, or `None` when it is
+    /// not to be stored (a time to live of zero, or too heavy).
+    pub(crate) fn entry(&self, key: &K, value: V, now: u64, fetch: u64) -> Option<Arc<Entry<V>>> {
+        let config = &self.config;
+        let ttl = match &config.ttl_of {
+            Some(ttl_of) => ttl_of(&value).unwrap_or(config.ttl),
+            None => config.ttl,
+        };
+        if ttl.is_zero() {
+            return None;
+        }
+        let weight = match &config.weight_of {
+            Some(weight_of) => weight_of(key, &value).max(1),
+            None => 1,
+        };
+        if weight > config.max_entry_weight {
+            return None;
+        }
+        // ±jitter: a factor uniform in [1 − j, 1 + j).
+        let factor = 1.0 + config.ttl_jitter * (2.0 * draw(self.random.as_ref()) - 1.0);
+        let ttl = Self::ticks(scale(ttl, factor));
+        let fresh_until = now.saturating_add(ttl.max(1));
+        Some(Arc::new(Entry {
+            value,
+            times: Times {
+                fresh_until,
+                stale_until: fresh_until.saturating_add(Self::ticks(config.stale_while_revalidate)),
+                error_until: fresh_until.saturating_add(Self::ticks(config.stale_if_error)),
+            },
+            fetch,
+            weight,
+            refresh: RefreshWord::new(),
+        }))
+    }
+
+    /// XFetch: whether a fresh `entry` is refreshed early at `now`, with probability
+    /// `exp(−τ / (β·δ))`.
+    #[inline]
+    pub(crate) fn refresh_early(&self, entry: &Entry<V>, now: u64) -> bool {
+        let beta = self.config.early_refresh;
+        if beta == 0.0 || entry.fetch == 0 {
+            return false;
+        }
+        #[allow(clippy::cast_precision_loss)] // ticks to a ratio: precision to spare
+        let x = entry.times.fresh_until.saturating_sub(now) as f64 / (beta * entry.fetch as f64);
+        x < XFETCH_CUTOFF && draw(self.random.as_ref()) < (-x).exp()
+    }
+}
