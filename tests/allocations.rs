@@ -419,3 +419,20 @@ fn the_server_timeout_allocates_nothing_on_a_ready_handler() {
     );
     assert_eq!(report("server timeout, a ready handler", bare, timed), 0.0);
 }
+
+#[cfg(feature = "cache")]
+#[test]
+fn a_cache_hit_allocates_nothing() {
+    use palisade::cache::CacheLayer;
+    use std::sync::Arc;
+    let value: Arc<str> = Arc::from("cached");
+    let origin =
+        service_fn(move |_: u64| std::future::ready(Ok::<_, BoxError>(Arc::clone(&value))));
+    let bare = per_call(origin.clone(), || 7);
+    let layer = CacheLayer::builder(std::time::Duration::from_secs(3600), |key: &u64| Some(*key))
+        .build()
+        .unwrap();
+    // The warm-up's first call fills the entry; every counted call is a fresh hit.
+    let hit = per_call(layer.layer(origin), || 7);
+    assert_eq!(report("cache, fresh hit", bare, hit), 0.0);
+}
