@@ -20,6 +20,11 @@
 //! response is lost on the way back; the server, which had placed the order, replays its
 //! stored answer instead of placing it again.
 //!
+//! Then the stale-while-revalidate cache in front of a slow lookup: a burst of 100 callers on a
+//! cold key makes one origin call, a stale entry is served at once while one refresh runs in
+//! the background, and an origin outage is ridden out with the last good value
+//! (stale-if-error).
+//!
 //! Last, the client preset: a route that fails every other call keeps answering what it can
 //! (the throttle sheds nothing at 50 %); once it is down, calls are refused at once (or answered
 //! by a fallback, marked) while one probe at a time checks on it; and the first probe that
@@ -383,7 +388,88 @@ async fn main() {
     breaker_demo(addr, &flaky).await;
     retry_demo(addr, &flaky).await;
     idempotency_demo(addr, &flaky).await;
+    cache_demo().await;
     preset_demo(addr, &flaky).await;
+}
+
+/// The cache in front of a lookup that takes 50 ms and can be switched off.
+async fn cache_demo() {
+    use palisade::cache::CacheLayer;
+    println!(
+        "\n── stale-while-revalidate cache: fresh 300 ms, stale 300 ms more, errors covered 5 s ──"
+    );
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let down = Arc::new(AtomicBool::new(false));
+    let origin = tower::service_fn({
+        let (lookups, down) = (Arc::clone(&lookups), Arc::clone(&down));
+        move |id: u64| {
+            let n = lookups.fetch_add(1, Ordering::SeqCst) + 1;
+            let down = down.load(Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if down {
+                    Err::<Arc<str>, BoxError>("lookup failed: database unreachable".into())
+                } else {
+                    Ok(Arc::from(format!("price list {id}, version {n}")))
+                }
+            }
+        }
+    });
+    let cache = CacheLayer::builder(Duration::from_millis(300), |id: &u64| Some(*id))
+        .stale_while_revalidate(Duration::from_millis(300))
+        .stale_if_error(Duration::from_secs(5))
+        .build()
+        .expect("valid cache configuration");
+    let handle = cache.handle();
+    let svc = ServiceBuilder::new().layer(cache).service(origin);
+
+    let burst: Vec<_> = (0..100)
+        .map(|_| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move { svc.ready().await?.call(1).await })
+        })
+        .collect();
+    let mut answered = 0;
+    for caller in burst {
+        if caller.await.is_ok_and(|answer| answer.is_ok()) {
+            answered += 1;
+        }
+    }
+    println!(
+        "  100 callers at once on a cold key: {answered} answered, {} origin lookup",
+        lookups.load(Ordering::SeqCst)
+    );
+
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let mut one = svc.clone();
+    let started = tokio::time::Instant::now();
+    let answer = one.ready().await.expect("ready").call(1).await;
+    println!(
+        "  after 350 ms (stale): {:?} in {:?}, a refresh runs behind it",
+        answer.as_deref().unwrap_or("?"),
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer = one.ready().await.expect("ready").call(1).await;
+    println!("  100 ms later: {:?}", answer.as_deref().unwrap_or("?"));
+
+    down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let answer = one.ready().await.expect("ready").call(1).await;
+    println!(
+        "  the database goes down, the entry expires: {:?} (stale-if-error)",
+        answer.as_deref().unwrap_or("?")
+    );
+    let metrics = handle.metrics();
+    println!(
+        "  cache: {} hits, {} stale, {} coalesced, {} refreshed, {} served stale on error, {} lookups",
+        metrics.hits,
+        metrics.stale_hits,
+        metrics.coalesced,
+        metrics.refreshes,
+        metrics.stale_if_error,
+        lookups.load(Ordering::SeqCst)
+    );
 }
 
 /// The client preset against `/unreliable`: nothing shed while half the calls succeed, only
