@@ -603,3 +603,32 @@ fn out_of_range_settings_are_refused_by_name() {
         "max_entry_weight"
     );
 }
+
+#[test]
+fn a_stale_hit_with_no_runtime_left_is_served_without_a_refresh_or_a_panic() {
+    support::init_tracing();
+    let origin = Origin::default();
+    let layer = CacheLayer::builder(MS, key_of as KeyOf)
+        .stale_while_revalidate(Duration::from_secs(3600))
+        .ttl_jitter(Ratio::ZERO)
+        .build()
+        .unwrap();
+    let mut svc: Svc = layer.layer(origin.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        get(&mut svc, 1).await.unwrap();
+    });
+    drop(runtime);
+    std::thread::sleep(Duration::from_millis(5));
+    // Outside any runtime: the entry is stale, the refresh cannot be spawned.
+    let mut answer = std::pin::pin!(svc.call(1));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match answer.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(value)) => assert_eq!(&*value, "1#1"),
+        other => panic!("expected the stale value at once, got {other:?}"),
+    }
+    assert_eq!(origin.calls(), 1, "no refresh started");
+}
