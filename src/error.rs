@@ -117,3 +117,33 @@ pub enum ConfigError {
         why: &'static str,
     },
 }
+
+/// `value` if it lies in `min..=max`, else the error naming `setting` and the range: the one
+/// duration check every builder makes.
+#[cfg_attr(
+    not(any(
+        feature = "circuit-breaker",
+        feature = "throttle",
+        feature = "retry",
+        feature = "idempotency",
+        feature = "cache"
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn duration_within(
+    setting: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::DurationOutOfRange {
+            setting,
+            value,
+            min,
+            max,
+        })
+    }
+}

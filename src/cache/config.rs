@@ -9,7 +9,7 @@ use super::layer::CacheLayer;
 use super::shared::Shared;
 use crate::classify::DefaultClassifier;
 use crate::clock::Clock;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, duration_within};
 use crate::{Factor, Ratio};
 
 /// Entries the cache holds at most: 10 000.
@@ -301,18 +301,7 @@ impl<F, C> CacheBuilder<F, C> {
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        let duration = |setting, value: Duration, min: Duration| {
-            if (min..=MAX_DURATION).contains(&value) {
-                Ok(value)
-            } else {
-                Err(ConfigError::DurationOutOfRange {
-                    setting,
-                    value,
-                    min,
-                    max: MAX_DURATION,
-                })
-            }
-        };
+        let duration = |setting, value, min| duration_within(setting, value, min, MAX_DURATION);
         let nanos = Duration::from_nanos(1);
         duration("ttl", self.ttl, nanos)?;
         duration(

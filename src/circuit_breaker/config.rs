@@ -11,7 +11,7 @@ use super::state::{MAX_PROBES, MAX_UNTIL_MS};
 use crate::Ratio;
 use crate::classify::DefaultClassifier;
 use crate::clock::Clock;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, duration_within};
 
 /// Size of the default count-based window: the last 100 calls (resilience4j's
 /// `slidingWindowSize`).
@@ -372,18 +372,7 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 
     fn validate(&self) -> Result<Config, ConfigError> {
-        let duration = |setting, value: Duration| {
-            if (MIN_DURATION..=MAX_DURATION).contains(&value) {
-                Ok(value)
-            } else {
-                Err(ConfigError::DurationOutOfRange {
-                    setting,
-                    value,
-                    min: MIN_DURATION,
-                    max: MAX_DURATION,
-                })
-            }
-        };
+        let duration = |setting, value| duration_within(setting, value, MIN_DURATION, MAX_DURATION);
         let open_base = duration("open_for", self.open_base)?;
         let open_max = match self.open_max {
             Some(max) => {

@@ -13,7 +13,7 @@ use http::{Method, StatusCode};
 use super::identity::{Anonymous, Identify};
 use super::layer::IdempotencyLayer;
 use super::store::{IdempotencyStore, MemoryStore};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, duration_within};
 use crate::http::DEFAULT_MAX_KEY_LENGTH;
 
 /// The largest request body read to fingerprint a request by default: 1 MiB.
@@ -363,20 +363,8 @@ impl<St> IdempotencyBuilder<St> {
     /// longer than the retention.
     pub fn build(self) -> Result<IdempotencyLayer<St>, ConfigError> {
         let mut settings = self.settings;
-        let within = |setting, value: Duration, min: Duration, max: Duration| {
-            if (min..=max).contains(&value) {
-                Ok(value)
-            } else {
-                Err(ConfigError::DurationOutOfRange {
-                    setting,
-                    value,
-                    min,
-                    max,
-                })
-            }
-        };
-        within("lease", settings.lease, MIN_LEASE, MAX_LEASE)?;
-        within("retention", settings.retention, MIN_LEASE, MAX_RETENTION)?;
+        duration_within("lease", settings.lease, MIN_LEASE, MAX_LEASE)?;
+        duration_within("retention", settings.retention, MIN_LEASE, MAX_RETENTION)?;
         settings.client_error_retention = match self.client_error_retention {
             None => DEFAULT_CLIENT_ERROR_RETENTION.min(settings.retention),
             Some(retention) if retention > settings.retention => {
@@ -387,7 +375,7 @@ impl<St> IdempotencyBuilder<St> {
                     why: "a 4xx answer cannot outlive the record that holds it",
                 });
             }
-            Some(retention) => within(
+            Some(retention) => duration_within(
                 "client_error_retention",
                 retention,
                 MIN_LEASE,
@@ -395,7 +383,7 @@ impl<St> IdempotencyBuilder<St> {
             )?,
         };
         if let InFlight::Wait(wait) = settings.in_flight {
-            within("in_flight", wait, MIN_IN_FLIGHT_WAIT, Duration::MAX)?;
+            duration_within("in_flight", wait, MIN_IN_FLIGHT_WAIT, Duration::MAX)?;
         }
         Ok(IdempotencyLayer::from_parts(settings, self.store))
     }

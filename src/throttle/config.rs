@@ -8,7 +8,7 @@ use super::ThrottleLayer;
 use super::gate::Gate;
 use crate::classify::DefaultClassifier;
 use crate::clock::Clock;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, duration_within};
 use crate::{Factor, Ratio};
 
 /// `K` in the rejection probability `max(0, (requests − K·accepts) / (requests + 1))`: 2, the
@@ -252,18 +252,7 @@ impl<C> ThrottleBuilder<C> {
             }
             Some(calls) => calls,
         };
-        let duration = |setting, value: Duration| {
-            if (MIN_DURATION..=MAX_DURATION).contains(&value) {
-                Ok(value)
-            } else {
-                Err(ConfigError::DurationOutOfRange {
-                    setting,
-                    value,
-                    min: MIN_DURATION,
-                    max: MAX_DURATION,
-                })
-            }
-        };
+        let duration = |setting, value| duration_within(setting, value, MIN_DURATION, MAX_DURATION);
         let probe_interval = duration("probe_interval", self.probe_interval)?;
         let slow_call = self
             .slow_call

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{DEFAULT_MIN_PER_SECOND, DEFAULT_RETRY_SHARE, DEFAULT_TTL, Kind, RetryBudget};
 use crate::Factor;
 use crate::clock::{Clock, Epoch, Instant};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, duration_within};
 use crate::ring::StampedRing;
 
 /// The shortest and longest TTL: 1 s and 60 s.
@@ -74,14 +74,7 @@ impl PercentBudgetBuilder {
     /// [`ConfigError::DurationOutOfRange`] for a `ttl` outside 1 to 60 s, and
     /// [`ConfigError::ShareOutOfRange`] for a `retry_share` other than 0 outside 0.001 to 10.
     pub fn build(self) -> Result<RetryBudget, ConfigError> {
-        if !(MIN_TTL..=MAX_TTL).contains(&self.ttl) {
-            return Err(ConfigError::DurationOutOfRange {
-                setting: "ttl",
-                value: self.ttl,
-                min: MIN_TTL,
-                max: MAX_TTL,
-            });
-        }
+        duration_within("ttl", self.ttl, MIN_TTL, MAX_TTL)?;
         let share = self.retry_share.get();
         if share != 0.0 {
             self.retry_share
