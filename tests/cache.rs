@@ -632,3 +632,23 @@ fn a_stale_hit_with_no_runtime_left_is_served_without_a_refresh_or_a_panic() {
     }
     assert_eq!(origin.calls(), 1, "no refresh started");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_smallest_caches_still_store() {
+    support::init_tracing();
+    for max in [1, 2, 3, 7] {
+        let origin = Origin::default();
+        let layer = CacheLayer::builder(TTL, key_of as KeyOf)
+            .max_entries(NonZeroUsize::new(max).unwrap())
+            .build()
+            .unwrap();
+        let mut svc: Svc = layer.layer(origin.clone());
+        get(&mut svc, 1).await.unwrap();
+        get(&mut svc, 1).await.unwrap();
+        assert_eq!(
+            origin.calls(),
+            1,
+            "max_entries {max}: the second get is a hit"
+        );
+    }
+}
