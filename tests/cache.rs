@@ -652,3 +652,37 @@ async fn the_smallest_caches_still_store() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_insert_during_a_fetch_outside_a_flight_wins() {
+    support::init_tracing();
+    // A waiter past the lock timeout fetches on its own; an insert while it does stays.
+    let origin = Origin::default();
+    origin.set_delay(Duration::from_secs(8));
+    let layer = CacheLayer::builder(TTL, key_of as KeyOf)
+        .lock_timeout(Duration::from_secs(5))
+        .ttl_jitter(Ratio::ZERO)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc: Svc = layer.layer(origin.clone());
+    let mut leader = svc.clone();
+    let leading = tokio::spawn(async move { get(&mut leader, 1).await });
+    settle().await;
+    let mut waiter = svc.clone();
+    let waiting = tokio::spawn(async move { get(&mut waiter, 1).await });
+    settle().await;
+    advance(Duration::from_secs(5)).await;
+    settle().await;
+    assert_eq!(origin.calls(), 2, "the waiter fetches on its own");
+    assert!(handle.insert(1, Value::from("written")));
+    advance(Duration::from_secs(8)).await;
+    assert_eq!(&*waiting.await.unwrap().unwrap(), "1#2");
+    let _ = leading.await;
+    let mut reader = svc.clone();
+    assert_eq!(
+        &*get(&mut reader, 1).await.unwrap(),
+        "written",
+        "the insert stays"
+    );
+}

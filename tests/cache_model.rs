@@ -139,7 +139,10 @@ proptest! {
     #[test]
     fn the_cache_follows_the_entry_life_model(ops in proptest::collection::vec(op(), 1..60)) {
         support::init_tracing();
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let clock = ManualClock::new();
         let origin = Origin::default();
         let (mut svc, handle) = build(&clock, &origin);

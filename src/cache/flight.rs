@@ -35,10 +35,16 @@ struct Flight<V> {
     invalidated: bool,
 }
 
-/// The keys being fetched.
+/// The keys being fetched, and a generation every write from outside (insert, invalidation)
+/// bumps, for the fetches that run outside a flight.
 pub(crate) struct Flights<K, V> {
-    table: Mutex<HashMap<K, Flight<V>>>,
+    table: Mutex<Table<K, V>>,
     max: usize,
+}
+
+struct Table<K, V> {
+    flights: HashMap<K, Flight<V>>,
+    generation: u64,
 }
 
 /// A caller's part in a key's fetch.
@@ -54,12 +60,15 @@ pub(crate) enum Role<'a, K: Hash + Eq + Clone, V: Clone> {
 impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
     pub(crate) fn new(max: usize) -> Self {
         Self {
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table {
+                flights: HashMap::new(),
+                generation: 0,
+            }),
             max,
         }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<K, Flight<V>>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table<K, V>> {
         // A panic while the lock was held left the map consistent (every change is one call).
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -67,14 +76,14 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
     /// Joins `key`'s fetch, leading it if none runs.
     pub(crate) fn join(&self, key: &K) -> Role<'_, K, V> {
         let mut table = self.table();
-        if let Some(flight) = table.get(key) {
+        if let Some(flight) = table.flights.get(key) {
             return Role::Waiter(flight.landing.subscribe());
         }
-        if table.len() >= self.max {
+        if table.flights.len() >= self.max {
             return Role::Alone;
         }
         let (landing, _) = watch::channel(Landing::Pending);
-        table.insert(
+        table.flights.insert(
             key.clone(),
             Flight {
                 landing,
@@ -87,22 +96,43 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
         })
     }
 
-    /// Marks `key`'s running fetch (if any) so its result is not stored.
+    /// Marks `key`'s running fetch (if any) so its result is not stored, and bumps the
+    /// generation so no fetch running outside a flight stores either.
     pub(crate) fn invalidate(&self, key: &K) {
-        if let Some(flight) = self.table().get_mut(key) {
+        let mut table = self.table();
+        table.generation += 1;
+        if let Some(flight) = table.flights.get_mut(key) {
             flight.invalidated = true;
         }
     }
 
     /// Marks every running fetch so its result is not stored.
     pub(crate) fn invalidate_all(&self) {
-        for flight in self.table().values_mut() {
+        let mut table = self.table();
+        table.generation += 1;
+        for flight in table.flights.values_mut() {
             flight.invalidated = true;
         }
     }
 
+    /// The generation now, taken by a fetch that runs outside a flight when it starts.
+    pub(crate) fn generation(&self) -> u64 {
+        self.table().generation
+    }
+
+    /// Calls `store` for a fetch that ran outside a flight, unless an insert or invalidation
+    /// came after `generation` (coarse: any key's, which only costs such rare fetches their
+    /// store). Under the table's lock, as a leader's store (see `finish`).
+    pub(crate) fn store_unless_written(&self, generation: u64, store: impl FnOnce()) {
+        let table = self.table();
+        if table.generation == generation {
+            store();
+        }
+        drop(table);
+    }
+
     pub(crate) fn len(&self) -> usize {
-        self.table().len()
+        self.table().flights.len()
     }
 
     /// Ends `key`'s flight with `landing`, first calling `store` unless an invalidation marked
@@ -111,7 +141,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
     /// nothing is stored, or the store comes first and the invalidation then removes it.
     fn finish(&self, key: &K, landing: Landing<V>, store: impl FnOnce()) {
         let mut table = self.table();
-        if let Some(flight) = table.remove(key) {
+        if let Some(flight) = table.flights.remove(key) {
             if !flight.invalidated {
                 store();
             }

@@ -74,6 +74,10 @@
 //!   than the entry bound passes through uncached. The in-flight table and the refreshes are
 //!   bounded too.
 //!
+//! Waiting (the lock timeout) and bounding a refresh use tokio's timers: run the cache on a
+//! runtime with time enabled, as every palisade timeout needs. Outside any runtime a hit is
+//! still served, a stale one without a refresh, and a waiter waits without a timeout.
+//!
 //! Values are cloned on every hit: cache `Arc<T>` or `Bytes` so that a hit is a reference
 //! count. The key function returns `None` to pass a request through untouched.
 //!

@@ -153,21 +153,28 @@ where
         // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
         runtime.spawn(async move {
             let _slot = slot;
-            let result = match poll_fn(|cx| inner.poll_ready(cx)).await {
-                Ok(()) => inner.call(req).await,
-                Err(error) => Err(error),
+            let attempt = async {
+                match poll_fn(|cx| inner.poll_ready(cx)).await {
+                    Ok(()) => inner.call(req).await,
+                    Err(error) => Err(error),
+                }
             };
+            // Bounded by the claim's own life: a refresh that hangs gives its slot back.
+            let result = tokio::time::timeout(shared.config.lock_timeout, attempt).await;
             let done = shared.now();
-            let stored = match classifier.classify(&result) {
-                Outcome::Success => result.ok().and_then(|value| {
-                    shared.entry(&key, value, done, done.saturating_sub(now))
-                }),
+            let stored = match result {
+                Ok(result) if classifier.classify(&result) == Outcome::Success => {
+                    result.ok().and_then(|value| {
+                        shared.entry(&key, value, done, done.saturating_sub(now))
+                    })
+                }
                 _ => None,
             };
             match stored {
                 Some(fresh) => {
-                    shared.counters.refreshes.add();
-                    if !shared.store.replace_if_current(&key, &old, fresh) {
+                    if shared.store.replace_if_current(&key, &old, fresh) {
+                        shared.counters.refreshes.add();
+                    } else {
                         tracing::debug!(target: "palisade::cache", "refresh result dropped: the entry was replaced or invalidated meanwhile");
                     }
                 }
@@ -200,18 +207,37 @@ where
     K: Hash + Eq + Clone,
     V: Clone,
 {
+    // Taken before anything else: a write after it keeps a fetch outside a flight unstored.
+    let generation = shared.flights.generation();
+    let mut counted = false;
     let leader = loop {
         let mut landing = match shared.flights.join(&key) {
-            Role::Leader(leader) => break Some(leader),
+            Role::Leader(leader) => {
+                // Another leader may have stored the key between this caller's lookup and its
+                // join: serve that entry rather than call the origin again.
+                if let Some(entry) = shared.store.get(&key) {
+                    if entry.times.phase(shared.now()) == Phase::Fresh {
+                        let value = entry.value.clone();
+                        leader.land(Landing::Value(value.clone()), || {});
+                        return Ok(value);
+                    }
+                }
+                break Some(leader);
+            }
             Role::Alone => break None,
             Role::Waiter(landing) => landing,
         };
-        shared.counters.coalesced.add();
-        let waited = tokio::time::timeout(
-            shared.config.lock_timeout,
-            landing.wait_for(|landing| !matches!(landing, Landing::Pending)),
-        )
-        .await;
+        if !counted {
+            shared.counters.coalesced.add();
+            counted = true;
+        }
+        let landed = landing.wait_for(|landing| !matches!(landing, Landing::Pending));
+        // No timer without a runtime's time driver: then wait for the landing alone.
+        let waited = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::time::timeout(shared.config.lock_timeout, landed).await
+        } else {
+            Ok(landed.await)
+        };
         let landed = match waited {
             Ok(Ok(landed)) => landed.clone(),
             // The flight ended without a landing we can read: as if abandoned.
@@ -255,7 +281,7 @@ where
             };
             match leader {
                 Some(leader) => leader.land(Landing::Value(value.clone()), store),
-                None => store(),
+                None => shared.flights.store_unless_written(generation, store),
             }
             return Ok(value);
         }

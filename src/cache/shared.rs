@@ -77,8 +77,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Shared<K, V> {
             items,
             capacity.unwrap_or(u64::try_from(items).unwrap_or(u64::MAX)),
         );
-        // quick_cache refuses an entry heavier than one shard's share of the capacity.
-        config.max_entry_weight = config.max_entry_weight.min(store.shard_capacity());
+        // quick_cache refuses an entry heavier than its hot target, 97 % of one shard's share
+        // of the capacity: stay under it, so that such an entry passes through uncached
+        // instead of being counted as an eviction.
+        let admissible = (store.shard_capacity() / 100 * 97).max(1);
+        config.max_entry_weight = config.max_entry_weight.min(admissible);
         let epoch = Epoch::new(clock.now());
         Self {
             config,
