@@ -686,3 +686,26 @@ async fn an_insert_during_a_fetch_outside_a_flight_wins() {
         "the insert stays"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_values_own_lifetime_is_jittered_only_shorter() {
+    support::init_tracing();
+    let origin = Origin::default();
+    let ttl_of: palisade::cache::TtlOf<Value> = Arc::new(|_| Some(Duration::from_secs(2)));
+    let layer = CacheLayer::builder(TTL, key_of as KeyOf)
+        .ttl_jitter(Ratio::new_const(0.5))
+        .early_refresh(palisade::Factor::new_const(0.0))
+        .seed(3)
+        .build_with(Some(ttl_of), None)
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc: Svc = layer.layer(origin.clone());
+    for key in 0..200 {
+        get(&mut svc, key).await.unwrap();
+    }
+    // Jittered over (1 s, 2 s]: all still fresh 1 ms before 1 s, none at 2 s.
+    advance(Duration::from_secs(1) - MS).await;
+    assert_eq!((0..200).filter(|k| handle.contains(k)).count(), 200);
+    advance(Duration::from_secs(1) + MS).await;
+    assert_eq!((0..200).filter(|k| handle.contains(k)).count(), 0);
+}

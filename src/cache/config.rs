@@ -182,7 +182,8 @@ impl<F, C> CacheBuilder<F, C> {
         self
     }
 
-    /// Spreads each entry's time to live uniformly over `±jitter` of itself. Defaults to
+    /// Spreads each entry's time to live uniformly over `±jitter` of itself (a value's own
+    /// lifetime from `ttl_of` only downward: it is never served past it). Defaults to
     /// [`DEFAULT_TTL_JITTER`] (10 %).
     pub fn ttl_jitter(mut self, jitter: Ratio) -> Self {
         self.ttl_jitter = jitter;

@@ -109,9 +109,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Shared<K, V> {
     /// not to be stored (a time to live of zero, or too heavy).
     pub(crate) fn entry(&self, key: &K, value: V, now: u64, fetch: u64) -> Option<Arc<Entry<V>>> {
         let config = &self.config;
-        let ttl = match &config.ttl_of {
-            Some(ttl_of) => ttl_of(&value).unwrap_or(config.ttl),
-            None => config.ttl,
+        // A value's own lifetime (a `max-age`, a token's expiry) is a promise not to serve it
+        // later: its jitter only shortens it.
+        let (ttl, own) = match config.ttl_of.as_ref().and_then(|ttl_of| ttl_of(&value)) {
+            Some(ttl) => (ttl, true),
+            None => (config.ttl, false),
         };
         if ttl.is_zero() {
             return None;
@@ -123,8 +125,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Shared<K, V> {
         if weight > config.max_entry_weight {
             return None;
         }
-        // ±jitter: a factor uniform in [1 − j, 1 + j).
-        let factor = 1.0 + config.ttl_jitter * (2.0 * draw(self.random.as_ref()) - 1.0);
+        // ±jitter: a factor uniform in [1 − j, 1 + j); for a value's own lifetime, (1 − j, 1].
+        let unit = draw(self.random.as_ref());
+        let factor = if own {
+            1.0 - config.ttl_jitter * unit
+        } else {
+            1.0 + config.ttl_jitter * (2.0 * unit - 1.0)
+        };
         let ttl = Self::ticks(scale(ttl, factor));
         let fresh_until = now.saturating_add(ttl.max(1));
         Some(Arc::new(Entry {
