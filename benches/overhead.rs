@@ -24,7 +24,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use criterion::Criterion;
-use palisade::Factor;
 use palisade::RequestExtensions;
 use palisade::deadline::Deadline;
 use palisade::timeout::TimeoutLayer;
@@ -520,12 +519,8 @@ fn retry_group(bench: &mut Bench) {
     bench.subject(g, "token_bucket", "bare", tokens, || Ping(42), Expect::Ok);
     let percent = RetryLayer::new()
         .budget(
-            RetryBudget::percent()
-                .ttl(Duration::from_secs(10))
-                .retry_share(Factor::new_const(0.2))
-                .min_per_second(10)
-                .build()
-                .expect("valid"),
+            // The defaults: 20 % of the last 10 s of requests plus 10 retries a second.
+            RetryBudget::percent().build().expect("valid"),
         )
         .layer(ready_ping());
     bench.subject(
@@ -559,12 +554,8 @@ fn retry_group(bench: &mut Bench) {
     });
     let shared = RetryLayer::new()
         .budget(
-            RetryBudget::percent()
-                .ttl(Duration::from_secs(10))
-                .retry_share(Factor::new_const(0.2))
-                .min_per_second(10)
-                .build()
-                .expect("valid"),
+            // The defaults: 20 % of the last 10 s of requests plus 10 retries a second.
+            RetryBudget::percent().build().expect("valid"),
         )
         .layer(ready_ping());
     bench.contended(g, "shared_percent_budget", "shared_bare", &shared, || {

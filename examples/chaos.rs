@@ -50,7 +50,6 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use palisade::Factor;
 use palisade::Ratio;
 use palisade::circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
 use palisade::classify::StatusClassifier;
@@ -212,12 +211,8 @@ fn measured_retry() -> RetryLayer<HttpPolicy> {
         .max_attempts(NonZeroU32::new(3).expect("non-zero"))
         .backoff(Backoff::default().jitter(Jitter::Equal))
         .budget(
-            RetryBudget::percent()
-                .ttl(Duration::from_secs(10))
-                .retry_share(Factor::new_const(0.2))
-                .min_per_second(10)
-                .build()
-                .expect("valid budget"),
+            // The defaults: 20 % of the last 10 s of requests plus 10 retries a second.
+            RetryBudget::percent().build().expect("valid budget"),
         )
 }
 

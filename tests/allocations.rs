@@ -11,7 +11,6 @@ use std::future::Future;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use palisade::Factor;
 use palisade::RequestExtensions;
 use palisade::deadline::Deadline;
 use palisade::error::BoxError;
@@ -270,12 +269,8 @@ fn retry_allocates_nothing_when_the_first_attempt_succeeds() {
     let percent = per_call(
         RetryLayer::new()
             .budget(
-                RetryBudget::percent()
-                    .ttl(Duration::from_secs(10))
-                    .retry_share(Factor::new_const(0.2))
-                    .min_per_second(10)
-                    .build()
-                    .unwrap(),
+                // The defaults: 20 % of the last 10 s of requests plus 10 retries a second.
+                RetryBudget::percent().build().unwrap(),
             )
             .layer(ready_job()),
         || Job(1),
