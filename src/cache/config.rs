@@ -55,6 +55,9 @@ pub type TtlOf<V> = Arc<dyn Fn(&V) -> Option<Duration> + Send + Sync>;
 /// Weighs an entry for the weight bound (its size in bytes, typically).
 pub type WeightOf<K, V> = Arc<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 
+/// What a checked builder becomes: the key function, the classifier and the engine.
+pub(crate) type Engine<F, C, K, V> = (F, C, Arc<Shared<K, V>>);
+
 /// The settings every decision reads, checked by [`CacheBuilder::build`].
 pub(crate) struct Config<K, V> {
     pub(crate) name: Option<Arc<str>>,
@@ -302,6 +305,21 @@ impl<F, C> CacheBuilder<F, C> {
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
     {
+        let (key_of, classifier, shared) = self.into_shared(ttl_of, weight_of)?;
+        Ok(CacheLayer::new(key_of, classifier, shared))
+    }
+
+    /// Checks the settings and builds the engine both modes share (the HTTP mode builds its
+    /// own layer over it).
+    pub(crate) fn into_shared<K, V>(
+        self,
+        ttl_of: Option<TtlOf<V>>,
+        weight_of: Option<WeightOf<K, V>>,
+    ) -> Result<Engine<F, C, K, V>, ConfigError>
+    where
+        K: std::hash::Hash + Eq + Clone,
+        V: Clone,
+    {
         let duration = |setting, value, min| duration_within(setting, value, min, MAX_DURATION);
         let nanos = Duration::from_nanos(1);
         duration("ttl", self.ttl, nanos)?;
@@ -375,11 +393,7 @@ impl<F, C> CacheBuilder<F, C> {
             self.seed,
             self.clock,
         );
-        Ok(CacheLayer::new(
-            self.key_of,
-            self.classifier,
-            Arc::new(shared),
-        ))
+        Ok((self.key_of, self.classifier, Arc::new(shared)))
     }
 }
 

@@ -106,6 +106,20 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
         }
     }
 
+    /// Marks every running fetch whose key `matches` so its result is not stored, and bumps
+    /// the generation (as [`invalidate`](Self::invalidate), for a family of keys: every
+    /// variant of an HTTP target).
+    #[cfg(feature = "http")]
+    pub(crate) fn invalidate_where(&self, matches: impl Fn(&K) -> bool) {
+        let mut table = self.table();
+        table.generation += 1;
+        for (key, flight) in &mut table.flights {
+            if matches(key) {
+                flight.invalidated = true;
+            }
+        }
+    }
+
     /// Marks every running fetch so its result is not stored.
     pub(crate) fn invalidate_all(&self) {
         let mut table = self.table();

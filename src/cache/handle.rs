@@ -8,7 +8,7 @@ use super::shared::Shared;
 
 /// Controls one cache layer's entries from outside the request path. Cloning shares the cache.
 pub struct CacheHandle<K, V> {
-    shared: Arc<Shared<K, V>>,
+    pub(crate) shared: Arc<Shared<K, V>>,
 }
 
 /// A snapshot of a cache's counters (monotonic since it was built) and gauges.
@@ -30,6 +30,8 @@ pub struct Metrics {
     pub refresh_failures: u64,
     /// Failed fetches answered with an old value instead (stale-if-error).
     pub stale_if_error: u64,
+    /// Stored responses a `304 Not Modified` renewed (HTTP mode; 0 otherwise).
+    pub revalidated: u64,
     /// Successful values not stored: a time to live of zero, or heavier than the entry bound.
     pub uncached: u64,
     /// Entries evicted for room.
@@ -100,6 +102,7 @@ impl<K: Hash + Eq + Clone, V: Clone> CacheHandle<K, V> {
             refresh_failures: counters.refresh_failures.get(),
             stale_if_error: counters.stale_if_error.get(),
             uncached: counters.uncached.get(),
+            revalidated: counters.revalidated.get(),
             evictions: self.shared.store.evictions(),
             entries: u64::try_from(self.shared.store.len()).unwrap_or(u64::MAX),
             weight: self.shared.store.weight(),

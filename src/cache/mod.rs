@@ -131,6 +131,8 @@ mod error;
 mod flight;
 mod future;
 mod handle;
+#[cfg(feature = "http")]
+mod http;
 mod layer;
 #[cfg(all(test, palisade_loom))]
 mod loom_models;
@@ -147,5 +149,10 @@ pub use self::config::{
 pub use self::error::LeaderFailed;
 pub use self::future::ResponseFuture;
 pub use self::handle::{CacheHandle, Metrics};
+#[cfg(feature = "http")]
+pub use self::http::{
+    CacheMode, DEFAULT_MAX_BODY, DEFAULT_MAX_BYTES, HttpCache, HttpCacheBuilder, HttpCacheHandle,
+    HttpCacheLayer, HttpResponseFuture,
+};
 pub use self::layer::CacheLayer;
 pub use self::service::Cache;

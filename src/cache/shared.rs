@@ -32,6 +32,7 @@ pub(crate) struct Counters {
     pub(crate) refresh_failures: Padded,
     pub(crate) stale_if_error: Padded,
     pub(crate) uncached: Padded,
+    pub(crate) revalidated: Padded,
 }
 
 /// A counter alone on a pair of cache lines.
@@ -145,6 +146,25 @@ impl<K: Hash + Eq + Clone, V: Clone> Shared<K, V> {
             weight,
             refresh: RefreshWord::new(),
         }))
+    }
+
+    /// An entry for `value` with the times already decided (the HTTP mode's, from the
+    /// response's own headers).
+    #[cfg(feature = "http")]
+    pub(crate) fn entry_at(
+        &self,
+        value: V,
+        times: Times,
+        fetch: u64,
+        weight: u64,
+    ) -> Arc<Entry<V>> {
+        Arc::new(Entry {
+            value,
+            times,
+            fetch,
+            weight: weight.max(1),
+            refresh: RefreshWord::new(),
+        })
     }
 
     /// XFetch: whether a fresh `entry` is refreshed early at `now`, with probability

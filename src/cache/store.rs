@@ -128,6 +128,22 @@ impl<K: Hash + Eq + Clone, V> Store<K, V> {
         }
     }
 
+    /// Removes `current` from under `key` if the store still holds it there (an entry written
+    /// meanwhile stays).
+    #[cfg(feature = "http")]
+    pub(crate) fn remove_if_current(&self, key: &K, current: &Arc<Entry<V>>) {
+        let result = self.map.entry(key, Some(Duration::ZERO), |_, held| {
+            if Arc::ptr_eq(held, current) {
+                EntryAction::Remove
+            } else {
+                EntryAction::Retain(())
+            }
+        });
+        if let EntryResult::Removed(_, old) = result {
+            old.refresh.retire();
+        }
+    }
+
     /// Removes `key`'s entry, retiring it.
     pub(crate) fn remove(&self, key: &K) -> bool {
         match self.map.remove(key) {

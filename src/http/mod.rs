@@ -30,7 +30,7 @@ mod body;
 pub(crate) mod headers;
 mod problem;
 pub(crate) mod replay_body;
-mod retry_after;
+pub(crate) mod retry_after;
 
 pub use self::body::ResponseBody;
 pub use self::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};

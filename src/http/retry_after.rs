@@ -45,7 +45,7 @@ pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duratio
 
 /// Parses the three HTTP-date forms into a wall-clock time (the epoch for a valid date before
 /// it); `now` places RFC 850's two-digit years.
-fn parse_http_date(text: &str, now: SystemTime) -> Option<SystemTime> {
+pub(crate) fn parse_http_date(text: &str, now: SystemTime) -> Option<SystemTime> {
     let bytes = text.as_bytes();
     let (day, month, year, time) = if let Some((name, rest)) = text.split_once(", ") {
         if SHORT_DAYS.contains(&name) {

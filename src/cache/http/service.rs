@@ -1,0 +1,970 @@
+//! [`HttpCache`]: the service. A request a stored response may answer is answered from it; a
+//! stale one within its stale-while-revalidate window also starts one background
+//! revalidation; anything else goes forward under single flight, conditionally when the
+//! stored response has a validator, and what comes back is stored if the rules allow.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use tower_service::Service;
+
+use super::config::Settings;
+use super::directives::RequestDirectives;
+use super::freshness::{self, Exchange, Forward, Freshness, Reuse};
+use super::future::ResponseFuture;
+use super::key::{self, HttpKey, VaryIndex};
+use super::stored::{
+    CacheStatus, Conditional, Fwd, HttpValue, Selection, Stored, kept_headers, merged_headers,
+    validates,
+};
+use crate::cache::config::LeaderFailure;
+use crate::cache::error::LeaderFailed;
+use crate::cache::flight::{Landing, Leader, Role};
+use crate::cache::shared::Shared;
+use crate::cache::state::Times;
+use crate::cache::store::Entry;
+use crate::error::BoxError;
+use crate::http::ResponseBody;
+use crate::http::replay_body::{Collect, Collected};
+
+type Engine = Shared<HttpKey, HttpValue>;
+type HttpEntry = Arc<Entry<HttpValue>>;
+
+/// An HTTP cache (RFC 9111, RFC 5861, RFC 9211) over a stale-while-revalidate engine: see the
+/// [module docs](crate::cache#http-mode).
+pub struct HttpCache<S> {
+    inner: S,
+    shared: Arc<Engine>,
+    settings: Arc<Settings>,
+}
+
+impl<S> HttpCache<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Engine>, settings: Arc<Settings>) -> Self {
+        Self {
+            inner,
+            shared,
+            settings,
+        }
+    }
+}
+
+impl<S: Clone> HttpCache<S> {
+    /// The inner service this call was driven ready on; a clone stays for the next call.
+    fn take_inner(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+}
+
+impl<S: Clone> Clone for HttpCache<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            settings: Arc::clone(&self.settings),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for HttpCache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("name", &self.settings.name)
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a lookup found for a request.
+enum Found {
+    Stored {
+        key: HttpKey,
+        entry: HttpEntry,
+        stored: Arc<Stored>,
+    },
+    Missing {
+        key: HttpKey,
+        fwd: Fwd,
+    },
+}
+
+/// The target's entry, and through its `Vary` index the variant these headers select.
+fn lookup(shared: &Engine, target: HttpKey, headers: &HeaderMap) -> Found {
+    let Some(entry) = shared.store.get(&target) else {
+        return Found::Missing {
+            key: target,
+            fwd: Fwd::UriMiss,
+        };
+    };
+    let (key, entry) = match &entry.value {
+        HttpValue::Vary(index) => {
+            let key = target.variant(index, headers);
+            match shared.store.get(&key) {
+                Some(entry) => (key, entry),
+                None => {
+                    return Found::Missing {
+                        key,
+                        fwd: Fwd::VaryMiss,
+                    };
+                }
+            }
+        }
+        _ => (target, entry),
+    };
+    match &entry.value {
+        HttpValue::Response(stored) => Found::Stored {
+            key,
+            stored: Arc::clone(stored),
+            entry,
+        },
+        _ => Found::Missing {
+            key,
+            fwd: Fwd::VaryMiss,
+        },
+    }
+}
+
+/// Preconditions and ranges the cache does not evaluate: such a request goes forward as it
+/// is, and its response is not stored.
+fn bypassed(headers: &HeaderMap) -> bool {
+    [
+        header::RANGE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ]
+    .iter()
+    .any(|name| headers.contains_key(name))
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for HttpCache<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let head = req.method() == Method::HEAD;
+        if req.method() != Method::GET && !head {
+            let settings = Arc::clone(&self.settings);
+            if req.method().is_safe() {
+                return ResponseFuture::forward(self.inner.call(req), Fwd::Method, settings);
+            }
+            let shared = Arc::clone(&self.shared);
+            let inner = self.take_inner();
+            return ResponseFuture::boxed(Box::pin(unsafe_request(shared, settings, inner, req)));
+        }
+        if bypassed(req.headers()) {
+            let settings = Arc::clone(&self.settings);
+            return ResponseFuture::forward(self.inner.call(req), Fwd::Bypass, settings);
+        }
+        let directives = RequestDirectives::parse(req.headers());
+        let conditional = Conditional::take(req.headers_mut());
+        let shared = &self.shared;
+        let settings = &self.settings;
+        let now = shared.now();
+        let (key, fwd, fallback) = match lookup(shared, HttpKey::target(&req), req.headers()) {
+            Found::Stored { key, entry, stored } => {
+                let age = stored.freshness.age(now);
+                let fwd = match freshness::reuse(&stored.freshness, age, &directives) {
+                    Reuse::Fresh => {
+                        shared.counters.hits.add();
+                        let status = CacheStatus::hit(stored.freshness.ttl_seconds(age));
+                        let answer = stored.answer(head, Some(age), &status, &settings.name);
+                        if !head && shared.refresh_early(&entry, now) {
+                            self.refresh(key, &entry, &stored, req, now);
+                        }
+                        return ResponseFuture::ready(conditional.apply(answer));
+                    }
+                    Reuse::Stale { refresh } => {
+                        shared.counters.stale_hits.add();
+                        let status = CacheStatus::hit(stored.freshness.ttl_seconds(age));
+                        let answer = stored.answer(head, Some(age), &status, &settings.name);
+                        if refresh && !head {
+                            self.refresh(key, &entry, &stored, req, now);
+                        }
+                        return ResponseFuture::ready(conditional.apply(answer));
+                    }
+                    Reuse::Forward(Forward::Stale) => Fwd::Stale,
+                    Reuse::Forward(Forward::Request) => Fwd::Request,
+                };
+                (key, fwd, Some((entry, stored)))
+            }
+            Found::Missing { key, fwd } => (key, fwd, None),
+        };
+        if directives.only_if_cached {
+            // RFC 9111 §5.2.1.7: nothing usable stored, and the caller forbade going forward.
+            let problem = crate::http::Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "urn:palisade:cache-only-if-cached",
+                "Not in the cache",
+                "the request said only-if-cached and no stored response may answer it".into(),
+            );
+            let mut response = problem.into_response();
+            let status = CacheStatus {
+                detail: Some("only-if-cached"),
+                ..CacheStatus::default()
+            };
+            status.append_to(response.headers_mut(), &settings.name);
+            return ResponseFuture::ready(response);
+        }
+        if head {
+            // A HEAD response has no body to store: forwarded as the caller sent it.
+            conditional.restore(req.headers_mut());
+            let settings = Arc::clone(settings);
+            return ResponseFuture::forward(self.inner.call(req), fwd, settings);
+        }
+        let job = Fetch {
+            shared: Arc::clone(shared),
+            settings: Arc::clone(settings),
+            inner: self.take_inner(),
+            key,
+            fwd,
+            directives,
+            conditional,
+            fallback,
+        };
+        ResponseFuture::boxed(Box::pin(job.run(req)))
+    }
+}
+
+impl<S> HttpCache<S> {
+    /// Starts `entry`'s background revalidation with `req` (the caller is answered from the
+    /// store, so its request is free), if this caller wins the claim, a slot is free and a
+    /// runtime is there to run it.
+    fn refresh<ReqB, ResB>(
+        &self,
+        key: HttpKey,
+        entry: &HttpEntry,
+        stored: &Arc<Stored>,
+        mut req: Request<ReqB>,
+        now: u64,
+    ) where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError> + Send,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        let shared = &self.shared;
+        let lock = Engine::ticks(shared.config.lock_timeout);
+        let Some(claim) = entry.refresh.try_claim(now, now.saturating_add(lock)) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            entry.refresh.release(claim, now);
+            return;
+        };
+        let Ok(slot) = Arc::clone(&shared.refresh_slots).try_acquire_owned() else {
+            entry.refresh.release(claim, now);
+            return;
+        };
+        add_validators(req.headers_mut(), stored);
+        let mut inner = self.inner.clone();
+        let shared = Arc::clone(shared);
+        let settings = Arc::clone(&self.settings);
+        let old = Arc::clone(entry);
+        let stored = Arc::clone(stored);
+        // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
+        runtime.spawn(async move {
+            let _slot = slot;
+            let headers = req.headers().clone();
+            let attempt = async {
+                poll_fn(|cx| inner.poll_ready(cx)).await.map_err(Into::into)?;
+                let response = inner.call(req).await.map_err(Into::into)?;
+                Ok::<_, BoxError>(response)
+            };
+            let request_time = now;
+            // Bounded by the claim's own life, body included: a hung refresh gives its slot back.
+            let revalidated = tokio::time::timeout(shared.config.lock_timeout, async {
+                let response = attempt.await.ok()?;
+                let exchange = exchange(&shared, &settings, request_time);
+                let renewed = renew(&settings, &headers, &stored, response, exchange).await;
+                Some((renewed, exchange.response_time))
+            })
+            .await
+            .ok()
+            .flatten();
+            let done = shared.now();
+            match revalidated {
+                Some((Renewed::Stored(fresh, not_modified), response_time)) => {
+                    let same_key = fresh.selected_by.as_ref().map(|(names, _)| names)
+                        == stored.selected_by.as_ref().map(|(names, _)| names);
+                    let entry = new_entry(&shared, *fresh, response_time.saturating_sub(request_time));
+                    if same_key && shared.store.replace_if_current(&key, &old, entry) {
+                        shared.counters.refreshes.add();
+                        if not_modified {
+                            shared.counters.revalidated.add();
+                        }
+                    } else if !same_key {
+                        // The response now varies on other headers: the old entry is outdated and
+                        // the new one belongs under another key, which the next fetch makes.
+                        shared.store.remove_if_current(&key, &old);
+                    }
+                }
+                Some((Renewed::Dropped, _)) => {
+                    // The origin no longer lets this response be stored.
+                    shared.store.remove_if_current(&key, &old);
+                }
+                None => {
+                    shared.counters.refresh_failures.add();
+                    let backoff = Engine::ticks(shared.config.refresh_backoff);
+                    old.refresh.release(claim, done.saturating_add(backoff));
+                    tracing::debug!(target: "palisade::cache", "revalidation failed; the stale response stays");
+                }
+            }
+        });
+    }
+}
+
+/// The request and response times of an exchange that ends now.
+fn exchange(shared: &Engine, settings: &Settings, request_time: u64) -> Exchange {
+    let response_time = shared.now();
+    Exchange {
+        request_time,
+        response_time,
+        response_wall: settings.wall(response_time),
+    }
+}
+
+/// Adds the stored response's validators to the cache's request (RFC 9111 §4.3.1).
+fn add_validators(headers: &mut HeaderMap, stored: &Stored) -> bool {
+    let mut any = false;
+    if let Some(etag) = stored.etag() {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+        any = true;
+    }
+    if let Some(modified) = stored.last_modified() {
+        headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+        any = true;
+    }
+    any
+}
+
+/// What a background revalidation came to.
+enum Renewed {
+    /// A response to store in place of the old one (`true`: renewed by a `304`).
+    Stored(Box<Stored>, bool),
+    /// A success that may not be stored: the old entry goes.
+    Dropped,
+}
+
+/// Turns a revalidation's response into the entry that replaces the stale one; `None` for a
+/// failure (the stale entry stays until its backoff).
+async fn renew<ResB>(
+    settings: &Settings,
+    request: &HeaderMap,
+    stored: &Stored,
+    response: Response<ResB>,
+    exchange: Exchange,
+) -> Renewed
+where
+    ResB: Body<Data = Bytes> + Unpin,
+    ResB::Error: Into<BoxError>,
+{
+    let rules = &settings.rules;
+    let directives = RequestDirectives::default();
+    if response.status() == StatusCode::NOT_MODIFIED {
+        if !validates(stored, response.headers()) {
+            return Renewed::Dropped;
+        }
+        let headers = merged_headers(&stored.headers, response.headers());
+        return match freshness::storable(
+            rules,
+            &Method::GET,
+            request,
+            &directives,
+            stored.status,
+            &headers,
+            exchange,
+        ) {
+            Ok(freshness) => Renewed::Stored(
+                Box::new(Stored {
+                    status: stored.status,
+                    headers,
+                    body: stored.body.clone(),
+                    trailers: stored.trailers.clone(),
+                    freshness,
+                    selected_by: stored.selected_by.clone(),
+                }),
+                true,
+            ),
+            Err(_) => Renewed::Dropped,
+        };
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(freshness) = freshness::storable(
+        rules,
+        &Method::GET,
+        request,
+        &directives,
+        parts.status,
+        &parts.headers,
+        exchange,
+    ) else {
+        return Renewed::Dropped;
+    };
+    let mut collect = Collect::new(body, settings.max_body);
+    match poll_fn(|cx| collect.poll_collect(cx)).await {
+        Ok(Collected::Whole { data, trailers }) => Renewed::Stored(
+            Box::new(Stored {
+                status: parts.status,
+                headers: kept_headers(&parts.headers),
+                body: data,
+                trailers,
+                freshness,
+                selected_by: selected_by(&parts.headers, request),
+            }),
+            false,
+        ),
+        _ => Renewed::Dropped,
+    }
+}
+
+/// The `Vary`'d header names of a response and their values in `request`.
+fn selected_by(response: &HeaderMap, request: &HeaderMap) -> Option<Selection> {
+    let names = key::vary_names(response);
+    if names.is_empty() {
+        return None;
+    }
+    let values = key::selecting_values(&names, request);
+    Some((names, values))
+}
+
+/// The store entry for a response fetched in `fetch` ticks.
+fn new_entry(shared: &Engine, stored: Stored, fetch: u64) -> HttpEntry {
+    let f: &Freshness = &stored.freshness;
+    let fresh_until = f.fresh_until();
+    let times = Times {
+        fresh_until,
+        stale_until: fresh_until.saturating_add(f.stale_while_revalidate),
+        error_until: fresh_until.saturating_add(f.stale_if_error),
+    };
+    let weight = stored.weight();
+    shared.entry_at(HttpValue::Response(Arc::new(stored)), times, fetch, weight)
+}
+
+/// Stores `entry` for `target`: at the target's key, or for a response that varies, at its
+/// variant's key under the target's `Vary` index (made anew if the names changed).
+fn store_at(shared: &Engine, target: &HttpKey, request: &HeaderMap, entry: HttpEntry) {
+    let HttpValue::Response(stored) = &entry.value else {
+        return;
+    };
+    let Some((names, _)) = &stored.selected_by else {
+        shared.store.insert(target.clone(), entry);
+        return;
+    };
+    let index = match shared.store.get(target).as_ref().map(|held| &held.value) {
+        Some(HttpValue::Vary(index)) if index.names == *names => Arc::clone(index),
+        _ => {
+            let index = Arc::new(VaryIndex::new(names.clone()));
+            let times = Times {
+                fresh_until: u64::MAX,
+                stale_until: u64::MAX,
+                error_until: u64::MAX,
+            };
+            let weight = 64 + 16 * names.len() as u64;
+            let marker = shared.entry_at(HttpValue::Vary(Arc::clone(&index)), times, 0, weight);
+            shared.store.insert(target.clone(), marker);
+            index
+        }
+    };
+    shared.store.insert(target.variant(&index, request), entry);
+}
+
+/// Removes what is stored for `target`, every variant included (they hang off its index),
+/// and keeps any fetch of it running now from storing.
+pub(crate) fn invalidate(shared: &Engine, target: &HttpKey) -> bool {
+    // Mark the flights first, then remove: see `Flights::finish`.
+    shared
+        .flights
+        .invalidate_where(|key| key.same_target(target));
+    shared.store.remove(target)
+}
+
+/// A request that goes forward, and what is done with its response.
+struct Fetch<S> {
+    shared: Arc<Engine>,
+    settings: Arc<Settings>,
+    inner: S,
+    key: HttpKey,
+    fwd: Fwd,
+    directives: RequestDirectives,
+    conditional: Conditional,
+    /// The stored response the request could not use: the validators for a conditional
+    /// request, and the stand-in for an error (stale-if-error).
+    fallback: Option<(HttpEntry, Arc<Stored>)>,
+}
+
+/// Ends a fetch for the callers coalesced behind it: lands `value` for them (after `store`,
+/// unless the target was invalidated meanwhile), or for a fetch outside any flight, stores
+/// unless something was written since `generation`.
+fn land(
+    shared: &Engine,
+    leader: Option<Leader<'_, HttpKey, HttpValue>>,
+    generation: u64,
+    value: HttpValue,
+    store: impl FnOnce(),
+) {
+    match leader {
+        Some(leader) => leader.land(Landing::Value(value), store),
+        None => shared.flights.store_unless_written(generation, store),
+    }
+}
+
+impl<S> Fetch<S> {
+    async fn run<ReqB, ResB>(
+        mut self,
+        mut req: Request<ReqB>,
+    ) -> Result<Response<ResponseBody<ResB>>, BoxError>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        S::Error: Into<BoxError>,
+        ResB: Body<Data = Bytes> + Unpin,
+        ResB::Error: Into<BoxError>,
+    {
+        let shared = Arc::clone(&self.shared);
+        // Taken before anything else: a write after it keeps a fetch outside a flight unstored.
+        let generation = shared.flights.generation();
+        let mut collapsed = false;
+        let leader = loop {
+            let mut landing = match shared.flights.join(&self.key) {
+                Role::Leader(leader) => {
+                    // Another leader may have stored the target between this caller's lookup
+                    // and its join: answer from that rather than go forward again.
+                    if let Some((stored, answer)) = self.stored_meanwhile(&req) {
+                        leader.land(Landing::Value(HttpValue::Response(stored)), || {});
+                        return Ok(answer);
+                    }
+                    break Some(leader);
+                }
+                Role::Alone => break None,
+                Role::Waiter(landing) => landing,
+            };
+            if !collapsed {
+                shared.counters.coalesced.add();
+                collapsed = true;
+            }
+            let landed = landing.wait_for(|landing| !matches!(landing, Landing::Pending));
+            // No timer without a runtime's time driver: then wait for the landing alone.
+            let waited = if tokio::runtime::Handle::try_current().is_ok() {
+                tokio::time::timeout(shared.config.lock_timeout, landed).await
+            } else {
+                Ok(landed.await)
+            };
+            let landed = match waited {
+                Ok(Ok(landed)) => landed.clone(),
+                Ok(Err(_)) => Landing::Abandoned,
+                Err(_) => {
+                    tracing::debug!(target: "palisade::cache", "lock timeout: forwarding uncoalesced");
+                    break None;
+                }
+            };
+            match landed {
+                // Shared only with callers whose request selects the same variant.
+                Landing::Value(HttpValue::Response(stored))
+                    if stored.selected_by(req.headers()) =>
+                {
+                    return Ok(self.collapsed(&stored));
+                }
+                Landing::Value(HttpValue::Failed(status, retry_after))
+                    if shared.config.leader_failure == LeaderFailure::Share =>
+                {
+                    return Ok(self.leader_failed(status, retry_after.as_ref()));
+                }
+                // Not shareable (or another variant, or each waiter tries itself): forward.
+                Landing::Value(_) | Landing::Failed(_) => break None,
+                // The leader went away: lead or wait again.
+                Landing::Pending | Landing::Abandoned => {}
+            }
+        };
+        let validating = self
+            .fallback
+            .as_ref()
+            .is_some_and(|(_, stored)| add_validators(req.headers_mut(), stored));
+        shared.counters.misses.add();
+        let method = req.method().clone();
+        let request_headers = req.headers().clone();
+        let request_time = shared.now();
+        let result = self.inner.call(req).await;
+        let exchange = exchange(&shared, &self.settings, request_time);
+        let fetch = exchange.response_time.saturating_sub(request_time);
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                let error: BoxError = error.into();
+                if let Some((stale, answer)) = self.stale_for_error(None, exchange.response_time) {
+                    land(
+                        &shared,
+                        leader,
+                        generation,
+                        HttpValue::Response(stale),
+                        || {},
+                    );
+                    return Ok(answer);
+                }
+                land(
+                    &shared,
+                    leader,
+                    generation,
+                    HttpValue::Failed(None, None),
+                    || {},
+                );
+                return Err(error);
+            }
+        };
+        let status = response.status();
+        if status == StatusCode::NOT_MODIFIED && validating {
+            let not_modified = NotModified {
+                request_headers: &request_headers,
+                exchange,
+                fetch,
+                generation,
+            };
+            return self.not_modified(response.headers(), &not_modified, leader);
+        }
+        if status.is_server_error() {
+            if let Some((stale, answer)) =
+                self.stale_for_error(Some(status), exchange.response_time)
+            {
+                land(
+                    &shared,
+                    leader,
+                    generation,
+                    HttpValue::Response(stale),
+                    || {},
+                );
+                return Ok(answer);
+            }
+            let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+            land(
+                &shared,
+                leader,
+                generation,
+                HttpValue::Failed(Some(status), retry_after),
+                || {},
+            );
+            return Ok(self.passed(response));
+        }
+        let rules = &self.settings.rules;
+        let storable = freshness::storable(
+            rules,
+            &method,
+            &request_headers,
+            &self.directives,
+            status,
+            response.headers(),
+            exchange,
+        );
+        let Ok(freshness) = storable else {
+            land(&shared, leader, generation, HttpValue::Pass, || {});
+            return Ok(self.passed(response));
+        };
+        let (parts, body) = response.into_parts();
+        let mut collect = Collect::new(body, self.settings.max_body);
+        match poll_fn(|cx| collect.poll_collect(cx)).await {
+            Ok(Collected::Whole { data, trailers }) => {
+                let stored = Stored {
+                    status,
+                    headers: kept_headers(&parts.headers),
+                    body: data.clone(),
+                    trailers: trailers.clone(),
+                    freshness,
+                    selected_by: selected_by(&parts.headers, &request_headers),
+                };
+                let ttl = freshness.ttl_seconds(freshness.age(exchange.response_time));
+                let entry = new_entry(&shared, stored, fetch);
+                let keep = entry.weight <= shared.config.max_entry_weight;
+                if !keep {
+                    shared.counters.uncached.add();
+                }
+                let value = entry.value.clone();
+                let target = self.key.without_variant();
+                land(&shared, leader, generation, value, || {
+                    if keep {
+                        store_at(&shared, &target, &request_headers, entry);
+                    }
+                });
+                // The caller whose request fetched it gets the response as the origin sent it
+                // (its `Set-Cookie` included).
+                let mut response =
+                    Response::from_parts(parts, ResponseBody::full_with_trailers(data, trailers));
+                let cache_status = CacheStatus {
+                    fwd: Some(self.fwd),
+                    fwd_status: Some(status),
+                    ttl: Some(ttl),
+                    stored: keep,
+                    ..CacheStatus::default()
+                };
+                cache_status.append_to(response.headers_mut(), &self.settings.name);
+                Ok(self.conditional.apply(response))
+            }
+            Ok(Collected::Over { prefix, rest }) => {
+                shared.counters.uncached.add();
+                land(&shared, leader, generation, HttpValue::Pass, || {});
+                let response = Response::from_parts(parts, ResponseBody::prefixed(prefix, rest));
+                Ok(self.with_status(response, Some(status)))
+            }
+            Err(error) => {
+                land(&shared, leader, generation, HttpValue::Pass, || {});
+                let response = Response::from_parts(parts, ResponseBody::failed(error.into()));
+                Ok(self.with_status(response, Some(status)))
+            }
+        }
+    }
+
+    /// A fresh response another caller stored since this one's lookup, if any.
+    fn stored_meanwhile<ReqB, B>(
+        &self,
+        req: &Request<ReqB>,
+    ) -> Option<(Arc<Stored>, Response<ResponseBody<B>>)> {
+        let Found::Stored { stored, .. } =
+            lookup(&self.shared, HttpKey::target(req), req.headers())
+        else {
+            return None;
+        };
+        let now = self.shared.now();
+        let age = stored.freshness.age(now);
+        if freshness::reuse(&stored.freshness, age, &self.directives) != Reuse::Fresh {
+            return None;
+        }
+        self.shared.counters.hits.add();
+        let status = CacheStatus::hit(stored.freshness.ttl_seconds(age));
+        let answer = stored.answer(false, Some(age), &status, &self.settings.name);
+        Some((Arc::clone(&stored), self.conditional.apply(answer)))
+    }
+
+    /// The response a coalesced caller gets from its leader's fetch.
+    fn collapsed<B>(&self, stored: &Stored) -> Response<ResponseBody<B>> {
+        let age = stored.freshness.age(self.shared.now());
+        let status = CacheStatus {
+            fwd: Some(self.fwd),
+            collapsed: true,
+            ttl: Some(stored.freshness.ttl_seconds(age)),
+            ..CacheStatus::default()
+        };
+        self.conditional
+            .apply(stored.answer(false, Some(age), &status, &self.settings.name))
+    }
+
+    /// What a coalesced caller gets when its leader's fetch failed and failures are shared:
+    /// a problem with the origin's status (502 when it did not answer) and `Retry-After`.
+    fn leader_failed<B>(
+        &self,
+        status: Option<StatusCode>,
+        retry_after: Option<&HeaderValue>,
+    ) -> Response<ResponseBody<B>> {
+        let text = match status {
+            Some(status) => format!("the origin answered {status}"),
+            None => "the origin did not answer".to_owned(),
+        };
+        let mut problem = LeaderFailed::new(text.into()).problem();
+        if let Some(status) = status {
+            problem = problem.with_status(status);
+        }
+        if let Some(wait) =
+            retry_after.and_then(|value| crate::http::parse_retry_after(value, SystemTime::now()))
+        {
+            problem = problem.with_retry_after(wait);
+        }
+        let mut response = problem.into_response();
+        let cache_status = CacheStatus {
+            fwd: Some(self.fwd),
+            fwd_status: status,
+            collapsed: true,
+            ..CacheStatus::default()
+        };
+        cache_status.append_to(response.headers_mut(), &self.settings.name);
+        response
+    }
+
+    /// The stored response standing in for a failure at `now` (stale-if-error), if it may.
+    fn stale_for_error<B>(
+        &self,
+        status: Option<StatusCode>,
+        now: u64,
+    ) -> Option<(Arc<Stored>, Response<ResponseBody<B>>)> {
+        let (_, stored) = self.fallback.as_ref()?;
+        let age = stored.freshness.age(now);
+        if !stored.freshness.covers_error(age) {
+            return None;
+        }
+        self.shared.counters.stale_if_error.add();
+        tracing::debug!(target: "palisade::cache", "origin failed; serving the stored response (stale-if-error)");
+        let cache_status = CacheStatus {
+            fwd: Some(self.fwd),
+            fwd_status: status,
+            ttl: Some(stored.freshness.ttl_seconds(age)),
+            detail: Some("stale-if-error"),
+            ..CacheStatus::default()
+        };
+        let answer = stored.answer(false, Some(age), &cache_status, &self.settings.name);
+        Some((Arc::clone(stored), self.conditional.apply(answer)))
+    }
+
+    /// The origin's response passed through untouched but for `Cache-Status`.
+    fn passed<B>(&self, response: Response<B>) -> Response<ResponseBody<B>> {
+        let status = response.status();
+        self.with_status(response.map(ResponseBody::new), Some(status))
+    }
+
+    fn with_status<B>(
+        &self,
+        mut response: Response<ResponseBody<B>>,
+        fwd_status: Option<StatusCode>,
+    ) -> Response<ResponseBody<B>> {
+        let cache_status = CacheStatus {
+            fwd: Some(self.fwd),
+            fwd_status,
+            ..CacheStatus::default()
+        };
+        cache_status.append_to(response.headers_mut(), &self.settings.name);
+        response
+    }
+
+    /// A `304` to the cache's conditional request: the stored response, its headers updated
+    /// (RFC 9111 §4.3.4), stored again and served.
+    fn not_modified<B>(
+        &mut self,
+        response: &HeaderMap,
+        at: &NotModified<'_>,
+        leader: Option<Leader<'_, HttpKey, HttpValue>>,
+    ) -> Result<Response<ResponseBody<B>>, BoxError> {
+        let shared = Arc::clone(&self.shared);
+        let Some((old, stored)) = self.fallback.take() else {
+            land(&shared, leader, at.generation, HttpValue::Pass, || {});
+            return Err(
+                "a 304 Not Modified answered a request the cache sent unconditionally".into(),
+            );
+        };
+        if !validates(&stored, response) {
+            shared.store.remove_if_current(&self.key, &old);
+            land(&shared, leader, at.generation, HttpValue::Pass, || {});
+            return Err(
+                "the origin answered 304 Not Modified for a representation the cache does not hold"
+                    .into(),
+            );
+        }
+        let headers = merged_headers(&stored.headers, response);
+        let storable = freshness::storable(
+            &self.settings.rules,
+            &Method::GET,
+            at.request_headers,
+            &self.directives,
+            stored.status,
+            &headers,
+            at.exchange,
+        );
+        let Ok(freshness) = storable else {
+            // The origin no longer lets it be stored: serve the updated response, drop the old.
+            shared.store.remove_if_current(&self.key, &old);
+            land(&shared, leader, at.generation, HttpValue::Pass, || {});
+            let mut answer = Response::new(ResponseBody::full_with_trailers(
+                stored.body.clone(),
+                stored.trailers.clone(),
+            ));
+            *answer.status_mut() = stored.status;
+            *answer.headers_mut() = headers;
+            return Ok(self.with_status(answer, Some(StatusCode::NOT_MODIFIED)));
+        };
+        let renewed = Stored {
+            status: stored.status,
+            headers,
+            body: stored.body.clone(),
+            trailers: stored.trailers.clone(),
+            freshness,
+            selected_by: stored.selected_by.clone(),
+        };
+        shared.counters.revalidated.add();
+        let entry = new_entry(&shared, renewed, at.fetch);
+        let HttpValue::Response(renewed) = entry.value.clone() else {
+            return Err("a renewed entry holds no response".into());
+        };
+        let key = self.key.clone();
+        land(
+            &shared,
+            leader,
+            at.generation,
+            HttpValue::Response(Arc::clone(&renewed)),
+            || {
+                if shared.store.replace_if_current(&key, &old, entry) {
+                    tracing::trace!(target: "palisade::cache", "stored response renewed by a 304");
+                }
+            },
+        );
+        let cache_status = CacheStatus {
+            fwd: Some(self.fwd),
+            fwd_status: Some(StatusCode::NOT_MODIFIED),
+            ttl: Some(freshness.ttl_seconds(freshness.age(at.exchange.response_time))),
+            stored: true,
+            ..CacheStatus::default()
+        };
+        // Validated by the origin for this request: no `Age` (RFC 9111 §5.1).
+        let answer = renewed.answer(false, None, &cache_status, &self.settings.name);
+        Ok(self.conditional.apply(answer))
+    }
+}
+
+/// When and for what a `304` arrived.
+struct NotModified<'a> {
+    request_headers: &'a HeaderMap,
+    exchange: Exchange,
+    fetch: u64,
+    generation: u64,
+}
+
+/// An unsafe request (RFC 9111 §4.4): forwarded, and when it succeeds, the target and the
+/// targets its `Location` and `Content-Location` name (on the same authority) are invalidated.
+async fn unsafe_request<S, ReqB, ResB>(
+    shared: Arc<Engine>,
+    settings: Arc<Settings>,
+    mut inner: S,
+    req: Request<ReqB>,
+) -> Result<Response<ResponseBody<ResB>>, BoxError>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+{
+    let target = HttpKey::target(&req);
+    let response = inner.call(req).await.map_err(Into::into)?;
+    let status = response.status();
+    if status.is_success() || status.is_redirection() {
+        invalidate(&shared, &target);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(other) = response
+                .headers()
+                .get(name)
+                .and_then(|value| target.resolve(value))
+            {
+                invalidate(&shared, &other);
+            }
+        }
+    }
+    let mut response = response.map(ResponseBody::new);
+    let cache_status = CacheStatus {
+        fwd: Some(Fwd::Method),
+        fwd_status: Some(status),
+        ..CacheStatus::default()
+    };
+    cache_status.append_to(response.headers_mut(), &settings.name);
+    Ok(response)
+}
