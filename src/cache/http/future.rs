@@ -12,30 +12,29 @@ use pin_project_lite::pin_project;
 
 use super::config::Settings;
 use super::stored::{CacheStatus, Fwd};
-use crate::error::BoxError;
 use crate::http::ResponseBody;
 
-type Fetch<B> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, BoxError>> + Send>>;
+type Fetch<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 
 pin_project! {
     /// The response future of [`HttpCache`](super::HttpCache). An answer from the store
     /// allocates no future; a fetch is boxed (it may wait on another caller's).
-    pub struct ResponseFuture<F, B> {
+    pub struct ResponseFuture<F, B, E> {
         #[pin]
-        kind: Kind<F, B>,
+        kind: Kind<F, B, E>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, B> {
+    enum Kind<F, B, E> {
         Ready { response: Option<Response<ResponseBody<B>>> },
         Forward { #[pin] inner: F, fwd: Fwd, settings: Arc<Settings> },
-        Fetch { fetch: Fetch<B> },
+        Fetch { fetch: Fetch<B, E> },
     }
 }
 
-impl<F, B> ResponseFuture<F, B> {
+impl<F, B, E> ResponseFuture<F, B, E> {
     pub(crate) fn ready(response: Response<ResponseBody<B>>) -> Self {
         Self {
             kind: Kind::Ready {
@@ -54,33 +53,38 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn boxed(fetch: Fetch<B>) -> Self {
+    pub(crate) fn boxed(fetch: Fetch<B, E>) -> Self {
         Self {
             kind: Kind::Fetch { fetch },
         }
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
 {
-    type Output = Result<Response<ResponseBody<B>>, BoxError>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Ready { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),
                 // Polled again after completing: a contract breach, answered without a panic.
-                None => Poll::Ready(Err("cache response future polled after completion".into())),
+                None => Poll::Ready(Ok(crate::http::Problem::new(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "urn:palisade:polled-after-completion",
+                    "Polled after completion",
+                    "the cache's response future was polled again after it completed".into(),
+                )
+                .into_response())),
             },
             KindProj::Forward {
                 inner,
                 fwd,
                 settings,
             } => {
-                let response = ready!(inner.poll(cx)).map_err(Into::into)?;
+                let response = ready!(inner.poll(cx))?;
                 let status = CacheStatus {
                     fwd: Some(*fwd),
                     fwd_status: Some(response.status()),
@@ -95,7 +99,7 @@ where
     }
 }
 
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Ready { .. } => "hit",

@@ -148,17 +148,17 @@ impl<S, ReqB, ResB> Service<Request<ReqB>> for HttpCache<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError> + Send,
+    S::Error: Send + 'static,
     ReqB: Send + 'static,
     ResB: Body<Data = Bytes> + Unpin + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
     type Response = Response<ResponseBody<ResB>>;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
@@ -260,7 +260,7 @@ impl<S> HttpCache<S> {
     ) where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError> + Send,
+        S::Error: Send + 'static,
         ReqB: Send + 'static,
         ResB: Body<Data = Bytes> + Unpin + Send + 'static,
         ResB::Error: Into<BoxError>,
@@ -289,9 +289,8 @@ impl<S> HttpCache<S> {
             let _slot = slot;
             let headers = req.headers().clone();
             let attempt = async {
-                poll_fn(|cx| inner.poll_ready(cx)).await.map_err(Into::into)?;
-                let response = inner.call(req).await.map_err(Into::into)?;
-                Ok::<_, BoxError>(response)
+                poll_fn(|cx| inner.poll_ready(cx)).await?;
+                inner.call(req).await
             };
             let request_time = now;
             // Bounded by the claim's own life, body included: a hung refresh gives its slot back.
@@ -535,10 +534,9 @@ impl<S> Fetch<S> {
     async fn run<ReqB, ResB>(
         mut self,
         mut req: Request<ReqB>,
-    ) -> Result<Response<ResponseBody<ResB>>, BoxError>
+    ) -> Result<Response<ResponseBody<ResB>>, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
-        S::Error: Into<BoxError>,
         ResB: Body<Data = Bytes> + Unpin,
         ResB::Error: Into<BoxError>,
     {
@@ -611,7 +609,6 @@ impl<S> Fetch<S> {
         let response = match result {
             Ok(response) => response,
             Err(error) => {
-                let error: BoxError = error.into();
                 if let Some((stale, answer)) = self.stale_for_error(None, exchange.response_time) {
                     land(
                         &shared,
@@ -640,7 +637,7 @@ impl<S> Fetch<S> {
                 fetch,
                 generation,
             };
-            return self.not_modified(response.headers(), &not_modified, leader);
+            return Ok(self.not_modified(response.headers(), &not_modified, leader));
         }
         if status.is_server_error() {
             if let Some((stale, answer)) =
@@ -848,20 +845,18 @@ impl<S> Fetch<S> {
         response: &HeaderMap,
         at: &NotModified<'_>,
         leader: Option<Leader<'_, HttpKey, HttpValue>>,
-    ) -> Result<Response<ResponseBody<B>>, BoxError> {
+    ) -> Response<ResponseBody<B>> {
         let shared = Arc::clone(&self.shared);
         let Some((old, stored)) = self.fallback.take() else {
             land(&shared, leader, at.generation, HttpValue::Pass, || {});
-            return Err(
-                "a 304 Not Modified answered a request the cache sent unconditionally".into(),
-            );
+            return self
+                .bad_revalidation("a 304 answered a request the cache sent unconditionally");
         };
         if !validates(&stored, response) {
             shared.store.remove_if_current(&self.key, &old);
             land(&shared, leader, at.generation, HttpValue::Pass, || {});
-            return Err(
-                "the origin answered 304 Not Modified for a representation the cache does not hold"
-                    .into(),
+            return self.bad_revalidation(
+                "the origin answered 304 for a representation the cache does not hold",
             );
         }
         let headers = merged_headers(&stored.headers, response);
@@ -884,7 +879,7 @@ impl<S> Fetch<S> {
             ));
             *answer.status_mut() = stored.status;
             *answer.headers_mut() = headers;
-            return Ok(self.with_status(answer, Some(StatusCode::NOT_MODIFIED)));
+            return self.with_status(answer, Some(StatusCode::NOT_MODIFIED));
         };
         let renewed = Stored {
             status: stored.status,
@@ -897,7 +892,7 @@ impl<S> Fetch<S> {
         shared.counters.revalidated.add();
         let entry = new_entry(&shared, renewed, at.fetch);
         let HttpValue::Response(renewed) = entry.value.clone() else {
-            return Err("a renewed entry holds no response".into());
+            return self.bad_revalidation("a renewed entry holds no response");
         };
         let key = self.key.clone();
         land(
@@ -920,7 +915,20 @@ impl<S> Fetch<S> {
         };
         // Validated by the origin for this request: no `Age` (RFC 9111 §5.1).
         let answer = renewed.answer(false, None, &cache_status, &self.settings.name);
-        Ok(self.conditional.apply(answer))
+        self.conditional.apply(answer)
+    }
+
+    /// `502`: the origin's `304` cannot be used (the stored response is dropped; the caller
+    /// may retry and be fetched afresh).
+    fn bad_revalidation<B>(&self, detail: &str) -> Response<ResponseBody<B>> {
+        tracing::warn!(target: "palisade::cache", detail, "unusable 304 from the origin");
+        let problem = crate::http::Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "urn:palisade:cache-bad-revalidation",
+            "Unusable revalidation",
+            detail.to_owned(),
+        );
+        self.with_status(problem.into_response(), Some(StatusCode::NOT_MODIFIED))
     }
 }
 
@@ -939,13 +947,12 @@ async fn unsafe_request<S, ReqB, ResB>(
     settings: Arc<Settings>,
     mut inner: S,
     req: Request<ReqB>,
-) -> Result<Response<ResponseBody<ResB>>, BoxError>
+) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: Into<BoxError>,
 {
     let target = HttpKey::target(&req);
-    let response = inner.call(req).await.map_err(Into::into)?;
+    let response = inner.call(req).await?;
     let status = response.status();
     if status.is_success() || status.is_redirection() {
         invalidate(&shared, &target);
