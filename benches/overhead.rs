@@ -903,6 +903,50 @@ fn cache_group(bench: &mut Bench) {
     bench.contended(g, "shared_bare", "shared_bare", &ready_value(), || 42u64);
     let shared = layer.layer(ready_value());
     bench.contended(g, "shared_hit", "shared_bare", &shared, || 42u64);
+
+    // HTTP mode: an axum handler answering 1 KiB fresh for an hour, bare and behind a shared
+    // HTTP cache (every measured call a hit: the lookup, the stored headers cloned, `Age` and
+    // `Cache-Status` written, the body a reference count). Both bodies are read to the end.
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use palisade::cache::{CacheMode, HttpCacheLayer};
+    let kib = bytes::Bytes::from(vec![b'x'; 1024]);
+    let router = move || {
+        let kib = kib.clone();
+        Router::new().route(
+            "/items",
+            get(move || {
+                let kib = kib.clone();
+                async move { ([("cache-control", "max-age=3600")], kib) }
+            }),
+        )
+    };
+    let request = || {
+        http::Request::get("/items")
+            .header("host", "api.test")
+            .body(Body::empty())
+            .expect("request")
+    };
+    bench.subject(
+        g,
+        "http_bare",
+        "http_bare",
+        ReadBody(router()),
+        request,
+        Expect::Ok,
+    );
+    let http_cache = HttpCacheLayer::builder(CacheMode::Shared)
+        .build()
+        .expect("valid");
+    bench.subject(
+        g,
+        "http_hit",
+        "http_bare",
+        ReadBody(router().layer(http_cache)),
+        request,
+        Expect::Ok,
+    );
 }
 
 fn main() {

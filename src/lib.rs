@@ -14,9 +14,9 @@
 //! | adaptive throttling | a partly failing dependency drowned by calls it cannot take, without cutting off the ones it can | [`throttle`] |
 //! | idempotency keys (IETF draft) | a client's retry writing the same order twice | [`idempotency`] |
 //! | fallback answers | an error where a cached or default answer would do | [`fallback`] |
-//! | stale-while-revalidate cache with single flight (generic mode) | a stampede on a hot key that expires; latency spikes on refresh; an origin outage (stale-if-error) | [`cache`] |
+//! | stale-while-revalidate cache with single flight, generic and HTTP (RFC 9111, RFC 5861, RFC 9211) | a stampede on a hot key that expires; latency spikes on refresh; an origin outage (stale-if-error) | [`cache`] |
 //!
-//! The stale-while-revalidate cache joins this table when it lands. The [`preset`] module
+//! The [`preset`] module
 //! stacks them the recommended way, in one layer for a client and one for an axum server, with
 //! defaults measured against a degrading upstream (`examples/chaos.rs`).
 //!
@@ -186,7 +186,7 @@
 //! | `preset` | yes | [`preset`]: [`HttpClientLayer`](preset::HttpClientLayer) and [`HttpServerLayer`](preset::HttpServerLayer); enables the layers they stack |
 //! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses; with `timeout`, the server-side timeout and deadline propagation |
 //! | `idempotency` | yes | [`idempotency`]: [`IdempotencyLayer`](idempotency::IdempotencyLayer), [`AddIdempotencyKeyLayer`](idempotency::AddIdempotencyKeyLayer), the in-memory store; enables `http` (adds `sha2`, `scc`, `rand`) |
-//! | `cache` | yes | [`cache`]: [`CacheLayer`](cache::CacheLayer), the stale-while-revalidate cache (adds `quick_cache`) |
+//! | `cache` | yes | [`cache`]: [`CacheLayer`](cache::CacheLayer), the stale-while-revalidate cache (adds `quick_cache`); with `http`, [`HttpCacheLayer`](cache::HttpCacheLayer), its HTTP mode |
 //! | `full` | no | every feature |
 //!
 //! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`], [`Factor`] and
@@ -211,6 +211,7 @@
 //! | [`Throttle`](throttle::Throttle) | [`ThrottleError`](throttle::ThrottleError) | [`Throttled`](throttle::Throttled) | 503, `Retry-After` at a probe slot |
 //! | [`Idempotency`](idempotency::Idempotency) | the inner service's | answers itself: [`IdempotencyRejection`](idempotency::IdempotencyRejection), a response (in its extensions), not an error | 400, 409, 413, 422, 429, 503 |
 //! | [`Cache`](cache::Cache) | [`BoxError`](error::BoxError) | [`LeaderFailed`](cache::LeaderFailed) (a waiter behind a failed fetch) | 502 |
+//! | [`HttpCache`](cache::HttpCache) | the inner service's | answers itself: a problem response for a waiter behind a failed fetch (the origin's status, else 502), for `only-if-cached` on a miss (504), for an unusable `304` (502) | as listed |
 //! | [`Fallback`](fallback::Fallback), the presets | [`BoxError`](error::BoxError) | what the layers inside return | as above |
 //!
 //! # Testing your stack

@@ -118,13 +118,126 @@
 //!
 //! The service's error is a [`BoxError`](crate::error::BoxError): the inner service's error,
 //! or [`LeaderFailed`] for a waiter behind a failed fetch. Find it with
-//! [`Rejection::find`](crate::error::Rejection::find).
+//! [`Rejection::find`](crate::error::Rejection::find). A value served by stale-if-error is
+//! counted in the [metrics](Metrics) but not marked on the value itself (the HTTP mode marks
+//! its answers, in `Cache-Status`).
+//!
+//! # HTTP mode
+//!
+//! With the `http` feature, [`HttpCacheLayer`] is the same engine as an HTTP cache: the
+//! freshness, the stale windows and what may be stored come from each response's own headers
+//! (RFC 9111, RFC 5861), every answer says what the cache did (RFC 9211 `Cache-Status`), and it
+//! goes on an axum `Router` as it is (its error is the inner service's).
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use palisade::cache::{CacheMode, HttpCacheLayer};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let cache = HttpCacheLayer::builder(CacheMode::Shared)
+//!     .stale_if_error(Duration::from_secs(600)) // for responses that set no window
+//!     .build()
+//!     .unwrap();
+//! let app = Router::new()
+//!     .route("/price", get(|| async {
+//!         ([("cache-control", "max-age=30, stale-while-revalidate=60")], "42")
+//!     }))
+//!     .layer(cache);
+//!
+//! let get = || http::Request::get("/price").body(axum::body::Body::empty()).unwrap();
+//! let first = app.clone().oneshot(get()).await.unwrap();
+//! assert_eq!(first.headers()["cache-status"], "palisade; fwd=uri-miss; fwd-status=200; ttl=30; stored");
+//! tokio::time::advance(Duration::from_secs(5)).await;
+//! let hit = app.clone().oneshot(get()).await.unwrap();
+//! assert_eq!(hit.headers()["cache-status"], "palisade; hit; ttl=25");
+//! assert_eq!(hit.headers()["age"], "5");
+//! # }
+//! ```
+//!
+//! ## What a stored response may answer
+//!
+//! | rule | RFC 9111 | here |
+//! | --- | --- | --- |
+//! | freshness lifetime | §4.2.1 | `s-maxage` (shared mode), else `max-age`, else `Expires − Date`; an invalid or conflicting value is stale |
+//! | heuristic freshness | §4.2.2 | only if [configured](HttpCacheBuilder::heuristic_freshness): a share of `Date − Last-Modified` |
+//! | age | §4.2.3 | the corrected initial age (the larger of receipt − `Date` and `Age` + the exchange's time) plus the time stored; `Age` on every answer from the store |
+//! | request `max-age`, `min-fresh`, `max-stale` | §5.2.1 | narrow or widen what is served; `max-stale` without a value takes any staleness |
+//! | request `no-cache` (or `Pragma: no-cache`) | §5.2.1.4, §5.4 | forwarded (conditionally), the answer stored |
+//! | request `no-store` | §5.2.1.5 | forwarded, the answer not stored |
+//! | request `only-if-cached` | §5.2.1.7 | `504` problem when nothing stored may answer |
+//! | response `no-store` | §5.2.2.5 | not stored |
+//! | response `no-cache` | §5.2.2.4 | stored, revalidated before every use, never served stale |
+//! | response `must-revalidate`, `proxy-revalidate` and `s-maxage` (shared) | §5.2.2.2, §5.2.2.8, §5.2.2.10 | never served stale: no stale-while-revalidate, no stale-if-error, no `max-stale` |
+//! | `stale-while-revalidate=N`, `stale-if-error=N` | RFC 5861 | the windows of that response; the builder's apply to responses that set none |
+//! | `Vary` | §4.1 | one entry per value of the named request headers (normalised: lines joined, spaces trimmed); `Vary: *` never stored |
+//! | validators | §4.3.1, §4.3.4 | a stale response with `ETag` / `Last-Modified` is revalidated with `If-None-Match` / `If-Modified-Since`; a `304` updates its headers and freshness, the body kept |
+//! | unsafe methods | §4.4 | a `POST`, `PUT`, `DELETE`, `PATCH` answered 2xx or 3xx removes its target and the same-origin targets of its `Location` and `Content-Location` |
+//! | caller's conditionals | RFC 9110 §13.1.2–3 | `If-None-Match` and `If-Modified-Since` are answered `304` from what the cache serves; `Range`, `If-Match`, `If-Unmodified-Since`, `If-Range` go forward untouched (`fwd=bypass`) |
+//!
+//! Only `GET` responses are stored (a `HEAD` is answered from them, without the body), and
+//! only complete ones that are not server errors: a `206`, a `304` or a `5xx` never displaces
+//! the entry stale-if-error would serve. Qualified `no-cache="…"` and `private="…"` are read
+//! as their unqualified forms, the stricter reading RFC 9111 allows.
+//!
+//! ## Never one caller's response to another
+//!
+//! - In [`CacheMode::Shared`], a `private` response is never stored, and a response to a
+//!   request with `Authorization` or `Cookie` is stored only when the response says it may be
+//!   shared (`public`, `s-maxage` or `must-revalidate`, §3.5).
+//! - A response that sets a cookie is not stored unless
+//!   [configured](HttpCacheBuilder::store_set_cookie_responses), and then without its
+//!   `Set-Cookie`: only the caller whose request fetched it gets the cookie.
+//! - A caller coalesced behind another's fetch is handed that response only if the response
+//!   may be stored, and only if it varies on nothing or this caller's request headers select
+//!   the same variant; otherwise it forwards its own request.
+//! - A caller coalesced behind a failed fetch gets a problem response carrying the origin's
+//!   status and `Retry-After`, never the origin's body ([`LeaderFailure::Share`]; with
+//!   [`LeaderFailure::EachTries`] each forwards its own request).
+//!
+//! ## `Cache-Status`
+//!
+//! Every response carries one member (named `palisade`, or the cache's
+//! [name](HttpCacheBuilder::name)), appended after those of caches nearer the origin:
+//!
+//! | member | meaning |
+//! | --- | --- |
+//! | `palisade; hit; ttl=25` | served from the store, 25 s of freshness left (negative: stale, within a window or `max-stale`) |
+//! | `palisade; fwd=uri-miss; fwd-status=200; ttl=30; stored` | nothing stored for the target; the origin's `200` stored |
+//! | `fwd=vary-miss` | something stored for the target, not for these request headers |
+//! | `fwd=stale; fwd-status=304; …; stored` | the stored response was stale (or `no-cache`); the origin validated it |
+//! | `fwd=request` | the request's directives refused the stored response |
+//! | `fwd=method`, `fwd=bypass` | a method, range or precondition the cache does not handle |
+//! | `…; collapsed` | answered from another caller's fetch of the same target |
+//! | `…; detail=stale-if-error` | the origin failed; the stored response stood in |
+//! | `palisade; detail=only-if-cached` | the `504` for `only-if-cached` |
+//!
+//! ## Defaults
+//!
+//! | setting | default | source |
+//! | --- | --- | --- |
+//! | [mode](CacheMode) | chosen at [`builder`](HttpCacheLayer::builder) | a server's cache is shared, a client's usually private |
+//! | [`max_body`](HttpCacheBuilder::max_body) | [`DEFAULT_MAX_BODY`] (1 MiB) | larger bodies stream through |
+//! | [`max_bytes`](HttpCacheBuilder::max_bytes) | [`DEFAULT_MAX_BYTES`] (64 MiB) | an eighth of it at most per response |
+//! | [`heuristic_freshness`](HttpCacheBuilder::heuristic_freshness) | off | RFC 9111 §4.2.2 permits, never requires, it; 0.1 is the customary share |
+//! | [`stale_while_revalidate`](HttpCacheBuilder::stale_while_revalidate), [`stale_if_error`](HttpCacheBuilder::stale_if_error) | 0 | RFC 5861: the origin opens them |
+//! | [`store_set_cookie_responses`](HttpCacheBuilder::store_set_cookie_responses) | off | a cookie is one user's |
+//! | lock timeout, refresh backoff, XFetch, bounds | as the generic mode | see [Defaults](#defaults) |
+//!
+//! ## Where it goes
+//!
+//! In front of axum handlers: `Router::layer`, inside the server timeout (a waiter's wait is
+//! bounded by it) and outside everything the handler does. Around a client: outside the retry
+//! and the breaker, in [`CacheMode::Private`] for one user's client, shared for a gateway. A
+//! background revalidation is a clone of the inner service's call with the request of the
+//! caller that found the entry stale, plus the stored validators.
 //!
 //! # Not yet
 //!
-//! The HTTP mode (RFC 9111 freshness, `Vary`, `Age`, `Cache-Status`, conditional
-//! revalidation) and a Redis store are not built: this is the generic engine. A value served by
-//! stale-if-error is counted in the [metrics](Metrics) but not marked on the value itself.
+//! A Redis-backed store (a later issue). A `HEAD` response does not update a stored `GET`
+//! (§4.3.5), and a `206` is never stored or combined.
 
 mod config;
 mod error;
