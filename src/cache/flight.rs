@@ -12,7 +12,9 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
+
+use crate::sync::{Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
@@ -68,7 +70,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
         }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, Table<K, V>> {
+    fn table(&self) -> MutexGuard<'_, Table<K, V>> {
         // A panic while the lock was held left the map consistent (every change is one call).
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
