@@ -18,16 +18,16 @@
 pub(crate) use std::sync::Arc;
 #[cfg(not(palisade_loom))]
 #[allow(unused_imports)]
-pub(crate) use std::sync::{Mutex, MutexGuard};
+pub(crate) use std::sync::atomic::{AtomicU64, Ordering, fence};
 #[cfg(not(palisade_loom))]
 #[allow(unused_imports)]
-pub(crate) use std::sync::atomic::{AtomicU64, Ordering, fence};
+pub(crate) use std::sync::{Mutex, MutexGuard};
 
 #[cfg(palisade_loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(palisade_loom)]
 #[allow(unused_imports)]
-pub(crate) use loom::sync::{Mutex, MutexGuard};
+pub(crate) use loom::sync::atomic::{AtomicU64, Ordering, fence};
 #[cfg(palisade_loom)]
 #[allow(unused_imports)]
-pub(crate) use loom::sync::atomic::{AtomicU64, Ordering, fence};
+pub(crate) use loom::sync::{Mutex, MutexGuard};

@@ -291,6 +291,11 @@ async fn expires_minus_date_is_the_lifetime_without_max_age_rfc_9111_4_2_1() {
         get(&app, "/b").await.cache_status(),
         "palisade; fwd=stale; fwd-status=200; ttl=0; stored"
     );
+    assert_eq!(
+        origin.last_request()["if-none-match"],
+        "\"e\"",
+        "revalidated conditionally"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -709,22 +714,6 @@ async fn stale_while_revalidate_serves_at_once_and_revalidates_once_in_the_backg
     let renewed = get(&app, "/a").await;
     assert_eq!(renewed.cache_status(), "palisade; hit; ttl=10");
     assert_eq!(renewed.age(), Some(0));
-    // Past the window (10 s fresh + 20 s stale, 1 ms before and at its end).
-    advance(30 * SECOND - MS).await;
-    assert_eq!(
-        get(&app, "/a").await.cache_status(),
-        "palisade; hit; ttl=-20"
-    );
-    settle().await;
-    advance(30 * SECOND).await;
-    let forwarded = get(&app, "/a").await;
-    assert!(
-        forwarded
-            .cache_status()
-            .starts_with("palisade; fwd=stale; fwd-status=304"),
-        "{}",
-        forwarded.cache_status()
-    );
 }
 
 async fn futures_join(app: &Router, uri: &str, count: usize) -> Vec<Answer> {
@@ -806,23 +795,6 @@ async fn must_revalidate_and_proxy_revalidate_forbid_every_stale_use_rfc_9111_5_
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_configured_windows_apply_to_responses_that_set_none() {
-    let origin = Origin::serving(&[("cache-control", "max-age=10")]);
-    let (app, _) = stack(
-        &origin,
-        shared().stale_while_revalidate(Duration::from_secs(5)),
-    );
-    get(&app, "/a").await;
-    advance(15 * SECOND - MS).await;
-    assert_eq!(
-        get(&app, "/a").await.cache_status(),
-        "palisade; hit; ttl=-5"
-    );
-    settle().await;
-    assert_eq!(origin.calls(), 2);
-}
-
 // ---- Conditional requests (RFC 9111 §4.3) ---------------------------------------------------
 
 #[tokio::test(start_paused = true)]
@@ -898,69 +870,6 @@ async fn a_callers_own_if_none_match_is_answered_304_from_the_store_rfc_9110_13_
 
 // ---- Invalidation (RFC 9111 §4.4) ------------------------------------------------------------
 
-#[tokio::test(start_paused = true)]
-async fn a_successful_unsafe_request_invalidates_its_target_and_its_location_rfc_9111_4_4() {
-    let origin = Origin::new(|parts, n| {
-        if parts.method == Method::POST {
-            let status = if parts.uri.path() == "/fail" {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::CREATED
-            };
-            return Reply::ok(
-                &[
-                    ("location", "/items/7"),
-                    ("content-location", "http://other.test/items/8"),
-                ],
-                "",
-            )
-            .status(status);
-        }
-        Reply::ok(
-            &[("cache-control", "max-age=60"), ("vary", "accept")],
-            format!("v{n}"),
-        )
-    });
-    let (app, handle) = stack(&origin, shared());
-    for uri in ["/items", "/items/7", "/fail"] {
-        get_with(&app, uri, &[("host", "api.test")]).await;
-    }
-    let posted = send(&app, Method::POST, "/items", &[("host", "api.test")]).await;
-    assert_eq!(
-        posted.cache_status(),
-        "palisade; fwd=method; fwd-status=201"
-    );
-    assert_eq!(
-        get_with(&app, "/items", &[("host", "api.test")])
-            .await
-            .cache_status(),
-        "palisade; fwd=uri-miss; fwd-status=200; ttl=60; stored"
-    );
-    assert!(
-        get_with(&app, "/items/7", &[("host", "api.test")])
-            .await
-            .cache_status()
-            .contains("uri-miss"),
-        "its Location too"
-    );
-    send(&app, Method::POST, "/fail", &[("host", "api.test")]).await;
-    assert_eq!(
-        get_with(&app, "/fail", &[("host", "api.test")])
-            .await
-            .cache_status(),
-        "palisade; hit; ttl=60",
-        "a failed POST invalidates nothing"
-    );
-    // The handle invalidates by URI, every variant with it.
-    assert!(handle.invalidate(&"http://api.test/fail".parse().unwrap()));
-    assert!(
-        get_with(&app, "/fail", &[("host", "api.test")])
-            .await
-            .cache_status()
-            .contains("uri-miss")
-    );
-}
-
 // ---- Single flight ---------------------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]
@@ -983,35 +892,6 @@ async fn a_thousand_callers_on_a_cold_target_make_one_origin_call_and_share_its_
     let answers = futures_join(&app, "/hot", 1000).await;
     assert_eq!(origin.calls(), 2);
     assert!(answers.iter().all(|a| a.text() == "v2"));
-}
-
-#[tokio::test(start_paused = true)]
-async fn coalesced_callers_get_the_leaders_response_only_for_their_own_variant() {
-    let origin = Origin::new(|parts, n| {
-        let lang = parts
-            .headers
-            .get("accept-language")
-            .map_or("none", |v| v.to_str().unwrap())
-            .to_owned();
-        Reply::ok(
-            &[("cache-control", "max-age=60"), ("vary", "accept-language")],
-            format!("{lang} #{n}"),
-        )
-        .after(50 * MS)
-    });
-    let (app, _) = stack(&origin, shared());
-    let fr = tokio::spawn({
-        let app = app.clone();
-        async move { get_with(&app, "/a", &[("accept-language", "fr")]).await }
-    });
-    tokio::task::yield_now().await;
-    let de = get_with(&app, "/a", &[("accept-language", "de")]).await;
-    assert!(
-        de.text().starts_with("de"),
-        "never the French variant: {}",
-        de.text()
-    );
-    assert!(fr.await.unwrap().text().starts_with("fr"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -1136,4 +1016,360 @@ async fn a_stampede_over_real_connections_makes_one_origin_call() {
     let metrics = handle.metrics();
     assert_eq!(metrics.misses, 1);
     assert_eq!(metrics.coalesced + metrics.hits, 99);
+}
+
+// ---- Found in review: windows, failed revalidations, credentials, 304 merges, races ---------
+
+#[tokio::test(start_paused = true)]
+async fn the_configured_windows_apply_to_responses_with_freshness_that_set_none() {
+    let origin = Origin::serving(&[("cache-control", "max-age=10")]);
+    let builder = shared().stale_while_revalidate(Duration::from_secs(5));
+    let (app, handle) = stack(&origin, builder);
+    get(&app, "/a").await;
+    advance(15 * SECOND - MS).await;
+    assert_eq!(
+        get(&app, "/a").await.cache_status(),
+        "palisade; hit; ttl=-5"
+    );
+    settle().await;
+    assert_eq!(origin.calls(), 2);
+    assert_eq!(handle.metrics().refreshes, 1);
+    let renewed = get(&app, "/a").await;
+    assert_eq!(renewed.text(), "v2");
+    assert_eq!(renewed.cache_status(), "palisade; hit; ttl=10");
+    // A response that says nothing about its freshness is never served stale on the cache's
+    // word (RFC 9111 §3, §4.2.4): it is revalidated on each use.
+    origin.set(|_, n| Reply::ok(&[("etag", "\"e\"")], format!("v{n}")));
+    get(&app, "/silent").await;
+    let again = get(&app, "/silent").await;
+    assert_eq!(
+        again.cache_status(),
+        "palisade; fwd=stale; fwd-status=200; ttl=0; stored"
+    );
+    assert_eq!(origin.last_request()["if-none-match"], "\"e\"");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_background_revalidation_that_fails_keeps_the_stale_response_rfc_5861_4() {
+    let origin = Origin::serving(&[(
+        "cache-control",
+        "max-age=10, stale-while-revalidate=60, stale-if-error=600",
+    )]);
+    let (app, handle) = stack(&origin, shared());
+    get(&app, "/a").await;
+    origin.set(|_, _| Reply::ok(&[], "down").status(StatusCode::SERVICE_UNAVAILABLE));
+    advance(11 * SECOND).await;
+    assert_eq!(get(&app, "/a").await.text(), "v1");
+    settle().await;
+    let metrics = handle.metrics();
+    assert_eq!(metrics.refresh_failures, 1);
+    assert_eq!(metrics.entries, 1, "the 503 kept the entry");
+    advance(2 * SECOND).await;
+    assert_eq!(
+        get(&app, "/a").await.text(),
+        "v1",
+        "served, and retried after the backoff"
+    );
+    settle().await;
+    assert_eq!(handle.metrics().refresh_failures, 2);
+    // Past the stale window, the 503 is covered by stale-if-error.
+    advance(60 * SECOND).await;
+    let covered = get(&app, "/a").await;
+    assert_eq!(covered.text(), "v1");
+    assert!(covered.cache_status().ends_with("detail=stale-if-error"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_cache_revalidates_without_the_credentials_of_the_caller_who_found_it_stale() {
+    let origin = Origin::new(|parts, n| {
+        let personal =
+            parts.headers.contains_key("cookie") || parts.headers.contains_key("authorization");
+        let body = if personal {
+            format!("personal #{n}")
+        } else {
+            format!("public #{n}")
+        };
+        Reply::ok(
+            &[("cache-control", "max-age=10, stale-while-revalidate=60")],
+            body,
+        )
+    });
+    let (app, handle) = stack(&origin, shared());
+    get(&app, "/a").await;
+    advance(11 * SECOND).await;
+    let alice = [
+        ("cookie", "session=alice"),
+        ("authorization", "Bearer alice"),
+    ];
+    assert_eq!(get_with(&app, "/a", &alice).await.text(), "public #1");
+    settle().await;
+    let seen = origin.last_request();
+    assert!(!seen.contains_key("cookie") && !seen.contains_key("authorization"));
+    assert_eq!(handle.metrics().refreshes, 1, "renewed, not dropped");
+    assert_eq!(get(&app, "/a").await.text(), "public #2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stale_while_revalidate_window_ends_on_its_last_millisecond_rfc_5861_3() {
+    let origin = Origin::serving(&[("cache-control", "max-age=10, stale-while-revalidate=20")]);
+    let (app, _) = stack(&origin, shared());
+    get(&app, "/a").await;
+    // Every revalidation fails, so what is measured is the first entry's own window.
+    origin.set(|_, _| Reply::ok(&[], "down").status(StatusCode::BAD_GATEWAY));
+    advance(30 * SECOND - MS).await;
+    let last = get(&app, "/a").await;
+    assert_eq!(last.text(), "v1");
+    assert_eq!(last.cache_status(), "palisade; hit; ttl=-20");
+    settle().await;
+    advance(MS).await;
+    let forwarded = get(&app, "/a").await;
+    assert_eq!(forwarded.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        forwarded.cache_status(),
+        "palisade; fwd=stale; fwd-status=502"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_max_age_without_max_stale_refuses_a_stale_answer_rfc_9111_5_2_1_1() {
+    let origin = Origin::serving(&[("cache-control", "max-age=10, stale-while-revalidate=60")]);
+    let (app, _) = stack(&origin, shared());
+    get(&app, "/a").await;
+    advance(11 * SECOND).await;
+    let strict = get_with(&app, "/a", &[("cache-control", "max-age=100")]).await;
+    assert_eq!(strict.text(), "v2");
+    advance(11 * SECOND).await;
+    let widened = get_with(&app, "/a", &[("cache-control", "max-age=100, max-stale=5")]).await;
+    assert_eq!(widened.text(), "v2", "max-stale lets the stale one through");
+    assert_eq!(widened.cache_status(), "palisade; hit; ttl=-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_304_is_merged_without_the_old_age_and_its_cookie_reaches_only_its_caller_rfc_9111_3_2() {
+    let origin = Origin::new(|parts, n| {
+        if parts.headers.contains_key("if-none-match") {
+            let mut reply = Reply::ok(&[("cache-control", "max-age=200"), ("etag", "\"e\"")], "")
+                .status(StatusCode::NOT_MODIFIED);
+            if parts.uri.path() == "/cookie" && n == 4 {
+                reply.headers.push(("set-cookie", "renewed=1".to_owned()));
+            }
+            return reply;
+        }
+        let headers = [
+            ("cache-control", "max-age=200"),
+            ("etag", "\"e\""),
+            ("age", "150"),
+        ];
+        Reply::ok(&headers, format!("v{n}"))
+    });
+    let (app, _) = stack(&origin, shared());
+    get(&app, "/a").await;
+    advance(51 * SECOND).await;
+    let revalidated = get(&app, "/a").await;
+    // Renewed by a 304 without Age: the old Age of 150 no longer counts (ttl would be 50).
+    assert_eq!(
+        revalidated.cache_status(),
+        "palisade; fwd=stale; fwd-status=304; ttl=200; stored"
+    );
+    get(&app, "/cookie").await;
+    advance(51 * SECOND).await;
+    let with_cookie = get(&app, "/cookie").await;
+    assert_eq!(
+        with_cookie.headers["set-cookie"], "renewed=1",
+        "its caller gets the cookie"
+    );
+    assert_eq!(with_cookie.text(), "v3");
+    assert_eq!(
+        with_cookie.cache_status(),
+        "palisade; fwd=stale; fwd-status=304"
+    );
+    let next = get(&app, "/cookie").await;
+    assert!(
+        !next.headers.contains_key("set-cookie"),
+        "never replayed to another caller"
+    );
+    assert!(
+        next.cache_status().contains("fwd=stale"),
+        "{}",
+        next.cache_status()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_304_that_changes_vary_drops_the_stored_response() {
+    let origin = Origin::new(|parts, n| {
+        if parts.headers.contains_key("if-none-match") {
+            let headers = [
+                ("cache-control", "max-age=60"),
+                ("etag", "\"e\""),
+                ("vary", "accept-language"),
+            ];
+            return Reply::ok(&headers, "").status(StatusCode::NOT_MODIFIED);
+        }
+        Reply::ok(
+            &[("cache-control", "max-age=10"), ("etag", "\"e\"")],
+            format!("v{n}"),
+        )
+    });
+    let (app, handle) = stack(&origin, shared());
+    get(&app, "/a").await;
+    advance(11 * SECOND).await;
+    let fr = get_with(&app, "/a", &[("accept-language", "fr")]).await;
+    assert_eq!(fr.text(), "v1");
+    assert_eq!(
+        handle.metrics().entries,
+        0,
+        "it now describes other variants than the one stored"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalesced_callers_get_the_leaders_response_only_for_their_own_variant() {
+    let origin = Origin::new(|parts, n| {
+        let lang = parts
+            .headers
+            .get("accept-language")
+            .map_or("none", |v| v.to_str().unwrap())
+            .to_owned();
+        let headers = [("cache-control", "max-age=60"), ("vary", "accept-language")];
+        Reply::ok(&headers, format!("{lang} #{n}")).after(50 * MS)
+    });
+    let (app, handle) = stack(&origin, shared());
+    let spawn = |lang: &'static str| {
+        let app = app.clone();
+        tokio::spawn(async move { get_with(&app, "/a", &[("accept-language", lang)]).await })
+    };
+    let fr = spawn("fr");
+    tokio::task::yield_now().await;
+    let (fr_too, de) = (spawn("fr"), spawn("de"));
+    let (fr, fr_too, de) = (fr.await.unwrap(), fr_too.await.unwrap(), de.await.unwrap());
+    assert_eq!(
+        handle.metrics().coalesced,
+        2,
+        "both waited on the first French fetch"
+    );
+    assert_eq!(fr_too.text(), "fr #1");
+    assert!(
+        fr_too.cache_status().contains("collapsed"),
+        "same variant: shared"
+    );
+    assert_eq!(de.text(), "de #2", "never the French variant");
+    assert!(!de.cache_status().contains("collapsed"));
+    assert_eq!(fr.text(), "fr #1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_during_a_fetch_keeps_its_response_out_of_the_store_rfc_9111_4_4() {
+    let origin = Origin::new(|parts, n| {
+        if parts.method == Method::POST {
+            return Reply::ok(&[], "").status(StatusCode::NO_CONTENT);
+        }
+        Reply::ok(&[("cache-control", "max-age=60")], format!("v{n}")).after(100 * MS)
+    });
+    let (app, handle) = stack(&origin, shared());
+    let before = tokio::spawn({
+        let app = app.clone();
+        async move { get(&app, "/a").await }
+    });
+    tokio::task::yield_now().await;
+    send(&app, Method::POST, "/a", &[]).await;
+    assert_eq!(
+        before.await.unwrap().text(),
+        "v1",
+        "its own caller still gets it"
+    );
+    assert_eq!(
+        handle.metrics().entries,
+        0,
+        "the write that came after it wins"
+    );
+    assert_eq!(get(&app, "/a").await.text(), "v3");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successful_unsafe_request_invalidates_its_target_and_its_location_rfc_9111_4_4() {
+    let origin = Origin::new(|parts, n| {
+        if parts.method == Method::POST {
+            let status = if parts.uri.path() == "/fail" {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::CREATED
+            };
+            let headers = [
+                ("location", "/items/7"),
+                ("content-location", "http://other.test/items/8"),
+            ];
+            return Reply::ok(&headers, "").status(status);
+        }
+        Reply::ok(
+            &[("cache-control", "max-age=60"), ("vary", "accept")],
+            format!("v{n}"),
+        )
+    });
+    let (app, handle) = stack(&origin, shared());
+    let api = [("host", "api.test")];
+    let html = [("host", "api.test"), ("accept", "text/html")];
+    let other = [("host", "other.test")];
+    for uri in ["/items", "/items/7", "/fail"] {
+        get_with(&app, uri, &api).await;
+    }
+    get_with(&app, "/items", &html).await;
+    get_with(&app, "/items/8", &other).await;
+    let posted = send(&app, Method::POST, "/items", &api).await;
+    assert_eq!(
+        posted.cache_status(),
+        "palisade; fwd=method; fwd-status=201"
+    );
+    assert_eq!(
+        get_with(&app, "/items", &api).await.cache_status(),
+        "palisade; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+    );
+    let variant = get_with(&app, "/items", &html).await;
+    assert_eq!(
+        variant.cache_status(),
+        "palisade; fwd=vary-miss; fwd-status=200; ttl=60; stored",
+        "every variant went with the target (the index is the one just made)"
+    );
+    let location = get_with(&app, "/items/7", &api).await;
+    assert!(
+        location.cache_status().contains("uri-miss"),
+        "its Location too"
+    );
+    let elsewhere = get_with(&app, "/items/8", &other).await;
+    assert_eq!(
+        elsewhere.cache_status(),
+        "palisade; hit; ttl=60",
+        "another origin: untouched"
+    );
+    send(&app, Method::POST, "/fail", &api).await;
+    assert_eq!(
+        get_with(&app, "/fail", &api).await.cache_status(),
+        "palisade; hit; ttl=60",
+        "a failed POST invalidates nothing"
+    );
+    // The handle invalidates by URI (with a scheme: the server's view of it too).
+    assert!(handle.invalidate(&"http://api.test/fail".parse().unwrap()));
+    assert!(
+        get_with(&app, "/fail", &api)
+            .await
+            .cache_status()
+            .contains("uri-miss")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_long_targets_is_weighed_by_its_keys_too() {
+    let origin = Origin::serving(&[("cache-control", "max-age=600")]);
+    let max = 64 * 1024;
+    let (app, handle) = stack(&origin, shared().max_bytes(NonZeroU64::new(max).unwrap()));
+    let long = "k".repeat(2048);
+    for i in 0..500 {
+        get(&app, &format!("/{long}/{i}")).await;
+    }
+    let metrics = handle.metrics();
+    assert!(metrics.weight <= max);
+    assert!(
+        metrics.entries * 2048 <= max,
+        "each entry weighs its 2 KiB key: {metrics:?}"
+    );
 }

@@ -208,10 +208,13 @@ impl HttpCacheBuilder {
     /// [`ConfigError`] naming the first setting out of range, as
     /// [`CacheBuilder::build_with`] for the settings shared with it.
     pub fn build(self) -> Result<HttpCacheLayer, ConfigError> {
-        let weigh: WeightOf<HttpKey, HttpValue> = Arc::new(|_, value| match value {
-            HttpValue::Response(stored) => stored.weight(),
-            HttpValue::Vary(index) => 64 + 16 * index.names.len() as u64,
-            HttpValue::Pass | HttpValue::Failed(..) => 1,
+        let weigh: WeightOf<HttpKey, HttpValue> = Arc::new(|key, value| {
+            key.weight()
+                + match value {
+                    HttpValue::Response(stored) => stored.weight(),
+                    HttpValue::Vary(index) => 64 + 16 * index.names.len() as u64,
+                    HttpValue::Pass | HttpValue::Failed(..) => 1,
+                }
         });
         let engine = self.engine.max_weight(self.max_bytes.get());
         let ((), _, shared) = engine.into_shared(None, Some(weigh))?;
@@ -325,7 +328,12 @@ impl HttpCacheHandle {
     /// they carried (in the URI or `Host`), or a bare path for requests that carried none.
     /// A fetch of the target running now is not stored. Returns whether something was stored.
     pub fn invalidate(&self, uri: &http::Uri) -> bool {
-        super::service::invalidate(&self.inner.shared, &HttpKey::of_uri(uri))
+        let key = HttpKey::of_uri(uri);
+        // With a scheme, the server's view of the target (origin form, no scheme) goes too.
+        let serverside = key
+            .without_scheme()
+            .is_some_and(|bare| super::service::invalidate(&self.inner.shared, &bare));
+        super::service::invalidate(&self.inner.shared, &key) | serverside
     }
 
     /// Removes every stored response; no fetch running now is stored.

@@ -83,10 +83,10 @@ pub(crate) struct RequestDirectives {
 /// `headers`; `name` is as written (compare it case-insensitively), `argument` unquoted.
 fn for_each_directive(headers: &HeaderMap, mut each: impl FnMut(&str, Option<&str>)) {
     for line in headers.get_all(header::CACHE_CONTROL) {
-        let Ok(line) = line.to_str() else {
-            continue;
-        };
-        for_each_in_list(line, &mut each);
+        // Read even with bytes outside visible ASCII (they can only sit in an argument): a
+        // line skipped whole would lose its `private` or `no-store`, failing open.
+        let line = String::from_utf8_lossy(line.as_bytes());
+        for_each_in_list(&line, &mut each);
     }
 }
 
@@ -190,7 +190,17 @@ impl RequestDirectives {
                 // 0, the strict end (the caller wanted a bound).
                 d.max_age.get_or_insert(seconds().unwrap_or(0));
             } else if is("max-stale") {
-                d.max_stale.get_or_insert(seconds());
+                // Without a value: any staleness. With one that is not a number: ignored (an
+                // unreadable bound must not widen to "any").
+                match (argument, seconds()) {
+                    (None, _) => {
+                        d.max_stale.get_or_insert(None);
+                    }
+                    (Some(_), Some(seconds)) => {
+                        d.max_stale.get_or_insert(Some(seconds));
+                    }
+                    (Some(_), None) => {}
+                }
             } else if is("min-fresh") {
                 d.min_fresh.get_or_insert(seconds().unwrap_or(0));
             } else if is("no-cache") {
@@ -245,15 +255,17 @@ pub(crate) fn date(headers: &HeaderMap, name: header::HeaderName) -> Option<Resu
     )
 }
 
-/// The names `Vary` lists, trimmed, as written.
-pub(crate) fn vary_names(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|line| line.to_str().ok())
-        .flat_map(|line| line.split(','))
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
+/// The names `Vary` lists, trimmed, as written. A line with bytes outside visible ASCII
+/// yields them replaced (U+FFFD), which no header name matches: such a `Vary` is refused, not
+/// ignored.
+pub(crate) fn vary_names(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers.get_all(header::VARY).iter().flat_map(|line| {
+        String::from_utf8_lossy(line.as_bytes())
+            .split(',')
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .collect::<Vec<_>>()
+    })
 }
 
 #[cfg(all(test, not(palisade_loom)))]
@@ -284,6 +296,21 @@ mod tests {
         assert_eq!(d.s_maxage, Some(Delta::Seconds(120)));
         assert_eq!(d.stale_while_revalidate, Some(Delta::Seconds(30)));
         assert!(!d.conflicting);
+    }
+
+    #[test]
+    fn a_line_with_bytes_outside_ascii_is_still_read() {
+        let mut map = HeaderMap::new();
+        map.append(
+            "cache-control",
+            HeaderValue::from_bytes(b"private, max-age=60, x=\"\xc3\xa9\"").unwrap(),
+        );
+        assert!(ResponseDirectives::parse(&map).private, "never fails open");
+        let mut vary = HeaderMap::new();
+        vary.append("vary", HeaderValue::from_bytes(b"accept, \xe9").unwrap());
+        assert!(
+            vary_names(&vary).any(|name| http::HeaderName::from_bytes(name.as_bytes()).is_err())
+        );
     }
 
     #[test]
@@ -333,6 +360,12 @@ mod tests {
         assert!(d.only_if_cached);
         assert_eq!(request("max-stale").max_stale, Some(None));
         assert_eq!(request("max-stale=30").max_stale, Some(Some(30)));
+        assert_eq!(
+            request("max-stale=abc").max_stale,
+            None,
+            "unreadable: ignored, not any"
+        );
+        assert_eq!(request("max-stale=").max_stale, None);
         assert_eq!(request("max-age=x").max_age, Some(0));
         assert!(request("no-store").no_store);
         assert!(request("NO-CACHE").no_cache);

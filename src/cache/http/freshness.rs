@@ -81,7 +81,9 @@ pub(crate) enum NotStored {
     SetCookie,
     /// `Vary: *`, or a `Vary` that names something that is not a header (§4.1).
     Vary,
-    /// Nothing makes a stored copy useful: no freshness, no validator, no stale window.
+    /// Nothing in the response allows storing it (§3: no explicit freshness, no `public`, and
+    /// a status that is not heuristically cacheable), or nothing makes a stored copy useful
+    /// (no freshness, no validator, no stale window of its own).
     Useless,
 }
 
@@ -121,12 +123,25 @@ pub(crate) fn storable(
     {
         return Err(NotStored::Vary);
     }
+    // §3: at least one of explicit freshness, `public`, `private` (in a private cache), or a
+    // heuristically cacheable status.
+    let explicit = cc.max_age.is_some()
+        || (rules.shared && cc.s_maxage.is_some())
+        || response.contains_key(header::EXPIRES);
+    if !(explicit || cc.public || (!rules.shared && cc.private) || heuristically_cacheable(status))
+    {
+        return Err(NotStored::Useless);
+    }
     let lifetime = lifetime(rules, &cc, status, response, exchange);
+    // The builder's windows widen only a freshness the response (or the heuristic) gave: a
+    // response that says nothing about caching is never served stale on the cache's word.
+    let fresh_by_rule = explicit || lifetime > 0;
     let revalidate =
         cc.must_revalidate || (rules.shared && (cc.proxy_revalidate || cc.s_maxage.is_some()));
     let window = |directive: Option<directives::Delta>, default: u64| match directive {
         Some(delta) => ticks(delta.or_zero()),
-        None => default,
+        None if fresh_by_rule => default,
+        None => 0,
     };
     let (stale_while_revalidate, stale_if_error) = if revalidate || cc.no_cache {
         (0, 0)
@@ -296,6 +311,8 @@ pub(crate) fn reuse(stored: &Freshness, age: u64, request: &RequestDirectives) -
     if request.max_age.is_some_and(|max| age > ticks(max)) {
         return Reuse::Forward(Forward::Request);
     }
+    // §5.2.1.1: with `max-age` and no `max-stale`, the client wants no stale response.
+    let stale_refused = request.max_age.is_some() && request.max_stale.is_none();
     if stored.lifetime > age {
         return match request.min_fresh {
             Some(min) if stored.lifetime - age < ticks(min) => Reuse::Forward(Forward::Request),
@@ -305,6 +322,9 @@ pub(crate) fn reuse(stored: &Freshness, age: u64, request: &RequestDirectives) -
     // Stale from here on.
     if stored.revalidate || request.min_fresh.is_some() {
         return Reuse::Forward(Forward::Stale);
+    }
+    if stale_refused {
+        return Reuse::Forward(Forward::Request);
     }
     let staleness = age - stored.lifetime;
     if staleness < stored.stale_while_revalidate {

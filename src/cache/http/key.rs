@@ -84,8 +84,38 @@ impl HttpKey {
         self.target == other.target
     }
 
+    /// The target's `scheme://` prefix (empty for a request in origin form).
+    fn scheme_prefix(&self) -> &str {
+        match self.target.find("://") {
+            Some(at) if !self.target[..at].contains('/') => &self.target[..at + 3],
+            _ => "",
+        }
+    }
+
     pub(crate) fn authority(&self) -> &str {
-        self.target.split('/').next().unwrap_or("")
+        let rest = &self.target[self.scheme_prefix().len()..];
+        rest.split('/').next().unwrap_or("")
+    }
+
+    /// The same target without its scheme: how a server sees it (origin form and `Host`).
+    pub(crate) fn without_scheme(&self) -> Option<Self> {
+        let prefix = self.scheme_prefix().len();
+        (prefix > 0).then(|| Self {
+            target: self.target[prefix..].into(),
+            variant: None,
+        })
+    }
+
+    /// The bytes the key holds, for the entry's weight.
+    pub(crate) fn weight(&self) -> u64 {
+        let values = self.variant.as_ref().map_or(0, |variant| {
+            variant
+                .values
+                .iter()
+                .map(|value| value.as_ref().map_or(0, HeaderValue::len) + 32)
+                .sum()
+        });
+        (self.target.len() + values + 64) as u64
     }
 
     /// The target a `Location` or `Content-Location` value names, if it is on this target's
@@ -104,8 +134,9 @@ impl HttpKey {
         } else if uri.scheme().is_some() {
             return None;
         }
-        let mut target = String::with_capacity(self.authority().len() + path.len());
-        target.push_str(self.authority());
+        let prefix = self.scheme_prefix().len() + self.authority().len();
+        let mut target = String::with_capacity(prefix + path.len());
+        target.push_str(&self.target[..prefix]);
         target.push_str(path);
         Some(Self {
             target: target.into_boxed_str(),
@@ -114,9 +145,11 @@ impl HttpKey {
     }
 }
 
-/// `authority/path?query`: the request's authority (from its URI, else its `Host`),
-/// lowercased, then its path and query as sent. A request with neither has an empty authority
-/// (a server that answers one host).
+/// `scheme://authority/path?query`: the request's scheme (when its URI has one: a client's
+/// absolute URI; a server's origin-form request has none), its authority (from its URI, else
+/// its `Host`), both lowercased, then its path and query as sent. A request with no authority
+/// at all has an empty one (a server that answers one host). The scheme keeps `http` and
+/// `https` apart.
 fn effective_target(uri: &Uri, headers: &HeaderMap) -> Box<str> {
     let authority = uri
         .authority()
@@ -129,7 +162,14 @@ fn effective_target(uri: &Uri, headers: &HeaderMap) -> Box<str> {
     let path = uri
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);
-    let mut target = String::with_capacity(authority.map_or(0, str::len) + path.len());
+    let scheme = uri.scheme_str();
+    let mut target = String::with_capacity(
+        scheme.map_or(0, |scheme| scheme.len() + 3) + authority.map_or(0, str::len) + path.len(),
+    );
+    if let Some(scheme) = scheme {
+        target.extend(scheme.chars().map(|c| c.to_ascii_lowercase()));
+        target.push_str("://");
+    }
     if let Some(authority) = authority {
         target.extend(authority.chars().map(|c| c.to_ascii_lowercase()));
     }
@@ -184,10 +224,18 @@ mod tests {
 
     #[test]
     fn the_target_is_the_lowercased_authority_then_the_path_and_query() {
-        let absolute = HttpKey::target(&get("http://Example.COM/a?b=1", &[]));
+        let absolute = HttpKey::target(&get("HTTP://Example.COM/a?b=1", &[]));
         let origin_form = HttpKey::target(&get("/a?b=1", &[("host", "example.com")]));
-        assert_eq!(absolute, origin_form);
+        assert_eq!(absolute.without_scheme().unwrap(), origin_form);
+        assert_ne!(
+            absolute,
+            HttpKey::target(&get("https://example.com/a?b=1", &[])),
+            "schemes apart"
+        );
+        assert_eq!(origin_form.without_scheme(), None);
         assert_eq!(absolute.authority(), "example.com");
+        assert_eq!(origin_form.authority(), "example.com");
+        let absolute = origin_form.clone();
         assert_ne!(
             absolute,
             HttpKey::target(&get("/a?b=2", &[("host", "example.com")]))
@@ -198,8 +246,8 @@ mod tests {
         );
         assert_eq!(HttpKey::target(&get("/a", &[])).authority(), "");
         assert_eq!(
-            HttpKey::of_uri(&"http://example.com/a?b=1".parse().unwrap()),
-            absolute
+            HttpKey::of_uri(&"http://example.com/a?b=1".parse().unwrap()).without_scheme(),
+            Some(absolute)
         );
     }
 
@@ -232,6 +280,12 @@ mod tests {
             Some(HttpKey::target(&get("/items/7", &[("host", "api.test")])))
         );
         assert_eq!(same("http://API.test/items/7"), same("/items/7"));
+        let client = HttpKey::target(&get("https://api.test/items", &[]));
+        assert_eq!(
+            client.resolve(&HeaderValue::from_static("/items/7")),
+            Some(HttpKey::target(&get("https://api.test/items/7", &[]))),
+            "a client's target keeps its scheme"
+        );
         assert_eq!(
             same("http://elsewhere.test/items/7"),
             None,

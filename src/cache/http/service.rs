@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use super::config::Settings;
 use super::directives::RequestDirectives;
-use super::freshness::{self, Exchange, Forward, Freshness, Reuse};
+use super::freshness::{self, Exchange, Forward, Freshness, NotStored, Reuse};
 use super::future::ResponseFuture;
 use super::key::{self, HttpKey, VaryIndex};
 use super::stored::{
@@ -279,6 +279,7 @@ impl<S> HttpCache<S> {
             return;
         };
         add_validators(req.headers_mut(), stored);
+        strip_credentials(&self.settings, req.headers_mut());
         let mut inner = self.inner.clone();
         let shared = Arc::clone(shared);
         let settings = Arc::clone(&self.settings);
@@ -304,32 +305,33 @@ impl<S> HttpCache<S> {
             .ok()
             .flatten();
             let done = shared.now();
-            match revalidated {
+            let stored_anew = match revalidated {
                 Some((Renewed::Stored(fresh, not_modified), response_time)) => {
-                    let same_key = fresh.selected_by.as_ref().map(|(names, _)| names)
-                        == stored.selected_by.as_ref().map(|(names, _)| names);
-                    let entry = new_entry(&shared, *fresh, response_time.saturating_sub(request_time));
-                    if same_key && shared.store.replace_if_current(&key, &old, entry) {
+                    let fetch = response_time.saturating_sub(request_time);
+                    let entry = new_entry(&shared, *fresh, fetch, &key);
+                    if entry.weight > shared.config.max_entry_weight {
+                        shared.store.remove_if_current(&key, &old);
+                    } else if shared.store.replace_if_current(&key, &old, entry) {
                         shared.counters.refreshes.add();
                         if not_modified {
                             shared.counters.revalidated.add();
                         }
-                    } else if !same_key {
-                        // The response now varies on other headers: the old entry is outdated and
-                        // the new one belongs under another key, which the next fetch makes.
-                        shared.store.remove_if_current(&key, &old);
+                    } else {
+                        tracing::debug!(target: "palisade::cache", "revalidation dropped: the entry was replaced or invalidated meanwhile");
                     }
+                    true
                 }
                 Some((Renewed::Dropped, _)) => {
-                    // The origin no longer lets this response be stored.
                     shared.store.remove_if_current(&key, &old);
+                    true
                 }
-                None => {
-                    shared.counters.refresh_failures.add();
-                    let backoff = Engine::ticks(shared.config.refresh_backoff);
-                    old.refresh.release(claim, done.saturating_add(backoff));
-                    tracing::debug!(target: "palisade::cache", "revalidation failed; the stale response stays");
-                }
+                Some((Renewed::Failed, _)) | None => false,
+            };
+            if !stored_anew {
+                shared.counters.refresh_failures.add();
+                let backoff = Engine::ticks(shared.config.refresh_backoff);
+                old.refresh.release(claim, done.saturating_add(backoff));
+                tracing::debug!(target: "palisade::cache", "revalidation failed; the stale response stays");
             }
         });
     }
@@ -359,16 +361,76 @@ fn add_validators(headers: &mut HeaderMap, stored: &Stored) -> bool {
     any
 }
 
-/// What a background revalidation came to.
+/// What a revalidation came to (in the background, or in the foreground for a `304`).
 enum Renewed {
     /// A response to store in place of the old one (`true`: renewed by a `304`).
     Stored(Box<Stored>, bool),
-    /// A success that may not be stored: the old entry goes.
+    /// The origin no longer lets the response be stored (`no-store`, `private`, another
+    /// `Vary`, or now too large): the old entry goes.
     Dropped,
+    /// A failure (a server error, a body that failed or did not fit, a response this request
+    /// could not store): the stale entry stays until its backoff, as stale-if-error wants.
+    Failed,
 }
 
-/// Turns a revalidation's response into the entry that replaces the stale one; `None` for a
-/// failure (the stale entry stays until its backoff).
+/// Whether a refusal to store is the origin's word against keeping the response at all
+/// (rather than something about this one exchange).
+fn refused_by_origin(why: NotStored) -> bool {
+    matches!(
+        why,
+        NotStored::NoStore | NotStored::Private | NotStored::Vary
+    )
+}
+
+/// A `304`'s headers merged into `stored`, checked as a new response would be: the renewed
+/// response, or why it cannot be stored.
+fn merge_not_modified(
+    settings: &Settings,
+    request: &HeaderMap,
+    directives: &RequestDirectives,
+    stored: &Stored,
+    not_modified: &HeaderMap,
+    exchange: Exchange,
+) -> Renewed {
+    if !validates(stored, not_modified) {
+        return Renewed::Dropped;
+    }
+    if not_modified.contains_key(header::SET_COOKIE) && !settings.rules.store_set_cookie {
+        return Renewed::Failed;
+    }
+    let headers = merged_headers(&stored.headers, not_modified);
+    // A `304` that changes what the response varies on describes another set of variants.
+    if selected_by(&headers, request).map(|(names, _)| names)
+        != stored.selected_by.as_ref().map(|(names, _)| names.clone())
+    {
+        return Renewed::Dropped;
+    }
+    match freshness::storable(
+        &settings.rules,
+        &Method::GET,
+        request,
+        directives,
+        stored.status,
+        &headers,
+        exchange,
+    ) {
+        Ok(freshness) => Renewed::Stored(
+            Box::new(Stored {
+                status: stored.status,
+                headers,
+                body: stored.body.clone(),
+                trailers: stored.trailers.clone(),
+                freshness,
+                selected_by: stored.selected_by.clone(),
+            }),
+            true,
+        ),
+        Err(why) if refused_by_origin(why) => Renewed::Dropped,
+        Err(_) => Renewed::Failed,
+    }
+}
+
+/// Turns a background revalidation's response into what replaces the stale entry.
 async fn renew<ResB>(
     settings: &Settings,
     request: &HeaderMap,
@@ -380,48 +442,37 @@ where
     ResB: Body<Data = Bytes> + Unpin,
     ResB::Error: Into<BoxError>,
 {
-    let rules = &settings.rules;
     let directives = RequestDirectives::default();
     if response.status() == StatusCode::NOT_MODIFIED {
-        if !validates(stored, response.headers()) {
-            return Renewed::Dropped;
-        }
-        let headers = merged_headers(&stored.headers, response.headers());
-        return match freshness::storable(
-            rules,
-            &Method::GET,
-            request,
-            &directives,
-            stored.status,
-            &headers,
-            exchange,
-        ) {
-            Ok(freshness) => Renewed::Stored(
-                Box::new(Stored {
-                    status: stored.status,
-                    headers,
-                    body: stored.body.clone(),
-                    trailers: stored.trailers.clone(),
-                    freshness,
-                    selected_by: stored.selected_by.clone(),
-                }),
-                true,
-            ),
-            Err(_) => Renewed::Dropped,
-        };
+        let headers = response.headers();
+        return merge_not_modified(settings, request, &directives, stored, headers, exchange);
+    }
+    if response.status().is_server_error() {
+        return Renewed::Failed;
     }
     let (parts, body) = response.into_parts();
-    let Ok(freshness) = freshness::storable(
-        rules,
+    let storable = freshness::storable(
+        &settings.rules,
         &Method::GET,
         request,
         &directives,
         parts.status,
         &parts.headers,
         exchange,
-    ) else {
-        return Renewed::Dropped;
+    );
+    let freshness = match storable {
+        Ok(freshness) => freshness,
+        Err(why) if refused_by_origin(why) => return Renewed::Dropped,
+        Err(_) => return Renewed::Failed,
     };
+    let selection = selected_by(&parts.headers, request);
+    if selection.as_ref().map(|(names, _)| names)
+        != stored.selected_by.as_ref().map(|(names, _)| names)
+    {
+        // It varies on other headers now: it belongs under other keys, which the next fetch
+        // makes; the old entry is outdated.
+        return Renewed::Dropped;
+    }
     let mut collect = Collect::new(body, settings.max_body);
     match poll_fn(|cx| collect.poll_collect(cx)).await {
         Ok(Collected::Whole { data, trailers }) => Renewed::Stored(
@@ -431,11 +482,23 @@ where
                 body: data,
                 trailers,
                 freshness,
-                selected_by: selected_by(&parts.headers, request),
+                selected_by: selection,
             }),
             false,
         ),
-        _ => Renewed::Dropped,
+        // Now larger than the cache keeps: the stored one is outdated and cannot be renewed.
+        Ok(Collected::Over { .. }) => Renewed::Dropped,
+        Err(_) => Renewed::Failed,
+    }
+}
+
+/// Removes the credentials from a shared cache's own request: a stored shared response is
+/// revalidated as nobody in particular, never with the credentials of the caller who
+/// happened to find it stale.
+fn strip_credentials(settings: &Settings, headers: &mut HeaderMap) {
+    if settings.rules.shared {
+        headers.remove(header::AUTHORIZATION);
+        headers.remove(header::COOKIE);
     }
 }
 
@@ -449,8 +512,9 @@ fn selected_by(response: &HeaderMap, request: &HeaderMap) -> Option<Selection> {
     Some((names, values))
 }
 
-/// The store entry for a response fetched in `fetch` ticks.
-fn new_entry(shared: &Engine, stored: Stored, fetch: u64) -> HttpEntry {
+/// The store entry for a response fetched in `fetch` ticks, to be stored at (a variant of)
+/// `key`: it weighs its response and its key.
+fn new_entry(shared: &Engine, stored: Stored, fetch: u64, key: &HttpKey) -> HttpEntry {
     let f: &Freshness = &stored.freshness;
     let fresh_until = f.fresh_until();
     let times = Times {
@@ -458,7 +522,7 @@ fn new_entry(shared: &Engine, stored: Stored, fetch: u64) -> HttpEntry {
         stale_until: fresh_until.saturating_add(f.stale_while_revalidate),
         error_until: fresh_until.saturating_add(f.stale_if_error),
     };
-    let weight = stored.weight();
+    let weight = stored.weight() + key.weight();
     shared.entry_at(HttpValue::Response(Arc::new(stored)), times, fetch, weight)
 }
 
@@ -689,7 +753,7 @@ impl<S> Fetch<S> {
                     selected_by: selected_by(&parts.headers, &request_headers),
                 };
                 let ttl = freshness.ttl_seconds(freshness.age(exchange.response_time));
-                let entry = new_entry(&shared, stored, fetch);
+                let entry = new_entry(&shared, stored, fetch, &self.key);
                 let keep = entry.weight <= shared.config.max_entry_weight;
                 if !keep {
                     shared.counters.uncached.add();
@@ -800,9 +864,18 @@ impl<S> Fetch<S> {
         status: Option<StatusCode>,
         now: u64,
     ) -> Option<(Arc<Stored>, Response<ResponseBody<B>>)> {
-        let (_, stored) = self.fallback.as_ref()?;
+        let (entry, stored) = self.fallback.as_ref()?;
         let age = stored.freshness.age(now);
         if !stored.freshness.covers_error(age) {
+            return None;
+        }
+        // Only while it is still the stored one: an invalidation during the fetch wins.
+        let current = self
+            .shared
+            .store
+            .get(&self.key)
+            .is_some_and(|held| Arc::ptr_eq(&held, entry));
+        if !current {
             return None;
         }
         self.shared.counters.stale_if_error.add();
@@ -859,38 +932,43 @@ impl<S> Fetch<S> {
                 "the origin answered 304 for a representation the cache does not hold",
             );
         }
-        let headers = merged_headers(&stored.headers, response);
-        let storable = freshness::storable(
-            &self.settings.rules,
-            &Method::GET,
+        let renewed = merge_not_modified(
+            &self.settings,
             at.request_headers,
             &self.directives,
-            stored.status,
-            &headers,
+            &stored,
+            response,
             at.exchange,
         );
-        let Ok(freshness) = storable else {
-            // The origin no longer lets it be stored: serve the updated response, drop the old.
-            shared.store.remove_if_current(&self.key, &old);
-            land(&shared, leader, at.generation, HttpValue::Pass, || {});
-            let mut answer = Response::new(ResponseBody::full_with_trailers(
-                stored.body.clone(),
-                stored.trailers.clone(),
-            ));
-            *answer.status_mut() = stored.status;
-            *answer.headers_mut() = headers;
-            return self.with_status(answer, Some(StatusCode::NOT_MODIFIED));
+        // The caller whose request was validated gets the cookies the `304` set.
+        let with_cookies = |mut answer: Response<ResponseBody<B>>| {
+            for cookie in response.get_all(header::SET_COOKIE) {
+                answer
+                    .headers_mut()
+                    .append(header::SET_COOKIE, cookie.clone());
+            }
+            answer
         };
-        let renewed = Stored {
-            status: stored.status,
-            headers,
-            body: stored.body.clone(),
-            trailers: stored.trailers.clone(),
-            freshness,
-            selected_by: stored.selected_by.clone(),
+        let entry = match renewed {
+            Renewed::Stored(renewed, _) => new_entry(&shared, *renewed, at.fetch, &self.key),
+            Renewed::Dropped | Renewed::Failed => {
+                if matches!(renewed, Renewed::Dropped) {
+                    shared.store.remove_if_current(&self.key, &old);
+                }
+                land(&shared, leader, at.generation, HttpValue::Pass, || {});
+                // Served as validated, but not stored (or not shared).
+                let mut answer = Response::new(ResponseBody::full_with_trailers(
+                    stored.body.clone(),
+                    stored.trailers.clone(),
+                ));
+                *answer.status_mut() = stored.status;
+                *answer.headers_mut() = merged_headers(&stored.headers, response);
+                let answer = self.with_status(answer, Some(StatusCode::NOT_MODIFIED));
+                return with_cookies(self.conditional.apply(answer));
+            }
         };
         shared.counters.revalidated.add();
-        let entry = new_entry(&shared, renewed, at.fetch);
+        let keep = entry.weight <= shared.config.max_entry_weight;
         let HttpValue::Response(renewed) = entry.value.clone() else {
             return self.bad_revalidation("a renewed entry holds no response");
         };
@@ -901,21 +979,24 @@ impl<S> Fetch<S> {
             at.generation,
             HttpValue::Response(Arc::clone(&renewed)),
             || {
-                if shared.store.replace_if_current(&key, &old, entry) {
+                if !keep {
+                    shared.store.remove_if_current(&key, &old);
+                } else if shared.store.replace_if_current(&key, &old, entry) {
                     tracing::trace!(target: "palisade::cache", "stored response renewed by a 304");
                 }
             },
         );
+        let freshness = renewed.freshness;
         let cache_status = CacheStatus {
             fwd: Some(self.fwd),
             fwd_status: Some(StatusCode::NOT_MODIFIED),
             ttl: Some(freshness.ttl_seconds(freshness.age(at.exchange.response_time))),
-            stored: true,
+            stored: keep,
             ..CacheStatus::default()
         };
         // Validated by the origin for this request: no `Age` (RFC 9111 §5.1).
         let answer = renewed.answer(false, None, &cache_status, &self.settings.name);
-        self.conditional.apply(answer)
+        with_cookies(self.conditional.apply(answer))
     }
 
     /// `502`: the origin's `304` cannot be used (the stored response is dropped; the caller

@@ -48,14 +48,26 @@ pub(crate) enum HttpValue {
 }
 
 impl Stored {
-    /// The weight of the entry: its body, its headers, and a fixed overhead for the rest.
+    /// The weight of the response: its body, its headers and trailers, the request values
+    /// that selected it, and a fixed overhead for the rest.
     pub(crate) fn weight(&self) -> u64 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 32)
-            .sum();
-        (self.body.len() + headers + 256) as u64
+        let fields = |map: &HeaderMap| -> usize {
+            map.iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 32)
+                .sum()
+        };
+        let selection = self.selected_by.as_ref().map_or(0, |(names, values)| {
+            names
+                .iter()
+                .map(|name| name.as_str().len() + 32)
+                .sum::<usize>()
+                + values
+                    .iter()
+                    .map(|value| value.as_ref().map_or(0, HeaderValue::len))
+                    .sum::<usize>()
+        });
+        let trailers = self.trailers.as_ref().map_or(0, fields);
+        (self.body.len() + fields(&self.headers) + trailers + selection + 256) as u64
     }
 
     pub(crate) fn etag(&self) -> Option<&HeaderValue> {
@@ -106,12 +118,12 @@ impl Stored {
 }
 
 /// The headers kept of a response: all but the hop-by-hop ones, and `Set-Cookie` (a stored
-/// response never sets another caller's cookie).
+/// response never sets another caller's cookie). The `Cache-Status` members of caches nearer
+/// the origin stay, as RFC 9211 asks.
 pub(crate) fn kept_headers(headers: &HeaderMap) -> HeaderMap {
     let mut kept = headers.clone();
     remove_hop_by_hop(&mut kept);
     kept.remove(header::SET_COOKIE);
-    kept.remove(CACHE_STATUS);
     kept
 }
 
@@ -120,6 +132,8 @@ pub(crate) fn kept_headers(headers: &HeaderMap) -> HeaderMap {
 /// ones.
 pub(crate) fn merged_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
     let mut merged = stored.clone();
+    // The stored `Age` was the old exchange's: only the `304`'s own counts for the new one.
+    merged.remove(header::AGE);
     let update = kept_headers(not_modified);
     let mut last: Option<HeaderName> = None;
     for (name, value) in update {
@@ -396,7 +410,12 @@ mod tests {
         update.append("x-new", HeaderValue::from_static("1"));
         update.append("x-new", HeaderValue::from_static("2"));
         update.insert("connection", HeaderValue::from_static("close"));
+        stored.insert("age", HeaderValue::from_static("500"));
         let merged = merged_headers(&stored, &update);
+        assert!(
+            !merged.contains_key("age"),
+            "the old exchange's Age is gone"
+        );
         assert_eq!(merged["cache-control"], "max-age=60");
         assert_eq!(merged["content-length"], "5");
         assert_eq!(merged["x-kept"], "1");
