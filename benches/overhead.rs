@@ -195,6 +195,62 @@ impl Bench {
         criterion_group.finish();
     }
 
+    /// As [`subject`](Self::subject), but called outside any tokio runtime, each future polled
+    /// once with a no-op waker (it must be ready at once: a cache hit). Outside a runtime
+    /// tokio's `Instant::now` is the standard clock, as in a production build; inside one, the
+    /// `test-util` feature that every dev build carries (the tests pause time) makes each clock
+    /// read take the runtime clock's mutex.
+    fn subject_no_runtime<S, Req>(
+        &mut self,
+        group: &str,
+        name: &str,
+        baseline: &str,
+        mut svc: S,
+        mut make: impl FnMut() -> Req,
+    ) where
+        S: Service<Req>,
+        S::Error: std::fmt::Debug,
+    {
+        #[allow(clippy::disallowed_methods)] // criterion measures wall time: std's clock is the point
+        fn time_ready<S: Service<Req>, Req>(
+            svc: &mut S,
+            make: &mut impl FnMut() -> Req,
+            iters: u64,
+        ) -> Duration
+        where
+            S::Error: std::fmt::Debug,
+        {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let start = std::time::Instant::now();
+            for _ in 0..iters {
+                assert!(svc.poll_ready(&mut cx).is_ready(), "ready at once");
+                let mut future = std::pin::pin!(svc.call(black_box(make())));
+                match future.as_mut().poll(&mut cx) {
+                    Poll::Ready(result) => black_box(result.is_ok()),
+                    Poll::Pending => panic!("a subject without a runtime must answer at once"),
+                };
+            }
+            start.elapsed()
+        }
+        let id = format!("{group}/{name}");
+        let _ = time_ready(&mut svc, &mut make, 1_000);
+        let before = counting_alloc::allocations();
+        let calls = 10_000;
+        let _ = time_ready(&mut svc, &mut make, calls);
+        #[allow(clippy::cast_precision_loss)]
+        let allocations = (counting_alloc::allocations() - before) as f64 / calls as f64;
+        self.rows.push(Row {
+            id,
+            baseline: format!("{group}/{baseline}"),
+            allocations: Some(allocations),
+        });
+        let mut criterion_group = self.criterion.benchmark_group(group);
+        criterion_group.bench_function(name, |b| {
+            b.iter_custom(|iters| time_ready(&mut svc, &mut make, iters));
+        });
+        criterion_group.finish();
+    }
+
     /// As [`subject`](Self::subject), but on a fresh service from `build` for every sample
     /// (built outside the timed loop): for subjects whose state grows with every call, such
     /// as an idempotency store that keeps each new key.
@@ -897,6 +953,23 @@ fn cache_group(bench: &mut Bench) {
         layer.layer(ready_value()),
         || 42u64,
         Expect::Ok,
+    );
+
+    // The same hit outside any runtime: the clock read is the standard one, as in a
+    // production build (inside a runtime, dev builds' `test-util` puts a mutex in each read).
+    bench.subject_no_runtime(
+        g,
+        "bare_no_runtime",
+        "bare_no_runtime",
+        ready_value(),
+        || 42u64,
+    );
+    bench.subject_no_runtime(
+        g,
+        "hit_no_runtime",
+        "bare_no_runtime",
+        layer.layer(ready_value()),
+        || 42u64,
     );
 
     // The same hot key read by two tasks on a two-worker runtime.

@@ -25,6 +25,10 @@
 //! the background, and an origin outage is ridden out with the last good value
 //! (stale-if-error).
 //!
+//! Then the HTTP cache in front of one route of the server: the answers' `Cache-Status` and
+//! `Age`, a stale answer served at once while a `304` renews it in the background, and a `POST`
+//! that invalidates the cached response.
+//!
 //! Last, the client preset: a route that fails every other call keeps answering what it can
 //! (the throttle sheds nothing at 50 %); once it is down, calls are refused at once (or answered
 //! by a fallback, marked) while one probe at a time checks on it; and the first probe that
@@ -76,6 +80,10 @@ struct Flaky {
     /// How `/unreliable` behaves: 0 healthy, 1 every other request a 503, 2 down (500).
     unreliable: AtomicUsize,
     unreliable_hits: AtomicUsize,
+    /// `/prices`: the price list's version (a POST publishes the next), and GETs that reached
+    /// the handler.
+    prices_version: AtomicUsize,
+    prices_hits: AtomicUsize,
 }
 
 /// The server: `/fast`, `/slow`, `/budget` (what the caller said it had left), `/chain` (a
@@ -85,6 +93,7 @@ async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
     let (shaky, throttled, orders) = (Arc::clone(&flaky), Arc::clone(&flaky), Arc::clone(&flaky));
     let checkout = checkout_route(Arc::clone(&flaky));
     let unreliable = Arc::clone(&flaky);
+    let prices = prices_route(Arc::clone(&flaky));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1");
@@ -148,6 +157,7 @@ async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
             }),
         )
         .route("/checkout", checkout)
+        .route("/prices", prices)
         .route(
             "/unreliable",
             get(move || async move {
@@ -193,6 +203,46 @@ async fn serve(flaky: Arc<Flaky>) -> SocketAddr {
         }
     });
     addr
+}
+
+/// `/prices` behind a shared HTTP cache: `GET` answers the current version, fresh for 3 s and
+/// served stale 10 s more while it is revalidated (an `ETag` makes that a `304`); `POST`
+/// publishes the next version, and its success invalidates the cached one.
+fn prices_route(state: Arc<Flaky>) -> axum::routing::MethodRouter {
+    use palisade::cache::{CacheMode, HttpCacheLayer};
+    let read = Arc::clone(&state);
+    let cache = HttpCacheLayer::builder(CacheMode::Shared)
+        .build()
+        .expect("valid cache configuration");
+    get(move |req: Request| async move {
+        read.prices_hits.fetch_add(1, Ordering::Relaxed);
+        let version = read.prices_version.load(Ordering::Relaxed);
+        let etag = format!("\"v{version}\"");
+        let headers = [
+            (
+                "cache-control",
+                "max-age=3, stale-while-revalidate=10".to_owned(),
+            ),
+            ("etag", etag.clone()),
+        ];
+        if req
+            .headers()
+            .get("if-none-match")
+            .is_some_and(|tag| *tag == *etag)
+        {
+            return (http::StatusCode::NOT_MODIFIED, headers, String::new());
+        }
+        (
+            http::StatusCode::OK,
+            headers,
+            format!("price list v{version}"),
+        )
+    })
+    .post(move || async move {
+        let version = state.prices_version.fetch_add(1, Ordering::Relaxed) + 1;
+        (http::StatusCode::CREATED, format!("published v{version}"))
+    })
+    .layer(cache)
 }
 
 /// `POST /checkout`: places an order, behind the idempotency layer; in front of it, a
@@ -389,6 +439,7 @@ async fn main() {
     retry_demo(addr, &flaky).await;
     idempotency_demo(addr, &flaky).await;
     cache_demo().await;
+    http_cache_demo(addr, &flaky).await;
     preset_demo(addr, &flaky).await;
 }
 
@@ -469,6 +520,56 @@ async fn cache_demo() {
         metrics.refreshes,
         metrics.stale_if_error,
         lookups.load(Ordering::SeqCst)
+    );
+}
+
+/// The HTTP cache in front of `/prices`, seen from a client: what `Cache-Status` and `Age`
+/// say on each answer.
+async fn http_cache_demo(addr: SocketAddr, state: &Flaky) {
+    println!("\n── HTTP cache in front of GET /prices (max-age=3, stale-while-revalidate=10) ──");
+    let http = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let show = |what: &str, response: &http::Response<hyper::body::Incoming>| {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        println!(
+            "  {what:<34} {} | Age: {:<2} | Cache-Status: {}",
+            response.status(),
+            header("age"),
+            header("cache-status")
+        );
+    };
+    for what in ["first GET (nothing stored)", "second GET", "third GET"] {
+        let response = http.request(get_request(addr, "/prices")).await;
+        if let Ok(response) = response {
+            show(what, &response);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    if let Ok(response) = http.request(get_request(addr, "/prices")).await {
+        show("after 3.2 s: stale, served at once", &response);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Ok(response) = http.request(get_request(addr, "/prices")).await {
+        show("50 ms later: renewed by a 304", &response);
+    }
+    let publish = http::Request::post(format!("http://{addr}/prices"))
+        .body(Empty::new())
+        .expect("valid request");
+    if let Ok(response) = http.request(publish).await {
+        show("POST /prices (a new version)", &response);
+    }
+    if let Ok(response) = http.request(get_request(addr, "/prices")).await {
+        show("GET after the POST: invalidated", &response);
+    }
+    println!(
+        "  the handler ran for {} of 6 GETs (one of them a 304 to the background revalidation)",
+        state.prices_hits.load(Ordering::Relaxed)
     );
 }
 
