@@ -167,6 +167,30 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
     }
 }
 
+/// Waits for the landing of the flight `landing` watches, parked and woken once, for at most
+/// `timeout`; `None` when the timeout passed first (the caller then fetches uncoalesced). A
+/// flight that ended without a landing to read counts as abandoned. Without a runtime's time
+/// driver there is no timer: then it waits for the landing alone.
+pub(crate) async fn wait<V: Clone>(
+    mut landing: watch::Receiver<Landing<V>>,
+    timeout: std::time::Duration,
+) -> Option<Landing<V>> {
+    let landed = landing.wait_for(|landing| !matches!(landing, Landing::Pending));
+    let waited = if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::time::timeout(timeout, landed).await
+    } else {
+        Ok(landed.await)
+    };
+    match waited {
+        Ok(Ok(landed)) => Some(landed.clone()),
+        Ok(Err(_)) => Some(Landing::Abandoned),
+        Err(_) => {
+            tracing::debug!(target: "palisade::cache", "lock timeout: fetching uncoalesced");
+            None
+        }
+    }
+}
+
 /// The leader's duty: land the flight exactly once, from [`land`](Self::land) or, if the
 /// leader's future is dropped first, from `Drop` with [`Landing::Abandoned`].
 pub(crate) struct Leader<'a, K: Hash + Eq + Clone, V: Clone> {

@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::config::LeaderFailure;
 use super::error::LeaderFailed;
-use super::flight::{Landing, Role};
+use super::flight::{self, Landing, Role};
 use super::future::ResponseFuture;
 use super::shared::Shared;
 use super::state::Phase;
@@ -211,7 +211,7 @@ where
     let generation = shared.flights.generation();
     let mut counted = false;
     let leader = loop {
-        let mut landing = match shared.flights.join(&key) {
+        let landing = match shared.flights.join(&key) {
             Role::Leader(leader) => {
                 // Another leader may have stored the key between this caller's lookup and its
                 // join: serve that entry rather than call the origin again.
@@ -231,21 +231,8 @@ where
             shared.counters.coalesced.add();
             counted = true;
         }
-        let landed = landing.wait_for(|landing| !matches!(landing, Landing::Pending));
-        // No timer without a runtime's time driver: then wait for the landing alone.
-        let waited = if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::time::timeout(shared.config.lock_timeout, landed).await
-        } else {
-            Ok(landed.await)
-        };
-        let landed = match waited {
-            Ok(Ok(landed)) => landed.clone(),
-            // The flight ended without a landing we can read: as if abandoned.
-            Ok(Err(_)) => Landing::Abandoned,
-            Err(_) => {
-                tracing::debug!(target: "palisade::cache", "lock timeout: fetching uncoalesced");
-                break None;
-            }
+        let Some(landed) = flight::wait(landing, shared.config.lock_timeout).await else {
+            break None;
         };
         match landed {
             Landing::Value(value) => return Ok(value),

@@ -26,7 +26,7 @@ use super::stored::{
 };
 use crate::cache::config::LeaderFailure;
 use crate::cache::error::LeaderFailed;
-use crate::cache::flight::{Landing, Leader, Role};
+use crate::cache::flight::{self, Landing, Leader, Role};
 use crate::cache::shared::Shared;
 use crate::cache::state::Times;
 use crate::cache::store::Entry;
@@ -609,7 +609,7 @@ impl<S> Fetch<S> {
         let generation = shared.flights.generation();
         let mut collapsed = false;
         let leader = loop {
-            let mut landing = match shared.flights.join(&self.key) {
+            let landing = match shared.flights.join(&self.key) {
                 Role::Leader(leader) => {
                     // Another leader may have stored the target between this caller's lookup
                     // and its join: answer from that rather than go forward again.
@@ -626,20 +626,8 @@ impl<S> Fetch<S> {
                 shared.counters.coalesced.add();
                 collapsed = true;
             }
-            let landed = landing.wait_for(|landing| !matches!(landing, Landing::Pending));
-            // No timer without a runtime's time driver: then wait for the landing alone.
-            let waited = if tokio::runtime::Handle::try_current().is_ok() {
-                tokio::time::timeout(shared.config.lock_timeout, landed).await
-            } else {
-                Ok(landed.await)
-            };
-            let landed = match waited {
-                Ok(Ok(landed)) => landed.clone(),
-                Ok(Err(_)) => Landing::Abandoned,
-                Err(_) => {
-                    tracing::debug!(target: "palisade::cache", "lock timeout: forwarding uncoalesced");
-                    break None;
-                }
+            let Some(landed) = flight::wait(landing, shared.config.lock_timeout).await else {
+                break None;
             };
             match landed {
                 // Shared only with callers whose request selects the same variant.
@@ -673,23 +661,12 @@ impl<S> Fetch<S> {
         let response = match result {
             Ok(response) => response,
             Err(error) => {
-                if let Some((stale, answer)) = self.stale_for_error(None, exchange.response_time) {
-                    land(
-                        &shared,
-                        leader,
-                        generation,
-                        HttpValue::Response(stale),
-                        || {},
-                    );
-                    return Ok(answer);
-                }
-                land(
-                    &shared,
-                    leader,
-                    generation,
-                    HttpValue::Failed(None, None),
-                    || {},
-                );
+                let leader = match self.stand_in(None, exchange.response_time, leader, generation) {
+                    Ok(answer) => return Ok(answer),
+                    Err(leader) => leader,
+                };
+                let failed = HttpValue::Failed(None, None);
+                land(&shared, leader, generation, failed, || {});
                 return Err(error);
             }
         };
@@ -704,18 +681,11 @@ impl<S> Fetch<S> {
             return Ok(self.not_modified(response.headers(), &not_modified, leader));
         }
         if status.is_server_error() {
-            if let Some((stale, answer)) =
-                self.stale_for_error(Some(status), exchange.response_time)
-            {
-                land(
-                    &shared,
-                    leader,
-                    generation,
-                    HttpValue::Response(stale),
-                    || {},
-                );
-                return Ok(answer);
-            }
+            let leader =
+                match self.stand_in(Some(status), exchange.response_time, leader, generation) {
+                    Ok(answer) => return Ok(answer),
+                    Err(leader) => leader,
+                };
             let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
             land(
                 &shared,
@@ -856,6 +826,26 @@ impl<S> Fetch<S> {
         };
         cache_status.append_to(response.headers_mut(), &self.settings.name);
         response
+    }
+
+    /// Answers a failure (`status`, or none for an error) with the stored response if
+    /// stale-if-error covers it, landing that response for the coalesced callers too; else
+    /// hands the leader back.
+    fn stand_in<'a, B>(
+        &self,
+        status: Option<StatusCode>,
+        now: u64,
+        leader: Option<Leader<'a, HttpKey, HttpValue>>,
+        generation: u64,
+    ) -> Result<Response<ResponseBody<B>>, Option<Leader<'a, HttpKey, HttpValue>>> {
+        match self.stale_for_error(status, now) {
+            Some((stale, answer)) => {
+                let stale = HttpValue::Response(stale);
+                land(&self.shared, leader, generation, stale, || {});
+                Ok(answer)
+            }
+            None => Err(leader),
+        }
     }
 
     /// The stored response standing in for a failure at `now` (stale-if-error), if it may.
