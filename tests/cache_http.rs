@@ -96,6 +96,15 @@ impl Origin {
     }
 }
 
+/// The request's `name` header as text, or `default` without one.
+fn header_or(parts: &http::request::Parts, name: &str, default: &str) -> String {
+    parts
+        .headers
+        .get(name)
+        .map_or(default, |v| v.to_str().unwrap())
+        .to_owned()
+}
+
 async fn handle(State(origin): State<Origin>, request: Request) -> Response {
     let n = origin.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let (parts, _) = request.into_parts();
@@ -383,11 +392,7 @@ async fn no_cache_responses_are_stored_and_revalidated_on_every_use_rfc_9111_5_2
 #[tokio::test(start_paused = true)]
 async fn private_responses_are_never_stored_by_a_shared_cache_rfc_9111_5_2_2_7() {
     let origin = Origin::new(|parts, _| {
-        let user = parts
-            .headers
-            .get("x-user")
-            .map_or("nobody", |v| v.to_str().unwrap())
-            .to_owned();
+        let user = header_or(parts, "x-user", "nobody");
         Reply::ok(
             &[("cache-control", "private, max-age=60")],
             format!("for {user}"),
@@ -418,11 +423,7 @@ async fn private_responses_are_never_stored_by_a_shared_cache_rfc_9111_5_2_2_7()
 #[tokio::test(start_paused = true)]
 async fn authorization_never_reaches_another_caller_unless_the_response_allows_it_rfc_9111_3_5() {
     let origin = Origin::new(|parts, n| {
-        let auth = parts
-            .headers
-            .get("authorization")
-            .map_or("anonymous", |v| v.to_str().unwrap())
-            .to_owned();
+        let auth = header_or(parts, "authorization", "anonymous");
         Reply::ok(&[("cache-control", "max-age=60")], format!("{auth} #{n}"))
     });
     let (app, handle) = stack(&origin, shared());
@@ -491,11 +492,7 @@ async fn responses_setting_cookies_are_not_stored_unless_configured_and_then_nev
 async fn vary_keeps_one_entry_per_selecting_header_value_and_vary_star_is_never_stored_rfc_9111_4_1()
  {
     let origin = Origin::new(|parts, n| {
-        let lang = parts
-            .headers
-            .get("accept-language")
-            .map_or("none", |v| v.to_str().unwrap())
-            .to_owned();
+        let lang = header_or(parts, "accept-language", "none");
         Reply::ok(
             &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
             format!("{lang} #{n}"),
@@ -1226,11 +1223,7 @@ async fn a_304_that_changes_vary_drops_the_stored_response() {
 #[tokio::test(start_paused = true)]
 async fn coalesced_callers_get_the_leaders_response_only_for_their_own_variant() {
     let origin = Origin::new(|parts, n| {
-        let lang = parts
-            .headers
-            .get("accept-language")
-            .map_or("none", |v| v.to_str().unwrap())
-            .to_owned();
+        let lang = header_or(parts, "accept-language", "none");
         let headers = [("cache-control", "max-age=60"), ("vary", "accept-language")];
         Reply::ok(&headers, format!("{lang} #{n}")).after(50 * MS)
     });

@@ -171,7 +171,7 @@
 //! | response `no-store` | §5.2.2.5 | not stored |
 //! | response `no-cache` | §5.2.2.4 | stored, revalidated before every use, never served stale |
 //! | response `must-revalidate`, `proxy-revalidate` and `s-maxage` (shared) | §5.2.2.2, §5.2.2.8, §5.2.2.10 | never served stale: no stale-while-revalidate, no stale-if-error, no `max-stale` |
-//! | `stale-while-revalidate=N`, `stale-if-error=N` | RFC 5861 | the windows of that response; the builder's apply to responses that set none |
+//! | `stale-while-revalidate=N`, `stale-if-error=N` | RFC 5861 | the windows of that response; the builder's apply to responses that set none but have a freshness of their own (explicit or heuristic): a response silent about caching is never served stale |
 //! | `Vary` | §4.1 | one entry per value of the named request headers (normalised: lines joined, spaces trimmed); `Vary: *` never stored |
 //! | validators | §4.3.1, §4.3.4 | a stale response with `ETag` / `Last-Modified` is revalidated with `If-None-Match` / `If-Modified-Since`; a `304` updates its headers and freshness, the body kept |
 //! | unsafe methods | §4.4 | a `POST`, `PUT`, `DELETE`, `PATCH` answered 2xx or 3xx removes its target and the same-origin targets of its `Location` and `Content-Location` |
@@ -196,6 +196,10 @@
 //! - A caller coalesced behind a failed fetch gets a problem response carrying the origin's
 //!   status and `Retry-After`, never the origin's body ([`LeaderFailure::Share`]; with
 //!   [`LeaderFailure::EachTries`] each forwards its own request).
+//! - A shared cache's background revalidations (stale-while-revalidate, XFetch) are sent
+//!   without the `Authorization` and `Cookie` of the caller who found the entry stale.
+//! - Keys include the scheme when the request has one (a client's absolute URI), so an `http`
+//!   answer never stands in for an `https` request.
 //!
 //! ## `Cache-Status`
 //!
@@ -234,10 +238,29 @@
 //! background revalidation is a clone of the inner service's call with the request of the
 //! caller that found the entry stale, plus the stored validators.
 //!
+//! ## Memory
+//!
+//! The store holds at most [`max_bytes`](HttpCacheBuilder::max_bytes), each entry weighed by
+//! its body, headers, trailers, key and selecting header values. Fetches in flight hold their
+//! body while they read it, up to [`max_body`](HttpCacheBuilder::max_body) each: bound the
+//! requests in flight in front of the cache (a concurrency limit, the server's) to bound that
+//! too. Variants left behind by an invalidation are unreachable at once and leave the store as
+//! it evicts.
+//!
+//! ## Revalidation failures
+//!
+//! A background revalidation that meets a server error, a body that fails, or a response this
+//! exchange may not store keeps the stale entry (stale-if-error needs it) and lets the next
+//! revalidation start after the backoff; only the origin's own word (`no-store`, `private`, a
+//! changed `Vary`, or a new body larger than the cache keeps) removes it. A `304` whose `ETag`
+//! is not the stored one is answered `502` and the entry dropped, so the next request fetches
+//! afresh.
+//!
 //! # Not yet
 //!
-//! A Redis-backed store (a later issue). A `HEAD` response does not update a stored `GET`
-//! (§4.3.5), and a `206` is never stored or combined.
+//! A Redis-backed store (a later issue; the store is the in-memory one, not yet behind the trait
+//! a remote store needs). A `HEAD` response does not update a stored `GET` (§4.3.5), and a
+//! `206` is never stored or combined.
 
 mod config;
 mod error;
