@@ -1,8 +1,8 @@
 //! The SWR cache through its public API, on paused tokio time: every phase at both sides of
 //! its boundary, single flight under 1,000 concurrent callers (cold, expired and stale keys), a
 //! leader dropped mid-fetch, stale-if-error, invalidation during a refresh, the leader-failure
-//! policies, the lock timeout, TTL jitter and XFetch against their formulas, and bounded memory
-//! under a flood of keys.
+//! policies, the lock timeout, TTL jitter and XFetch against their formulas, the marking of
+//! stale-if-error answers, and bounded memory under a flood of keys.
 
 mod support;
 
@@ -313,6 +313,38 @@ async fn a_failing_origin_is_covered_by_stale_if_error_then_the_error_shows() {
     // The origin is back: the next call fetches.
     origin.set_down(false);
     assert!(get(&mut svc, 1).await.unwrap().starts_with("1#"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_value_served_for_a_failure_is_marked_for_its_caller_and_its_waiters() {
+    support::init_tracing();
+    let origin = Origin::default();
+    let layer = CacheLayer::builder(TTL, key_of as KeyOf)
+        .stale_if_error(Duration::from_secs(60))
+        .ttl_jitter(Ratio::ZERO)
+        .early_refresh(palisade::Factor::new_const(0.0))
+        .build::<u64, Value>()
+        .unwrap()
+        .mark_stale_if_error(|value: Value| Value::from(format!("{value} (stale)")));
+    let mut svc = layer.layer(origin.clone());
+    assert_eq!(
+        &*get(&mut svc, 1).await.unwrap(),
+        "1#1",
+        "a fresh value is not marked"
+    );
+    origin.set_down(true);
+    origin.set_delay(100 * MS);
+    advance(TTL).await;
+    let callers: Vec<_> = (0..5)
+        .map(|_| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move { get(&mut svc, 1).await })
+        })
+        .collect();
+    for caller in callers {
+        assert_eq!(&*caller.await.unwrap().unwrap(), "1#1 (stale)");
+    }
+    assert_eq!(origin.calls(), 2, "one failed fetch for the five");
 }
 
 #[tokio::test(start_paused = true)]

@@ -24,7 +24,12 @@ pub struct CacheLayer<F, C, K, V> {
     key_of: F,
     classifier: Arc<C>,
     shared: Arc<Shared<K, V>>,
+    mark: Option<MarkStale<V>>,
 }
+
+/// Marks a value served in place of a failure (stale-if-error), for
+/// [`CacheLayer::mark_stale_if_error`].
+pub type MarkStale<V> = Arc<dyn Fn(V) -> V + Send + Sync>;
 
 impl CacheLayer<(), (), (), ()> {
     /// Configures a cache whose entries are fresh for `ttl`, keyed by `key_of` (a request's
@@ -40,7 +45,39 @@ impl<F, C, K, V> CacheLayer<F, C, K, V> {
             key_of,
             classifier: Arc::new(classifier),
             shared,
+            mark: None,
         }
+    }
+
+    /// Marks every value served in place of a failed fetch (stale-if-error) with `mark`, so
+    /// the caller can tell an old answer from a current one: set a flag in it, add a header to
+    /// an `http::Response`, wrap it. The callers coalesced behind that fetch get the marked
+    /// value too. Defaults to none: the value is served as stored (and counted in
+    /// [`Metrics::stale_if_error`](super::Metrics::stale_if_error)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade::cache::CacheLayer;
+    ///
+    /// #[derive(Clone)]
+    /// struct Quote {
+    ///     price: u32,
+    ///     /// Set on a quote served while the origin fails.
+    ///     stale: bool,
+    /// }
+    ///
+    /// let cache = CacheLayer::builder(Duration::from_secs(30), |id: &u64| Some(*id))
+    ///     .stale_if_error(Duration::from_secs(600))
+    ///     .build::<u64, Quote>()
+    ///     .unwrap()
+    ///     .mark_stale_if_error(|quote| Quote { stale: true, ..quote });
+    /// # let _ = cache;
+    /// # let quote = Quote { price: 7, stale: false };
+    /// # assert!(quote.price == 7 && !quote.stale);
+    /// ```
+    pub fn mark_stale_if_error(mut self, mark: impl Fn(V) -> V + Send + Sync + 'static) -> Self {
+        self.mark = Some(Arc::new(mark));
+        self
     }
 }
 
@@ -58,6 +95,7 @@ impl<F: Clone, C, K, V> Clone for CacheLayer<F, C, K, V> {
             key_of: self.key_of.clone(),
             classifier: Arc::clone(&self.classifier),
             shared: Arc::clone(&self.shared),
+            mark: self.mark.clone(),
         }
     }
 }
@@ -71,6 +109,7 @@ impl<S, F: Clone, C, K, V> Layer<S> for CacheLayer<F, C, K, V> {
             self.key_of.clone(),
             Arc::clone(&self.classifier),
             Arc::clone(&self.shared),
+            self.mark.clone(),
         )
     }
 }

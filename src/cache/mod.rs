@@ -119,8 +119,9 @@
 //! The service's error is a [`BoxError`](crate::error::BoxError): the inner service's error,
 //! or [`LeaderFailed`] for a waiter behind a failed fetch. Find it with
 //! [`Rejection::find`](crate::error::Rejection::find). A value served by stale-if-error is
-//! counted in the [metrics](Metrics) but not marked on the value itself (the HTTP mode marks
-//! its answers, in `Cache-Status`).
+//! counted in the [metrics](Metrics), and marked if you give the layer a
+//! [marker](CacheLayer::mark_stale_if_error) (the HTTP mode marks its answers in
+//! `Cache-Status`).
 //!
 //! # HTTP mode
 //!
@@ -290,5 +291,5 @@ pub use self::http::{
     CacheMode, DEFAULT_MAX_BODY, DEFAULT_MAX_BYTES, HttpCache, HttpCacheBuilder, HttpCacheHandle,
     HttpCacheLayer, HttpResponseFuture,
 };
-pub use self::layer::CacheLayer;
+pub use self::layer::{CacheLayer, MarkStale};
 pub use self::service::Cache;

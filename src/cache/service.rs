@@ -14,6 +14,7 @@ use super::config::LeaderFailure;
 use super::error::LeaderFailed;
 use super::flight::{self, Landing, Role};
 use super::future::ResponseFuture;
+use super::layer::MarkStale;
 use super::shared::Shared;
 use super::state::Phase;
 use super::store::Entry;
@@ -26,15 +27,23 @@ pub struct Cache<S, F, C, K, V> {
     key_of: F,
     classifier: Arc<C>,
     shared: Arc<Shared<K, V>>,
+    mark: Option<MarkStale<V>>,
 }
 
 impl<S, F, C, K, V> Cache<S, F, C, K, V> {
-    pub(crate) fn new(inner: S, key_of: F, classifier: Arc<C>, shared: Arc<Shared<K, V>>) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        key_of: F,
+        classifier: Arc<C>,
+        shared: Arc<Shared<K, V>>,
+        mark: Option<MarkStale<V>>,
+    ) -> Self {
         Self {
             inner,
             key_of,
             classifier,
             shared,
+            mark,
         }
     }
 }
@@ -46,6 +55,7 @@ impl<S: Clone, F: Clone, C, K, V> Clone for Cache<S, F, C, K, V> {
             key_of: self.key_of.clone(),
             classifier: Arc::clone(&self.classifier),
             shared: Arc::clone(&self.shared),
+            mark: self.mark.clone(),
         }
     }
 }
@@ -113,6 +123,7 @@ where
             key,
             req,
             fallback,
+            self.mark.clone(),
         )))
     }
 }
@@ -199,6 +210,7 @@ async fn fetch<S, C, K, V, Req>(
     key: K,
     req: Req,
     fallback: Option<Arc<Entry<V>>>,
+    mark: Option<MarkStale<V>>,
 ) -> Result<V, BoxError>
 where
     S: Service<Req, Response = V>,
@@ -277,10 +289,14 @@ where
     if let Some(old) = fallback.filter(|old| old.times.covers_errors(done)) {
         shared.counters.stale_if_error.add();
         tracing::debug!(target: "palisade::cache", "fetch failed; serving the stale entry (stale-if-error)");
+        let value = match mark {
+            Some(mark) => mark(old.value.clone()),
+            None => old.value.clone(),
+        };
         if let Some(leader) = leader {
-            leader.land(Landing::Value(old.value.clone()), || {});
+            leader.land(Landing::Value(value.clone()), || {});
         }
-        return Ok(old.value.clone());
+        return Ok(value);
     }
     match result {
         // A failure response (the classifier's word) is shared as it is, never stored.

@@ -563,6 +563,48 @@ mod tests {
     }
 
     #[test]
+    fn explicit_freshness_alone_makes_any_kept_status_storable_rfc_9111_3() {
+        let none = HeaderMap::new();
+        let d = RequestDirectives::default();
+        let forbidden = |rules: &Rules, lines: &[(&'static str, &'static str)]| {
+            storable(
+                rules,
+                &Method::GET,
+                &none,
+                &d,
+                StatusCode::FORBIDDEN,
+                &headers(lines),
+                AT,
+            )
+        };
+        assert!(forbidden(&SHARED, &[("cache-control", "max-age=60")]).is_ok());
+        assert!(forbidden(&SHARED, &[("cache-control", "s-maxage=60")]).is_ok());
+        assert!(forbidden(&SHARED, &[("expires", "Sun, 06 Nov 1994 08:50:37 GMT")]).is_ok());
+        assert!(forbidden(&SHARED, &[("cache-control", "public"), ("etag", "\"v\"")]).is_ok());
+        assert!(forbidden(&PRIVATE, &[("cache-control", "private"), ("etag", "\"v\"")]).is_ok());
+        assert_eq!(
+            forbidden(&PRIVATE, &[("cache-control", "s-maxage=60")]),
+            Err(NotStored::Useless),
+            "s-maxage means nothing to a private cache"
+        );
+        // An explicit lifetime of zero still opens the builder's windows: the origin spoke.
+        let windows = Rules {
+            stale_while_revalidate: 60 * S,
+            ..SHARED
+        };
+        let f = store_with(&windows, &[], &[("cache-control", "max-age=0")], AT).unwrap();
+        assert_eq!((f.lifetime, f.stale_while_revalidate), (0, 60 * S));
+        let f = store_with(
+            &windows,
+            &[],
+            &[("expires", "Sun, 06 Nov 1994 08:49:37 GMT")],
+            AT,
+        )
+        .unwrap();
+        assert_eq!((f.lifetime, f.stale_while_revalidate), (0, 60 * S));
+    }
+
+    #[test]
     fn credentials_need_the_responses_leave_in_a_shared_cache() {
         // RFC 9111 §3.5.
         let auth = [("authorization", "Bearer x")];
