@@ -298,6 +298,51 @@ mod tests {
         assert!(!d.conflicting);
     }
 
+    /// Bytes a header value may hold (visible ASCII, space, tab, and obs-text).
+    fn header_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            proptest::prop_oneof![0x20u8..0x7f, Just(b'\t'), 0x80u8..=0xff],
+            0..64,
+        )
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Whatever follows it, a `private` or `no-store` at the head of a line is read:
+        /// hostile or broken bytes after it never make a shared cache store the response.
+        #[test]
+        fn a_refusal_is_never_lost_to_what_follows_it(junk in header_bytes()) {
+            for head in ["private, ", "no-store,", "NO-STORE , "] {
+                let mut line = head.as_bytes().to_vec();
+                line.extend_from_slice(&junk);
+                let Ok(value) = HeaderValue::from_bytes(&line) else { continue };
+                let mut map = HeaderMap::new();
+                map.append("cache-control", value);
+                let d = ResponseDirectives::parse(&map);
+                prop_assert!(d.private || d.no_store, "lost in {:?}", line);
+            }
+        }
+
+        /// Arbitrary bytes in every header the rules read never panic a parser.
+        #[test]
+        fn arbitrary_header_bytes_never_panic(bytes in header_bytes()) {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let mut map = HeaderMap::new();
+                for name in ["cache-control", "pragma", "age", "date", "expires", "vary"] {
+                    map.append(name, value.clone());
+                }
+                let _ = ResponseDirectives::parse(&map);
+                let _ = RequestDirectives::parse(&map);
+                let _ = age(&map);
+                let _ = date(&map, header::EXPIRES);
+                let _ = vary_names(&map).count();
+            }
+        }
+    }
+
     #[test]
     fn a_line_with_bytes_outside_ascii_is_still_read() {
         let mut map = HeaderMap::new();

@@ -587,6 +587,23 @@ mod tests {
             Err(NotStored::Useless),
             "s-maxage means nothing to a private cache"
         );
+        assert_eq!(
+            forbidden(&PRIVATE, &[("etag", "\"v\"")]),
+            Err(NotStored::Useless),
+            "a validator alone allows nothing"
+        );
+        // A heuristic lifetime opens the builder's windows too.
+        let heuristic = Rules {
+            heuristic: Some(0.1),
+            stale_if_error: 600 * S,
+            ..SHARED
+        };
+        let modified = [
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("last-modified", "Sun, 06 Nov 1994 08:32:57 GMT"),
+        ];
+        let f = store_with(&heuristic, &[], &modified, AT).unwrap();
+        assert_eq!((f.lifetime, f.stale_if_error), (100 * S, 600 * S));
         // An explicit lifetime of zero still opens the builder's windows: the origin spoke.
         let windows = Rules {
             stale_while_revalidate: 60 * S,
