@@ -1366,3 +1366,108 @@ async fn a_flood_of_long_targets_is_weighed_by_its_keys_too() {
         "each entry weighs its 2 KiB key: {metrics:?}"
     );
 }
+
+// ---- Hostile origins ---------------------------------------------------------------------------
+
+/// A body that sends `first`, then either never ends or fails.
+struct Trickle {
+    first: Option<Bytes>,
+    fail: bool,
+}
+
+impl http_body::Body for Trickle {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(first))));
+        }
+        if self.fail {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::other("connection reset"))));
+        }
+        std::task::Poll::Pending
+    }
+}
+
+fn trickling_app(fail: bool, calls: Arc<AtomicUsize>, cache: HttpCacheLayer) -> Router {
+    Router::new()
+        .fallback(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let body = Trickle {
+                    first: Some(Bytes::from_static(b"partial ")),
+                    fail,
+                };
+                Response::builder()
+                    .header("cache-control", "max-age=60")
+                    .body(Body::new(body))
+                    .unwrap()
+            }
+        })
+        .layer(cache)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_ends_holds_its_waiters_only_until_the_lock_timeout() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cache = shared().lock_timeout(SECOND).build().unwrap();
+    let handle = cache.handle();
+    let app = trickling_app(false, Arc::clone(&calls), cache);
+    // The leader's caller waits on the body as it would without the cache (its own timeout
+    // bounds that); the callers coalesced behind it give up after the lock timeout and go to
+    // the origin themselves.
+    let leader = tokio::spawn({
+        let app = app.clone();
+        async move { get(&app, "/endless").await }
+    });
+    tokio::task::yield_now().await;
+    let waiter = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let request = http::Request::get("/endless").body(Body::empty()).unwrap();
+            app.oneshot(request).await.unwrap().status()
+        }
+    });
+    tokio::time::sleep(SECOND + MS).await;
+    settle().await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the waiter went on its own after 1 s"
+    );
+    assert!(
+        !leader.is_finished(),
+        "the endless body is still being read"
+    );
+    assert_eq!(handle.metrics().entries, 0);
+    leader.abort();
+    waiter.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_fails_midway_reaches_its_caller_as_a_failure_and_is_not_stored() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cache = shared().build().unwrap();
+    let handle = cache.handle();
+    let app = trickling_app(true, Arc::clone(&calls), cache);
+    let request = || http::Request::get("/reset").body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the head had been sent");
+    let read = response.into_body().collect().await;
+    assert!(
+        read.is_err(),
+        "the caller sees the failure, not a truncated body"
+    );
+    assert_eq!(handle.metrics().entries, 0);
+    let again = app.clone().oneshot(request()).await.unwrap();
+    assert!(again.into_body().collect().await.is_err());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "nothing was stored to answer from"
+    );
+}
