@@ -1471,3 +1471,203 @@ async fn a_body_that_fails_midway_reaches_its_caller_as_a_failure_and_is_not_sto
         "nothing was stored to answer from"
     );
 }
+
+// ---- Found in a second review ------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_host_that_is_more_than_an_authority_is_never_cached() {
+    let origin = Origin::serving(&[("cache-control", "max-age=60")]);
+    let (app, handle) = stack(&origin, shared());
+    // Glued to the path, this Host would make the key of `example.com/admin/x`.
+    let poisoned = get_with(&app, "/x", &[("host", "example.com/admin")]).await;
+    assert_eq!(
+        poisoned.cache_status(),
+        "palisade; fwd=bypass; fwd-status=200"
+    );
+    assert_eq!(handle.metrics().entries, 0);
+    let admin = get_with(&app, "/admin/x", &[("host", "example.com")]).await;
+    assert!(
+        admin.cache_status().contains("uri-miss"),
+        "{}",
+        admin.cache_status()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_after_an_invalidation_is_not_coalesced_behind_the_fetch_it_invalidated() {
+    let origin = Origin::new(|parts, n| {
+        if parts.method == Method::POST {
+            return Reply::ok(&[], "").status(StatusCode::NO_CONTENT);
+        }
+        Reply::ok(&[("cache-control", "max-age=60")], format!("v{n}")).after(100 * MS)
+    });
+    let (app, _) = stack(&origin, shared());
+    let before = tokio::spawn({
+        let app = app.clone();
+        async move { get(&app, "/a").await }
+    });
+    tokio::task::yield_now().await;
+    send(&app, Method::POST, "/a", &[]).await;
+    let after = get(&app, "/a").await;
+    assert_eq!(before.await.unwrap().text(), "v1");
+    assert_eq!(after.text(), "v3", "its own fetch, after the write");
+    assert!(!after.cache_status().contains("collapsed"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_in_origin_form_invalidates_the_target_stored_with_a_scheme() {
+    let origin = Origin::new(|parts, n| {
+        if parts.method == Method::POST {
+            return Reply::ok(&[], "").status(StatusCode::NO_CONTENT);
+        }
+        Reply::ok(&[("cache-control", "max-age=60")], format!("v{n}"))
+    });
+    let (app, _) = stack(&origin, shared());
+    // An HTTP/2 request (or a client's) carries scheme and authority in its URI.
+    get(&app, "https://api.test/a").await;
+    assert_eq!(
+        get(&app, "https://api.test/a").await.cache_status(),
+        "palisade; hit; ttl=60"
+    );
+    // An HTTP/1 request to the same target: origin form and Host.
+    send(&app, Method::POST, "/a", &[("host", "api.test")]).await;
+    let after = get(&app, "https://api.test/a").await;
+    assert!(
+        after.cache_status().contains("uri-miss"),
+        "{}",
+        after.cache_status()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_never_serves_a_variant_invalidated_during_the_fetch() {
+    let origin = Origin::new(|parts, n| {
+        if parts.method == Method::POST {
+            return Reply::ok(&[], "").status(StatusCode::NO_CONTENT);
+        }
+        if n == 1 {
+            let headers = [
+                ("cache-control", "max-age=10, stale-if-error=600"),
+                ("vary", "accept-language"),
+            ];
+            return Reply::ok(&headers, "v1");
+        }
+        Reply::ok(&[], "down")
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .after(100 * MS)
+    });
+    let (app, _) = stack(&origin, shared());
+    let fr = [("accept-language", "fr")];
+    get_with(&app, "/a", &fr).await;
+    advance(11 * SECOND).await;
+    let during = tokio::spawn({
+        let app = app.clone();
+        async move { get_with(&app, "/a", &[("accept-language", "fr")]).await }
+    });
+    tokio::task::yield_now().await;
+    send(&app, Method::POST, "/a", &[]).await;
+    let answer = during.await.unwrap();
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the write came first"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_that_varies_on_cookie_is_revalidated_with_that_cookie() {
+    let origin = Origin::new(|parts, n| {
+        let user = header_or(parts, "cookie", "nobody");
+        let headers = [
+            (
+                "cache-control",
+                "public, max-age=10, stale-while-revalidate=60",
+            ),
+            ("vary", "cookie"),
+        ];
+        Reply::ok(&headers, format!("{user} #{n}"))
+    });
+    let (app, _) = stack(&origin, shared());
+    let alice = [("cookie", "user=alice")];
+    get_with(&app, "/me", &alice).await;
+    advance(11 * SECOND).await;
+    assert_eq!(get_with(&app, "/me", &alice).await.text(), "user=alice #1");
+    settle().await;
+    assert_eq!(
+        origin.last_request()["cookie"],
+        "user=alice",
+        "her variant, her cookie"
+    );
+    assert_eq!(get_with(&app, "/me", &alice).await.text(), "user=alice #2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clients_no_store_on_a_revalidation_removes_nothing_rfc_9111_5_2_1_5() {
+    let origin = Origin::new(|parts, n| {
+        let headers = [("cache-control", "max-age=10"), ("etag", "\"e\"")];
+        if parts.headers.contains_key("if-none-match") {
+            return Reply::ok(&headers, "").status(StatusCode::NOT_MODIFIED);
+        }
+        Reply::ok(&headers, format!("v{n}"))
+    });
+    let (app, handle) = stack(&origin, shared());
+    get(&app, "/a").await;
+    advance(11 * SECOND).await;
+    let refused = get_with(&app, "/a", &[("cache-control", "no-store")]).await;
+    assert_eq!(refused.text(), "v1");
+    assert_eq!(
+        refused.cache_status(),
+        "palisade; fwd=stale; fwd-status=304"
+    );
+    assert_eq!(handle.metrics().entries, 1, "another caller's entry stays");
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_coalesced_behind_a_stale_if_error_answer_are_told_so() {
+    let origin = Origin::new(|_, n| {
+        if n == 1 {
+            return Reply::ok(&[("cache-control", "max-age=10, stale-if-error=600")], "v1");
+        }
+        Reply::ok(&[], "down")
+            .status(StatusCode::BAD_GATEWAY)
+            .after(50 * MS)
+    });
+    let (app, _) = stack(&origin, shared());
+    get(&app, "/a").await;
+    advance(11 * SECOND).await;
+    let answers = futures_join(&app, "/a", 5).await;
+    assert!(answers.iter().all(|a| a.text() == "v1"));
+    let waiters = answers
+        .iter()
+        .filter(|a| {
+            a.cache_status()
+                .ends_with("collapsed; detail=stale-if-error")
+        })
+        .count();
+    assert_eq!(waiters, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_304_without_a_date_renews_the_response_as_of_its_receipt() {
+    let origin = Origin::new(|_, _| Reply::ok(&[], ""));
+    let (app, _) = stack(&origin, shared());
+    let date = httpdate::fmt_http_date(SystemTime::now() + SECOND);
+    origin.set(move |parts, n| {
+        if parts.headers.contains_key("if-none-match") {
+            let headers = [("cache-control", "max-age=10"), ("etag", "\"e\"")];
+            return Reply::ok(&headers, "").status(StatusCode::NOT_MODIFIED);
+        }
+        let headers = [
+            ("cache-control", "max-age=10"),
+            ("etag", "\"e\""),
+            ("date", date.as_str()),
+        ];
+        Reply::ok(&headers, format!("v{n}"))
+    });
+    get(&app, "/a").await;
+    advance(20 * SECOND).await;
+    get(&app, "/a").await;
+    // The first response's Date is 20 s old now; the renewal must not inherit it.
+    let hit = get(&app, "/a").await;
+    assert_eq!(hit.cache_status(), "palisade; hit; ttl=10");
+}

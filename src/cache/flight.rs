@@ -55,7 +55,8 @@ pub(crate) enum Role<'a, K: Hash + Eq + Clone, V: Clone> {
     Leader(Leader<'a, K, V>),
     /// Wait for the leader's landing.
     Waiter(watch::Receiver<Landing<V>>),
-    /// The table is full: fetch alone, uncoalesced.
+    /// The table is full, or the key's running fetch was invalidated: fetch alone,
+    /// uncoalesced.
     Alone,
 }
 
@@ -79,6 +80,12 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
     pub(crate) fn join(&self, key: &K) -> Role<'_, K, V> {
         let mut table = self.table();
         if let Some(flight) = table.flights.get(key) {
+            // An invalidated flight fetched what the write replaced: a caller that came after
+            // the write must not be handed it, so it fetches on its own (its store then waits
+            // on the generation, which the invalidation already moved).
+            if flight.invalidated {
+                return Role::Alone;
+            }
             return Role::Waiter(flight.landing.subscribe());
         }
         if table.flights.len() >= self.max {
@@ -169,8 +176,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
 
 /// Waits for the landing of the flight `landing` watches, parked and woken once, for at most
 /// `timeout`; `None` when the timeout passed first (the caller then fetches uncoalesced). A
-/// flight that ended without a landing to read counts as abandoned. Without a runtime's time
-/// driver there is no timer: then it waits for the landing alone.
+/// flight that ended without a landing to read counts as abandoned. Outside any runtime there
+/// is no timer: then it waits for the landing alone (inside one, tokio's time must be enabled,
+/// as for every palisade timeout).
 pub(crate) async fn wait<V: Clone>(
     mut landing: watch::Receiver<Landing<V>>,
     timeout: std::time::Duration,

@@ -213,7 +213,7 @@ impl HttpCacheBuilder {
                 + match value {
                     HttpValue::Response(stored) => stored.weight(),
                     HttpValue::Vary(index) => 64 + 16 * index.names.len() as u64,
-                    HttpValue::Pass | HttpValue::Failed(..) => 1,
+                    HttpValue::Pass | HttpValue::Failed(..) | HttpValue::Stale(_) => 1,
                 }
         });
         let engine = self.engine.max_weight(self.max_bytes.get());
@@ -323,17 +323,18 @@ pub struct HttpCacheHandle {
 }
 
 impl HttpCacheHandle {
-    /// Removes what is stored for `uri` (every variant of it), as a successful unsafe request
+    /// Removes what is stored for `uri` (every variant of it, with and without a scheme), as
+    /// a successful unsafe request
     /// to it does (RFC 9111 §4.4). `uri` names the target as requests do: with the authority
     /// they carried (in the URI or `Host`), or a bare path for requests that carried none.
     /// A fetch of the target running now is not stored. Returns whether something was stored.
     pub fn invalidate(&self, uri: &http::Uri) -> bool {
-        let key = HttpKey::of_uri(uri);
-        // With a scheme, the server's view of the target (origin form, no scheme) goes too.
-        let serverside = key
-            .without_scheme()
-            .is_some_and(|bare| super::service::invalidate(&self.inner.shared, &bare));
-        super::service::invalidate(&self.inner.shared, &key) | serverside
+        HttpKey::of_uri(uri)
+            .every_form()
+            .iter()
+            .fold(false, |any, key| {
+                super::service::invalidate(&self.inner.shared, key) | any
+            })
     }
 
     /// Removes every stored response; no fetch running now is stored.

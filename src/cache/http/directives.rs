@@ -127,6 +127,13 @@ pub(crate) fn split_member(list: &str) -> (&str, &str) {
             _ => {}
         }
     }
+    // A quote never closed is no quoted string: split at the first comma as if it were a
+    // plain byte, so it cannot swallow the directives after it (`x="a, private`).
+    if quoted {
+        if let Some(at) = list.find(',') {
+            return (&list[..at], &list[at + 1..]);
+        }
+    }
     (list, "")
 }
 
@@ -356,6 +363,13 @@ mod tests {
         assert!(
             vary_names(&vary).any(|name| http::HeaderName::from_bytes(name.as_bytes()).is_err())
         );
+    }
+
+    #[test]
+    fn an_unterminated_quote_swallows_nothing_after_it() {
+        let d = response(r#"x="a, private, max-age=5"#);
+        assert!(d.private);
+        assert_eq!(d.max_age, Some(Delta::Seconds(5)));
     }
 
     #[test]

@@ -70,8 +70,10 @@ pub(crate) enum NotStored {
     /// A status the cache does not keep: informational, `206`, `304`, or a server error (kept
     /// out so it never displaces the entry stale-if-error would serve).
     Status,
-    /// `no-store` in the request or the response (§5.2.1.5, §5.2.2.5).
+    /// `no-store` in the response (§5.2.2.5).
     NoStore,
+    /// `no-store` in the request (§5.2.1.5): this answer is not stored, nothing else changes.
+    RequestNoStore,
     /// `private` in a shared cache (§5.2.2.7).
     Private,
     /// The request carried `Authorization` or `Cookie` and the response did not say it may be
@@ -104,8 +106,11 @@ pub(crate) fn storable(
         return Err(NotStored::Status);
     }
     let cc = ResponseDirectives::parse(response);
-    if cc.no_store || request_directives.no_store {
+    if cc.no_store {
         return Err(NotStored::NoStore);
+    }
+    if request_directives.no_store {
+        return Err(NotStored::RequestNoStore);
     }
     if rules.shared && cc.private {
         return Err(NotStored::Private);
@@ -514,7 +519,7 @@ mod tests {
                 &[("cache-control", "max-age=60")],
                 AT
             ),
-            Err(NotStored::NoStore),
+            Err(NotStored::RequestNoStore),
             "request no-store (§5.2.1.5)"
         );
         assert_eq!(

@@ -46,19 +46,40 @@ impl VaryIndex {
 
 impl HttpKey {
     /// The key of a target's own entry: a response that does not vary, or a [`VaryIndex`].
-    pub(crate) fn target<B>(request: &Request<B>) -> Self {
-        Self {
-            target: effective_target(request.uri(), request.headers()),
+    /// `None` when the request's `Host` is not a plain authority (a path, a user part, a
+    /// scheme in it): such a request could be stored under another target's key, so it is
+    /// not cached.
+    pub(crate) fn target<B>(request: &Request<B>) -> Option<Self> {
+        Some(Self {
+            target: effective_target(request.uri(), request.headers())?,
             variant: None,
-        }
+        })
     }
 
     /// The key of a URI given outside a request (a handle's invalidation, a `Location`).
     pub(crate) fn of_uri(uri: &Uri) -> Self {
         Self {
-            target: effective_target(uri, &HeaderMap::new()),
+            // A URI's own authority is already a plain one.
+            target: effective_target(uri, &HeaderMap::new()).unwrap_or_default(),
             variant: None,
         }
+    }
+
+    /// Every key the same target can be stored under: with and without its scheme (a client's
+    /// absolute URI, an HTTP/2 request, carry one; an HTTP/1 server request does not), for an
+    /// invalidation to reach them all.
+    pub(crate) fn every_form(&self) -> Vec<Self> {
+        let bare = self.without_scheme().unwrap_or_else(|| self.clone());
+        let with = |scheme: &str| Self {
+            target: format!("{scheme}://{}", bare.target).into_boxed_str(),
+            variant: None,
+        };
+        vec![with("http"), with("https"), bare]
+    }
+
+    /// The generation of the `Vary` index a variant key was made under.
+    pub(crate) fn generation(&self) -> Option<u64> {
+        self.variant.as_ref().map(|variant| variant.generation)
     }
 
     /// The key of the variant of this target that `request_headers` select under `index`.
@@ -150,15 +171,14 @@ impl HttpKey {
 /// its `Host`), both lowercased, then its path and query as sent. A request with no authority
 /// at all has an empty one (a server that answers one host). The scheme keeps `http` and
 /// `https` apart.
-fn effective_target(uri: &Uri, headers: &HeaderMap) -> Box<str> {
-    let authority = uri
-        .authority()
-        .map(http::uri::Authority::as_str)
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|host| host.to_str().ok())
-        });
+fn effective_target(uri: &Uri, headers: &HeaderMap) -> Option<Box<str>> {
+    let authority = match uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => match headers.get(header::HOST) {
+            None => None,
+            Some(host) => Some(plain_authority(host)?),
+        },
+    };
     let path = uri
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);
@@ -174,7 +194,16 @@ fn effective_target(uri: &Uri, headers: &HeaderMap) -> Box<str> {
         target.extend(authority.chars().map(|c| c.to_ascii_lowercase()));
     }
     target.push_str(path);
-    target.into_boxed_str()
+    Some(target.into_boxed_str())
+}
+
+/// A `Host` value that is a host and an optional port and nothing else (RFC 9110 §7.2).
+fn plain_authority(host: &HeaderValue) -> Option<&str> {
+    let host = host.to_str().ok()?.trim();
+    let plain = !host.is_empty()
+        && !host.contains(['/', '?', '#', '@', ' ', '\t'])
+        && host.parse::<http::uri::Authority>().is_ok();
+    plain.then_some(host)
 }
 
 /// The values of `names` in `headers`, normalised (§4.1 allows it): the field lines of one
@@ -214,6 +243,12 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Box<[HeaderName]> {
 mod tests {
     use super::*;
 
+    impl HttpKey {
+        fn target_of(request: &Request<()>) -> Self {
+            Self::target(request).unwrap()
+        }
+    }
+
     fn get(uri: &str, headers: &[(&'static str, &'static str)]) -> Request<()> {
         let mut builder = Request::get(uri);
         for (name, value) in headers {
@@ -224,12 +259,12 @@ mod tests {
 
     #[test]
     fn the_target_is_the_lowercased_authority_then_the_path_and_query() {
-        let absolute = HttpKey::target(&get("HTTP://Example.COM/a?b=1", &[]));
-        let origin_form = HttpKey::target(&get("/a?b=1", &[("host", "example.com")]));
+        let absolute = HttpKey::target_of(&get("HTTP://Example.COM/a?b=1", &[]));
+        let origin_form = HttpKey::target_of(&get("/a?b=1", &[("host", "example.com")]));
         assert_eq!(absolute.without_scheme().unwrap(), origin_form);
         assert_ne!(
             absolute,
-            HttpKey::target(&get("https://example.com/a?b=1", &[])),
+            HttpKey::target_of(&get("https://example.com/a?b=1", &[])),
             "schemes apart"
         );
         assert_eq!(origin_form.without_scheme(), None);
@@ -238,13 +273,27 @@ mod tests {
         let absolute = origin_form.clone();
         assert_ne!(
             absolute,
-            HttpKey::target(&get("/a?b=2", &[("host", "example.com")]))
+            HttpKey::target_of(&get("/a?b=2", &[("host", "example.com")]))
         );
         assert_ne!(
             absolute,
-            HttpKey::target(&get("/A?b=1", &[("host", "example.com")]))
+            HttpKey::target_of(&get("/A?b=1", &[("host", "example.com")]))
         );
-        assert_eq!(HttpKey::target(&get("/a", &[])).authority(), "");
+        assert_eq!(HttpKey::target_of(&get("/a", &[])).authority(), "");
+        // A Host that is more than an authority could land on another target's key.
+        for host in [
+            "example.com/admin",
+            "user@example.com",
+            "https://example.com",
+            "a b",
+        ] {
+            assert_eq!(
+                HttpKey::target(&get("/x", &[("host", host)])),
+                None,
+                "{host}"
+            );
+        }
+        assert!(HttpKey::target(&get("/x", &[("host", "example.com:8080")])).is_some());
         assert_eq!(
             HttpKey::of_uri(&"http://example.com/a?b=1".parse().unwrap()).without_scheme(),
             Some(absolute)
@@ -262,7 +311,7 @@ mod tests {
             h
         }));
         assert_eq!(index.names.len(), 1, "names are deduplicated");
-        let target = HttpKey::target(&get("/a", &[]));
+        let target = HttpKey::target_of(&get("/a", &[]));
         let gzip = get("/a", &[("accept-encoding", "gzip")]);
         let gzip_spaced = get("/a", &[("accept-encoding", " gzip "), ("accept", "x")]);
         let br = get("/a", &[("accept-encoding", "br")]);
@@ -273,17 +322,20 @@ mod tests {
         assert_ne!(key(&gzip), key(&br));
         assert_ne!(key(&none), key(&empty));
         assert_eq!(key(&gzip).without_variant(), target);
-        let origin = HttpKey::target(&get("/items", &[("host", "api.test")]));
+        let origin = HttpKey::target_of(&get("/items", &[("host", "api.test")]));
         let same = |value: &'static str| origin.resolve(&HeaderValue::from_static(value));
         assert_eq!(
             same("/items/7"),
-            Some(HttpKey::target(&get("/items/7", &[("host", "api.test")])))
+            Some(HttpKey::target_of(&get(
+                "/items/7",
+                &[("host", "api.test")]
+            )))
         );
         assert_eq!(same("http://API.test/items/7"), same("/items/7"));
-        let client = HttpKey::target(&get("https://api.test/items", &[]));
+        let client = HttpKey::target_of(&get("https://api.test/items", &[]));
         assert_eq!(
             client.resolve(&HeaderValue::from_static("/items/7")),
-            Some(HttpKey::target(&get("https://api.test/items/7", &[]))),
+            Some(HttpKey::target_of(&get("https://api.test/items/7", &[]))),
             "a client's target keeps its scheme"
         );
         assert_eq!(
@@ -292,6 +344,10 @@ mod tests {
             "another origin"
         );
         assert_eq!(same("items/7"), None, "relative paths are not resolved");
+        let forms = HttpKey::target_of(&get("/a", &[("host", "api.test")])).every_form();
+        assert_eq!(forms.len(), 3);
+        assert!(forms.contains(&HttpKey::target_of(&get("https://api.test/a", &[]))));
+        assert!(forms.contains(&HttpKey::target_of(&get("http://api.test/a", &[]))));
         let newer = VaryIndex::new(index.names.clone());
         assert_ne!(
             key(&gzip),

@@ -176,12 +176,18 @@ where
             let settings = Arc::clone(&self.settings);
             return ResponseFuture::forward(self.inner.call(req), Fwd::Bypass, settings);
         }
+        let Some(target) = HttpKey::target(&req) else {
+            // A `Host` that is not a plain authority: never stored, never answered from the
+            // store (it could name another target's key).
+            let settings = Arc::clone(&self.settings);
+            return ResponseFuture::forward(self.inner.call(req), Fwd::Bypass, settings);
+        };
         let directives = RequestDirectives::parse(req.headers());
         let conditional = Conditional::take(req.headers_mut());
         let shared = &self.shared;
         let settings = &self.settings;
         let now = shared.now();
-        let (key, fwd, fallback) = match lookup(shared, HttpKey::target(&req), req.headers()) {
+        let (key, fwd, fallback) = match lookup(shared, target, req.headers()) {
             Found::Stored { key, entry, stored } => {
                 let age = stored.freshness.age(now);
                 let fwd = match freshness::reuse(&stored.freshness, age, &directives) {
@@ -279,7 +285,7 @@ impl<S> HttpCache<S> {
             return;
         };
         add_validators(req.headers_mut(), stored);
-        strip_credentials(&self.settings, req.headers_mut());
+        strip_credentials(&self.settings, stored, req.headers_mut());
         let mut inner = self.inner.clone();
         let shared = Arc::clone(shared);
         let settings = Arc::clone(&self.settings);
@@ -376,6 +382,8 @@ enum Renewed {
 /// Whether a refusal to store is the origin's word against keeping the response at all
 /// (rather than something about this one exchange).
 fn refused_by_origin(why: NotStored) -> bool {
+    // A request's own `no-store` (`NotStored::RequestNoStore`) is that caller's business: it
+    // keeps its answer out of the store but removes nothing another caller may be served.
     matches!(
         why,
         NotStored::NoStore | NotStored::Private | NotStored::Vary
@@ -495,10 +503,24 @@ where
 /// Removes the credentials from a shared cache's own request: a stored shared response is
 /// revalidated as nobody in particular, never with the credentials of the caller who
 /// happened to find it stale.
-fn strip_credentials(settings: &Settings, headers: &mut HeaderMap) {
-    if settings.rules.shared {
-        headers.remove(header::AUTHORIZATION);
-        headers.remove(header::COOKIE);
+///
+/// A response that varies on one of them is the variant of those very credentials (its key
+/// holds their values, which this caller's request matched): they stay, or the origin would
+/// answer another variant under this one's key.
+fn strip_credentials(settings: &Settings, stored: &Stored, headers: &mut HeaderMap) {
+    if !settings.rules.shared {
+        return;
+    }
+    let varies_on = |name: &header::HeaderName| {
+        stored
+            .selected_by
+            .as_ref()
+            .is_some_and(|(names, _)| names.contains(name))
+    };
+    for name in [header::AUTHORIZATION, header::COOKIE] {
+        if !varies_on(&name) {
+            headers.remove(name);
+        }
     }
 }
 
@@ -634,7 +656,10 @@ impl<S> Fetch<S> {
                 Landing::Value(HttpValue::Response(stored))
                     if stored.selected_by(req.headers()) =>
                 {
-                    return Ok(self.collapsed(&stored));
+                    return Ok(self.collapsed(&stored, None));
+                }
+                Landing::Value(HttpValue::Stale(stored)) if stored.selected_by(req.headers()) => {
+                    return Ok(self.collapsed(&stored, Some("stale-if-error")));
                 }
                 Landing::Value(HttpValue::Failed(status, retry_after))
                     if shared.config.leader_failure == LeaderFailure::Share =>
@@ -730,9 +755,11 @@ impl<S> Fetch<S> {
                 }
                 let value = entry.value.clone();
                 let target = self.key.without_variant();
+                let stored = std::cell::Cell::new(false);
                 land(&shared, leader, generation, value, || {
                     if keep {
                         store_at(&shared, &target, &request_headers, entry);
+                        stored.set(true);
                     }
                 });
                 // The caller whose request fetched it gets the response as the origin sent it
@@ -743,7 +770,7 @@ impl<S> Fetch<S> {
                     fwd: Some(self.fwd),
                     fwd_status: Some(status),
                     ttl: Some(ttl),
-                    stored: keep,
+                    stored: stored.get(),
                     ..CacheStatus::default()
                 };
                 cache_status.append_to(response.headers_mut(), &self.settings.name);
@@ -769,7 +796,7 @@ impl<S> Fetch<S> {
         req: &Request<ReqB>,
     ) -> Option<(Arc<Stored>, Response<ResponseBody<B>>)> {
         let Found::Stored { stored, .. } =
-            lookup(&self.shared, HttpKey::target(req), req.headers())
+            lookup(&self.shared, HttpKey::target(req)?, req.headers())
         else {
             return None;
         };
@@ -784,13 +811,19 @@ impl<S> Fetch<S> {
         Some((Arc::clone(&stored), self.conditional.apply(answer)))
     }
 
-    /// The response a coalesced caller gets from its leader's fetch.
-    fn collapsed<B>(&self, stored: &Stored) -> Response<ResponseBody<B>> {
+    /// The response a coalesced caller gets from its leader's fetch (`detail`: why it is not
+    /// the origin's new answer).
+    fn collapsed<B>(
+        &self,
+        stored: &Stored,
+        detail: Option<&'static str>,
+    ) -> Response<ResponseBody<B>> {
         let age = stored.freshness.age(self.shared.now());
         let status = CacheStatus {
             fwd: Some(self.fwd),
             collapsed: true,
             ttl: Some(stored.freshness.ttl_seconds(age)),
+            detail,
             ..CacheStatus::default()
         };
         self.conditional
@@ -840,7 +873,7 @@ impl<S> Fetch<S> {
     ) -> Result<Response<ResponseBody<B>>, Option<Leader<'a, HttpKey, HttpValue>>> {
         match self.stale_for_error(status, now) {
             Some((stale, answer)) => {
-                let stale = HttpValue::Response(stale);
+                let stale = HttpValue::Stale(stale);
                 land(&self.shared, leader, generation, stale, || {});
                 Ok(answer)
             }
@@ -859,13 +892,18 @@ impl<S> Fetch<S> {
         if !stored.freshness.covers_error(age) {
             return None;
         }
-        // Only while it is still the stored one: an invalidation during the fetch wins.
-        let current = self
-            .shared
-            .store
+        // Only while it is still the stored one, under the target's current `Vary` index for a
+        // variant: an invalidation during the fetch wins.
+        let store = &self.shared.store;
+        let held = store
             .get(&self.key)
             .is_some_and(|held| Arc::ptr_eq(&held, entry));
-        if !current {
+        let indexed = self.key.generation().is_none_or(|generation| {
+            store.get(&self.key.without_variant()).is_some_and(|target| {
+                matches!(&target.value, HttpValue::Vary(index) if index.generation == generation)
+            })
+        });
+        if !(held && indexed) {
             return None;
         }
         self.shared.counters.stale_if_error.add();
@@ -963,6 +1001,7 @@ impl<S> Fetch<S> {
             return self.bad_revalidation("a renewed entry holds no response");
         };
         let key = self.key.clone();
+        let stored_anew = std::cell::Cell::new(false);
         land(
             &shared,
             leader,
@@ -972,7 +1011,7 @@ impl<S> Fetch<S> {
                 if !keep {
                     shared.store.remove_if_current(&key, &old);
                 } else if shared.store.replace_if_current(&key, &old, entry) {
-                    tracing::trace!(target: "palisade::cache", "stored response renewed by a 304");
+                    stored_anew.set(true);
                 }
             },
         );
@@ -981,7 +1020,7 @@ impl<S> Fetch<S> {
             fwd: Some(self.fwd),
             fwd_status: Some(StatusCode::NOT_MODIFIED),
             ttl: Some(freshness.ttl_seconds(freshness.age(at.exchange.response_time))),
-            stored: keep,
+            stored: stored_anew.get(),
             ..CacheStatus::default()
         };
         // Validated by the origin for this request: no `Age` (RFC 9111 §5.1).
@@ -1025,15 +1064,15 @@ where
     let target = HttpKey::target(&req);
     let response = inner.call(req).await?;
     let status = response.status();
-    if status.is_success() || status.is_redirection() {
-        invalidate(&shared, &target);
-        for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            if let Some(other) = response
-                .headers()
-                .get(name)
-                .and_then(|value| target.resolve(value))
-            {
-                invalidate(&shared, &other);
+    // A target with a `Host` that is not a plain authority was never stored.
+    if let Some(target) = target.filter(|_| status.is_success() || status.is_redirection()) {
+        let locations = [header::LOCATION, header::CONTENT_LOCATION]
+            .into_iter()
+            .filter_map(|name| target.resolve(response.headers().get(name)?));
+        // Each in every form it may be stored under (with and without a scheme).
+        for key in std::iter::once(target.clone()).chain(locations) {
+            for form in key.every_form() {
+                invalidate(&shared, &form);
             }
         }
     }

@@ -45,6 +45,8 @@ pub(crate) enum HttpValue {
     Pass,
     /// The origin failed with this status (and `Retry-After`), or did not answer (`None`).
     Failed(Option<StatusCode>, Option<HeaderValue>),
+    /// The origin failed and this stored response stood in for it (stale-if-error).
+    Stale(Arc<Stored>),
 }
 
 impl Stored {
@@ -132,8 +134,10 @@ pub(crate) fn kept_headers(headers: &HeaderMap) -> HeaderMap {
 /// ones.
 pub(crate) fn merged_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
     let mut merged = stored.clone();
-    // The stored `Age` was the old exchange's: only the `304`'s own counts for the new one.
+    // The stored `Age` and `Date` were the old exchange's: only the `304`'s own count for the
+    // new one (without a `Date`, the receipt stands in for it, RFC 9110 §6.6.1).
     merged.remove(header::AGE);
+    merged.remove(header::DATE);
     let update = kept_headers(not_modified);
     let mut last: Option<HeaderName> = None;
     for (name, value) in update {
