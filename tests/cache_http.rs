@@ -1671,3 +1671,37 @@ async fn a_304_without_a_date_renews_the_response_as_of_its_receipt() {
     let hit = get(&app, "/a").await;
     assert_eq!(hit.cache_status(), "palisade; hit; ttl=10");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_cache_around_a_hyper_client_answers_repeats_without_the_network() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tower::{Layer, Service};
+    let origin = Origin::new(|_, n| {
+        let headers = [("cache-control", "private, max-age=60"), ("etag", "\"p\"")];
+        Reply::ok(&headers, format!("v{n}"))
+    });
+    let server = Router::new().fallback(handle).with_state(origin.clone());
+    let addr = serve(server).await;
+    let cache = HttpCacheLayer::builder(CacheMode::Private).build().unwrap();
+    let handle = cache.handle();
+    let mut client = cache.layer(Client::builder(TokioExecutor::new()).build_http::<Body>());
+    let uri = format!("http://{addr}/profile");
+    for expected in [
+        "palisade; fwd=uri-miss; fwd-status=200",
+        "palisade; hit; ttl=",
+    ] {
+        let request = http::Request::get(&uri).body(Body::empty()).unwrap();
+        let response = client.ready().await.unwrap().call(request).await.unwrap();
+        let status = response.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(status.starts_with(expected), "{status}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "v1");
+    }
+    assert_eq!(origin.calls(), 1, "the repeat never left the process");
+    // The handle invalidates by the URI the client used.
+    assert!(handle.invalidate(&uri.parse().unwrap()));
+}

@@ -175,7 +175,7 @@
 //! | `stale-while-revalidate=N`, `stale-if-error=N` | RFC 5861 | the windows of that response; the builder's apply to responses that set none but have a freshness of their own (explicit or heuristic): a response silent about caching is never served stale |
 //! | `Vary` | §4.1 | one entry per value of the named request headers (normalised: lines joined, spaces trimmed); `Vary: *` never stored |
 //! | validators | §4.3.1, §4.3.4 | a stale response with `ETag` / `Last-Modified` is revalidated with `If-None-Match` / `If-Modified-Since`; a `304` updates its headers and freshness, the body kept |
-//! | unsafe methods | §4.4 | a `POST`, `PUT`, `DELETE`, `PATCH` answered 2xx or 3xx removes its target and the same-origin targets of its `Location` and `Content-Location` |
+//! | unsafe methods | §4.4 | a `POST`, `PUT`, `DELETE`, `PATCH` answered 2xx or 3xx removes its target and the same-origin targets of its `Location` and `Content-Location`, each with and without a scheme (HTTP/1 requests come in origin form, HTTP/2 and client requests with a scheme); a caller that comes after the write is never coalesced behind a fetch the write invalidated |
 //! | caller's conditionals | RFC 9110 §13.1.2–3 | `If-None-Match` and `If-Modified-Since` are answered `304` from what the cache serves; `Range`, `If-Match`, `If-Unmodified-Since`, `If-Range` go forward untouched (`fwd=bypass`) |
 //!
 //! Only `GET` responses are stored (a `HEAD` is answered from them, without the body), and
@@ -198,9 +198,14 @@
 //!   status and `Retry-After`, never the origin's body ([`LeaderFailure::Share`]; with
 //!   [`LeaderFailure::EachTries`] each forwards its own request).
 //! - A shared cache's background revalidations (stale-while-revalidate, XFetch) are sent
-//!   without the `Authorization` and `Cookie` of the caller who found the entry stale.
+//!   without the `Authorization` and `Cookie` of the caller who found the entry stale (but
+//!   see the next point for a response that varies on them).
 //! - Keys include the scheme when the request has one (a client's absolute URI), so an `http`
-//!   answer never stands in for an `https` request.
+//!   answer never stands in for an `https` request. A request whose `Host` is more than a host
+//!   and port (a path, a user part) is neither stored nor answered from the store
+//!   (`fwd=bypass`): glued to its path, it could name another target's key.
+//! - A background revalidation keeps `Authorization` or `Cookie` when the stored response
+//!   varies on it: that entry is the variant of those credentials, and its key holds them.
 //!
 //! ## `Cache-Status`
 //!
@@ -253,7 +258,8 @@
 //! A background revalidation that meets a server error, a body that fails, or a response this
 //! exchange may not store keeps the stale entry (stale-if-error needs it) and lets the next
 //! revalidation start after the backoff; only the origin's own word (`no-store`, `private`, a
-//! changed `Vary`, or a new body larger than the cache keeps) removes it. A `304` whose `ETag`
+//! changed `Vary`, or a new body larger than the cache keeps) removes it, never a request's own
+//! `no-store`. A `304` whose `ETag`
 //! is not the stored one is answered `502` and the entry dropped, so the next request fetches
 //! afresh.
 //!
