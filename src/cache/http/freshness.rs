@@ -466,6 +466,37 @@ mod tests {
             ("last-modified", "Sun, 06 Nov 1994 08:32:57 GMT"),
         ];
         assert_eq!(lifetime_of(&heuristic, &explicit), 3 * S, "explicit wins");
+        // Only for a heuristically cacheable status, or a `public` response (§4.2.2): a 403
+        // a private cache keeps for its `private` gets none.
+        let private = Rules {
+            heuristic: Some(0.1),
+            ..PRIVATE
+        };
+        let mut forbidden = headers(&response);
+        forbidden.append("cache-control", HeaderValue::from_static("private"));
+        let none = HeaderMap::new();
+        let d = RequestDirectives::default();
+        let f = storable(
+            &private,
+            &Method::GET,
+            &none,
+            &d,
+            StatusCode::FORBIDDEN,
+            &forbidden,
+            AT,
+        );
+        assert_eq!(f.map(|f| f.lifetime), Ok(0));
+        forbidden.append("cache-control", HeaderValue::from_static("public"));
+        let f = storable(
+            &private,
+            &Method::GET,
+            &none,
+            &d,
+            StatusCode::FORBIDDEN,
+            &forbidden,
+            AT,
+        );
+        assert_eq!(f.map(|f| f.lifetime), Ok(100 * S));
     }
 
     #[test]
