@@ -476,27 +476,21 @@ mod tests {
         forbidden.append("cache-control", HeaderValue::from_static("private"));
         let none = HeaderMap::new();
         let d = RequestDirectives::default();
-        let f = storable(
-            &private,
-            &Method::GET,
-            &none,
-            &d,
-            StatusCode::FORBIDDEN,
-            &forbidden,
-            AT,
-        );
-        assert_eq!(f.map(|f| f.lifetime), Ok(0));
+        let lifetime = |response: &HeaderMap| {
+            storable(
+                &private,
+                &Method::GET,
+                &none,
+                &d,
+                StatusCode::FORBIDDEN,
+                response,
+                AT,
+            )
+            .map(|f| f.lifetime)
+        };
+        assert_eq!(lifetime(&forbidden), Ok(0));
         forbidden.append("cache-control", HeaderValue::from_static("public"));
-        let f = storable(
-            &private,
-            &Method::GET,
-            &none,
-            &d,
-            StatusCode::FORBIDDEN,
-            &forbidden,
-            AT,
-        );
-        assert_eq!(f.map(|f| f.lifetime), Ok(100 * S));
+        assert_eq!(lifetime(&forbidden), Ok(100 * S));
     }
 
     #[test]
