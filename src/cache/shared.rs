@@ -148,21 +148,19 @@ impl<K: Hash + Eq + Clone, V: Clone> Shared<K, V> {
         }))
     }
 
-    /// An entry for `value` with the times already decided (the HTTP mode's, from the
-    /// response's own headers).
+    /// An entry for `value`, to be stored under `key`, with the times already decided (the
+    /// HTTP mode's, from the response's own headers), weighed by the configured weigher.
     #[cfg(feature = "http")]
-    pub(crate) fn entry_at(
-        &self,
-        value: V,
-        times: Times,
-        fetch: u64,
-        weight: u64,
-    ) -> Arc<Entry<V>> {
+    pub(crate) fn entry_at(&self, key: &K, value: V, times: Times, fetch: u64) -> Arc<Entry<V>> {
+        let weight = match &self.config.weight_of {
+            Some(weight_of) => weight_of(key, &value).max(1),
+            None => 1,
+        };
         Arc::new(Entry {
             value,
             times,
             fetch,
-            weight: weight.max(1),
+            weight,
             refresh: RefreshWord::new(),
         })
     }

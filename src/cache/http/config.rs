@@ -208,6 +208,7 @@ impl HttpCacheBuilder {
     /// [`ConfigError`] naming the first setting out of range, as
     /// [`CacheBuilder::build_with`] for the settings shared with it.
     pub fn build(self) -> Result<HttpCacheLayer, ConfigError> {
+        // The one weigher of every entry: its key and what it holds.
         let weigh: WeightOf<HttpKey, HttpValue> = Arc::new(|key, value| {
             key.weight()
                 + match value {

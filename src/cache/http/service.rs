@@ -535,7 +535,7 @@ fn selected_by(response: &HeaderMap, request: &HeaderMap) -> Option<Selection> {
 }
 
 /// The store entry for a response fetched in `fetch` ticks, to be stored at (a variant of)
-/// `key`: it weighs its response and its key.
+/// `key` (the builder's weigher weighs both).
 fn new_entry(shared: &Engine, stored: Stored, fetch: u64, key: &HttpKey) -> HttpEntry {
     let f: &Freshness = &stored.freshness;
     let fresh_until = f.fresh_until();
@@ -544,8 +544,7 @@ fn new_entry(shared: &Engine, stored: Stored, fetch: u64, key: &HttpKey) -> Http
         stale_until: fresh_until.saturating_add(f.stale_while_revalidate),
         error_until: fresh_until.saturating_add(f.stale_if_error),
     };
-    let weight = stored.weight() + key.weight();
-    shared.entry_at(HttpValue::Response(Arc::new(stored)), times, fetch, weight)
+    shared.entry_at(key, HttpValue::Response(Arc::new(stored)), times, fetch)
 }
 
 /// Stores `entry` for `target`: at the target's key, or for a response that varies, at its
@@ -567,8 +566,7 @@ fn store_at(shared: &Engine, target: &HttpKey, request: &HeaderMap, entry: HttpE
                 stale_until: u64::MAX,
                 error_until: u64::MAX,
             };
-            let weight = 64 + 16 * names.len() as u64;
-            let marker = shared.entry_at(HttpValue::Vary(Arc::clone(&index)), times, 0, weight);
+            let marker = shared.entry_at(target, HttpValue::Vary(Arc::clone(&index)), times, 0);
             shared.store.insert(target.clone(), marker);
             index
         }
