@@ -16,7 +16,7 @@ use http::{HeaderMap, Method, StatusCode};
 use palisade::clock::ManualClock;
 use palisade::idempotency::{
     Claim, ClaimOutcome, Completed, Completion, FencingToken, Fingerprint, IdempotencyStore,
-    MemoryStore, Owner, RecordKey, StoredResponse,
+    MemoryStore, RecordKey, StoredResponse,
 };
 use proptest::prelude::*;
 
@@ -239,9 +239,10 @@ fn a_callers_quota_comes_back_when_its_records_are_gone() {
         .clock(clock.clone())
         .build();
     assert!(store.is_empty());
-    let owner = Owner::of(b"tenant");
+    let tenant_key =
+        |key: u8| RecordKey::new(Some(b"tenant"), &Method::POST, "", "/", &key.to_string());
     let claim = |key: u8| {
-        let claim = Claim::new(record_key(key), fingerprint(0), LEASE).owned_by(owner);
+        let claim = Claim::new(tenant_key(key), fingerprint(0), LEASE);
         now_or_ready(store.claim(claim)).unwrap()
     };
     let ClaimOutcome::Claimed(first) = claim(1) else {
@@ -251,7 +252,7 @@ fn a_callers_quota_comes_back_when_its_records_are_gone() {
     assert_eq!(store.len(), 1);
     assert!(matches!(claim(2), ClaimOutcome::Claimed(_)));
     assert!(matches!(claim(3), ClaimOutcome::QuotaExceeded));
-    now_or_ready(store.release(record_key(1), first)).unwrap();
+    now_or_ready(store.release(tenant_key(1), first)).unwrap();
     store.sweep();
     assert!(
         matches!(claim(3), ClaimOutcome::Claimed(_)),

@@ -12,8 +12,30 @@ use sha2::{Digest, Sha256};
 /// another's record, a key reused on another route starts a record of its own, and one router
 /// serving several hosts keeps their records apart. Fields are length-prefixed before hashing,
 /// so no two different tuples hash the same input.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RecordKey([u8; 32]);
+///
+/// A key also knows its [`Owner`] (the identified caller it belongs to, if any), so a store can
+/// count it against that caller's quota, or keep one caller's records together (the Redis
+/// store puts them in one Cluster slot). Equality and hashing look at the digest only: the
+/// owner is a function of the same identity.
+#[derive(Clone, Copy)]
+pub struct RecordKey {
+    digest: [u8; 32],
+    owner: Option<Owner>,
+}
+
+impl PartialEq for RecordKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for RecordKey {}
+
+impl std::hash::Hash for RecordKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.digest.hash(state);
+    }
+}
 
 impl RecordKey {
     /// The key for `identity` (`None` for an anonymous caller), `method`, `authority` (the
@@ -40,19 +62,29 @@ impl RecordKey {
         field(&mut digest, authority.as_bytes());
         field(&mut digest, path.as_bytes());
         field(&mut digest, key.as_bytes());
-        Self(digest.finalize().into())
+        Self {
+            digest: digest.finalize().into(),
+            owner: identity.map(Owner::of),
+        }
     }
 
     /// The digest.
     #[must_use]
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.digest
+    }
+
+    /// Whose key it is: the owner of the identity it was made with (`None` for an anonymous
+    /// caller).
+    #[must_use]
+    pub fn owner(&self) -> Option<Owner> {
+        self.owner
     }
 }
 
 impl fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RecordKey({})", Hex(&self.0[..8]))
+        write!(f, "RecordKey({})", Hex(&self.digest[..8]))
     }
 }
 

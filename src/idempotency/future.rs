@@ -18,7 +18,7 @@ use tower_service::Service;
 
 use super::config::Config;
 use super::error::IdempotencyRejection;
-use super::fingerprint::{Owner, RecordKey};
+use super::fingerprint::RecordKey;
 use super::pending::{FIRST_WAIT_STEP, Pending};
 use super::response::{cannot_happen, reject};
 use super::store::{FencingToken, IdempotencyStore};
@@ -168,7 +168,7 @@ where
         service: S,
         settings: Arc<Config>,
         store: St,
-        (key, owner): (RecordKey, Option<Owner>),
+        key: RecordKey,
         parts: http::request::Parts,
         body: B,
     ) -> Self {
@@ -179,7 +179,6 @@ where
                 settings,
                 store,
                 key,
-                owner,
                 service: Some(service),
                 parts: Some(parts),
                 request: None,

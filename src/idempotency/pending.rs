@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::config::Config;
 use super::config::{InFlight, OversizedBody, StoreFailure};
 use super::error::IdempotencyRejection;
-use super::fingerprint::{Fingerprint, Owner, RecordKey};
+use super::fingerprint::{Fingerprint, RecordKey};
 use super::future::{State, Step};
 use super::response::{cannot_happen, replay, stored_response};
 use super::store::{
@@ -33,8 +33,6 @@ pub(super) struct Pending<S, St, B> {
     pub(super) settings: Arc<Config>,
     pub(super) store: St,
     pub(super) key: RecordKey,
-    /// Whose quota a new record counts against.
-    pub(super) owner: Option<Owner>,
     pub(super) service: Option<S>,
     /// Until the body is read.
     pub(super) parts: Option<http::request::Parts>,
@@ -302,11 +300,8 @@ where
     }
 
     pub(super) fn claim(&self, fingerprint: Fingerprint) -> St::ClaimFuture {
-        let mut claim = Claim::new(self.key, fingerprint, self.settings.lease)
+        let claim = Claim::new(self.key, fingerprint, self.settings.lease)
             .with_room_for(self.settings.response_limit);
-        if let Some(owner) = self.owner {
-            claim = claim.owned_by(owner);
-        }
         self.store.claim(claim)
     }
 

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use super::config::Config;
 use super::error::IdempotencyRejection;
-use super::fingerprint::{Owner, RecordKey};
+use super::fingerprint::RecordKey;
 use super::future::ResponseFuture;
 use super::store::IdempotencyStore;
 use crate::error::BoxError;
@@ -96,7 +96,7 @@ where
                 parse_idempotency_key(value, settings.accept_unquoted, settings.max_key_length)
             }
         };
-        let (record, owner) = match key {
+        let record = match key {
             Ok(key) => {
                 if !settings.identity_chosen && !settings.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -112,14 +112,13 @@ where
                     .map(http::uri::Authority::as_str)
                     .or_else(|| parts.headers.get(HOST).and_then(|host| host.to_str().ok()))
                     .unwrap_or("");
-                let record = RecordKey::new(
+                RecordKey::new(
                     identity.as_deref(),
                     &parts.method,
                     authority,
                     parts.uri.path(),
                     &key,
-                );
-                (record, identity.as_deref().map(Owner::of))
+                )
             }
             Err(error) => {
                 tracing::debug!(%error, "invalid Idempotency-Key");
@@ -134,7 +133,7 @@ where
             ready,
             Arc::clone(&self.settings),
             self.store.clone(),
-            (record, owner),
+            record,
             parts,
             body,
         )

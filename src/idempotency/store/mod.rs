@@ -120,36 +120,27 @@ impl Completed {
 }
 
 /// One request to claim a key: the record, the request's fingerprint, the lease, and what a
-/// store checks before it lets a new key in: the caller it counts against and the room its
-/// response may need.
+/// store checks before it lets a new key in: the caller it counts against (the key's
+/// [owner](RecordKey::owner)) and the room its response may need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Claim {
     key: RecordKey,
     fingerprint: Fingerprint,
     lease: Duration,
-    owner: Option<Owner>,
     room: usize,
 }
 
 impl Claim {
-    /// A claim of `key` for a request with `fingerprint`, for `lease`, counted against no
-    /// caller's quota and needing no room.
+    /// A claim of `key` for a request with `fingerprint`, for `lease`, counted against the
+    /// key's owner's quota (if it has an owner) and needing no room.
     #[must_use]
     pub fn new(key: RecordKey, fingerprint: Fingerprint, lease: Duration) -> Self {
         Self {
             key,
             fingerprint,
             lease,
-            owner: None,
             room: 0,
         }
-    }
-
-    /// Counts a new record against `owner`'s quota.
-    #[must_use]
-    pub fn owned_by(mut self, owner: Owner) -> Self {
-        self.owner = Some(owner);
-        self
     }
 
     /// Refuses a new key unless `bytes` more could be stored: the most its response may take
@@ -181,7 +172,7 @@ impl Claim {
     /// Whose quota a new record counts against, if anyone's.
     #[must_use]
     pub fn owner(&self) -> Option<Owner> {
-        self.owner
+        self.key.owner()
     }
 
     /// The room a new key needs for its response, in bytes.
