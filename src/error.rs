@@ -116,6 +116,14 @@ pub enum ConfigError {
         /// The rule broken.
         why: &'static str,
     },
+    /// A value that breaks a rule of its own setting (a Redis key prefix with a brace).
+    #[error("`{setting}` is invalid: {why}")]
+    Invalid {
+        /// The setting.
+        setting: &'static str,
+        /// The rule broken.
+        why: &'static str,
+    },
 }
 
 /// `value` if it lies in `min..=max`, else the error naming `setting` and the range: the one
@@ -126,7 +134,8 @@ pub enum ConfigError {
         feature = "throttle",
         feature = "retry",
         feature = "idempotency",
-        feature = "cache"
+        feature = "cache",
+        feature = "redis"
     )),
     allow(dead_code)
 )]

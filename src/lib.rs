@@ -259,6 +259,8 @@ pub mod preset;
 ))]
 mod random;
 mod ratio;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod rejection;
 #[cfg(feature = "retry")]
 pub mod retry;
