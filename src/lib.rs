@@ -187,6 +187,7 @@
 //! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses; with `timeout`, the server-side timeout and deadline propagation |
 //! | `idempotency` | yes | [`idempotency`]: [`IdempotencyLayer`](idempotency::IdempotencyLayer), [`AddIdempotencyKeyLayer`](idempotency::AddIdempotencyKeyLayer), the in-memory store; enables `http` (adds `sha2`, `scc`, `rand`) |
 //! | `cache` | yes | [`cache`]: [`CacheLayer`](cache::CacheLayer), the stale-while-revalidate cache (adds `quick_cache`); with `http`, [`HttpCacheLayer`](cache::HttpCacheLayer), its HTTP mode |
+//! | `redis` | no | [`redis`]: [`RedisIdempotencyStore`](redis::RedisIdempotencyStore), idempotency records shared by a fleet; enables `idempotency` (adds `redis`; needs Rust 1.88) |
 //! | `full` | no | every feature |
 //!
 //! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`], [`Factor`] and
@@ -223,7 +224,8 @@
 //!
 //! # Rust version and targets
 //!
-//! The minimum supported Rust version is 1.85 (edition 2024; tokio declares the same). Only the
+//! The minimum supported Rust version is 1.85 (edition 2024; tokio declares the same); the
+//! `redis` feature needs 1.88 (redis-rs 1.8's floor). Only the
 //! newest stable toolchain is tested. State machines use 64-bit atomics, so targets without
 //! `AtomicU64` are not supported.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -17,7 +17,8 @@
 //! - **Streaming requests or responses**: a keyed request's body is read in full to fingerprint
 //!   it, and a response is stored whole before it is sent; keep streaming endpoints unkeyed.
 //! - **Exactly-once across a fleet without a shared store**: the in-memory store protects one
-//!   instance; a retry routed to another instance runs again. Use a shared store.
+//!   instance; a retry routed to another instance runs again. Use a shared store (the `redis`
+//!   feature's `RedisIdempotencyStore`).
 //! - **Work that outlives the lease**: a handler still running when its lease ends can be run
 //!   a second time by a retry; set the lease above the handler's timeout.
 //!
@@ -196,8 +197,12 @@
 //!
 //! [`MemoryStore`] (the default) keeps records in this process, bounded by entries and bytes;
 //! see its docs for the bounds, the sweep and why a full store refuses new keys rather than
-//! evict live ones. Implement [`IdempotencyStore`] for a store shared by several instances:
-//! one round trip to claim, one to complete.
+//! evict live ones. For a fleet, the `redis` feature's `palisade::redis::RedisIdempotencyStore`
+//! keeps records in Redis, one round trip to claim and one to complete. Implement
+//! [`IdempotencyStore`] for another shared store.
+//!
+//! Records are keyed by the authority the request names, so every instance of a fleet must see
+//! the same `Host` (the load balancer's name), as it does behind a proxy that passes it on.
 //!
 //! # Defaults
 //!
