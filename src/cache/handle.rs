@@ -32,6 +32,10 @@ pub struct Metrics {
     pub stale_if_error: u64,
     /// Stored responses a `304 Not Modified` renewed (HTTP mode; 0 otherwise).
     pub revalidated: u64,
+    /// Misses answered from the remote tier (another instance's fetch), without the origin.
+    pub remote_hits: u64,
+    /// Remote tier operations that failed (bypassed: the call went on without the remote).
+    pub remote_errors: u64,
     /// Successful values not stored: a time to live of zero, or heavier than the entry bound.
     pub uncached: u64,
     /// Entries evicted for room.
@@ -44,20 +48,42 @@ pub struct Metrics {
     pub in_flight: u64,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> CacheHandle<K, V> {
+impl<K, V> CacheHandle<K, V> {
     pub(crate) fn new(shared: Arc<Shared<K, V>>) -> Self {
         Self { shared }
     }
+}
 
+impl<K, V> CacheHandle<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
     /// Removes `key`'s entry. A refresh or fetch of it running now is not stored: the
-    /// invalidation wins. Returns whether an entry was there.
+    /// invalidation wins. Returns whether an entry was there (in this instance).
+    ///
+    /// With a remote tier, the remote entry is removed too (on a task of its own, one round
+    /// trip); the other instances' local entries live on until they expire.
     pub fn invalidate(&self, key: &K) -> bool {
         // Mark the flight first, then remove: see `Flights::finish`.
         self.shared.flights.invalidate(key);
+        if let Some(remote) = self.shared.remote.get() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let store = Arc::clone(&remote.store);
+                let bytes = remote.codec.key(key);
+                let shared = Arc::clone(&self.shared);
+                runtime.spawn(async move {
+                    if store.remove(&bytes).await.is_err() {
+                        shared.counters.remote_errors.add();
+                    }
+                });
+            }
+        }
         self.shared.store.remove(key)
     }
 
-    /// Removes every entry; every refresh and fetch running now is not stored.
+    /// Removes every entry of this instance; every refresh and fetch running now is not stored.
+    /// A remote tier's entries are not touched (remove them by key, or move to a new prefix).
     pub fn invalidate_all(&self) {
         self.shared.flights.invalidate_all();
         self.shared.store.clear();
@@ -66,12 +92,13 @@ impl<K: Hash + Eq + Clone, V: Clone> CacheHandle<K, V> {
     /// Stores `value` under `key` as if just fetched (fresh for the cache's time to live, or
     /// the value's own), replacing any entry; a refresh or fetch of the key running now is not
     /// stored over it. Returns whether it was stored (not if its time to live is zero or it is
-    /// too heavy).
+    /// too heavy). With a remote tier, it is published there too.
     pub fn insert(&self, key: K, value: V) -> bool {
         let now = self.shared.now();
         let Some(entry) = self.shared.entry(&key, value, now, 0) else {
             return false;
         };
+        super::service::publish(&self.shared, &key, &entry, now);
         self.shared.flights.invalidate(&key);
         self.shared.store.insert(key, entry);
         true
@@ -103,6 +130,8 @@ impl<K: Hash + Eq + Clone, V: Clone> CacheHandle<K, V> {
             stale_if_error: counters.stale_if_error.get(),
             uncached: counters.uncached.get(),
             revalidated: counters.revalidated.get(),
+            remote_hits: counters.remote_hits.get(),
+            remote_errors: counters.remote_errors.get(),
             evictions: self.shared.store.evictions(),
             entries: u64::try_from(self.shared.store.len()).unwrap_or(u64::MAX),
             weight: self.shared.store.weight(),

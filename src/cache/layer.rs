@@ -9,8 +9,10 @@ use tower_layer::Layer;
 
 use super::config::CacheBuilder;
 use super::handle::CacheHandle;
+use super::remote::{Remote, RemoteCodec, RemoteStore};
 use super::service::Cache;
 use super::shared::Shared;
+use crate::error::ConfigError;
 
 /// Applies a [`Cache`]: see the [module docs](crate::cache).
 ///
@@ -78,6 +80,35 @@ impl<F, C, K, V> CacheLayer<F, C, K, V> {
     pub fn mark_stale_if_error(mut self, mark: impl Fn(V) -> V + Send + Sync + 'static) -> Self {
         self.mark = Some(Arc::new(mark));
         self
+    }
+
+    /// Shares entries with the other instances of a fleet through `store` (a
+    /// [`RedisCacheStore`](crate::redis) with the `redis` feature), its keys and values turned
+    /// into bytes by `codec`. The in-memory entries stay the first tier; see the
+    /// [module docs](crate::cache#a-remote-tier-for-a-fleet) for what the remote is asked and
+    /// when.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Conflict`] if this layer (or a clone of it) has a remote tier already.
+    pub fn remote(
+        self,
+        store: impl RemoteStore,
+        codec: impl RemoteCodec<K, V>,
+    ) -> Result<Self, ConfigError> {
+        let remote = Remote {
+            store: Arc::new(store),
+            codec: Arc::new(codec),
+        };
+        match self.shared.remote.set(remote) {
+            Ok(()) => Ok(self),
+            Err(_) => Err(ConfigError::Conflict {
+                setting: "remote",
+                value: "a second remote tier".to_owned(),
+                other: "remote",
+                why: "a cache layer has one remote tier, set once",
+            }),
+        }
     }
 }
 

@@ -279,6 +279,7 @@ mod http;
 mod layer;
 #[cfg(all(test, palisade_loom))]
 mod loom_models;
+mod remote;
 mod service;
 mod shared;
 mod state;
@@ -298,4 +299,5 @@ pub use self::http::{
     HttpCacheLayer, HttpResponseFuture,
 };
 pub use self::layer::{CacheLayer, MarkStale};
+pub use self::remote::{Lookup, RemoteCodec, RemoteEntry, RemoteError, RemoteFuture, RemoteStore};
 pub use self::service::Cache;

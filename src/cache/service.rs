@@ -15,10 +15,12 @@ use super::error::LeaderFailed;
 use super::flight::{self, Landing, Role};
 use super::future::ResponseFuture;
 use super::layer::MarkStale;
+use super::remote::{FIRST_LOOK_PAUSE, MAX_LOOK_PAUSE, Remote, RemoteError};
 use super::shared::Shared;
 use super::state::Phase;
 use super::store::Entry;
 use crate::classify::{Classify, Outcome};
+
 use crate::error::BoxError;
 
 /// Serves responses from a stale-while-revalidate cache: see the [module docs](crate::cache).
@@ -164,6 +166,12 @@ where
         // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
         runtime.spawn(async move {
             let _slot = slot;
+            if let Some(remote) = shared.remote.get() {
+                if refreshed_elsewhere(&shared, remote, &key, &old).await {
+                    old.refresh.release(claim, shared.now().saturating_add(Shared::<K, V>::ticks(MAX_LOOK_PAUSE)));
+                    return;
+                }
+            }
             let attempt = async {
                 match poll_fn(|cx| inner.poll_ready(cx)).await {
                     Ok(()) => inner.call(req).await,
@@ -181,8 +189,9 @@ where
                 }
                 _ => None,
             };
-            match stored {
+                        match stored {
                 Some(fresh) => {
+                    publish(&shared, &key, &fresh, done);
                     if shared.store.replace_if_current(&key, &old, fresh) {
                         shared.counters.refreshes.add();
                     } else {
@@ -216,8 +225,8 @@ where
     S: Service<Req, Response = V>,
     S::Error: Into<BoxError>,
     C: Classify<V, S::Error>,
-    K: Hash + Eq + Clone,
-    V: Clone,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
 {
     // Taken before anything else: a write after it keeps a fetch outside a flight unstored.
     let generation = shared.flights.generation();
@@ -263,6 +272,29 @@ where
             }
         }
     };
+    let mut fallback = fallback;
+    if let Some(remote) = shared.remote.get() {
+        match from_remote(&shared, remote, &key).await {
+            FromRemote::Entry(entry) => {
+                shared.counters.remote_hits.add();
+                let value = entry.value.clone();
+                let store = || shared.store.insert(key.clone(), entry);
+                match leader {
+                    Some(leader) => leader.land(Landing::Value(value.clone()), store),
+                    None => shared.flights.store_unless_written(generation, store),
+                }
+                return Ok(value);
+            }
+            FromRemote::Value(value) => {
+                shared.counters.remote_hits.add();
+                if let Some(leader) = leader {
+                    leader.land(Landing::Value(value.clone()), || {});
+                }
+                return Ok(value);
+            }
+            FromRemote::Fetch(expired) => fallback = fallback.or(expired),
+        }
+    }
     shared.counters.misses.add();
     let started = shared.now();
     let result = inner.call(req).await;
@@ -272,6 +304,9 @@ where
             let entry = shared.entry(&key, value.clone(), done, done.saturating_sub(started));
             if entry.is_none() {
                 shared.counters.uncached.add();
+            }
+            if let Some(entry) = &entry {
+                publish(&shared, &key, entry, done);
             }
             let store = || {
                 if let Some(entry) = entry {
@@ -286,6 +321,7 @@ where
         }
     }
     // A failure: an old value still covering errors stands in for it (stale-if-error).
+    // (A remote lock this caller took lapses on its own: another instance may try at once.)
     if let Some(old) = fallback.filter(|old| old.times.covers_errors(done)) {
         shared.counters.stale_if_error.add();
         tracing::debug!(target: "palisade::cache", "fetch failed; serving the stale entry (stale-if-error)");
@@ -314,4 +350,146 @@ where
             Err(error)
         }
     }
+}
+
+/// What the remote tier said about a key the local tier misses.
+enum FromRemote<V> {
+    /// An entry to serve (fresh or stale) and take into the local tier.
+    Entry(Arc<Entry<V>>),
+    /// A value to serve that is too heavy for the local tier.
+    Value(V),
+    /// Fetch from the origin (this caller holds the remote lock, another instance's fetch did
+    /// not land in time, or the remote failed), with an expired entry to stand in for a
+    /// failure, if the remote had one.
+    Fetch(Option<Arc<Entry<V>>>),
+}
+
+/// Looks `key` up in the remote tier, and while another instance holds its lock, looks again
+/// (5 ms apart, doubling to 50 ms) for up to half the lock timeout: the local waiters behind
+/// this leader wait the whole lock timeout, so the leader still has time to fetch itself.
+async fn from_remote<K, V>(shared: &Shared<K, V>, remote: &Remote<K, V>, key: &K) -> FromRemote<V>
+where
+    K: Hash + Eq + Clone + 'static,
+    V: Clone + 'static,
+{
+    let bytes = remote.codec.key(key);
+    let lease = shared.config.lock_timeout;
+    let deadline = tokio::time::Instant::now() + lease / 2;
+    let mut pause = FIRST_LOOK_PAUSE;
+    loop {
+        let lookup = match remote.store.lookup(&bytes, lease).await {
+            Ok(lookup) => lookup,
+            Err(error) => {
+                shared.counters.remote_errors.add();
+                tracing::debug!(target: "palisade::cache", %error, "remote tier failed: fetching from the origin");
+                return FromRemote::Fetch(None);
+            }
+        };
+        let mut expired = None;
+        if let Some(found) = lookup.entry {
+            let Some(value) = remote.codec.decode(&found.value) else {
+                shared.counters.remote_errors.add();
+                tracing::debug!(target: "palisade::cache", "remote entry does not decode: fetching from the origin");
+                return FromRemote::Fetch(None);
+            };
+            let now = shared.now();
+            match shared.entry_from_remote(key, value.clone(), &found, now) {
+                Some(entry) => match entry.times.phase(now) {
+                    Phase::Fresh | Phase::Stale => return FromRemote::Entry(entry),
+                    Phase::Expired => expired = Some(entry),
+                    Phase::Dead => {}
+                },
+                None if !found.stale_for.is_zero() => return FromRemote::Value(value),
+                None => {}
+            }
+        }
+        if lookup.locked || tokio::time::Instant::now() + pause > deadline {
+            return FromRemote::Fetch(expired);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_LOOK_PAUSE);
+    }
+}
+
+/// Whether this instance leaves `key`'s refresh to the remote tier: another instance has
+/// published a fresher entry already (taken into the local tier), or holds the key's remote
+/// lock and is refreshing it (the local claim is then given back, and a later stale hit looks
+/// again). `false` when this instance holds the lock, or the remote failed: it refreshes
+/// itself.
+async fn refreshed_elsewhere<K, V>(
+    shared: &Shared<K, V>,
+    remote: &Remote<K, V>,
+    key: &K,
+    old: &Arc<Entry<V>>,
+) -> bool
+where
+    K: Hash + Eq + Clone + 'static,
+    V: Clone + 'static,
+{
+    let bytes = remote.codec.key(key);
+    let lease = shared.config.lock_timeout;
+    let failed = |error: RemoteError| {
+        shared.counters.remote_errors.add();
+        tracing::debug!(target: "palisade::cache", %error, "remote tier failed: refreshing from the origin");
+        false
+    };
+    let lookup = match remote.store.lookup(&bytes, lease).await {
+        Ok(lookup) => lookup,
+        Err(error) => return failed(error),
+    };
+    let now = shared.now();
+    let newer = lookup.entry.and_then(|found| {
+        let value = remote.codec.decode(&found.value)?;
+        shared.entry_from_remote(key, value, &found, now)
+    });
+    if let Some(entry) = newer.filter(|entry| {
+        entry.times.phase(now) == Phase::Fresh && entry.times.fresh_until > old.times.fresh_until
+    }) {
+        if shared.store.replace_if_current(key, old, entry) {
+            shared.counters.remote_hits.add();
+        }
+        return true;
+    }
+    if lookup.locked {
+        // The remote entry is past its stale window too: this instance holds the lock now.
+        return false;
+    }
+    match remote.store.lock(&bytes, lease).await {
+        Ok(true) => false,
+        Ok(false) => {
+            tracing::debug!(
+                target: "palisade::cache",
+                "another instance is refreshing: serving stale meanwhile"
+            );
+            true
+        }
+        Err(error) => failed(error),
+    }
+}
+
+/// Sends `entry` to the remote tier, on a task of its own (the callers have their value
+/// already): one round trip, which also gives up the key's remote lock.
+pub(crate) fn publish<K, V>(shared: &Arc<Shared<K, V>>, key: &K, entry: &Entry<V>, now: u64)
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let Some(remote) = shared.remote.get() else {
+        return;
+    };
+    let Some(remote_entry) = shared.remote_entry(entry, now) else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let store = Arc::clone(&remote.store);
+    let bytes = remote.codec.key(key);
+    let shared = Arc::clone(shared);
+    runtime.spawn(async move {
+        if let Err(error) = store.put(&bytes, remote_entry).await {
+            shared.counters.remote_errors.add();
+            tracing::debug!(target: "palisade::cache", %error, "could not publish an entry to the remote tier");
+        }
+    });
 }

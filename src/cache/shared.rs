@@ -3,14 +3,15 @@
 
 use std::hash::Hash;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use super::config::Config;
 use super::flight::Flights;
+use super::remote::{Remote, RemoteEntry};
 use super::state::{RefreshWord, Times};
 use super::store::{Entry, Store};
 use crate::clock::{Clock, Epoch};
@@ -33,6 +34,8 @@ pub(crate) struct Counters {
     pub(crate) stale_if_error: Padded,
     pub(crate) uncached: Padded,
     pub(crate) revalidated: Padded,
+    pub(crate) remote_hits: Padded,
+    pub(crate) remote_errors: Padded,
 }
 
 /// A counter alone on a pair of cache lines.
@@ -58,6 +61,8 @@ pub(crate) struct Shared<K, V> {
     pub(crate) flights: Flights<K, V>,
     pub(crate) refresh_slots: Arc<Semaphore>,
     pub(crate) counters: Counters,
+    /// The remote tier, if the layer was given one (set once, before the first call).
+    pub(crate) remote: OnceLock<Remote<K, V>>,
     clock: Clock,
     epoch: Epoch,
     random: Option<Random>,
@@ -90,6 +95,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Shared<K, V> {
             flights: Flights::new(max_in_flight.get()),
             refresh_slots: Arc::new(Semaphore::new(max_refreshes.get())),
             counters: Counters::default(),
+            remote: OnceLock::new(),
             clock,
             epoch,
             random: seed.map(|seed| Random::new(Some(seed))),
@@ -148,9 +154,48 @@ impl<K: Hash + Eq + Clone, V: Clone> Shared<K, V> {
         }))
     }
 
+    /// A local entry for `value` read from the remote tier at `now`: its windows from the
+    /// remote's, so every instance agrees on its phase. `None` when it is too heavy to hold.
+    pub(crate) fn entry_from_remote(
+        &self,
+        key: &K,
+        value: V,
+        remote: &RemoteEntry,
+        now: u64,
+    ) -> Option<Arc<Entry<V>>> {
+        let until = |window: Duration| now.saturating_add(Self::ticks(window));
+        let fresh_until = until(remote.fresh_for);
+        let times = Times {
+            fresh_until,
+            stale_until: until(remote.stale_for).max(fresh_until),
+            error_until: until(remote.errors_for).max(fresh_until),
+        };
+        let entry = self.entry_at(key, value, times, Self::ticks(remote.fetch));
+        (entry.weight <= self.config.max_entry_weight).then_some(entry)
+    }
+
+    /// `entry` as the remote tier keeps it, its windows measured from `now`; `None` when the
+    /// codec keeps the value local, or it is dead already.
+    pub(crate) fn remote_entry(&self, entry: &Entry<V>, now: u64) -> Option<RemoteEntry>
+    where
+        K: 'static,
+        V: 'static,
+    {
+        let remote = self.remote.get()?;
+        let left = |until: u64| Epoch::duration_of(until.saturating_sub(now));
+        let remote_entry = RemoteEntry {
+            value: remote.codec.encode(&entry.value)?,
+            fresh_for: left(entry.times.fresh_until),
+            stale_for: left(entry.times.stale_until),
+            errors_for: left(entry.times.error_until),
+            fetch: Epoch::duration_of(entry.fetch),
+        };
+        (!remote_entry.life().is_zero()).then_some(remote_entry)
+    }
+
     /// An entry for `value`, to be stored under `key`, with the times already decided (the
-    /// HTTP mode's, from the response's own headers), weighed by the configured weigher.
-    #[cfg(feature = "http")]
+    /// HTTP mode's, from the response's own headers; the remote tier's), weighed by the
+    /// configured weigher.
     pub(crate) fn entry_at(&self, key: &K, value: V, times: Times, fetch: u64) -> Arc<Entry<V>> {
         let weight = match &self.config.weight_of {
             Some(weight_of) => weight_of(key, &value).max(1),

@@ -97,6 +97,10 @@ impl RedisConnection {
             claim: self.inner.metrics.claim.snapshot(),
             complete: self.inner.metrics.complete.snapshot(),
             release: self.inner.metrics.release.snapshot(),
+            cache_lookup: self.inner.metrics.cache_lookup.snapshot(),
+            cache_put: self.inner.metrics.cache_put.snapshot(),
+            cache_lock: self.inner.metrics.cache_lock.snapshot(),
+            cache_remove: self.inner.metrics.cache_remove.snapshot(),
         }
     }
 
@@ -282,6 +286,10 @@ pub(crate) enum Operation {
     Claim,
     Complete,
     Release,
+    CacheLookup,
+    CachePut,
+    CacheLock,
+    CacheRemove,
 }
 
 #[derive(Default)]
@@ -289,6 +297,10 @@ struct Counters {
     claim: OperationCounters,
     complete: OperationCounters,
     release: OperationCounters,
+    cache_lookup: OperationCounters,
+    cache_put: OperationCounters,
+    cache_lock: OperationCounters,
+    cache_remove: OperationCounters,
 }
 
 impl Counters {
@@ -297,6 +309,10 @@ impl Counters {
             Operation::Claim => &self.claim,
             Operation::Complete => &self.complete,
             Operation::Release => &self.release,
+            Operation::CacheLookup => &self.cache_lookup,
+            Operation::CachePut => &self.cache_put,
+            Operation::CacheLock => &self.cache_lock,
+            Operation::CacheRemove => &self.cache_remove,
         }
     }
 }
@@ -357,6 +373,14 @@ pub struct RedisMetrics {
     pub complete: OperationMetrics,
     /// Idempotency releases.
     pub release: OperationMetrics,
+    /// Cache lookups (each may take the entry's lock).
+    pub cache_lookup: OperationMetrics,
+    /// Cache entries published.
+    pub cache_put: OperationMetrics,
+    /// Cache refresh locks asked for.
+    pub cache_lock: OperationMetrics,
+    /// Cache entries removed.
+    pub cache_remove: OperationMetrics,
 }
 
 /// One operation's counts.

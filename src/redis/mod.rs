@@ -127,11 +127,13 @@
 //! [`RedisConnection::metrics`]: per operation, calls, round trips, errors by kind (timeout,
 //! connection, server, response) and latency (total and maximum).
 
+mod cache;
 mod connection;
 mod error;
 mod idempotency;
 mod record;
 
+pub use self::cache::{DEFAULT_CACHE_PREFIX, RedisCacheStore, RedisCacheStoreBuilder};
 pub use self::connection::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RECONNECT_DELAY, DEFAULT_TIMEOUT, ErrorCounts,
     OperationMetrics, RedisConnection, RedisConnectionBuilder, RedisMetrics,

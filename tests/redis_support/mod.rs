@@ -153,6 +153,7 @@ pub(crate) async fn commands(admin: &mut MultiplexedConnection) -> Vec<(String, 
 /// The commands the store's scripts call.
 const SCRIPT_COMMANDS: &[&str] = &[
     "time",
+    "set",
     "hmget",
     "hget",
     "hset",
