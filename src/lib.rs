@@ -187,7 +187,7 @@
 //! | `http` | yes | [`http`]: deadline headers, [`StatusClassifier`](classify::StatusClassifier), rejections as problem+json responses; with `timeout`, the server-side timeout and deadline propagation |
 //! | `idempotency` | yes | [`idempotency`]: [`IdempotencyLayer`](idempotency::IdempotencyLayer), [`AddIdempotencyKeyLayer`](idempotency::AddIdempotencyKeyLayer), the in-memory store; enables `http` (adds `sha2`, `scc`, `rand`) |
 //! | `cache` | yes | [`cache`]: [`CacheLayer`](cache::CacheLayer), the stale-while-revalidate cache (adds `quick_cache`); with `http`, [`HttpCacheLayer`](cache::HttpCacheLayer), its HTTP mode |
-//! | `redis` | no | [`redis`]: [`RedisIdempotencyStore`](redis::RedisIdempotencyStore), idempotency records shared by a fleet; enables `idempotency` (adds `redis`; needs Rust 1.88) |
+//! | `redis` | no | [`redis`]: [`RedisIdempotencyStore`](redis::RedisIdempotencyStore) and [`RedisCacheStore`](redis::RedisCacheStore), idempotency records and a remote cache tier shared by a fleet; enables `idempotency` and `cache` (adds `redis`; needs Rust 1.88) |
 //! | `full` | no | every feature |
 //!
 //! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`], [`Factor`] and

@@ -9,7 +9,9 @@ mod support;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -459,6 +461,13 @@ async fn out_of_memory_refuses_new_keys_and_still_releases() {
         claim(&store, anonymous("new"), "order").await,
         ClaimOutcome::Full
     ));
+    assert!(
+        matches!(
+            claim(&store, tenant("acme", "new"), "order").await,
+            ClaimOutcome::Full
+        ),
+        "an identified caller's claim too (its quota is counted without a write)"
+    );
     assert_eq!(
         store
             .complete(key, token, response("order"), RETENTION)
@@ -467,6 +476,37 @@ async fn out_of_memory_refuses_new_keys_and_still_releases() {
         Completion::Full,
         "no memory for the response: the layer records a result not kept instead"
     );
+    let not_kept = Completed::NotKept {
+        status: StatusCode::CREATED,
+    };
+    let ran = anonymous("ran");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let ran_token = claimed(&store, ran).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .complete(ran, ran_token, not_kept.clone(), RETENTION)
+            .await
+            .unwrap(),
+        Completion::Stored,
+        "a result not kept is recorded even in a full Redis: the request must not run again"
+    );
+    assert!(matches!(
+        claim(&store, ran, "order").await,
+        ClaimOutcome::Completed(found) if found == not_kept
+    ));
     store.release(key, token).await.unwrap();
     let exists: bool = admin.exists(store.record_key(key)).await.unwrap();
     assert!(

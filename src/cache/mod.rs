@@ -123,6 +123,64 @@
 //! [marker](CacheLayer::mark_stale_if_error) (the HTTP mode marks its answers in
 //! `Cache-Status`).
 //!
+//! # A remote tier for a fleet
+//!
+//! Each instance of a scaled-out service has its own entries, so without help each one
+//! fetches a cold key and refreshes a stale one on its own: a fleet of 20 instances sends 20
+//! calls per key to the origin. [`CacheLayer::remote`] gives the layer a [`RemoteStore`]
+//! shared by the fleet (`palisade::redis::RedisCacheStore` with the `redis` feature), and a
+//! [`RemoteCodec`] that turns keys and values into bytes.
+//!
+//! The local entries stay the first tier: **a hit never leaves the process**, and costs what it
+//! costs without a remote. The remote is asked only where the origin would be:
+//!
+//! - **A miss** (or an expired entry): the local leader looks the key up (one round trip). A
+//!   fresh or stale entry there is taken into the local tier and served; counted as
+//!   `remote_hits`. Otherwise that same round trip takes the key's remote lock (a lease of the
+//!   [lock timeout](CacheBuilder::lock_timeout)) if nobody holds it, and the holder calls the
+//!   origin. A leader that finds the lock held looks again, 5 ms later, then 10, 20 and every
+//!   50 ms, for up to half the lock timeout, then calls the origin itself. Local callers wait on
+//!   their own leader as ever, so each instance asks the remote once per key, however many
+//!   callers it has.
+//! - **A stale hit**'s background refresh first takes a fresher remote entry if another
+//!   instance published one, else the remote lock: only its holder calls the origin. An
+//!   instance that finds the lock held serves stale and looks again 50 ms later.
+//! - **A fetched or refreshed value** is published (one round trip, after its callers have it)
+//!   for its whole life, with its windows. The remote keeps them as instants of its own clock,
+//!   so every instance computes the same phase whatever its own clock says.
+//! - [`CacheHandle::invalidate`] removes the remote entry too; [`CacheHandle::insert`]
+//!   publishes. [`CacheHandle::invalidate_all`] clears only the local tier: drop a remote's
+//!   entries by moving to a new key prefix.
+//!
+//! A remote that fails, answers late (the Redis store's timeout, 250 ms by default) or holds a
+//! value the codec cannot decode is **bypassed**: the call goes on as if there were no remote
+//! tier (the local entry, or the origin), and the failure is counted (`remote_errors`). A
+//! remote never makes a call fail. Jitter, XFetch and stale-if-error work as without it; a
+//! per-response time to live is carried in the published windows.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use bytes::Bytes;
+//! use palisade::cache::RemoteCodec;
+//!
+//! /// Prices by product id, as UTF-8 text: the same bytes on every instance and release.
+//! struct Prices;
+//!
+//! impl RemoteCodec<u64, Arc<str>> for Prices {
+//!     fn key(&self, id: &u64) -> Vec<u8> {
+//!         format!("price:{id}").into_bytes()
+//!     }
+//!     fn encode(&self, price: &Arc<str>) -> Option<Bytes> {
+//!         Some(Bytes::copy_from_slice(price.as_bytes()))
+//!     }
+//!     fn decode(&self, bytes: &[u8]) -> Option<Arc<str>> {
+//!         std::str::from_utf8(bytes).ok().map(Arc::from)
+//!     }
+//! }
+//! # let _ = Prices;
+//! ```
+//!
 //! # HTTP mode
 //!
 //! With the `http` feature, [`HttpCacheLayer`] is the same engine as an HTTP cache: the
@@ -265,9 +323,9 @@
 //!
 //! # Not yet
 //!
-//! A Redis-backed store (a later issue; the store is the in-memory one, not yet behind the trait
-//! a remote store needs). A `HEAD` response does not update a stored `GET` (§4.3.5), and a
-//! `206` is never stored or combined.
+//! The HTTP mode has no remote tier (its entries, `Vary` indexes and revalidation are local to
+//! each instance). A `HEAD` response does not update a stored `GET` (§4.3.5), and a `206` is
+//! never stored or combined.
 
 mod config;
 mod error;

@@ -59,7 +59,8 @@ static REMOVE: LazyLock<StoreScript> =
 ///     }
 /// }
 ///
-/// # async fn build() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let redis = RedisConnection::builder("redis://127.0.0.1:6379/").build()?;
 /// let store = RedisCacheStore::builder(redis).prefix("prices:").build()?;
 /// let cache = CacheLayer::builder(Duration::from_secs(30), |id: &u64| Some(*id))

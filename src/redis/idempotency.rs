@@ -45,7 +45,8 @@ static RELEASE: LazyLock<StoreScript> =
 /// use palisade::idempotency::IdempotencyLayer;
 /// use palisade::redis::{RedisConnection, RedisIdempotencyStore};
 ///
-/// # async fn build() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let redis = RedisConnection::builder("redis://127.0.0.1:6379/").build()?;
 /// let store = RedisIdempotencyStore::builder(redis).prefix("orders:").build()?;
 /// let layer = IdempotencyLayer::builder().store(store).build()?;
@@ -183,6 +184,7 @@ impl RedisIdempotencyStore {
         else {
             return Ok(Completion::Full);
         };
+        let not_kept = matches!(completed, Completed::NotKept { .. });
         let keys = self.keys(key);
         let token = token.get().to_string();
         let retain = millis(retain_for);
@@ -199,6 +201,7 @@ impl RedisIdempotencyStore {
                     retain.as_bytes(),
                     keys.member.as_bytes(),
                     if keys.owned { b"1" } else { b"0" },
+                    if not_kept { b"1" } else { b"0" },
                 ],
             )
             .await;

@@ -1,9 +1,18 @@
-//! Fleet-wide state in Redis (feature `redis`): idempotency records every instance sees.
+//! Fleet-wide state in Redis (feature `redis`): idempotency records every instance sees, and a
+//! remote tier for the stale-while-revalidate cache.
 //!
 //! A service scaled out behind a load balancer sends a client's retry to any instance. With
 //! the in-memory store, that instance has never seen the key and runs the request again. With
 //! [`RedisIdempotencyStore`], every instance claims and completes keys in one Redis, so the
-//! retry is replayed wherever it lands, and a request runs once in the whole fleet.
+//! retry is replayed wherever it lands, and a request runs once in the whole fleet. With
+//! [`RedisCacheStore`] behind each instance's cache, a cold key is fetched from the origin once
+//! for the fleet and a stale one refreshed once (see [below](#the-cache-store)).
+//!
+//! Supported deployments: a single Redis (or Valkey) node, or a primary behind a failover
+//! proxy. The keys are laid out for Redis Cluster (hash tags), but the connection does not
+//! follow Cluster redirects, so Cluster itself is not supported yet. Replication is
+//! asynchronous: a failover can lose the last writes, and a retry of a request whose record
+//! was lost runs again.
 //!
 //! ```no_run
 //! use axum::{Router, routing::post};
@@ -49,8 +58,11 @@
 //! it.
 //!
 //! Fencing tokens come from the Redis server's clock, in microseconds, or the record's last
-//! token plus one when that is greater: a record never gets the same token twice, even after it
-//! was released and deleted, unless the server's clock is stepped back by more than a lease.
+//! token plus one when that is greater. While a record exists its tokens only grow. After it
+//! was released (deleted) or expired, the next claim's token is the clock again: it repeats an
+//! old token only if the server's clock was stepped back by more than the time since that token
+//! was issued and lands on the same microsecond (or a failover moved to a server whose clock
+//! lags by as much), since tokens are compared for equality.
 //!
 //! # Key layout
 //!
@@ -93,16 +105,24 @@
 //! | Redis | claim | completion | release |
 //! | --- | --- | --- | --- |
 //! | down, slow, connection reset | **503** problem+json, the handler does not run (default, fail closed); or runs unprotected with [`StoreFailure::FailOpen`](crate::idempotency::StoreFailure::FailOpen) | the response is sent; the key stays claimed until its lease ends (duplicates get 409) | the key stays claimed until its lease ends |
-//! | out of memory (`maxmemory`, `noeviction`) | **503** store full, with `Retry-After` | the key records that the request ran, without its response (409 for a retry) | works (deleting needs no memory) |
+//! | out of memory (`maxmemory`, `noeviction`) | **503** store full, with `Retry-After` | the key records that the request ran, without its response (409 for a retry; this small write is let through) | works (deleting needs no memory) |
 //!
-//! Failing closed keeps the guarantee: no request with a key runs twice, at the price of
-//! refusing keyed requests while Redis is away. Failing open keeps the service answering, at
-//! the price of running retries again during the outage; choose it only for operations where a
-//! second run costs less than a refusal. A claim that timed out may have been applied: its key
-//! is then held until its lease ends, and a retry gets 409 meanwhile, never a second run.
+//! Failing closed never runs a keyed request unprotected, at the price of refusing keyed
+//! requests while Redis is away. Failing open keeps the service answering, at the price of
+//! running retries again during the outage; choose it only for operations where a second run
+//! costs less than a refusal. Two windows remain even when failing closed:
 //!
-//! Run Redis with `maxmemory-policy noeviction` (or a `volatile-*` policy on a dedicated
-//! database): evicting a live record would let a retry run twice.
+//! - A claim that timed out may have been applied: its key is then held until its lease ends,
+//!   and a retry gets 409 meanwhile, never a second run.
+//! - A completion that failed (Redis went away after the handler answered) leaves the key
+//!   claimed: duplicates get 409 until the lease ends, and a retry after that runs the request
+//!   again. The completion is not retried by the store.
+//!
+//! Run Redis with `maxmemory-policy noeviction`. Every record has a TTL, so a `volatile-*`
+//! policy would pick exactly these keys, and any eviction of a live record lets a retry run
+//! twice. Out of memory, a new key gets 503 and a response is not stored, but a record that
+//! its request ran (a result not kept, a few bytes) is still written, so a retry gets 409
+//! rather than a second run.
 //!
 //! ## Sizing the timeouts
 //!
@@ -122,10 +142,33 @@
 //! [`max_per_owner`](RedisIdempotencyStoreBuilder::max_per_owner) (1000) holds across the
 //! fleet: the quota lives in Redis.
 //!
+//! # The cache store
+//!
+//! [`RedisCacheStore`] is a [`RemoteStore`](crate::cache::RemoteStore) for
+//! [`CacheLayer::remote`](crate::cache::CacheLayer::remote) (generic mode). Each instance
+//! keeps its in-memory entries in front; Redis is asked only where the local tier would call
+//! the origin (the [cache manual](crate::cache#a-remote-tier-for-a-fleet) says when):
+//!
+//! | operation | script | round trips |
+//! | --- | --- | --- |
+//! | lookup | the entry with its windows as time left by the server's clock; when there is none to serve, also `SET <lock> NX PX <lock timeout>` | 1 |
+//! | put | `HSET` the value and its windows as server-clock instants, `PEXPIRE` the entry's whole life (fresh, stale-while-revalidate and stale-if-error windows), `DEL` the lock | 1 |
+//! | lock (a refresh) | `SET <lock> NX PX <lock timeout>` | 1 |
+//! | remove (invalidation) | `DEL` the entry and its lock | 1 |
+//!
+//! Keys: `<prefix>{<key>}` for the entry (a hash: `v` value, `f` / `s` / `e` the ends of the
+//! fresh, stale and stale-if-error windows in server milliseconds, `d` the fetch's duration)
+//! and `<prefix>{<key>}:lock`, where `<key>` is the [`RemoteCodec`](crate::cache::RemoteCodec)'s
+//! bytes and the prefix defaults to `palisade:cache:`. A Redis that fails or answers late is
+//! bypassed: the cache serves from its local tier or the origin, as without a remote, and
+//! counts the failure (`remote_errors` in the cache's metrics). Unlike idempotency records,
+//! cache entries may be evicted: any `maxmemory-policy` works.
+//!
 //! # Metrics
 //!
-//! [`RedisConnection::metrics`]: per operation, calls, round trips, errors by kind (timeout,
-//! connection, server, response) and latency (total and maximum).
+//! [`RedisConnection::metrics`]: per operation (claim, complete, release, cache lookup, put,
+//! lock and remove), calls, round trips, errors by kind (timeout, connection, server,
+//! response) and latency (total and maximum).
 
 mod cache;
 mod connection;

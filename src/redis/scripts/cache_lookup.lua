@@ -9,6 +9,9 @@
 -- Returns {entry, locked}: entry is false (nil) or {value, fresh ms, stale ms, errors ms, fetch
 -- us}, each window as time left from now; locked is 1 when this caller took the lock, which it
 -- tries only when there is no entry that may be served (absent, or past its stale window).
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local function left(at)

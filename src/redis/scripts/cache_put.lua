@@ -8,6 +8,9 @@
 --
 -- The windows become instants of the server's clock, so every instance reading the entry
 -- computes the same phase. Returns 1.
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local fresh, stale, errors = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])

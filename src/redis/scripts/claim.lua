@@ -21,6 +21,12 @@ local record, quota = KEYS[1], KEYS[2]
 local fingerprint, lease = ARGV[1], tonumber(ARGV[2])
 local max_owned, member = tonumber(ARGV[3]), ARGV[4]
 
+-- Redis 6.2 may still replicate scripts verbatim, which forbids TIME before a write; 7 always
+-- replicates effects and ignores this.
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local token = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -33,7 +39,7 @@ if held[1] then
     end
     return {'done', redis.call('HGET', record, 'v')}
   end
-  local lease_end = tonumber(held[4])
+    local lease_end = tonumber(held[4]) or 0
   if lease_end > now then
     if held[1] ~= fingerprint then
       return {'mismatch'}
@@ -43,8 +49,10 @@ if held[1] then
   -- The holder's lease is over: the key is free, and taken over with a greater token.
   token = math.max(tonumber(held[2]) + 1, token)
 elseif max_owned > 0 then
-  redis.call('ZREMRANGEBYSCORE', quota, '-inf', string.format('%.0f', now))
-  if redis.call('ZCARD', quota) >= max_owned then
+  -- Counted without a write: the record's HSET below must be the script's first write, so
+  -- that a Redis out of memory refuses it (Redis checks memory only before a script's first
+  -- write, and only for commands that grow memory).
+  if redis.call('ZCOUNT', quota, '(' .. string.format('%.0f', now), '+inf') >= max_owned then
     return {'quota'}
   end
 end
@@ -57,6 +65,7 @@ redis.call('HSET', record, 'f', fingerprint, 't', text, 's', 'c', 'l', string.fo
 redis.call('HDEL', record, 'v')
 redis.call('PEXPIRE', record, string.format('%.0f', life))
 if max_owned > 0 then
+  redis.call('ZREMRANGEBYSCORE', quota, '-inf', string.format('%.0f', now))
   redis.call('ZADD', quota, string.format('%.0f', now + life), member)
   local last = redis.call('ZRANGE', quota, -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', quota, last[2])

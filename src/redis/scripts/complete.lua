@@ -8,12 +8,24 @@
 -- ARGV[3]  how long to keep it, in milliseconds
 -- ARGV[4]  the record's member in the quota set
 -- ARGV[5]  '1' when the record has an owner, '0' when anonymous
+-- ARGV[6]  '1' for a result not kept (a few bytes), '0' for a response
 --
 -- Returns 1 when stored, 0 when the claim no longer holds the record (its lease ended and the
 -- key was taken over, or the record is gone): nothing is written then.
+--
+-- Out of memory: Redis checks memory only before a script's first write, and only for
+-- commands that grow memory (HSET does, HDEL does not). A response's HSET comes first, so a
+-- full Redis refuses it (the caller records a result not kept instead); a result not kept
+-- writes HDEL first, so it is stored even then: the key must record that its request ran.
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
 local held = redis.call('HMGET', KEYS[1], 't', 's')
 if held[1] ~= ARGV[1] or held[2] ~= 'c' then
   return 0
+end
+if ARGV[6] == '1' then
+  redis.call('HDEL', KEYS[1], 'l')
 end
 redis.call('HSET', KEYS[1], 's', 'd', 'v', ARGV[2])
 redis.call('HDEL', KEYS[1], 'l')
