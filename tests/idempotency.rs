@@ -45,7 +45,7 @@ impl Runs {
 ///   after 1 s. `POST /trickle`: 201 with a body that takes 5 s.
 /// - `POST /cookie`: 201 with `set-cookie` and `x-order` headers.
 /// - `GET /orders`: 200 (a method the layer does not cover).
-fn app(runs: &Runs, layer: IdempotencyLayer) -> Router {
+fn app<St: palisade::idempotency::IdempotencyStore>(runs: &Runs, layer: IdempotencyLayer<St>) -> Router {
     async fn order(State(runs): State<Runs>, body: Bytes) -> Response<Body> {
         let run = runs.next();
         Response::builder()
@@ -936,5 +936,94 @@ async fn a_client_that_leaves_after_the_handler_answered_still_gets_its_response
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(headers["idempotent-replayed"], "true");
     assert_eq!(body, "order 1, delivered slowly");
+    assert_eq!(runs.count(), 1);
+}
+
+/// A store whose first completions fail (a Redis that went away just after the handler
+/// answered), then recovers: the in-memory store underneath.
+#[derive(Clone)]
+struct FailingCompletions {
+    inner: MemoryStore,
+    failures_left: Arc<AtomicUsize>,
+}
+
+impl palisade::idempotency::IdempotencyStore for FailingCompletions {
+    type ClaimFuture = <MemoryStore as palisade::idempotency::IdempotencyStore>::ClaimFuture;
+    type CompleteFuture = std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        palisade::idempotency::Completion,
+                        palisade::idempotency::StoreError,
+                    >,
+                > + Send,
+        >,
+    >;
+    type ReleaseFuture = <MemoryStore as palisade::idempotency::IdempotencyStore>::ReleaseFuture;
+
+    fn claim(&self, claim: palisade::idempotency::Claim) -> Self::ClaimFuture {
+        self.inner.claim(claim)
+    }
+
+    fn complete(
+        &self,
+        key: palisade::idempotency::RecordKey,
+        token: palisade::idempotency::FencingToken,
+        completed: palisade::idempotency::Completed,
+        retain_for: Duration,
+    ) -> Self::CompleteFuture {
+        let failing = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+            .is_ok();
+                if failing {
+            // Slow, then failed: the completion never reached the store.
+            return Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                Err(palisade::idempotency::StoreError::new("connection reset"))
+            });
+        }
+        // (The in-memory store completes when called, not when polled.)
+        let complete = self.inner.complete(key, token, completed, retain_for);
+        Box::pin(complete)
+    }
+
+    fn release(
+        &self,
+        key: palisade::idempotency::RecordKey,
+        token: palisade::idempotency::FencingToken,
+    ) -> Self::ReleaseFuture {
+        self.inner.release(key, token)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_completion_the_store_failed_is_tried_again_so_a_retry_never_runs_twice() {
+    support::init_tracing();
+    let runs = Runs::default();
+    let store = FailingCompletions {
+        inner: MemoryStore::new(),
+        failures_left: Arc::new(AtomicUsize::new(3)),
+    };
+    let layer = IdempotencyLayer::builder()
+        .store(store.clone())
+        .lease(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let app = app(&runs, layer);
+    let (status, _, body) = send(&app, post_order(Some(KEY), "{}")).await;
+    assert_eq!(status, StatusCode::CREATED, "the client still gets its answer");
+    assert_eq!(store.failures_left.load(Ordering::SeqCst), 2, "the first completion failed");
+    let (status, _, _) = send(&app, post_order(Some(KEY), "{}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "claimed meanwhile");
+    // Tried again 100, 200 and 400 ms later (each try takes 250 ms to fail, the third lands).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(store.failures_left.load(Ordering::SeqCst), 0);
+    // Past the lease, a retry is a replay, not a second run.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (status, headers, replayed) = send(&app, post_order(Some(KEY), "{}")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replayed, body);
     assert_eq!(runs.count(), 1);
 }

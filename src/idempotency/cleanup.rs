@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -32,19 +33,48 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
 
     /// Records that the request holding `token` ran and was answered with `status`, without
     /// its response (which did not fit): a duplicate is told so, and never runs it again.
-    pub(super) fn complete_not_kept(&self, token: FencingToken, status: http::StatusCode) {
+        pub(super) fn complete_not_kept(&self, token: FencingToken, status: http::StatusCode) {
         tracing::warn!(
             key = ?self.key,
             %status,
             "response not kept for replay: its key records that the request ran"
         );
-        let complete = self.store.complete(
+        let not_kept = Completed::NotKept { status };
+        let first = self.store.complete(
             self.key,
             token,
-            Completed::NotKept { status },
+            not_kept.clone(),
             self.settings.retention_for(status),
         );
-        finish_detached(complete, self.key, "complete");
+        let settle = settle(
+            self.store.clone(),
+            self.key,
+            token,
+            not_kept,
+            (self.settings.retention_for(status), self.settings.lease),
+            first,
+        );
+                finish_detached(Box::pin(settle), self.key, "complete");
+    }
+
+    /// Goes on recording `completed` for `token` without the request, after a first attempt
+    /// that ended with `first`: see [`settle_after`].
+    pub(super) fn record_detached(
+        &self,
+        token: FencingToken,
+        completed: Completed,
+        status: http::StatusCode,
+        first: Result<Completion, StoreError>,
+    ) {
+        let settle = settle_after(
+            self.store.clone(),
+            self.key,
+            token,
+            completed,
+            (self.settings.retention_for(status), self.settings.lease),
+            first,
+        );
+        finish_detached(Box::pin(async move { Ok::<_, StoreError>(settle.await) }), self.key, "complete");
     }
 
     /// What a dropped request leaves behind, by the state it was dropped in.
@@ -104,26 +134,28 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
                         Some(Collected::Over { .. }) => Completed::NotKept { status },
                         None => return,
                     };
-                    let retention = settings.retention_for(status);
-                    let outcome = store.complete(key, token, completed, retention).await;
-                    if let Ok(Completion::Full) = outcome {
-                        let not_kept = Completed::NotKept { status };
-                        let _ = store.complete(key, token, not_kept, retention).await;
-                    }
-                    // Stored, superseded, or a store that failed: never released now.
+                                        let windows = (settings.retention_for(status), settings.lease);
+                    let first = store.complete(key, token, completed.clone(), windows.0);
+                    // Whatever the store says now, the request ran: never released from here.
                     guard.token = None;
+                    let _ = settle(store, key, token, completed, windows, first).await;
                 });
             }
             // The completion is under way: let it land rather than release under it.
-            (
+                        (
                 StateProjReplace::Completing {
                     complete: Some(complete),
-                    ..
+                    completed,
+                    response,
                 },
-                Some(_),
+                Some(token),
             ) => {
+                let status = response.map_or(http::StatusCode::OK, |response| response.status());
+                let completed = completed.unwrap_or(Completed::NotKept { status });
+                let windows = (self.settings.retention_for(status), self.settings.lease);
+                let settle = settle(self.store.clone(), self.key, token, completed, windows, complete);
                 spawn_detached(self.key, async move {
-                    let _ = complete.await;
+                    let _ = settle.await;
                 });
             }
             (_, Some(token)) => {
@@ -150,6 +182,74 @@ impl<St: IdempotencyStore> Drop for ReleaseGuard<St> {
             tracing::debug!(key = ?self.key, "a detached store of a response ended early: releasing the key");
             finish_detached(self.store.release(self.key, token), self.key, "release");
         }
+    }
+}
+
+/// The first pause before a failed completion is tried again.
+const FIRST_COMPLETION_RETRY: Duration = Duration::from_millis(100);
+/// The longest pause between two tries.
+const MAX_COMPLETION_RETRY: Duration = Duration::from_secs(5);
+
+/// Awaits the completion `first` of `completed`, then [`settle_after`] its outcome.
+/// `windows` is (retention, lease).
+async fn settle<St: IdempotencyStore>(
+    store: St,
+    key: RecordKey,
+    token: FencingToken,
+    completed: Completed,
+    windows: (Duration, Duration),
+    first: St::CompleteFuture,
+) -> Result<Completion, StoreError> {
+    let outcome = first.await;
+    Ok(settle_after(store, key, token, completed, windows, outcome).await)
+}
+
+/// Makes the record say that its request ran, after a first completion that ended with
+/// `first`: no room for the response records a result not kept instead; a store that failed
+/// is tried again, 100 ms later, then doubling to every 5 s, until the lease (`windows.1`)
+/// has passed from now. Until then the key stays claimed (duplicates get 409); unrecorded
+/// past its lease, a retry could take the key over and run the request again.
+///
+/// Trying again is safe: a completion is accepted only with the token that still holds the
+/// key, so one that did land the first time (its answer lost) is refused the second time
+/// (superseded) and changes nothing.
+async fn settle_after<St: IdempotencyStore>(
+    store: St,
+    key: RecordKey,
+    token: FencingToken,
+    mut completed: Completed,
+    (retention, lease): (Duration, Duration),
+    first: Result<Completion, StoreError>,
+) -> Completion {
+    let give_up = tokio::time::Instant::now() + lease;
+    let mut pause = FIRST_COMPLETION_RETRY;
+    let mut outcome = first;
+    loop {
+        match outcome {
+            Ok(Completion::Full) if matches!(completed, Completed::Response(_)) => {
+                completed = Completed::NotKept {
+                    status: completed.status(),
+                };
+            }
+            Ok(completion) => return completion,
+            Err(error) => {
+                if tokio::time::Instant::now() + pause >= give_up {
+                    tracing::warn!(
+                        %error,
+                        ?key,
+                        "could not record a completed request before its lease ends: a retry \
+                         after the lease may run it again"
+                    );
+                    return Completion::Superseded;
+                }
+                tracing::debug!(%error, ?key, ?pause, "completion failed: trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_COMPLETION_RETRY);
+            }
+        }
+        outcome = store
+            .complete(key, token, completed.clone(), retention)
+            .await;
     }
 }
 

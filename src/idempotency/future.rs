@@ -21,7 +21,7 @@ use super::error::IdempotencyRejection;
 use super::fingerprint::RecordKey;
 use super::pending::{FIRST_WAIT_STEP, Pending};
 use super::response::{cannot_happen, reject};
-use super::store::{FencingToken, IdempotencyStore};
+use super::store::{Completed, FencingToken, IdempotencyStore};
 use crate::error::BoxError;
 use crate::http::replay_body::Collect;
 use crate::http::{ReplayBody, ResponseBody};
@@ -126,8 +126,10 @@ pin_project! {
             collect: Collect<ResB>,
             parts: Option<http::response::Parts>,
         },
-        Completing {
+                Completing {
             complete: Option<St::CompleteFuture>,
+            // What is being stored, kept to try again if the store fails (a reference count).
+            completed: Option<Completed>,
             response: Option<Response<ResponseBody<ResB>>>,
         },
         Done,
@@ -266,7 +268,11 @@ where
                         _ => Step::Answer(Ok(reject(cannot_happen("storing, no claim")))),
                     }
                 }
-                StateProj::Completing { complete, response } => {
+                                StateProj::Completing {
+                    complete,
+                    completed,
+                    response,
+                } => {
                     let Some(pending_complete) = complete.as_mut() else {
                         return Poll::Ready(Ok(reject(cannot_happen("completed twice"))));
                     };
@@ -274,7 +280,7 @@ where
                     *complete = None;
                     match (this.request.as_ref(), this.held.take(), response.take()) {
                         (Some(request), Some(token), Some(response)) => {
-                            request.completed(completion, token, response.status());
+                            request.completed(completion, token, response.status(), completed.take());
                             this.state.set(State::Done);
                             Step::Answer(Ok(response))
                         }

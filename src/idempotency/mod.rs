@@ -103,8 +103,12 @@
 //! - The client leaving no longer matters: the layer reads the rest of the body and stores it
 //!   on a task of its own, so the retry is a replay. A body that fails or panics while read
 //!   there releases the key (the client never got the answer).
-//! - A store that fails to record the completion leaves the key claimed until its lease ends
-//!   (duplicates get 409 meanwhile).
+//! - A store that fails to record the completion (a Redis that went away just after the
+//!   handler answered) is asked again on a task of its own, 100 ms later, then doubling to
+//!   every 5 s, until the lease ends; duplicates get 409 meanwhile. Asking again is safe: a
+//!   completion that did land (its answer lost) is refused the second time by its token. Only
+//!   a store down for the whole lease leaves the key unrecorded, and a retry after the lease
+//!   runs again.
 //!
 //! The response body is read in full before it is sent (up to the limit), so a response that
 //! streams for a long time (server-sent events, a long poll) reaches its client only at its

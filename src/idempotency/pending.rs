@@ -238,13 +238,15 @@ where
                 let retention = self.settings.retention_for(parts.status);
                 let response =
                     Response::from_parts(parts, ResponseBody::full_with_trailers(data, trailers));
+                                let completed = Completed::Response(stored);
                 Step::Next(State::Completing {
                     complete: Some(self.store.complete(
                         self.key,
                         token,
-                        Completed::Response(stored),
+                        completed.clone(),
                         retention,
                     )),
+                    completed: Some(completed),
                     response: Some(response),
                 })
             }
@@ -275,11 +277,12 @@ where
 
     /// `Completing`: the store answered the completion. Whatever it said, the request ran, so
     /// the key is never released now; the response goes to the client.
-    pub(super) fn completed(
+        pub(super) fn completed(
         &self,
         completion: Result<Completion, StoreError>,
         token: FencingToken,
         status: http::StatusCode,
+        completed: Option<Completed>,
     ) {
         match completion {
             Ok(Completion::Stored) => {}
@@ -290,12 +293,17 @@ where
             ),
             // No room for the response: record that the request ran instead.
             Ok(Completion::Full) => self.complete_not_kept(token, status),
-            // The claim holds the key (a duplicate gets 409) until its lease ends.
-            Err(error) => tracing::warn!(
-                %error,
-                key = ?self.key,
-                "could not store a response: the key stays claimed until its lease ends"
-            ),
+            // The claim holds the key (a duplicate gets 409) meanwhile; the record must say
+            // the request ran before the lease ends, or a retry would run it again.
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    key = ?self.key,
+                    "could not store a response: trying again until the key's lease ends"
+                );
+                let completed = completed.unwrap_or(Completed::NotKept { status });
+                self.record_detached(token, completed, status, Err(error));
+            }
         }
     }
 

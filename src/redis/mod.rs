@@ -104,7 +104,7 @@
 //!
 //! | Redis | claim | completion | release |
 //! | --- | --- | --- | --- |
-//! | down, slow, connection reset | **503** problem+json, the handler does not run (default, fail closed); or runs unprotected with [`StoreFailure::FailOpen`](crate::idempotency::StoreFailure::FailOpen) | the response is sent; the key stays claimed until its lease ends (duplicates get 409) | the key stays claimed until its lease ends |
+//! | down, slow, connection reset | **503** problem+json, the handler does not run (default, fail closed); or runs unprotected with [`StoreFailure::FailOpen`](crate::idempotency::StoreFailure::FailOpen) | the response is sent; the layer asks again until the lease ends (duplicates get 409 meanwhile) | the key stays claimed until its lease ends |
 //! | out of memory (`maxmemory`, `noeviction`) | **503** store full, with `Retry-After` | the key records that the request ran, without its response (409 for a retry; this small write is let through) | works (deleting needs no memory) |
 //!
 //! Failing closed never runs a keyed request unprotected, at the price of refusing keyed
@@ -115,8 +115,10 @@
 //! - A claim that timed out may have been applied: its key is then held until its lease ends,
 //!   and a retry gets 409 meanwhile, never a second run.
 //! - A completion that failed (Redis went away after the handler answered) leaves the key
-//!   claimed: duplicates get 409 until the lease ends, and a retry after that runs the request
-//!   again. The completion is not retried by the store.
+//!   claimed (duplicates get 409) while the layer asks again, on a task of its own, until the
+//!   lease ends. Only a Redis away for the whole lease leaves the key unrecorded: a retry
+//!   after the lease runs the request again. (The store itself never retries; the layer does,
+//!   and the fencing token makes a repeat of a completion that did land a no-op.)
 //!
 //! Run Redis with `maxmemory-policy noeviction`. Every record has a TTL, so a `volatile-*`
 //! policy would pick exactly these keys, and any eviction of a live record lets a retry run
