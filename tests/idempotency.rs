@@ -45,7 +45,10 @@ impl Runs {
 ///   after 1 s. `POST /trickle`: 201 with a body that takes 5 s.
 /// - `POST /cookie`: 201 with `set-cookie` and `x-order` headers.
 /// - `GET /orders`: 200 (a method the layer does not cover).
-fn app<St: palisade::idempotency::IdempotencyStore>(runs: &Runs, layer: IdempotencyLayer<St>) -> Router {
+fn app<St: palisade::idempotency::IdempotencyStore>(
+    runs: &Runs,
+    layer: IdempotencyLayer<St>,
+) -> Router {
     async fn order(State(runs): State<Runs>, body: Bytes) -> Response<Body> {
         let run = runs.next();
         Response::builder()
@@ -974,9 +977,11 @@ impl palisade::idempotency::IdempotencyStore for FailingCompletions {
     ) -> Self::CompleteFuture {
         let failing = self
             .failures_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
             .is_ok();
-                if failing {
+        if failing {
             // Slow, then failed: the completion never reached the store.
             return Box::pin(async {
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -1012,8 +1017,16 @@ async fn a_completion_the_store_failed_is_tried_again_so_a_retry_never_runs_twic
         .unwrap();
     let app = app(&runs, layer);
     let (status, _, body) = send(&app, post_order(Some(KEY), "{}")).await;
-    assert_eq!(status, StatusCode::CREATED, "the client still gets its answer");
-    assert_eq!(store.failures_left.load(Ordering::SeqCst), 2, "the first completion failed");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the client still gets its answer"
+    );
+    assert_eq!(
+        store.failures_left.load(Ordering::SeqCst),
+        2,
+        "the first completion failed"
+    );
     let (status, _, _) = send(&app, post_order(Some(KEY), "{}")).await;
     assert_eq!(status, StatusCode::CONFLICT, "claimed meanwhile");
     // Tried again 100, 200 and 400 ms later (each try takes 250 ms to fail, the third lands).

@@ -33,7 +33,7 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
 
     /// Records that the request holding `token` ran and was answered with `status`, without
     /// its response (which did not fit): a duplicate is told so, and never runs it again.
-        pub(super) fn complete_not_kept(&self, token: FencingToken, status: http::StatusCode) {
+    pub(super) fn complete_not_kept(&self, token: FencingToken, status: http::StatusCode) {
         tracing::warn!(
             key = ?self.key,
             %status,
@@ -54,7 +54,7 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
             (self.settings.retention_for(status), self.settings.lease),
             first,
         );
-                finish_detached(Box::pin(settle), self.key, "complete");
+        finish_detached(Box::pin(settle), self.key, "complete");
     }
 
     /// Goes on recording `completed` for `token` without the request, after a first attempt
@@ -74,7 +74,11 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
             (self.settings.retention_for(status), self.settings.lease),
             first,
         );
-        finish_detached(Box::pin(async move { Ok::<_, StoreError>(settle.await) }), self.key, "complete");
+        finish_detached(
+            Box::pin(async move { Ok::<_, StoreError>(settle.await) }),
+            self.key,
+            "complete",
+        );
     }
 
     /// What a dropped request leaves behind, by the state it was dropped in.
@@ -134,7 +138,7 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
                         Some(Collected::Over { .. }) => Completed::NotKept { status },
                         None => return,
                     };
-                                        let windows = (settings.retention_for(status), settings.lease);
+                    let windows = (settings.retention_for(status), settings.lease);
                     let first = store.complete(key, token, completed.clone(), windows.0);
                     // Whatever the store says now, the request ran: never released from here.
                     guard.token = None;
@@ -142,7 +146,7 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
                 });
             }
             // The completion is under way: let it land rather than release under it.
-                        (
+            (
                 StateProjReplace::Completing {
                     complete: Some(complete),
                     completed,
@@ -153,7 +157,14 @@ impl<S, St: IdempotencyStore, B> Pending<S, St, B> {
                 let status = response.map_or(http::StatusCode::OK, |response| response.status());
                 let completed = completed.unwrap_or(Completed::NotKept { status });
                 let windows = (self.settings.retention_for(status), self.settings.lease);
-                let settle = settle(self.store.clone(), self.key, token, completed, windows, complete);
+                let settle = settle(
+                    self.store.clone(),
+                    self.key,
+                    token,
+                    completed,
+                    windows,
+                    complete,
+                );
                 spawn_detached(self.key, async move {
                     let _ = settle.await;
                 });

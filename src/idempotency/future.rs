@@ -268,7 +268,7 @@ where
                         _ => Step::Answer(Ok(reject(cannot_happen("storing, no claim")))),
                     }
                 }
-                                StateProj::Completing {
+                StateProj::Completing {
                     complete,
                     completed,
                     response,
@@ -280,7 +280,12 @@ where
                     *complete = None;
                     match (this.request.as_ref(), this.held.take(), response.take()) {
                         (Some(request), Some(token), Some(response)) => {
-                            request.completed(completion, token, response.status(), completed.take());
+                            request.completed(
+                                completion,
+                                token,
+                                response.status(),
+                                completed.take(),
+                            );
                             this.state.set(State::Done);
                             Step::Answer(Ok(response))
                         }

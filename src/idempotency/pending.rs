@@ -238,7 +238,7 @@ where
                 let retention = self.settings.retention_for(parts.status);
                 let response =
                     Response::from_parts(parts, ResponseBody::full_with_trailers(data, trailers));
-                                let completed = Completed::Response(stored);
+                let completed = Completed::Response(stored);
                 Step::Next(State::Completing {
                     complete: Some(self.store.complete(
                         self.key,
@@ -277,7 +277,7 @@ where
 
     /// `Completing`: the store answered the completion. Whatever it said, the request ran, so
     /// the key is never released now; the response goes to the client.
-        pub(super) fn completed(
+    pub(super) fn completed(
         &self,
         completion: Result<Completion, StoreError>,
         token: FencingToken,
