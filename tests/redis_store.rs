@@ -19,7 +19,10 @@ use palisade::idempotency::{
     Claim, ClaimOutcome, Completed, Completion, Fingerprint, IdempotencyStore, RecordKey,
     StoredResponse,
 };
-use palisade::redis::{RedisConnection, RedisIdempotencyStore, RedisStoreError};
+use palisade::redis::{
+    DEFAULT_TIMEOUT, RedisConnection, RedisIdempotencyStore, RedisIdempotencyStoreBuilder,
+    RedisStoreError,
+};
 use redis::AsyncCommands;
 use redis_support::{RedisServer, calls, commands, reset_stats};
 
@@ -56,8 +59,22 @@ fn response(body: &'static str) -> Completed {
 }
 
 fn store_on(server: &RedisServer) -> RedisIdempotencyStore {
-    let connection = RedisConnection::builder(server.url()).build().unwrap();
-    RedisIdempotencyStore::builder(connection).build().unwrap()
+    store_with(server, DEFAULT_TIMEOUT, |store| store)
+}
+
+/// A store on its own connection with `timeout`, configured by `configure`.
+fn store_with(
+    server: &RedisServer,
+    timeout: Duration,
+    configure: impl FnOnce(RedisIdempotencyStoreBuilder) -> RedisIdempotencyStoreBuilder,
+) -> RedisIdempotencyStore {
+    let connection = RedisConnection::builder(server.url())
+        .timeout(timeout)
+        .build()
+        .unwrap();
+    configure(RedisIdempotencyStore::builder(connection))
+        .build()
+        .unwrap()
 }
 
 async fn claim(store: &RedisIdempotencyStore, key: RecordKey, body: &str) -> ClaimOutcome {
@@ -308,11 +325,9 @@ async fn a_released_key_runs_again_with_a_new_token_and_the_old_one_stays_dead()
 async fn the_owner_quota_holds_across_instances_and_frees_on_release() {
     let server = RedisServer::start().await;
     let quota = |server: &RedisServer| {
-        let connection = RedisConnection::builder(server.url()).build().unwrap();
-        RedisIdempotencyStore::builder(connection)
-            .max_per_owner(NonZeroUsize::new(2).unwrap())
-            .build()
-            .unwrap()
+        store_with(server, DEFAULT_TIMEOUT, |store| {
+            store.max_per_owner(NonZeroUsize::new(2).unwrap())
+        })
     };
     let (first, second) = (quota(&server), quota(&server));
     let one = claimed(&first, tenant("acme", "1")).await;
@@ -356,11 +371,9 @@ async fn the_owner_quota_holds_across_instances_and_frees_on_release() {
 #[tokio::test]
 async fn expired_records_stop_counting_against_their_owner() {
     let server = RedisServer::start().await;
-    let connection = RedisConnection::builder(server.url()).build().unwrap();
-    let store = RedisIdempotencyStore::builder(connection)
-        .max_per_owner(NonZeroUsize::new(1).unwrap())
-        .build()
-        .unwrap();
+    let store = store_with(&server, DEFAULT_TIMEOUT, |store| {
+        store.max_per_owner(NonZeroUsize::new(1).unwrap())
+    });
     claimed(&store, tenant("acme", "1")).await;
     assert!(matches!(
         claim(&store, tenant("acme", "2"), "order").await,
@@ -377,11 +390,10 @@ async fn expired_records_stop_counting_against_their_owner() {
 #[tokio::test]
 async fn a_record_over_the_bound_is_never_sent_and_a_result_not_kept_is() {
     let server = RedisServer::start().await;
-    let connection = RedisConnection::builder(server.url()).build().unwrap();
-    let store = RedisIdempotencyStore::builder(connection.clone())
-        .max_record_bytes(100)
-        .build()
-        .unwrap();
+    let store = store_with(&server, DEFAULT_TIMEOUT, |store| {
+        store.max_record_bytes(100)
+    });
+    let connection = store.connection().clone();
     let key = anonymous("big");
     let token = claimed(&store, key).await;
     let big = Completed::Response(Arc::new(StoredResponse::new(
@@ -519,13 +531,8 @@ async fn out_of_memory_refuses_new_keys_and_still_releases() {
 async fn a_redis_that_is_down_fails_every_operation_within_the_timeout() {
     support::init_tracing();
     let mut server = RedisServer::start().await;
-    let connection = RedisConnection::builder(server.url())
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let store = RedisIdempotencyStore::builder(connection.clone())
-        .build()
-        .unwrap();
+    let store = store_with(&server, Duration::from_millis(200), |store| store);
+    let connection = store.connection().clone();
     let token = claimed(&store, anonymous("held")).await;
     server.kill();
     for _ in 0..3 {
@@ -565,10 +572,7 @@ async fn a_redis_that_is_down_fails_every_operation_within_the_timeout() {
 async fn after_a_restart_the_scripts_are_loaded_again_and_claims_work() {
     support::init_tracing();
     let mut server = RedisServer::start().await;
-    let connection = RedisConnection::builder(server.url()).build().unwrap();
-    let store = RedisIdempotencyStore::builder(connection.clone())
-        .build()
-        .unwrap();
+    let store = store_on(&server);
     claimed(&store, anonymous("before")).await;
     server.restart().await;
     // The old connection is dead; the manager reconnects in the background. Give it a few
@@ -609,11 +613,7 @@ async fn after_a_restart_the_scripts_are_loaded_again_and_claims_work() {
 async fn a_slow_redis_times_out_and_the_claim_it_applied_later_holds_the_key() {
     support::init_tracing();
     let server = RedisServer::start().await;
-    let connection = RedisConnection::builder(server.url())
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let store = RedisIdempotencyStore::builder(connection).build().unwrap();
+    let store = store_with(&server, Duration::from_millis(200), |store| store);
     claimed(&store, anonymous("warm-up")).await;
     let mut admin = server.admin().await;
     // Redis stops answering for a second.

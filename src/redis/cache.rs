@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::Value;
 
-use super::connection::{Operation, RedisConnection, StoreScript};
+use super::connection::{
+    Operation, RedisConnection, StoreScript, checked_prefix, millis, unexpected,
+};
 use super::error::RedisStoreError;
 use crate::cache::{Lookup, RemoteEntry, RemoteError, RemoteFuture, RemoteStore};
 use crate::error::ConfigError;
@@ -242,17 +244,6 @@ fn looked_up(answer: &Value) -> Result<Lookup, RedisStoreError> {
     })
 }
 
-fn unexpected(script: &str, answer: &Value) -> RedisStoreError {
-    let mut shown = format!("{answer:?}");
-    shown.truncate(120);
-    RedisStoreError::Response(format!("the {script} script answered {shown}"))
-}
-
-/// A lease in whole milliseconds, at least 1.
-fn millis(duration: Duration) -> String {
-    duration.as_millis().max(1).to_string()
-}
-
 /// A window in whole milliseconds (zero stays zero: a window that is over).
 fn millis_or_zero(duration: Duration) -> String {
     duration.as_millis().to_string()
@@ -299,16 +290,11 @@ impl RedisCacheStoreBuilder {
     ///
     /// [`ConfigError::Invalid`] for a prefix with a brace.
     pub fn build(self) -> Result<RedisCacheStore, ConfigError> {
-        if self.prefix.contains(['{', '}']) {
-            return Err(ConfigError::Invalid {
-                setting: "prefix",
-                why: "it may not contain `{` or `}`: they would change the keys' Cluster hash tags",
-            });
-        }
+        let prefix = checked_prefix(self.prefix)?;
         Ok(RedisCacheStore {
             inner: Arc::new(Inner {
                 connection: self.connection,
-                prefix: self.prefix.into_bytes(),
+                prefix: prefix.into_bytes(),
             }),
         })
     }

@@ -263,6 +263,30 @@ impl RedisConnectionBuilder {
     }
 }
 
+/// The error for a script's answer of a shape the script never gives.
+pub(crate) fn unexpected(script: &str, answer: &Value) -> RedisStoreError {
+    let mut shown = format!("{answer:?}");
+    shown.truncate(120);
+    RedisStoreError::Response(format!("the {script} script answered {shown}"))
+}
+
+/// A lease or TTL in whole milliseconds, at least 1 (`PEXPIRE 0` would delete the key).
+pub(crate) fn millis(duration: Duration) -> String {
+    duration.as_millis().max(1).to_string()
+}
+
+/// `prefix`, if it can start a store's keys: no brace, which would change their Cluster hash
+/// tags.
+pub(crate) fn checked_prefix(prefix: String) -> Result<String, crate::error::ConfigError> {
+    if prefix.contains(['{', '}']) {
+        return Err(crate::error::ConfigError::Invalid {
+            setting: "prefix",
+            why: "it may not contain `{` or `}`: they would change the keys' Cluster hash tags",
+        });
+    }
+    Ok(prefix)
+}
+
 /// A Lua script a store runs, with its SHA-1 computed once.
 pub(crate) struct StoreScript {
     pub(crate) name: &'static str,

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::connection::{Operation, RedisConnection, StoreScript};
+use super::connection::{
+    Operation, RedisConnection, StoreScript, checked_prefix, millis, unexpected,
+};
 use super::error::RedisStoreError;
 use super::record;
 use crate::error::ConfigError;
@@ -284,17 +286,6 @@ fn claimed(answer: &Value) -> Result<ClaimOutcome, RedisStoreError> {
     Ok(outcome)
 }
 
-fn unexpected(script: &str, answer: &Value) -> RedisStoreError {
-    let mut shown = format!("{answer:?}");
-    shown.truncate(120);
-    RedisStoreError::Response(format!("the {script} script answered {shown}"))
-}
-
-/// A duration in whole milliseconds, at least 1 (`PEXPIRE 0` would delete the key).
-fn millis(duration: Duration) -> String {
-    duration.as_millis().max(1).to_string()
-}
-
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -372,12 +363,7 @@ impl RedisIdempotencyStoreBuilder {
     /// [`ConfigError::Invalid`] for a prefix with a brace, and
     /// [`ConfigError::CountOutOfRange`] for a record bound under 64 bytes.
     pub fn build(self) -> Result<RedisIdempotencyStore, ConfigError> {
-        if self.prefix.contains(['{', '}']) {
-            return Err(ConfigError::Invalid {
-                setting: "prefix",
-                why: "it may not contain `{` or `}`: they would change the keys' Cluster hash tags",
-            });
-        }
+        let prefix = checked_prefix(self.prefix)?;
         if self.max_record_bytes < MIN_RECORD_BYTES {
             return Err(ConfigError::CountOutOfRange {
                 setting: "max_record_bytes",
@@ -389,7 +375,7 @@ impl RedisIdempotencyStoreBuilder {
         Ok(RedisIdempotencyStore {
             inner: Arc::new(Inner {
                 connection: self.connection,
-                prefix: self.prefix,
+                prefix,
                 max_per_owner: self.max_per_owner.get(),
                 max_record_bytes: self.max_record_bytes,
             }),
