@@ -8,7 +8,6 @@
 mod redis_support;
 mod support;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -38,24 +37,33 @@ impl RemoteCodec<u64, Arc<str>> for Prices {
     }
 }
 
-/// The origin every instance calls: counts its calls, takes 100 ms, answers `price <n>`.
+/// The origin every instance calls: counts its calls, takes 100 ms, answers `price <n>`, or
+/// fails while `down`.
 #[derive(Clone, Default)]
 struct Origin {
     calls: Arc<AtomicUsize>,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Origin {
     fn service(
         &self,
-    ) -> impl Service<u64, Response = Arc<str>, Error = Infallible, Future: Send> + Clone + Send + 'static
-    {
+    ) -> impl Service<u64, Response = Arc<str>, Error = std::io::Error, Future: Send>
+    + Clone
+    + Send
+    + 'static {
         let calls = Arc::clone(&self.calls);
+        let down = Arc::clone(&self.down);
         tower::service_fn(move |_id: u64| {
             let calls = Arc::clone(&calls);
+            let down = down.load(Ordering::SeqCst);
             async move {
                 let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok::<_, Infallible>(Arc::from(format!("price {n}")))
+                if down {
+                    return Err(std::io::Error::other("the origin is down"));
+                }
+                Ok(Arc::from(format!("price {n}")))
             }
         })
     }
@@ -244,4 +252,28 @@ async fn invalidating_a_key_removes_it_from_redis_too() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!admin.exists::<_, bool>(&key).await.unwrap());
     assert_eq!(&*get(&a, 4).await, "price 2", "fetched again");
+}
+
+#[tokio::test]
+async fn a_failed_fetch_gives_the_lock_up_so_the_next_instance_need_not_wait_its_lease() {
+    support::init_tracing();
+    let redis = RedisServer::start().await;
+    let origin = Origin::default();
+    let (a, _, connection) = instance(&redis, &origin, Duration::from_secs(30));
+    let (b, _, _) = instance(&redis, &origin, Duration::from_secs(30));
+    origin.down.store(true, Ordering::SeqCst);
+    assert!(a.clone().oneshot(5).await.is_err(), "the origin failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let store = RedisCacheStore::builder(connection).build().unwrap();
+    let mut admin = redis.admin().await;
+    let locked: bool = admin.exists(store.lock_key(b"price:5")).await.unwrap();
+    assert!(!locked, "given up after the failure");
+    origin.down.store(false, Ordering::SeqCst);
+    let started = Instant::now();
+    assert_eq!(&*get(&b, 5).await, "price 2");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "fetched at once, not after half the 5 s lock timeout: {:?}",
+        started.elapsed()
+    );
 }

@@ -9,7 +9,8 @@
 //!   round trip takes the key's remote **lock** (a lease as long as the lock timeout) if nobody
 //!   holds it: the holder calls the origin, and the other instances' leaders look again,
 //!   pausing 5 ms, then 10, 20 and at most 50 ms between looks, until the holder's value lands
-//!   (or half the lock timeout has passed, then they fetch themselves). One origin call per key
+//!   (or half the lock timeout has passed, then they fetch themselves). A holder whose fetch
+//!   fails gives the lock up at once. One origin call per key
 //!   for the whole fleet; local callers wait on their own instance's leader as ever.
 //! - a **stale** entry's background refresh takes the same lock first: the instance that gets
 //!   it refreshes and publishes; another takes the published entry when it lands, and calls
@@ -100,6 +101,8 @@ pub trait RemoteStore: Send + Sync + 'static {
     fn put(&self, key: &[u8], entry: RemoteEntry) -> RemoteFuture<()>;
     /// Takes `key`'s lock for `lease` if nobody holds it: `true` if this caller holds it now.
     fn lock(&self, key: &[u8], lease: Duration) -> RemoteFuture<bool>;
+    /// Gives up `key`'s lock (after a failed fetch: the others need not wait its lease out).
+    fn unlock(&self, key: &[u8]) -> RemoteFuture<()>;
     /// Removes `key`'s entry (and its lock).
     fn remove(&self, key: &[u8]) -> RemoteFuture<()>;
 }

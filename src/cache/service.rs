@@ -166,8 +166,11 @@ where
         // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
         runtime.spawn(async move {
             let _slot = slot;
+                        let mut holds_remote_lock = false;
             if let Some(remote) = shared.remote.get() {
-                if refreshed_elsewhere(&shared, remote, &key, &old).await {
+                let refresh = remote_refresh(&shared, remote, &key, &old).await;
+                holds_remote_lock = refresh == RemoteRefresh::Locked;
+                if refresh == RemoteRefresh::Elsewhere {
                     old.refresh.release(claim, shared.now().saturating_add(Shared::<K, V>::ticks(MAX_LOOK_PAUSE)));
                     return;
                 }
@@ -191,14 +194,19 @@ where
             };
                         match stored {
                 Some(fresh) => {
-                    publish(&shared, &key, &fresh, done);
-                    if shared.store.replace_if_current(&key, &old, fresh) {
+                                        if shared.store.replace_if_current(&key, &old, Arc::clone(&fresh)) {
+                        // Published only once stored: an invalidation meanwhile wins remotely
+                        // too.
+                        publish(&shared, &key, &fresh, done);
                         shared.counters.refreshes.add();
                     } else {
                         tracing::debug!(target: "palisade::cache", "refresh result dropped: the entry was replaced or invalidated meanwhile");
                     }
                 }
-                None => {
+                                None => {
+                    if holds_remote_lock {
+                        unlock(&shared, &key);
+                    }
                     shared.counters.refresh_failures.add();
                     let backoff = Shared::<K, V>::ticks(shared.config.refresh_backoff);
                     old.refresh.release(claim, done.saturating_add(backoff));
@@ -273,6 +281,7 @@ where
         }
     };
     let mut fallback = fallback;
+    let mut holds_remote_lock = false;
     if let Some(remote) = shared.remote.get() {
         match from_remote(&shared, remote, &key).await {
             FromRemote::Entry(entry) => {
@@ -292,7 +301,10 @@ where
                 }
                 return Ok(value);
             }
-            FromRemote::Fetch(expired) => fallback = fallback.or(expired),
+            FromRemote::Fetch { expired, locked } => {
+                fallback = fallback.or(expired);
+                holds_remote_lock = locked;
+            }
         }
     }
     shared.counters.misses.add();
@@ -305,11 +317,10 @@ where
             if entry.is_none() {
                 shared.counters.uncached.add();
             }
-            if let Some(entry) = &entry {
-                publish(&shared, &key, entry, done);
-            }
+            // Published only if stored here: a fetch that an invalidation overtook is not.
             let store = || {
                 if let Some(entry) = entry {
+                    publish(&shared, &key, &entry, done);
                     shared.store.insert(key.clone(), entry);
                 }
             };
@@ -320,8 +331,11 @@ where
             return Ok(value);
         }
     }
-    // A failure: an old value still covering errors stands in for it (stale-if-error).
-    // (A remote lock this caller took lapses on its own: another instance may try at once.)
+    // A failure: the other instances waiting on this one's remote lock may try at once.
+    if holds_remote_lock {
+        unlock(&shared, &key);
+    }
+    // An old value still covering errors stands in for it (stale-if-error).
     if let Some(old) = fallback.filter(|old| old.times.covers_errors(done)) {
         shared.counters.stale_if_error.add();
         tracing::debug!(target: "palisade::cache", "fetch failed; serving the stale entry (stale-if-error)");
@@ -361,7 +375,11 @@ enum FromRemote<V> {
     /// Fetch from the origin (this caller holds the remote lock, another instance's fetch did
     /// not land in time, or the remote failed), with an expired entry to stand in for a
     /// failure, if the remote had one.
-    Fetch(Option<Arc<Entry<V>>>),
+    Fetch {
+        expired: Option<Arc<Entry<V>>>,
+        /// Whether this caller holds the key's remote lock (given up if the fetch fails).
+        locked: bool,
+    },
 }
 
 /// Looks `key` up in the remote tier, and while another instance holds its lock, looks again
@@ -382,7 +400,10 @@ where
             Err(error) => {
                 shared.counters.remote_errors.add();
                 tracing::debug!(target: "palisade::cache", %error, "remote tier failed: fetching from the origin");
-                return FromRemote::Fetch(None);
+                return FromRemote::Fetch {
+                    expired: None,
+                    locked: false,
+                };
             }
         };
         let mut expired = None;
@@ -390,7 +411,10 @@ where
             let Some(value) = remote.codec.decode(&found.value) else {
                 shared.counters.remote_errors.add();
                 tracing::debug!(target: "palisade::cache", "remote entry does not decode: fetching from the origin");
-                return FromRemote::Fetch(None);
+                return FromRemote::Fetch {
+                    expired: None,
+                    locked: false,
+                };
             };
             let now = shared.now();
             match shared.entry_from_remote(key, value.clone(), &found, now) {
@@ -404,24 +428,36 @@ where
             }
         }
         if lookup.locked || tokio::time::Instant::now() + pause > deadline {
-            return FromRemote::Fetch(expired);
+            return FromRemote::Fetch {
+                expired,
+                locked: lookup.locked,
+            };
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_LOOK_PAUSE);
     }
 }
 
-/// Whether this instance leaves `key`'s refresh to the remote tier: another instance has
-/// published a fresher entry already (taken into the local tier), or holds the key's remote
-/// lock and is refreshing it (the local claim is then given back, and a later stale hit looks
-/// again). `false` when this instance holds the lock, or the remote failed: it refreshes
-/// itself.
-async fn refreshed_elsewhere<K, V>(
+/// Who refreshes a stale entry, as the remote tier says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RemoteRefresh {
+    /// Another instance: it published a fresher entry already (taken into the local tier), or
+    /// holds the key's remote lock and is refreshing it (the local claim is then given back,
+    /// and a later stale hit looks again).
+    Elsewhere,
+    /// This instance, holding the key's remote lock.
+    Locked,
+    /// This instance, without the lock: the remote failed.
+    Unlocked,
+}
+
+/// Asks the remote tier who refreshes `key`'s stale entry `old`.
+async fn remote_refresh<K, V>(
     shared: &Shared<K, V>,
     remote: &Remote<K, V>,
     key: &K,
     old: &Arc<Entry<V>>,
-) -> bool
+) -> RemoteRefresh
 where
     K: Hash + Eq + Clone + 'static,
     V: Clone + 'static,
@@ -431,7 +467,7 @@ where
     let failed = |error: RemoteError| {
         shared.counters.remote_errors.add();
         tracing::debug!(target: "palisade::cache", %error, "remote tier failed: refreshing from the origin");
-        false
+        RemoteRefresh::Unlocked
     };
     let lookup = match remote.store.lookup(&bytes, lease).await {
         Ok(lookup) => lookup,
@@ -448,23 +484,45 @@ where
         if shared.store.replace_if_current(key, old, entry) {
             shared.counters.remote_hits.add();
         }
-        return true;
+        return RemoteRefresh::Elsewhere;
     }
     if lookup.locked {
         // The remote entry is past its stale window too: this instance holds the lock now.
-        return false;
+        return RemoteRefresh::Locked;
     }
     match remote.store.lock(&bytes, lease).await {
-        Ok(true) => false,
+        Ok(true) => RemoteRefresh::Locked,
         Ok(false) => {
             tracing::debug!(
                 target: "palisade::cache",
-                "another instance is refreshing: serving stale meanwhile"
+                                "another instance is refreshing: serving stale meanwhile"
             );
-            true
+            RemoteRefresh::Elsewhere
         }
         Err(error) => failed(error),
     }
+}
+
+/// Gives up `key`'s remote lock after a failed fetch, on a task of its own.
+fn unlock<K, V>(shared: &Arc<Shared<K, V>>, key: &K)
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let Some(remote) = shared.remote.get() else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let store = Arc::clone(&remote.store);
+    let bytes = remote.codec.key(key);
+    let shared = Arc::clone(shared);
+    runtime.spawn(async move {
+        if store.unlock(&bytes).await.is_err() {
+            shared.counters.remote_errors.add();
+        }
+    });
 }
 
 /// Sends `entry` to the remote tier, on a task of its own (the callers have their value

@@ -24,6 +24,8 @@ static PUT: LazyLock<StoreScript> =
     LazyLock::new(|| StoreScript::new("cache_put", include_str!("scripts/cache_put.lua")));
 static LOCK: LazyLock<StoreScript> =
     LazyLock::new(|| StoreScript::new("cache_lock", include_str!("scripts/cache_lock.lua")));
+static UNLOCK: LazyLock<StoreScript> =
+    LazyLock::new(|| StoreScript::new("cache_unlock", include_str!("scripts/cache_unlock.lua")));
 static REMOVE: LazyLock<StoreScript> =
     LazyLock::new(|| StoreScript::new("cache_remove", include_str!("scripts/cache_remove.lua")));
 
@@ -191,6 +193,16 @@ impl RedisCacheStore {
         }
     }
 
+    async fn unlock_now(self, key: Vec<u8>) -> Result<(), RemoteError> {
+        let lock = self.lock_key(&key);
+        self.inner
+            .connection
+            .run(Operation::CacheLock, &UNLOCK, &[&lock], &[])
+            .await
+            .map(drop)
+            .map_err(RemoteError::new)
+    }
+
     async fn remove_now(self, key: Vec<u8>) -> Result<(), RemoteError> {
         let (entry, lock) = (self.entry_key(&key), self.lock_key(&key));
         self.inner
@@ -260,6 +272,10 @@ impl RemoteStore for RedisCacheStore {
 
     fn lock(&self, key: &[u8], lease: Duration) -> RemoteFuture<bool> {
         Box::pin(self.clone().lock_now(key.to_vec(), lease))
+    }
+
+    fn unlock(&self, key: &[u8]) -> RemoteFuture<()> {
+        Box::pin(self.clone().unlock_now(key.to_vec()))
     }
 
     fn remove(&self, key: &[u8]) -> RemoteFuture<()> {

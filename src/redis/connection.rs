@@ -401,7 +401,7 @@ pub struct RedisMetrics {
     pub cache_lookup: OperationMetrics,
     /// Cache entries published.
     pub cache_put: OperationMetrics,
-    /// Cache refresh locks asked for.
+    /// Cache locks asked for (a refresh) or given up (after a failed fetch).
     pub cache_lock: OperationMetrics,
     /// Cache entries removed.
     pub cache_remove: OperationMetrics,
