@@ -346,6 +346,7 @@ impl Counters {
 #[derive(Default)]
 struct OperationCounters {
     calls: AtomicU64,
+    finished: AtomicU64,
     round_trips: AtomicU64,
     timeouts: AtomicU64,
     connection: AtomicU64,
@@ -358,6 +359,7 @@ struct OperationCounters {
 impl OperationCounters {
     fn record(&self, elapsed: Duration, error: Option<&RedisStoreError>) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.finished.fetch_add(1, Ordering::Relaxed);
         self.latency_micros.fetch_add(micros, Ordering::Relaxed);
         self.max_latency_micros.fetch_max(micros, Ordering::Relaxed);
         let counter = match error {
@@ -373,6 +375,7 @@ impl OperationCounters {
     fn snapshot(&self) -> OperationMetrics {
         OperationMetrics {
             calls: self.calls.load(Ordering::Relaxed),
+            finished: self.finished.load(Ordering::Relaxed),
             round_trips: self.round_trips.load(Ordering::Relaxed),
             errors: ErrorCounts {
                 timeout: self.timeouts.load(Ordering::Relaxed),
@@ -413,6 +416,9 @@ pub struct RedisMetrics {
 pub struct OperationMetrics {
     /// Operations started.
     pub calls: u64,
+    /// Operations finished (answered, failed or timed out); `calls − finished` are under way
+    /// or were dropped by their caller.
+    pub finished: u64,
     /// Commands sent: one per operation, three more for a script Redis had forgotten.
     pub round_trips: u64,
     /// Operations that failed, by kind.
@@ -427,7 +433,7 @@ impl OperationMetrics {
     /// The mean time of a finished operation (zero before the first).
     #[must_use]
     pub fn mean_latency(&self) -> Duration {
-        let finished = u32::try_from(self.calls).unwrap_or(u32::MAX);
+        let finished = u32::try_from(self.finished).unwrap_or(u32::MAX);
         self.total_latency.checked_div(finished).unwrap_or_default()
     }
 }
