@@ -15,7 +15,7 @@ use super::error::LeaderFailed;
 use super::flight::{self, Landing, Role};
 use super::future::ResponseFuture;
 use super::layer::MarkStale;
-use super::remote::{FIRST_LOOK_PAUSE, MAX_LOOK_PAUSE, Remote, RemoteError};
+use super::remote::{FIRST_LOOK_PAUSE, MAX_LOOK_PAUSE, Remote, RemoteEntry, RemoteError};
 use super::shared::Shared;
 use super::state::Phase;
 use super::store::Entry;
@@ -318,9 +318,14 @@ where
                 shared.counters.uncached.add();
             }
             // Published only if stored here: a fetch that an invalidation overtook is not.
+            let publication = entry
+                .as_ref()
+                .and_then(|entry| Publication::of(&shared, &key, entry, done));
             let store = || {
                 if let Some(entry) = entry {
-                    publish(&shared, &key, &entry, done);
+                    if let Some(publication) = publication {
+                        publication.send();
+                    }
                     shared.store.insert(key.clone(), entry);
                 }
             };
@@ -532,22 +537,48 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    let Some(remote) = shared.remote.get() else {
-        return;
-    };
-    let Some(remote_entry) = shared.remote_entry(entry, now) else {
-        return;
-    };
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let store = Arc::clone(&remote.store);
-    let bytes = remote.codec.key(key);
-    let shared = Arc::clone(shared);
-    runtime.spawn(async move {
-        if let Err(error) = store.put(&bytes, remote_entry).await {
-            shared.counters.remote_errors.add();
-            tracing::debug!(target: "palisade::cache", %error, "could not publish an entry to the remote tier");
-        }
-    });
+    if let Some(publication) = Publication::of(shared, key, entry, now) {
+        publication.send();
+    }
+}
+
+/// An entry encoded for the remote tier, ready to send: encoded outside any lock, sent (a
+/// spawned task, nothing more) where the local store decides it is stored.
+struct Publication<K, V> {
+    shared: Arc<Shared<K, V>>,
+    key: Vec<u8>,
+    entry: RemoteEntry,
+}
+
+impl<K, V> Publication<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// `entry` for the remote, if there is a remote tier, the codec encodes the value and the
+    /// entry has life left at `now`.
+    fn of(shared: &Arc<Shared<K, V>>, key: &K, entry: &Entry<V>, now: u64) -> Option<Self> {
+        let remote = shared.remote.get()?;
+        Some(Self {
+            entry: shared.remote_entry(entry, now)?,
+            key: remote.codec.key(key),
+            shared: Arc::clone(shared),
+        })
+    }
+
+    fn send(self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(remote) = self.shared.remote.get() else {
+            return;
+        };
+        let store = Arc::clone(&remote.store);
+        runtime.spawn(async move {
+            if let Err(error) = store.put(&self.key, self.entry).await {
+                self.shared.counters.remote_errors.add();
+                tracing::debug!(target: "palisade::cache", %error, "could not publish an entry to the remote tier");
+            }
+        });
+    }
 }
