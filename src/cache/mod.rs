@@ -280,6 +280,8 @@
 //! | `fwd=method`, `fwd=bypass` | a method, range or precondition the cache does not handle |
 //! | `…; collapsed` | answered from another caller's fetch of the same target |
 //! | `…; detail=stale-if-error` | the origin failed; the stored response stood in |
+//! | `palisade; hit; ttl=25; detail=remote` | served from the [remote tier](#a-remote-tier-in-http-mode): another instance's response |
+//! | `fwd=…; detail=remote-unavailable` | the remote tier failed on this request's way and was bypassed |
 //! | `palisade; detail=only-if-cached` | the `504` for `only-if-cached` |
 //!
 //! ## Defaults
@@ -321,11 +323,65 @@
 //! is not the stored one is answered `502` and the entry dropped, so the next request fetches
 //! afresh.
 //!
+//! ## A remote tier in HTTP mode
+//!
+//! [`HttpCacheBuilder::remote`] shares stored responses with the other instances of a fleet,
+//! as the [generic mode's remote tier](#a-remote-tier-for-a-fleet) does values, with the same
+//! store (`palisade::redis::RedisCacheStore`) and no codec to write: responses travel in a
+//! versioned binary record (status, headers, trailers, body, the `Vary` selection and the
+//! freshness). The local store stays the first tier; the remote is asked only where the origin
+//! would be:
+//!
+//! - **A request the local tier cannot answer** (nothing stored, another variant, stale past
+//!   its windows), unless its own directives refused the stored response (`fwd=request`),
+//!   looks its target up (one round trip). A response there that this request may use (fresh,
+//!   or within its stale window, by the request's directives too) is stored locally and served
+//!   as `hit; …; detail=remote`. A target whose responses `Vary` holds an index naming the
+//!   headers; the variant the request selects is a second lookup (the only one, when the local
+//!   tier has the index already). Nothing usable: the same round trip takes the key's lock,
+//!   and the holder goes to the origin while the other instances look again, as in the generic
+//!   mode, for up to half the lock timeout.
+//! - **A stale response's background revalidation** first takes a fresher response another
+//!   instance published, else the key's lock: one instance of the fleet revalidates
+//!   (conditionally, with the stored validators), the others serve stale meanwhile.
+//! - **A response stored** (fetched, or renewed by a `304`) is published after its caller has
+//!   it, with its windows from the moment it is sent; one round trip (two for a response that
+//!   varies: the variant, then the index). `Age` counts the time spent in the remote: its age
+//!   when published plus the time since, by the remote's own clock.
+//! - **A successful unsafe request**, and [`HttpCacheHandle::invalidate`], remove the target's
+//!   remote entry (its variants, unreachable without their index, age out). The other
+//!   instances' local tiers keep what they hold until it is stale: the remote tier shares
+//!   fetches, it does not broadcast invalidations. Keep freshness lifetimes as short as a
+//!   change may take to show.
+//!
+//! Not published: responses that must be revalidated on every use (`no-cache`) or have no
+//! freshness nor stale window left (another instance could not use them without the origin),
+//! and anything the local tier does not store (too heavy, `private` in a shared cache, …).
+//! Stale-if-error serves the local tier's copy only. A remote that fails, answers late or
+//! holds a record that does not decode is bypassed, counted in `remote_errors`, and said in
+//! `Cache-Status` (`detail=remote-unavailable`); a remote never makes a request fail.
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # async fn fleet() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use palisade::cache::{CacheMode, HttpCacheLayer};
+//! use palisade::redis::{RedisCacheStore, RedisConnection};
+//!
+//! let redis = RedisConnection::builder("redis://127.0.0.1:6379/").build()?;
+//! let cache = HttpCacheLayer::builder(CacheMode::Shared)
+//!     .stale_if_error(Duration::from_secs(600))
+//!     .remote(RedisCacheStore::builder(redis).prefix("pages:").build()?)
+//!     .build()?;
+//! # let _ = cache;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Not yet
 //!
-//! The HTTP mode has no remote tier (its entries, `Vary` indexes and revalidation are local to
-//! each instance). A `HEAD` response does not update a stored `GET` (§4.3.5), and a `206` is
-//! never stored or combined.
+//! A `HEAD` response does not update a stored `GET` (§4.3.5), and a `206` is never stored or
+//! combined. The remote tier does not carry invalidations to the other instances' local tiers.
 
 mod config;
 mod error;

@@ -166,12 +166,14 @@ where
         // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
         runtime.spawn(async move {
             let _slot = slot;
-                        let mut holds_remote_lock = false;
+            let mut holds_remote_lock = false;
             if let Some(remote) = shared.remote.get() {
                 let refresh = remote_refresh(&shared, remote, &key, &old).await;
                 holds_remote_lock = refresh == RemoteRefresh::Locked;
                 if refresh == RemoteRefresh::Elsewhere {
-                    old.refresh.release(claim, shared.now().saturating_add(Shared::<K, V>::ticks(MAX_LOOK_PAUSE)));
+                    let pause = Shared::<K, V>::ticks(MAX_LOOK_PAUSE);
+                    old.refresh
+                        .release(claim, shared.now().saturating_add(pause));
                     return;
                 }
             }
@@ -192,18 +194,21 @@ where
                 }
                 _ => None,
             };
-                        match stored {
+            match stored {
                 Some(fresh) => {
-                                        if shared.store.replace_if_current(&key, &old, Arc::clone(&fresh)) {
+                    if shared.store.replace_if_current(&key, &old, Arc::clone(&fresh)) {
                         // Published only once stored: an invalidation meanwhile wins remotely
                         // too.
                         publish(&shared, &key, &fresh, done);
                         shared.counters.refreshes.add();
                     } else {
-                        tracing::debug!(target: "palisade::cache", "refresh result dropped: the entry was replaced or invalidated meanwhile");
+                        tracing::debug!(
+                            target: "palisade::cache",
+                            "refresh result dropped: the entry was replaced or invalidated meanwhile"
+                        );
                     }
                 }
-                                None => {
+                None => {
                     if holds_remote_lock {
                         unlock(&shared, &key);
                     }
@@ -500,7 +505,7 @@ where
         Ok(false) => {
             tracing::debug!(
                 target: "palisade::cache",
-                                "another instance is refreshing: serving stale meanwhile"
+                "another instance is refreshing: serving stale meanwhile"
             );
             RemoteRefresh::Elsewhere
         }

@@ -30,9 +30,10 @@ static REMOVE: LazyLock<StoreScript> =
     LazyLock::new(|| StoreScript::new("cache_remove", include_str!("scripts/cache_remove.lua")));
 
 /// The stale-while-revalidate cache's remote tier in Redis: give it to
-/// [`CacheLayer::remote`](crate::cache::CacheLayer::remote), and the instances of a fleet share
-/// their entries, fetch a cold key from the origin once between them, and refresh a stale one
-/// once between them.
+/// [`CacheLayer::remote`](crate::cache::CacheLayer::remote) or
+/// [`HttpCacheBuilder::remote`](crate::cache::HttpCacheBuilder::remote), and the instances
+/// of a fleet share their entries, fetch a cold key from the origin once between them, and
+/// refresh a stale one once between them.
 ///
 /// Each operation is one Lua script, so one round trip: a lookup (which also takes the key's
 /// lock when the key must be fetched), a put (for the entry's whole life: fresh, stale and

@@ -147,9 +147,12 @@
 //! # The cache store
 //!
 //! [`RedisCacheStore`] is a [`RemoteStore`](crate::cache::RemoteStore) for
-//! [`CacheLayer::remote`](crate::cache::CacheLayer::remote) (generic mode). Each instance
-//! keeps its in-memory entries in front; Redis is asked only where the local tier would call
-//! the origin (the [cache manual](crate::cache#a-remote-tier-for-a-fleet) says when):
+//! [`CacheLayer::remote`](crate::cache::CacheLayer::remote) (generic mode) and
+//! [`HttpCacheBuilder::remote`](crate::cache::HttpCacheBuilder::remote) (HTTP mode). Each
+//! instance keeps its in-memory entries in front; Redis is asked only where the local tier
+//! would call the origin (the cache manual says when, for the
+//! [generic mode](crate::cache#a-remote-tier-for-a-fleet) and the
+//! [HTTP mode](crate::cache#a-remote-tier-in-http-mode)):
 //!
 //! | operation | script | round trips |
 //! | --- | --- | --- |
@@ -162,7 +165,8 @@
 //! Keys: `<prefix>{<key>}` for the entry (a hash: `v` value, `f` / `s` / `e` the ends of the
 //! fresh, stale and stale-if-error windows in server milliseconds, `d` the fetch's duration)
 //! and `<prefix>{<key>}:lock`, where `<key>` is the [`RemoteCodec`](crate::cache::RemoteCodec)'s
-//! bytes and the prefix defaults to `palisade:cache:`. A Redis that fails or answers late is
+//! bytes (in HTTP mode, the target as `host/path?query`, followed for a variant by the values
+//! of the headers it varies on) and the prefix defaults to `palisade:cache:`. A Redis that fails or answers late is
 //! bypassed: the cache serves from its local tier or the origin, as without a remote, and
 //! counts the failure (`remote_errors` in the cache's metrics). Unlike idempotency records,
 //! cache entries may be evicted: any `maxmemory-policy` works.

@@ -9,10 +9,12 @@ use tower_layer::Layer;
 
 use super::freshness::Rules;
 use super::key::HttpKey;
+use super::remote::Remote;
 use super::service::HttpCache;
 use super::stored::HttpValue;
 use crate::cache::config::{CacheBuilder, LeaderFailure, WeightOf};
 use crate::cache::handle::{CacheHandle, Metrics};
+use crate::cache::remote::RemoteStore;
 use crate::cache::shared::Shared;
 use crate::clock::Clock;
 use crate::error::ConfigError;
@@ -45,6 +47,8 @@ pub(crate) struct Settings {
     /// The wall-clock time at the engine's epoch: wall time at tick `t` is this plus `t`, so
     /// `Date` arithmetic moves with the cache's clock (and with paused time in tests).
     pub(crate) wall_at_epoch: Duration,
+    /// The store shared with the other instances of a fleet, if any.
+    pub(crate) remote: Remote,
 }
 
 impl Settings {
@@ -68,6 +72,7 @@ pub struct HttpCacheBuilder {
     heuristic: Option<Ratio>,
     store_set_cookie: bool,
     name: Option<Arc<str>>,
+    remote: Remote,
 }
 
 impl HttpCacheBuilder {
@@ -82,6 +87,7 @@ impl HttpCacheBuilder {
             heuristic: None,
             store_set_cookie: false,
             name: None,
+            remote: None,
         }
     }
 
@@ -201,6 +207,16 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// Shares stored responses with the other instances of a fleet through `store` (a
+    /// [`RedisCacheStore`](crate::redis) with the `redis` feature). The in-memory store stays
+    /// the first tier; a miss asks the remote before the origin, and one instance of the fleet
+    /// fetches or revalidates a target while the others wait for its response. See the
+    /// [module docs](crate::cache#a-remote-tier-in-http-mode). Defaults to none.
+    pub fn remote(mut self, store: impl RemoteStore) -> Self {
+        self.remote = Some(Arc::new(store));
+        self
+    }
+
     /// Checks the settings and builds the layer.
     ///
     /// # Errors
@@ -238,6 +254,7 @@ impl HttpCacheBuilder {
             wall_at_epoch: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default(),
+            remote: self.remote,
         };
         Ok(HttpCacheLayer {
             shared,
@@ -262,6 +279,7 @@ impl fmt::Debug for HttpCacheBuilder {
             .field("max_body", &self.max_body)
             .field("max_bytes", &self.max_bytes)
             .field("heuristic", &self.heuristic)
+            .field("remote", &self.remote.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -287,6 +305,7 @@ impl HttpCacheLayer {
     pub fn handle(&self) -> HttpCacheHandle {
         HttpCacheHandle {
             inner: CacheHandle::new(Arc::clone(&self.shared)),
+            settings: Arc::clone(&self.settings),
         }
     }
 }
@@ -318,9 +337,18 @@ impl fmt::Debug for HttpCacheLayer {
 }
 
 /// Controls one HTTP cache from outside the request path. Cloning shares the cache.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HttpCacheHandle {
     inner: CacheHandle<HttpKey, HttpValue>,
+    settings: Arc<Settings>,
+}
+
+impl fmt::Debug for HttpCacheHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCacheHandle")
+            .field("name", &self.settings.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpCacheHandle {
@@ -328,17 +356,20 @@ impl HttpCacheHandle {
     /// a successful unsafe request
     /// to it does (RFC 9111 §4.4). `uri` names the target as requests do: with the authority
     /// they carried (in the URI or `Host`), or a bare path for requests that carried none.
-    /// A fetch of the target running now is not stored. Returns whether something was stored.
+    /// A fetch of the target running now is not stored. With a remote tier, the target's
+    /// remote entry goes too (on a task of its own). Returns whether something was stored
+    /// locally.
     pub fn invalidate(&self, uri: &http::Uri) -> bool {
         HttpKey::of_uri(uri)
             .every_form()
             .iter()
             .fold(false, |any, key| {
-                super::service::invalidate(&self.inner.shared, key) | any
+                super::service::invalidate(&self.inner.shared, &self.settings, key) | any
             })
     }
 
-    /// Removes every stored response; no fetch running now is stored.
+    /// Removes every locally stored response; no fetch running now is stored. A remote
+    /// tier's entries stay: drop them by moving to a new key prefix.
     pub fn invalidate_all(&self) {
         self.inner.invalidate_all();
     }

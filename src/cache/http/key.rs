@@ -101,6 +101,11 @@ impl HttpKey {
         }
     }
 
+    /// The target as the key spells it (a remote tier's key is made from it).
+    pub(crate) fn target_bytes(&self) -> &[u8] {
+        self.target.as_bytes()
+    }
+
     pub(crate) fn same_target(&self, other: &Self) -> bool {
         self.target == other.target
     }

@@ -7,6 +7,7 @@ mod directives;
 mod freshness;
 mod future;
 mod key;
+mod remote;
 mod service;
 mod stored;
 

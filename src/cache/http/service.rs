@@ -20,6 +20,7 @@ use super::directives::RequestDirectives;
 use super::freshness::{self, Exchange, Forward, Freshness, NotStored, Reuse};
 use super::future::ResponseFuture;
 use super::key::{self, HttpKey, VaryIndex};
+use super::remote::{self, FromRemote, Publication, RemoteRefresh};
 use super::stored::{
     CacheStatus, Conditional, Fwd, HttpValue, Selection, Stored, kept_headers, merged_headers,
     validates,
@@ -27,6 +28,7 @@ use super::stored::{
 use crate::cache::config::LeaderFailure;
 use crate::cache::error::LeaderFailed;
 use crate::cache::flight::{self, Landing, Leader, Role};
+use crate::cache::remote::MAX_LOOK_PAUSE;
 use crate::cache::shared::Shared;
 use crate::cache::state::Times;
 use crate::cache::store::Entry;
@@ -247,6 +249,8 @@ where
             directives,
             conditional,
             fallback,
+            remote_lock: None,
+            remote_failed: false,
         };
         ResponseFuture::boxed(Box::pin(job.run(req)))
     }
@@ -294,6 +298,31 @@ impl<S> HttpCache<S> {
         // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
         runtime.spawn(async move {
             let _slot = slot;
+            let mut remote_lock = None;
+            if let Some(store) = &settings.remote {
+                match remote::refresh_claim(&shared, &**store, &key, &stored).await {
+                    RemoteRefresh::Newer(newer, fetch) => {
+                        // Another instance revalidated it already: its response replaces
+                        // this one, without the origin.
+                        let entry = new_entry(&shared, newer, fetch, &key);
+                        if entry.weight <= shared.config.max_entry_weight
+                            && shared.store.replace_if_current(&key, &old, entry)
+                        {
+                            shared.counters.remote_hits.add();
+                        }
+                        old.refresh.release(claim, shared.now());
+                        return;
+                    }
+                    RemoteRefresh::Elsewhere => {
+                        // Looked at again by a stale hit after the remote's shortest pause.
+                        let pause = Engine::ticks(MAX_LOOK_PAUSE);
+                        old.refresh.release(claim, shared.now().saturating_add(pause));
+                        return;
+                    }
+                    RemoteRefresh::Locked(lock) => remote_lock = Some(lock),
+                    RemoteRefresh::Unlocked => {}
+                }
+            }
             let headers = req.headers().clone();
             let attempt = async {
                 poll_fn(|cx| inner.poll_ready(cx)).await?;
@@ -314,25 +343,49 @@ impl<S> HttpCache<S> {
             let stored_anew = match revalidated {
                 Some((Renewed::Stored(fresh, not_modified), response_time)) => {
                     let fetch = response_time.saturating_sub(request_time);
-                    let entry = new_entry(&shared, *fresh, fetch, &key);
+                    let fresh: Arc<Stored> = fresh.into();
+                    let entry = new_entry(&shared, Arc::clone(&fresh), fetch, &key);
                     if entry.weight > shared.config.max_entry_weight {
                         shared.store.remove_if_current(&key, &old);
-                    } else if shared.store.replace_if_current(&key, &old, entry) {
-                        shared.counters.refreshes.add();
-                        if not_modified {
-                            shared.counters.revalidated.add();
-                        }
                     } else {
-                        tracing::debug!(target: "palisade::cache", "revalidation dropped: the entry was replaced or invalidated meanwhile");
+                        let remote = &settings.remote;
+                        let lock = remote_lock.take();
+                        let publication =
+                            Publication::of(&shared, remote, &key, &fresh, fetch, done, lock);
+                        if shared.store.replace_if_current(&key, &old, entry) {
+                            // Published only once stored: an invalidation meanwhile wins
+                            // remotely too.
+                            if let Some(publication) = publication {
+                                publication.send();
+                            }
+                            shared.counters.refreshes.add();
+                            if not_modified {
+                                shared.counters.revalidated.add();
+                            }
+                        } else {
+                            if let Some(publication) = publication {
+                                publication.abandon();
+                            }
+                            tracing::debug!(
+                                target: "palisade::cache",
+                                "revalidation dropped: the entry was replaced or invalidated meanwhile"
+                            );
+                        }
                     }
                     true
                 }
                 Some((Renewed::Dropped, _)) => {
                     shared.store.remove_if_current(&key, &old);
+                    // The origin no longer lets it be kept: nor may the other instances.
+                    if let Some(store) = &settings.remote {
+                        remote_lock = None;
+                        remote::remove(&shared, store, remote::key_of(&key, &stored));
+                    }
                     true
                 }
                 Some((Renewed::Failed, _)) | None => false,
             };
+            remote::release(&shared, settings.remote.as_ref(), remote_lock);
             if !stored_anew {
                 shared.counters.refresh_failures.add();
                 let backoff = Engine::ticks(shared.config.refresh_backoff);
@@ -536,7 +589,13 @@ fn selected_by(response: &HeaderMap, request: &HeaderMap) -> Option<Selection> {
 
 /// The store entry for a response fetched in `fetch` ticks, to be stored at (a variant of)
 /// `key` (the builder's weigher weighs both).
-fn new_entry(shared: &Engine, stored: Stored, fetch: u64, key: &HttpKey) -> HttpEntry {
+fn new_entry(
+    shared: &Engine,
+    stored: impl Into<Arc<Stored>>,
+    fetch: u64,
+    key: &HttpKey,
+) -> HttpEntry {
+    let stored = stored.into();
     let f: &Freshness = &stored.freshness;
     let fresh_until = f.fresh_until();
     let times = Times {
@@ -544,7 +603,7 @@ fn new_entry(shared: &Engine, stored: Stored, fetch: u64, key: &HttpKey) -> Http
         stale_until: fresh_until.saturating_add(f.stale_while_revalidate),
         error_until: fresh_until.saturating_add(f.stale_if_error),
     };
-    shared.entry_at(key, HttpValue::Response(Arc::new(stored)), times, fetch)
+    shared.entry_at(key, HttpValue::Response(stored), times, fetch)
 }
 
 /// Stores `entry` for `target`: at the target's key, or for a response that varies, at its
@@ -575,12 +634,16 @@ fn store_at(shared: &Engine, target: &HttpKey, request: &HeaderMap, entry: HttpE
 }
 
 /// Removes what is stored for `target`, every variant included (they hang off its index),
-/// and keeps any fetch of it running now from storing.
-pub(crate) fn invalidate(shared: &Engine, target: &HttpKey) -> bool {
+/// and keeps any fetch of it running now from storing. A remote tier's entry at the target's
+/// key goes too (its variants, unreachable without the index, age out there).
+pub(crate) fn invalidate(shared: &Arc<Engine>, settings: &Settings, target: &HttpKey) -> bool {
     // Mark the flights first, then remove: see `Flights::finish`.
     shared
         .flights
         .invalidate_where(|key| key.same_target(target));
+    if let Some(store) = &settings.remote {
+        remote::remove(shared, store, remote::target_key(target));
+    }
     shared.store.remove(target)
 }
 
@@ -596,6 +659,10 @@ struct Fetch<S> {
     /// The stored response the request could not use: the validators for a conditional
     /// request, and the stand-in for an error (stale-if-error).
     fallback: Option<(HttpEntry, Arc<Stored>)>,
+    /// The remote key whose lock this fetch holds: published to, or given up, at the end.
+    remote_lock: Option<Vec<u8>>,
+    /// The remote tier failed on this request's way (said in `Cache-Status`).
+    remote_failed: bool,
 }
 
 /// Ends a fetch for the callers coalesced behind it: lands `value` for them (after `store`,
@@ -670,6 +737,31 @@ impl<S> Fetch<S> {
                 Landing::Pending | Landing::Abandoned => {}
             }
         };
+        if let Some(store) = self.settings.remote.clone() {
+            // A request whose directives refused the local response refuses the remote's; a
+            // response revalidated on every use is never published.
+            let revalidated_each_use = self
+                .fallback
+                .as_ref()
+                .is_some_and(|(_, stored)| stored.freshness.no_cache);
+            if self.fwd != Fwd::Request && !revalidated_each_use {
+                let target = self.key.without_variant();
+                let directives = self.directives;
+                let found =
+                    remote::look_up(&shared, &*store, &target, req.headers(), &directives).await;
+                match found {
+                    FromRemote::Found(stored, fetch) => {
+                        let answer =
+                            self.answer_from_remote(stored, fetch, leader, generation, &req);
+                        return Ok(answer);
+                    }
+                    FromRemote::Fetch { lock, failed } => {
+                        self.remote_lock = lock;
+                        self.remote_failed = failed;
+                    }
+                }
+            }
+        }
         let validating = self
             .fallback
             .as_ref()
@@ -753,13 +845,32 @@ impl<S> Fetch<S> {
                 }
                 let value = entry.value.clone();
                 let target = self.key.without_variant();
+                // Encoded here, outside the flight table's lock; sent only once stored.
+                let mut publication = match &value {
+                    HttpValue::Response(kept) if keep => Publication::of(
+                        &shared,
+                        &self.settings.remote,
+                        &target,
+                        kept,
+                        fetch,
+                        exchange.response_time,
+                        self.remote_lock.take(),
+                    ),
+                    _ => None,
+                };
                 let stored = std::cell::Cell::new(false);
                 land(&shared, leader, generation, value, || {
                     if keep {
                         store_at(&shared, &target, &request_headers, entry);
                         stored.set(true);
+                        if let Some(publication) = publication.take() {
+                            publication.send();
+                        }
                     }
                 });
+                if let Some(publication) = publication {
+                    publication.abandon();
+                }
                 // The caller whose request fetched it gets the response as the origin sent it
                 // (its `Set-Cookie` included).
                 let mut response =
@@ -769,6 +880,7 @@ impl<S> Fetch<S> {
                     fwd_status: Some(status),
                     ttl: Some(ttl),
                     stored: stored.get(),
+                    detail: self.remote_detail(),
                     ..CacheStatus::default()
                 };
                 cache_status.append_to(response.headers_mut(), &self.settings.name);
@@ -931,10 +1043,48 @@ impl<S> Fetch<S> {
         let cache_status = CacheStatus {
             fwd: Some(self.fwd),
             fwd_status,
+            detail: self.remote_detail(),
             ..CacheStatus::default()
         };
         cache_status.append_to(response.headers_mut(), &self.settings.name);
         response
+    }
+
+    /// `Cache-Status`'s `detail` for a response that went forward: whether the remote tier
+    /// was bypassed because it failed.
+    fn remote_detail(&self) -> Option<&'static str> {
+        self.remote_failed.then_some("remote-unavailable")
+    }
+
+    /// A response another instance stored, found in the remote tier: taken into the local
+    /// tier (and landed for the callers coalesced here) and served as a hit.
+    fn answer_from_remote<ReqB, B>(
+        &self,
+        stored: Box<Stored>,
+        fetch: u64,
+        leader: Option<Leader<'_, HttpKey, HttpValue>>,
+        generation: u64,
+        req: &Request<ReqB>,
+    ) -> Response<ResponseBody<B>> {
+        let shared = &self.shared;
+        shared.counters.remote_hits.add();
+        let stored: Arc<Stored> = stored.into();
+        let entry = new_entry(shared, Arc::clone(&stored), fetch, &self.key);
+        let keep = entry.weight <= shared.config.max_entry_weight;
+        let target = self.key.without_variant();
+        let value = HttpValue::Response(Arc::clone(&stored));
+        land(shared, leader, generation, value, || {
+            if keep {
+                store_at(shared, &target, req.headers(), entry);
+            }
+        });
+        let age = stored.freshness.age(shared.now());
+        let status = CacheStatus {
+            detail: Some("remote"),
+            ..CacheStatus::hit(stored.freshness.ttl_seconds(age))
+        };
+        self.conditional
+            .apply(stored.answer(false, Some(age), &status, &self.settings.name))
     }
 
     /// A `304` to the cache's conditional request: the stored response, its headers updated
@@ -999,6 +1149,14 @@ impl<S> Fetch<S> {
             return self.bad_revalidation("a renewed entry holds no response");
         };
         let key = self.key.clone();
+        let mut publication = if keep {
+            let now = at.exchange.response_time;
+            let lock = self.remote_lock.take();
+            let remote = &self.settings.remote;
+            Publication::of(&shared, remote, &key, &renewed, at.fetch, now, lock)
+        } else {
+            None
+        };
         let stored_anew = std::cell::Cell::new(false);
         land(
             &shared,
@@ -1010,15 +1168,22 @@ impl<S> Fetch<S> {
                     shared.store.remove_if_current(&key, &old);
                 } else if shared.store.replace_if_current(&key, &old, entry) {
                     stored_anew.set(true);
+                    if let Some(publication) = publication.take() {
+                        publication.send();
+                    }
                 }
             },
         );
+        if let Some(publication) = publication {
+            publication.abandon();
+        }
         let freshness = renewed.freshness;
         let cache_status = CacheStatus {
             fwd: Some(self.fwd),
             fwd_status: Some(StatusCode::NOT_MODIFIED),
             ttl: Some(freshness.ttl_seconds(freshness.age(at.exchange.response_time))),
             stored: stored_anew.get(),
+            detail: self.remote_detail(),
             ..CacheStatus::default()
         };
         // Validated by the origin for this request: no `Age` (RFC 9111 §5.1).
@@ -1037,6 +1202,16 @@ impl<S> Fetch<S> {
             detail.to_owned(),
         );
         self.with_status(problem.into_response(), Some(StatusCode::NOT_MODIFIED))
+    }
+}
+
+impl<S> Drop for Fetch<S> {
+    /// A fetch that published nothing (it failed, stored nothing, or its caller went away)
+    /// gives up the remote lock it holds: the instances waiting on it go to the origin at
+    /// once rather than wait out its lease.
+    fn drop(&mut self) {
+        let lock = self.remote_lock.take();
+        remote::release(&self.shared, self.settings.remote.as_ref(), lock);
     }
 }
 
@@ -1070,7 +1245,7 @@ where
         // Each in every form it may be stored under (with and without a scheme).
         for key in std::iter::once(target.clone()).chain(locations) {
             for form in key.every_form() {
-                invalidate(&shared, &form);
+                invalidate(&shared, &settings, &form);
             }
         }
     }
