@@ -81,6 +81,16 @@ fn instance(
     origin: &Origin,
     ttl: Duration,
 ) -> (Instance, CacheHandle<u64, Arc<str>>, RedisConnection) {
+    instance_with(redis, origin, ttl, true)
+}
+
+/// One instance over the shared Redis, with a local tier or without.
+fn instance_with(
+    redis: &RedisServer,
+    origin: &Origin,
+    ttl: Duration,
+    local: bool,
+) -> (Instance, CacheHandle<u64, Arc<str>>, RedisConnection) {
     let connection = RedisConnection::builder(redis.url())
         .timeout(Duration::from_millis(200))
         .build()
@@ -92,9 +102,13 @@ fn instance(
         .stale_while_revalidate(Duration::from_secs(10))
         .ttl_jitter(palisade::Ratio::ZERO)
         .build::<u64, Arc<str>>()
-        .unwrap()
-        .remote(store, Prices)
         .unwrap();
+    let layer = if local {
+        layer.remote(store, Prices)
+    } else {
+        layer.remote_only(store, Prices)
+    }
+    .unwrap();
     let handle = layer.handle();
     let service = tower::util::BoxCloneSyncService::new(layer.layer(origin.service()));
     (service, handle, connection)
@@ -276,4 +290,77 @@ async fn a_failed_fetch_gives_the_lock_up_so_the_next_instance_need_not_wait_its
         "fetched at once, not after half the 5 s lock timeout: {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn without_a_local_tier_an_invalidation_is_seen_by_the_whole_fleet_at_once() {
+    support::init_tracing();
+    let redis = RedisServer::start().await;
+    let origin = Origin::default();
+    let (a, a_handle, _) = instance_with(&redis, &origin, Duration::from_secs(30), false);
+    let (b, b_handle, _) = instance_with(&redis, &origin, Duration::from_secs(30), false);
+    assert_eq!(&*get(&a, 6).await, "price 1");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(&*get(&b, 6).await, "price 1", "from Redis");
+    assert!(!a_handle.invalidate(&6), "nothing held locally");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        &*get(&b, 6).await,
+        "price 2",
+        "the other instance fetches anew at once"
+    );
+    assert_eq!(origin.calls(), 2);
+    let (a, b) = (a_handle.metrics(), b_handle.metrics());
+    assert_eq!((a.entries, b.entries), (0, 0), "nothing kept in memory");
+}
+
+#[tokio::test]
+async fn without_a_local_tier_every_call_is_one_lookup() {
+    support::init_tracing();
+    let redis = RedisServer::start().await;
+    let origin = Origin::default();
+    let (a, handle, _) = instance_with(&redis, &origin, Duration::from_secs(30), false);
+    get(&a, 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut admin = redis.admin().await;
+    reset_stats(&mut admin).await;
+    for _ in 0..3 {
+        assert_eq!(&*get(&a, 1).await, "price 1");
+    }
+    assert_eq!(commands(&mut admin).await, [("evalsha".to_owned(), 3)]);
+    assert_eq!(origin.calls(), 1);
+    assert_eq!(handle.metrics().remote_hits, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_local_tier_a_stale_entry_is_served_and_refreshed_once_for_the_fleet() {
+    support::init_tracing();
+    let redis = RedisServer::start().await;
+    let origin = Origin::default();
+    let ttl = Duration::from_millis(500);
+    let (a, a_handle, _) = instance_with(&redis, &origin, ttl, false);
+    let (b, b_handle, _) = instance_with(&redis, &origin, ttl, false);
+    assert_eq!(&*get(&a, 8).await, "price 1");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let (x, y) = tokio::join!(get(&a, 8), get(&b, 8));
+    assert_eq!((&*x, &*y), ("price 1", "price 1"), "stale, served at once");
+    let started = Instant::now();
+    loop {
+        let (x, y) = tokio::join!(get(&a, 8), get(&b, 8));
+        if &*x == "price 2" && &*y == "price 2" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never refreshed: {x} {y}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        origin.calls(),
+        2,
+        "refreshed once between the two instances"
+    );
+    let (a, b) = (a_handle.metrics(), b_handle.metrics());
+    assert_eq!(a.refreshes + b.refreshes, 1, "{a:?} {b:?}");
 }

@@ -95,16 +95,27 @@ async fn handle(State(origin): State<Origin>, request: Request) -> Response {
 
 /// One instance on 127.0.0.1: the handler behind its own HTTP cache over the shared Redis.
 async fn instance(redis: &RedisServer, origin: &Origin) -> (SocketAddr, HttpCacheHandle) {
+    instance_with(redis, origin, true).await
+}
+
+/// One instance over the shared Redis, with a local tier or without.
+async fn instance_with(
+    redis: &RedisServer,
+    origin: &Origin,
+    local: bool,
+) -> (SocketAddr, HttpCacheHandle) {
     let connection = RedisConnection::builder(redis.url())
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
     let store = RedisCacheStore::builder(connection).build().unwrap();
-    let cache = HttpCacheLayer::builder(CacheMode::Shared)
-        .early_refresh(Factor::new_const(0.0))
-        .remote(store)
-        .build()
-        .unwrap();
+    let builder = HttpCacheLayer::builder(CacheMode::Shared).early_refresh(Factor::new_const(0.0));
+    let builder = if local {
+        builder.remote(store)
+    } else {
+        builder.remote_only(store)
+    };
+    let cache = builder.build().unwrap();
     let cache_handle = cache.handle();
     let app = Router::new()
         .fallback(handle)
@@ -518,5 +529,75 @@ async fn a_slow_redis_is_bypassed_within_its_timeout() {
         handle.metrics().remote_errors >= 1,
         "{:?}",
         handle.metrics()
+    );
+}
+
+#[tokio::test]
+async fn without_a_local_tier_an_unsafe_request_on_one_instance_is_seen_by_the_other_at_once() {
+    support::init_tracing();
+    let redis = RedisServer::start().await;
+    let origin = Origin::serving(&[("cache-control", "max-age=60")]);
+    let (a, _) = instance_with(&redis, &origin, false).await;
+    let (b, b_handle) = instance_with(&redis, &origin, false).await;
+    let client = client();
+    get(&client, a, "/items/12").await;
+    published().await;
+    let answer = get(&client, b, "/items/12").await;
+    assert_eq!(answer.body, "v1 any");
+    assert!(
+        answer.cache_status().contains("detail=remote"),
+        "{}",
+        answer.cache_status()
+    );
+    send(&client, Method::POST, a, "/items/12", &[]).await;
+    published().await;
+    assert_eq!(
+        get(&client, b, "/items/12").await.body,
+        "v3 any",
+        "fetched anew"
+    );
+    assert_eq!(b_handle.metrics().entries, 0, "nothing kept in memory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_local_tier_a_stale_response_is_revalidated_once_for_the_fleet() {
+    support::init_tracing();
+    let redis = RedisServer::start().await;
+    let origin = Origin::serving(&[
+        ("cache-control", "max-age=1, stale-while-revalidate=30"),
+        ("etag", "\"v1\""),
+    ]);
+    let (a, _) = instance_with(&redis, &origin, false).await;
+    let (b, _) = instance_with(&redis, &origin, false).await;
+    let client = client();
+    assert_eq!(get(&client, a, "/items/13").await.body, "v1 any");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (x, y) = tokio::join!(get(&client, a, "/items/13"), get(&client, b, "/items/13"));
+    assert_eq!(
+        (x.body.as_str(), y.body.as_str()),
+        ("v1 any", "v1 any"),
+        "stale, at once"
+    );
+    let started = Instant::now();
+    loop {
+        let (x, y) = tokio::join!(get(&client, a, "/items/13"), get(&client, b, "/items/13"));
+        let fresh = |answer: &Answer| !answer.cache_status().contains("ttl=-");
+        if fresh(&x) && fresh(&y) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never revalidated: {} / {}",
+            x.cache_status(),
+            y.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A `304` to a request without the stored validators could not happen: the revalidation
+    // carried them, though nothing was stored locally.
+    assert_eq!(origin.calls(), 2, "one fetch and one revalidation");
+    assert_eq!(
+        origin.conditionals.lock().unwrap()[1].as_deref(),
+        Some("\"v1\"")
     );
 }

@@ -96,6 +96,14 @@ impl<F, C, K, V> CacheLayer<F, C, K, V> {
         store: impl RemoteStore,
         codec: impl RemoteCodec<K, V>,
     ) -> Result<Self, ConfigError> {
+        self.set_remote(store, codec)
+    }
+
+    fn set_remote(
+        self,
+        store: impl RemoteStore,
+        codec: impl RemoteCodec<K, V>,
+    ) -> Result<Self, ConfigError> {
         let remote = Remote {
             store: Arc::new(store),
             codec: Arc::new(codec),
@@ -113,6 +121,27 @@ impl<F, C, K, V> CacheLayer<F, C, K, V> {
 }
 
 impl<F, C, K: Hash + Eq + Clone, V: Clone> CacheLayer<F, C, K, V> {
+    /// As [`remote`](Self::remote), with the remote as the only tier: nothing is kept in
+    /// memory, so every call asks the remote (one round trip; the callers of one instance are
+    /// still coalesced behind one lookup), and an invalidation anywhere in the fleet is seen
+    /// everywhere at once. A stale entry found there is served and refreshed by the call that
+    /// found it (one instance of the fleet, by the remote lock); XFetch's early refresh, which
+    /// draws on local hits, does not run. See the
+    /// [module docs](crate::cache#without-a-local-tier).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Conflict`] if this layer (or a clone of it) has a remote tier already.
+    pub fn remote_only(
+        self,
+        store: impl RemoteStore,
+        codec: impl RemoteCodec<K, V>,
+    ) -> Result<Self, ConfigError> {
+        let layer = self.set_remote(store, codec)?;
+        layer.shared.store.keep_nothing();
+        Ok(layer)
+    }
+
     /// A handle to the entries and counters of this layer's services: invalidate, insert, and
     /// read the metrics.
     pub fn handle(&self) -> CacheHandle<K, V> {

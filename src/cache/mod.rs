@@ -181,6 +181,24 @@
 //! # let _ = Prices;
 //! ```
 //!
+//! ## Without a local tier
+//!
+//! The local tier is bounded like any cache (entries, weight) and optional:
+//! [`CacheLayer::remote_only`] (and [`HttpCacheBuilder::remote_only`]) keep nothing in memory.
+//! Choose it when the fleet must agree at once: an invalidation from any instance is seen by
+//! every other on its next call, where with a local tier the others serve what they hold until
+//! it is stale. What it costs: every call asks the remote (one round trip; the concurrent
+//! callers of one instance still share one lookup), and a remote that is down leaves nothing
+//! to serve but the origin.
+//!
+//! | | with a local tier (default) | remote only |
+//! | --- | --- | --- |
+//! | a hit | in memory, no round trip | one lookup |
+//! | a stale entry | served; the background refresh takes the remote lock | served; the call that found it refreshes in the background, under the remote lock |
+//! | XFetch's early refresh | drawn on each local hit | does not run |
+//! | an invalidation elsewhere | seen once the local entry is stale | seen at once |
+//! | the remote down | local entries still served | every call goes to the origin |
+//!
 //! # HTTP mode
 //!
 //! With the `http` feature, [`HttpCacheLayer`] is the same engine as an HTTP cache: the
@@ -363,7 +381,8 @@
 //!
 //! ```no_run
 //! # #[cfg(feature = "redis")]
-//! # async fn fleet() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use palisade::cache::{CacheMode, HttpCacheLayer};
 //! use palisade::redis::{RedisCacheStore, RedisConnection};
@@ -376,6 +395,8 @@
 //! # let _ = cache;
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "redis"))]
+//! # fn main() {}
 //! ```
 //!
 //! # Not yet

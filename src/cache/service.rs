@@ -135,8 +135,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// Starts `entry`'s background refresh with `req`, if this caller wins its claim, a refresh
-    /// slot is free and a runtime is there to run it.
+    /// Starts `entry`'s background refresh with `req` (see [`start_refresh`]).
     fn refresh<Req>(&self, key: K, entry: &Arc<Entry<V>>, req: Req, now: u64)
     where
         S: Service<Req, Response = V> + Clone + Send + 'static,
@@ -145,81 +144,118 @@ where
         C: Classify<V, S::Error> + Send + Sync + 'static,
         Req: Send + 'static,
     {
-        let shared = &self.shared;
-        let lapses = now.saturating_add(Shared::<K, V>::ticks(shared.config.lock_timeout));
-        let Some(claim) = entry.refresh.try_claim(now, lapses) else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            entry.refresh.release(claim, now);
-            return;
-        };
-        let Ok(slot) = Arc::clone(&shared.refresh_slots).try_acquire_owned() else {
-            // Every slot is busy: serve stale without a refresh; the next stale hit tries again.
-            entry.refresh.release(claim, now);
-            return;
-        };
-        let mut inner = self.inner.clone();
-        let classifier = Arc::clone(&self.classifier);
-        let shared = Arc::clone(shared);
-        let old = Arc::clone(entry);
-        // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
-        runtime.spawn(async move {
-            let _slot = slot;
-            let mut holds_remote_lock = false;
-            if let Some(remote) = shared.remote.get() {
-                let refresh = remote_refresh(&shared, remote, &key, &old).await;
-                holds_remote_lock = refresh == RemoteRefresh::Locked;
-                if refresh == RemoteRefresh::Elsewhere {
-                    let pause = Shared::<K, V>::ticks(MAX_LOOK_PAUSE);
-                    old.refresh
-                        .release(claim, shared.now().saturating_add(pause));
-                    return;
-                }
-            }
-            let attempt = async {
-                match poll_fn(|cx| inner.poll_ready(cx)).await {
-                    Ok(()) => inner.call(req).await,
-                    Err(error) => Err(error),
-                }
-            };
-            // Bounded by the claim's own life: a refresh that hangs gives its slot back.
-            let result = tokio::time::timeout(shared.config.lock_timeout, attempt).await;
-            let done = shared.now();
-            let stored = match result {
-                Ok(result) if classifier.classify(&result) == Outcome::Success => {
-                    result.ok().and_then(|value| {
-                        shared.entry(&key, value, done, done.saturating_sub(now))
-                    })
-                }
-                _ => None,
-            };
-            match stored {
-                Some(fresh) => {
-                    if shared.store.replace_if_current(&key, &old, Arc::clone(&fresh)) {
-                        // Published only once stored: an invalidation meanwhile wins remotely
-                        // too.
-                        publish(&shared, &key, &fresh, done);
-                        shared.counters.refreshes.add();
-                    } else {
-                        tracing::debug!(
-                            target: "palisade::cache",
-                            "refresh result dropped: the entry was replaced or invalidated meanwhile"
-                        );
-                    }
-                }
-                None => {
-                    if holds_remote_lock {
-                        unlock(&shared, &key);
-                    }
-                    shared.counters.refresh_failures.add();
-                    let backoff = Shared::<K, V>::ticks(shared.config.refresh_backoff);
-                    old.refresh.release(claim, done.saturating_add(backoff));
-                    tracing::debug!(target: "palisade::cache", "refresh failed; the stale entry stays");
-                }
-            }
-        });
+        let inner = || self.inner.clone();
+        start_refresh(&self.shared, &self.classifier, inner, key, entry, req, now);
     }
+}
+
+/// Starts `entry`'s background refresh through the service `inner` makes, with `req`, if this
+/// caller wins its claim, a refresh slot is free and a runtime is there to run it.
+fn start_refresh<S, C, K, V, Req>(
+    shared: &Arc<Shared<K, V>>,
+    classifier: &Arc<C>,
+    inner: impl FnOnce() -> S,
+    key: K,
+    entry: &Arc<Entry<V>>,
+    req: Req,
+    now: u64,
+) where
+    S: Service<Req, Response = V> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    C: Classify<V, S::Error> + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    Req: Send + 'static,
+{
+    let lapses = now.saturating_add(Shared::<K, V>::ticks(shared.config.lock_timeout));
+    let Some(claim) = entry.refresh.try_claim(now, lapses) else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        entry.refresh.release(claim, now);
+        return;
+    };
+    let Ok(slot) = Arc::clone(&shared.refresh_slots).try_acquire_owned() else {
+        // Every slot is busy: serve stale without a refresh; the next stale hit tries again.
+        entry.refresh.release(claim, now);
+        return;
+    };
+    let mut inner = inner();
+    let classifier = Arc::clone(classifier);
+    let shared = Arc::clone(shared);
+    let old = Arc::clone(entry);
+    // Without a local tier, a write since this instant keeps the refresh unpublished.
+    let generation = shared.flights.generation();
+    // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
+    runtime.spawn(async move {
+        let _slot = slot;
+        let mut holds_remote_lock = false;
+        if let Some(remote) = shared.remote.get() {
+            let refresh = remote_refresh(&shared, remote, &key, &old).await;
+            holds_remote_lock = refresh == RemoteRefresh::Locked;
+            if refresh == RemoteRefresh::Elsewhere {
+                let pause = Shared::<K, V>::ticks(MAX_LOOK_PAUSE);
+                old.refresh
+                    .release(claim, shared.now().saturating_add(pause));
+                return;
+            }
+        }
+        let attempt = async {
+            match poll_fn(|cx| inner.poll_ready(cx)).await {
+                Ok(()) => inner.call(req).await,
+                Err(error) => Err(error),
+            }
+        };
+        // Bounded by the claim's own life: a refresh that hangs gives its slot back.
+        let result = tokio::time::timeout(shared.config.lock_timeout, attempt).await;
+        let done = shared.now();
+        let stored = match result {
+            Ok(result) if classifier.classify(&result) == Outcome::Success => result
+                .ok()
+                .and_then(|value| shared.entry(&key, value, done, done.saturating_sub(now))),
+            _ => None,
+        };
+        match stored {
+            Some(fresh) => {
+                // Published only once stored (without a local tier: unless written
+                // since): an invalidation meanwhile wins remotely too.
+                let applied = if shared.store.is_local() {
+                    let applied = shared
+                        .store
+                        .replace_if_current(&key, &old, Arc::clone(&fresh));
+                    if applied {
+                        publish(&shared, &key, &fresh, done);
+                    }
+                    applied
+                } else {
+                    let mut applied = false;
+                    shared.flights.store_unless_written(generation, || {
+                        publish(&shared, &key, &fresh, done);
+                        applied = true;
+                    });
+                    applied
+                };
+                if applied {
+                    shared.counters.refreshes.add();
+                } else {
+                    tracing::debug!(
+                        target: "palisade::cache",
+                        "refresh result dropped: the entry was replaced or invalidated meanwhile"
+                    );
+                }
+            }
+            None => {
+                if holds_remote_lock {
+                    unlock(&shared, &key);
+                }
+                shared.counters.refresh_failures.add();
+                let backoff = Shared::<K, V>::ticks(shared.config.refresh_backoff);
+                old.refresh.release(claim, done.saturating_add(backoff));
+                tracing::debug!(target: "palisade::cache", "refresh failed; the stale entry stays");
+            }
+        }
+    });
 }
 
 /// A miss or an expired entry: join the key's single flight, and call the inner service only as
@@ -235,11 +271,13 @@ async fn fetch<S, C, K, V, Req>(
     mark: Option<MarkStale<V>>,
 ) -> Result<V, BoxError>
 where
-    S: Service<Req, Response = V>,
-    S::Error: Into<BoxError>,
-    C: Classify<V, S::Error>,
+    S: Service<Req, Response = V> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError> + Send,
+    C: Classify<V, S::Error> + Send + Sync + 'static,
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    Req: Send + 'static,
 {
     // Taken before anything else: a write after it keeps a fetch outside a flight unstored.
     let generation = shared.flights.generation();
@@ -292,6 +330,19 @@ where
             FromRemote::Entry(entry) => {
                 shared.counters.remote_hits.add();
                 let value = entry.value.clone();
+                let now = shared.now();
+                if !shared.store.is_local() && entry.times.phase(now) == Phase::Stale {
+                    // No local tier to find it stale on a later call: this one refreshes it.
+                    start_refresh(
+                        &shared,
+                        &classifier,
+                        || inner,
+                        key.clone(),
+                        &entry,
+                        req,
+                        now,
+                    );
+                }
                 let store = || shared.store.insert(key.clone(), entry);
                 match leader {
                     Some(leader) => leader.land(Landing::Value(value.clone()), store),

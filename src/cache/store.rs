@@ -3,7 +3,7 @@
 
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
@@ -53,6 +53,9 @@ type Map<K, V> = Cache<K, Arc<Entry<V>>, EntryWeight, DefaultHashBuilder, Evicti
 pub(crate) struct Store<K, V> {
     map: Map<K, V>,
     evictions: Arc<AtomicU64>,
+    /// Whether entries are kept here at all: not for a cache whose only tier is its remote
+    /// one. Written once, before the first call.
+    local: AtomicBool,
 }
 
 impl<K: Hash + Eq + Clone, V> Store<K, V> {
@@ -83,7 +86,21 @@ impl<K: Hash + Eq + Clone, V> Store<K, V> {
         Self {
             map,
             evictions: evictions.0,
+            local: AtomicBool::new(true),
         }
+    }
+
+    /// Keeps nothing from now on (a cache whose only tier is a remote one): every insert is
+    /// dropped, so every lookup misses.
+    pub(crate) fn keep_nothing(&self) {
+        // Relaxed: set before the layer serves its first call, which happens after.
+        self.local.store(false, Ordering::Relaxed);
+        self.clear();
+    }
+
+    /// Whether entries are kept here (see [`keep_nothing`](Self::keep_nothing)).
+    pub(crate) fn is_local(&self) -> bool {
+        self.local.load(Ordering::Relaxed)
     }
 
     pub(crate) fn get(&self, key: &K) -> Option<Arc<Entry<V>>> {
@@ -92,6 +109,9 @@ impl<K: Hash + Eq + Clone, V> Store<K, V> {
 
     /// Stores `entry` under `key`, retiring the entry it replaces.
     pub(crate) fn insert(&self, key: K, entry: Arc<Entry<V>>) {
+        if !self.is_local() {
+            return;
+        }
         if let Some(old) = self.map.peek(&key) {
             old.refresh.retire();
         }

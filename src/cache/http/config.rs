@@ -73,6 +73,8 @@ pub struct HttpCacheBuilder {
     store_set_cookie: bool,
     name: Option<Arc<str>>,
     remote: Remote,
+    /// Whether responses are kept in memory (not with [`remote_only`](Self::remote_only)).
+    local: bool,
 }
 
 impl HttpCacheBuilder {
@@ -88,6 +90,7 @@ impl HttpCacheBuilder {
             store_set_cookie: false,
             name: None,
             remote: None,
+            local: true,
         }
     }
 
@@ -214,6 +217,19 @@ impl HttpCacheBuilder {
     /// [module docs](crate::cache#a-remote-tier-in-http-mode). Defaults to none.
     pub fn remote(mut self, store: impl RemoteStore) -> Self {
         self.remote = Some(Arc::new(store));
+        self.local = true;
+        self
+    }
+
+    /// As [`remote`](Self::remote), with the remote as the only tier: nothing is kept in
+    /// memory, so every request the cache may answer asks the remote (one round trip, two for
+    /// a response that varies; the requests of one instance are still coalesced), and an
+    /// invalidation anywhere in the fleet is seen everywhere at once. A stale response found
+    /// there is served and revalidated by the request that found it (one instance of the
+    /// fleet, by the remote lock). See the [module docs](crate::cache#without-a-local-tier).
+    pub fn remote_only(mut self, store: impl RemoteStore) -> Self {
+        self.remote = Some(Arc::new(store));
+        self.local = false;
         self
     }
 
@@ -235,6 +251,9 @@ impl HttpCacheBuilder {
         });
         let engine = self.engine.max_weight(self.max_bytes.get());
         let ((), _, shared) = engine.into_shared(None, Some(weigh))?;
+        if !self.local {
+            shared.store.keep_nothing();
+        }
         let config = &shared.config;
         let ticks = Shared::<HttpKey, HttpValue>::ticks;
         let name = self

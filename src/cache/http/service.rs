@@ -257,15 +257,13 @@ where
 }
 
 impl<S> HttpCache<S> {
-    /// Starts `entry`'s background revalidation with `req` (the caller is answered from the
-    /// store, so its request is free), if this caller wins the claim, a slot is free and a
-    /// runtime is there to run it.
+    /// Starts `entry`'s background revalidation with `req` (see [`start_revalidation`]).
     fn refresh<ReqB, ResB>(
         &self,
         key: HttpKey,
         entry: &HttpEntry,
         stored: &Arc<Stored>,
-        mut req: Request<ReqB>,
+        req: Request<ReqB>,
         now: u64,
     ) where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -275,28 +273,56 @@ impl<S> HttpCache<S> {
         ResB: Body<Data = Bytes> + Unpin + Send + 'static,
         ResB::Error: Into<BoxError>,
     {
-        let shared = &self.shared;
-        let lock = Engine::ticks(shared.config.lock_timeout);
-        let Some(claim) = entry.refresh.try_claim(now, now.saturating_add(lock)) else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            entry.refresh.release(claim, now);
-            return;
-        };
-        let Ok(slot) = Arc::clone(&shared.refresh_slots).try_acquire_owned() else {
-            entry.refresh.release(claim, now);
-            return;
-        };
-        add_validators(req.headers_mut(), stored);
-        strip_credentials(&self.settings, stored, req.headers_mut());
-        let mut inner = self.inner.clone();
-        let shared = Arc::clone(shared);
-        let settings = Arc::clone(&self.settings);
-        let old = Arc::clone(entry);
-        let stored = Arc::clone(stored);
-        // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
-        runtime.spawn(async move {
+        let inner = || self.inner.clone();
+        let (shared, settings) = (&self.shared, &self.settings);
+        start_revalidation(shared, settings, inner, key, entry, stored, req, now);
+    }
+}
+
+/// Starts `entry`'s background revalidation through the service `inner` makes, with `req`
+/// (the caller is answered from the store, so its request is free), if this caller wins the
+/// claim, a slot is free and a runtime is there to run it.
+#[allow(clippy::too_many_arguments)] // each is one part of the job; a struct would only rename them
+fn start_revalidation<S, ReqB, ResB>(
+    shared: &Arc<Engine>,
+    settings: &Arc<Settings>,
+    inner: impl FnOnce() -> S,
+    key: HttpKey,
+    entry: &HttpEntry,
+    stored: &Arc<Stored>,
+    mut req: Request<ReqB>,
+    now: u64,
+) where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let lock = Engine::ticks(shared.config.lock_timeout);
+    let Some(claim) = entry.refresh.try_claim(now, now.saturating_add(lock)) else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        entry.refresh.release(claim, now);
+        return;
+    };
+    let Ok(slot) = Arc::clone(&shared.refresh_slots).try_acquire_owned() else {
+        entry.refresh.release(claim, now);
+        return;
+    };
+    add_validators(req.headers_mut(), stored);
+    strip_credentials(settings, stored, req.headers_mut());
+    let mut inner = inner();
+    let shared = Arc::clone(shared);
+    let settings = Arc::clone(settings);
+    let old = Arc::clone(entry);
+    let stored = Arc::clone(stored);
+    // Without a local tier, a write since this instant keeps the revalidation unpublished.
+    let generation = shared.flights.generation();
+    // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
+    runtime.spawn(async move {
             let _slot = slot;
             let mut remote_lock = None;
             if let Some(store) = &settings.remote {
@@ -350,14 +376,27 @@ impl<S> HttpCache<S> {
                     } else {
                         let remote = &settings.remote;
                         let lock = remote_lock.take();
-                        let publication =
+                        let mut publication =
                             Publication::of(&shared, remote, &key, &fresh, fetch, done, lock);
-                        if shared.store.replace_if_current(&key, &old, entry) {
-                            // Published only once stored: an invalidation meanwhile wins
-                            // remotely too.
-                            if let Some(publication) = publication {
-                                publication.send();
+                        // Published only once stored (without a local tier: unless written
+                        // since): an invalidation meanwhile wins remotely too.
+                        let mut applied = false;
+                        if shared.store.is_local() {
+                            applied = shared.store.replace_if_current(&key, &old, entry);
+                            if applied {
+                                if let Some(publication) = publication.take() {
+                                    publication.send();
+                                }
                             }
+                        } else {
+                            shared.flights.store_unless_written(generation, || {
+                                if let Some(publication) = publication.take() {
+                                    publication.send();
+                                }
+                                applied = true;
+                            });
+                        }
+                        if applied {
                             shared.counters.refreshes.add();
                             if not_modified {
                                 shared.counters.revalidated.add();
@@ -393,7 +432,6 @@ impl<S> HttpCache<S> {
                 tracing::debug!(target: "palisade::cache", "revalidation failed; the stale response stays");
             }
         });
-    }
 }
 
 /// The request and response times of an exchange that ends now.
@@ -687,8 +725,11 @@ impl<S> Fetch<S> {
         mut req: Request<ReqB>,
     ) -> Result<Response<ResponseBody<ResB>>, S::Error>
     where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-        ResB: Body<Data = Bytes> + Unpin,
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Unpin + Send + 'static,
         ResB::Error: Into<BoxError>,
     {
         let shared = Arc::clone(&self.shared);
@@ -752,7 +793,7 @@ impl<S> Fetch<S> {
                 match found {
                     FromRemote::Found(stored, fetch) => {
                         let answer =
-                            self.answer_from_remote(stored, fetch, leader, generation, &req);
+                            self.answer_from_remote(stored, fetch, leader, generation, req);
                         return Ok(answer);
                     }
                     FromRemote::Fetch { lock, failed } => {
@@ -1058,14 +1099,22 @@ impl<S> Fetch<S> {
 
     /// A response another instance stored, found in the remote tier: taken into the local
     /// tier (and landed for the callers coalesced here) and served as a hit.
-    fn answer_from_remote<ReqB, B>(
+    fn answer_from_remote<ReqB, ResB>(
         &self,
         stored: Box<Stored>,
         fetch: u64,
         leader: Option<Leader<'_, HttpKey, HttpValue>>,
         generation: u64,
-        req: &Request<ReqB>,
-    ) -> Response<ResponseBody<B>> {
+        req: Request<ReqB>,
+    ) -> Response<ResponseBody<ResB>>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
         let shared = &self.shared;
         shared.counters.remote_hits.add();
         let stored: Arc<Stored> = stored.into();
@@ -1073,12 +1122,29 @@ impl<S> Fetch<S> {
         let keep = entry.weight <= shared.config.max_entry_weight;
         let target = self.key.without_variant();
         let value = HttpValue::Response(Arc::clone(&stored));
+        let held = Arc::clone(&entry);
         land(shared, leader, generation, value, || {
             if keep {
                 store_at(shared, &target, req.headers(), entry);
             }
         });
-        let age = stored.freshness.age(shared.now());
+        let now = shared.now();
+        let age = stored.freshness.age(now);
+        let reuse = freshness::reuse(&stored.freshness, age, &self.directives);
+        if !shared.store.is_local() && reuse == (Reuse::Stale { refresh: true }) {
+            // No local tier to find it stale on a later request: this one revalidates it.
+            let (settings, inner) = (&self.settings, || self.inner.clone());
+            start_revalidation(
+                shared,
+                settings,
+                inner,
+                self.key.clone(),
+                &held,
+                &stored,
+                req,
+                now,
+            );
+        }
         let status = CacheStatus {
             detail: Some("remote"),
             ..CacheStatus::hit(stored.freshness.ttl_seconds(age))
