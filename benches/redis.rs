@@ -9,7 +9,10 @@
 //! - `first_request`: a new key each time: claim, handler, completion (two round trips);
 //! - `replay`: one stored key: the claim finds the response (one round trip);
 //! - `concurrent_64`: 64 first requests at once on a 2-worker runtime; the time given is for
-//!   all 64, so requests per second = 64 / time.
+//!   all 64, so requests per second = 64 / time;
+//! - `http_cache/hit`: a `GET` answered by an HTTP cache with the Redis tier: `bare` (no
+//!   cache), `local` (the in-memory tier answers; Redis is not asked), `remote_only` (no
+//!   in-memory tier: one lookup per request).
 //!
 //! The latency groups run on a current-thread runtime (no wake-up crosses threads, the least
 //! noisy measure of the work itself); the concurrent group on a 2-worker runtime, as a server
@@ -97,6 +100,56 @@ fn apps(
     })
 }
 
+/// A handler answering 1 KiB fresh for an hour: bare, behind an HTTP cache with the Redis
+/// tier behind its in-memory one, and behind one with the Redis tier only.
+async fn http_caches(server: &redis_support::RedisServer) -> (Router, Router, Router) {
+    use axum::routing::get;
+    use palisade::cache::{CacheMode, HttpCacheLayer};
+    use palisade::redis::RedisCacheStore;
+    let kib = bytes::Bytes::from(vec![b'x'; 1024]);
+    let items = move || {
+        let kib = kib.clone();
+        Router::new().route(
+            "/items",
+            get(move || {
+                let kib = kib.clone();
+                async move { ([("cache-control", "max-age=3600")], kib) }
+            }),
+        )
+    };
+    let store = |prefix: &str| {
+        let connection = RedisConnection::builder(server.url())
+            .build()
+            .expect("connection");
+        RedisCacheStore::builder(connection)
+            .prefix(prefix)
+            .build()
+            .expect("store")
+    };
+    let local = HttpCacheLayer::builder(CacheMode::Shared)
+        .remote(store("bench:local:"))
+        .build()
+        .expect("cache");
+    let remote_only = HttpCacheLayer::builder(CacheMode::Shared)
+        .remote_only(store("bench:remote:"))
+        .build()
+        .expect("cache");
+    (items(), items().layer(local), items().layer(remote_only))
+}
+
+async fn get_item(app: &Router) {
+    let request = Request::get("/items")
+        .header("host", "api.test")
+        .body(Body::empty())
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    black_box(body);
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,6 +209,22 @@ fn main() {
         runtime.block_on(send(app, replayed.clone()));
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| send(app, replayed.clone()));
+        });
+    }
+    group.finish();
+
+    let mut group = criterion.benchmark_group("http_cache/hit");
+    let caches = runtime.block_on(http_caches(&server));
+    for (name, app) in [
+        ("bare", &caches.0),
+        ("local", &caches.1),
+        ("remote_only", &caches.2),
+    ] {
+        runtime.block_on(get_item(app));
+        // The publication lands on a task of its own.
+        runtime.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| get_item(app));
         });
     }
     group.finish();
