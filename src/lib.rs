@@ -247,6 +247,13 @@ pub mod error;
 mod extensions;
 #[cfg(feature = "fallback")]
 pub mod fallback;
+#[cfg(any(
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "throttle",
+    feature = "timeout"
+))]
+mod hook;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "idempotency")]

@@ -9,6 +9,7 @@ use tower_layer::Layer;
 
 use super::config::CacheBuilder;
 use super::handle::CacheHandle;
+use super::hooks::{CacheEvent, Callbacks};
 use super::remote::{Remote, RemoteCodec, RemoteStore};
 use super::service::Cache;
 use super::shared::Shared;
@@ -26,7 +27,7 @@ pub struct CacheLayer<F, C, K, V> {
     key_of: F,
     classifier: Arc<C>,
     shared: Arc<Shared<K, V>>,
-    mark: Option<MarkStale<V>>,
+    callbacks: Callbacks<K, V>,
 }
 
 /// Marks a value served in place of a failure (stale-if-error), for
@@ -47,7 +48,7 @@ impl<F, C, K, V> CacheLayer<F, C, K, V> {
             key_of,
             classifier: Arc::new(classifier),
             shared,
-            mark: None,
+            callbacks: Callbacks::default(),
         }
     }
 
@@ -78,7 +79,25 @@ impl<F, C, K, V> CacheLayer<F, C, K, V> {
     /// # assert!(quote.price == 7 && !quote.stale);
     /// ```
     pub fn mark_stale_if_error(mut self, mark: impl Fn(V) -> V + Send + Sync + 'static) -> Self {
-        self.mark = Some(Arc::new(mark));
+        self.callbacks.mark = Some(Arc::new(mark));
+        self
+    }
+
+    /// Calls `hook` with each key's misses, coalesced waits, remote hits, refreshes, refresh
+    /// failures and stale-if-error answers, as they happen (on the task that sees them, with
+    /// no lock of the cache held). Hits are not told: they are the hot path, counted in the
+    /// [metrics](CacheHandle::metrics). See [`crate::cache#event-hooks`]. Set twice, both run.
+    pub fn on_event(mut self, hook: impl Fn(&K, CacheEvent) + Send + Sync + 'static) -> Self
+    where
+        K: 'static,
+    {
+        self.callbacks.on_event = Some(match self.callbacks.on_event.take() {
+            None => Arc::new(hook),
+            Some(first) => Arc::new(move |key: &K, event| {
+                first(key, event);
+                hook(key, event);
+            }),
+        });
         self
     }
 
@@ -155,7 +174,7 @@ impl<F: Clone, C, K, V> Clone for CacheLayer<F, C, K, V> {
             key_of: self.key_of.clone(),
             classifier: Arc::clone(&self.classifier),
             shared: Arc::clone(&self.shared),
-            mark: self.mark.clone(),
+            callbacks: self.callbacks.clone(),
         }
     }
 }
@@ -169,7 +188,7 @@ impl<S, F: Clone, C, K, V> Layer<S> for CacheLayer<F, C, K, V> {
             self.key_of.clone(),
             Arc::clone(&self.classifier),
             Arc::clone(&self.shared),
-            self.mark.clone(),
+            self.callbacks.clone(),
         )
     }
 }

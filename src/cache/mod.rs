@@ -123,6 +123,29 @@
 //! [marker](CacheLayer::mark_stale_if_error) (the HTTP mode marks its answers in
 //! `Cache-Status`).
 //!
+//! # Event hooks
+//!
+//! [`CacheLayer::on_event`] is called with the key and a [`CacheEvent`] at each miss,
+//! coalesced wait, remote hit, refresh, failed refresh and stale-if-error answer, on the task
+//! that sees it, with no lock of the cache held (a refresh's on its background task). Hits are
+//! not told: they are the hot path, and the [metrics](CacheHandle::metrics) count them. A hit
+//! never looks at the hook; a miss clones one pointer.
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::cache::{CacheEvent, CacheLayer};
+//!
+//! let cache = CacheLayer::builder(Duration::from_secs(30), |id: &u64| Some(*id))
+//!     .build::<u64, std::sync::Arc<str>>()
+//!     .unwrap()
+//!     .on_event(|id, event| {
+//!         if event == CacheEvent::RefreshFailed {
+//!             tracing::warn!(id, "refresh failed: serving stale");
+//!         }
+//!     });
+//! # let _ = cache;
+//! ```
+//!
 //! # A remote tier for a fleet
 //!
 //! Each instance of a scaled-out service has its own entries, so without help each one
@@ -409,6 +432,7 @@ mod error;
 mod flight;
 mod future;
 mod handle;
+mod hooks;
 #[cfg(feature = "http")]
 mod http;
 mod layer;
@@ -428,6 +452,7 @@ pub use self::config::{
 pub use self::error::LeaderFailed;
 pub use self::future::ResponseFuture;
 pub use self::handle::{CacheHandle, Metrics};
+pub use self::hooks::{CacheEvent, OnEvent};
 #[cfg(feature = "http")]
 pub use self::http::{
     CacheMode, DEFAULT_MAX_BODY, DEFAULT_MAX_BYTES, HttpCache, HttpCacheBuilder, HttpCacheHandle,

@@ -14,7 +14,7 @@ use super::config::LeaderFailure;
 use super::error::LeaderFailed;
 use super::flight::{self, Landing, Role};
 use super::future::ResponseFuture;
-use super::layer::MarkStale;
+use super::hooks::{CacheEvent, Callbacks, OnEvent, tell};
 use super::remote::{FIRST_LOOK_PAUSE, MAX_LOOK_PAUSE, Remote, RemoteEntry, RemoteError};
 use super::shared::Shared;
 use super::state::Phase;
@@ -29,7 +29,7 @@ pub struct Cache<S, F, C, K, V> {
     key_of: F,
     classifier: Arc<C>,
     shared: Arc<Shared<K, V>>,
-    mark: Option<MarkStale<V>>,
+    callbacks: Callbacks<K, V>,
 }
 
 impl<S, F, C, K, V> Cache<S, F, C, K, V> {
@@ -38,14 +38,14 @@ impl<S, F, C, K, V> Cache<S, F, C, K, V> {
         key_of: F,
         classifier: Arc<C>,
         shared: Arc<Shared<K, V>>,
-        mark: Option<MarkStale<V>>,
+        callbacks: Callbacks<K, V>,
     ) -> Self {
         Self {
             inner,
             key_of,
             classifier,
             shared,
-            mark,
+            callbacks,
         }
     }
 }
@@ -57,7 +57,7 @@ impl<S: Clone, F: Clone, C, K, V> Clone for Cache<S, F, C, K, V> {
             key_of: self.key_of.clone(),
             classifier: Arc::clone(&self.classifier),
             shared: Arc::clone(&self.shared),
-            mark: self.mark.clone(),
+            callbacks: self.callbacks.clone(),
         }
     }
 }
@@ -125,7 +125,7 @@ where
             key,
             req,
             fallback,
-            self.mark.clone(),
+            self.callbacks.clone(),
         )))
     }
 }
@@ -145,15 +145,27 @@ where
         Req: Send + 'static,
     {
         let inner = || self.inner.clone();
-        start_refresh(&self.shared, &self.classifier, inner, key, entry, req, now);
+        let on_event = self.callbacks.on_event.as_ref();
+        start_refresh(
+            &self.shared,
+            &self.classifier,
+            on_event,
+            inner,
+            key,
+            entry,
+            req,
+            now,
+        );
     }
 }
 
 /// Starts `entry`'s background refresh through the service `inner` makes, with `req`, if this
 /// caller wins its claim, a refresh slot is free and a runtime is there to run it.
+#[allow(clippy::too_many_arguments)] // each is one part of the job; a struct would only rename them
 fn start_refresh<S, C, K, V, Req>(
     shared: &Arc<Shared<K, V>>,
     classifier: &Arc<C>,
+    on_event: Option<&OnEvent<K>>,
     inner: impl FnOnce() -> S,
     key: K,
     entry: &Arc<Entry<V>>,
@@ -183,6 +195,7 @@ fn start_refresh<S, C, K, V, Req>(
     };
     let mut inner = inner();
     let classifier = Arc::clone(classifier);
+    let on_event = on_event.cloned();
     let shared = Arc::clone(shared);
     let old = Arc::clone(entry);
     // Without a local tier, a write since this instant keeps the refresh unpublished.
@@ -238,6 +251,7 @@ fn start_refresh<S, C, K, V, Req>(
                 };
                 if applied {
                     shared.counters.refreshes.add();
+                    tell(on_event.as_ref(), &key, CacheEvent::Refreshed);
                 } else {
                     tracing::debug!(
                         target: "palisade::cache",
@@ -250,6 +264,7 @@ fn start_refresh<S, C, K, V, Req>(
                     unlock(&shared, &key);
                 }
                 shared.counters.refresh_failures.add();
+                tell(on_event.as_ref(), &key, CacheEvent::RefreshFailed);
                 let backoff = Shared::<K, V>::ticks(shared.config.refresh_backoff);
                 old.refresh.release(claim, done.saturating_add(backoff));
                 tracing::debug!(target: "palisade::cache", "refresh failed; the stale entry stays");
@@ -268,7 +283,7 @@ async fn fetch<S, C, K, V, Req>(
     key: K,
     req: Req,
     fallback: Option<Arc<Entry<V>>>,
-    mark: Option<MarkStale<V>>,
+    callbacks: Callbacks<K, V>,
 ) -> Result<V, BoxError>
 where
     S: Service<Req, Response = V> + Send + 'static,
@@ -301,6 +316,7 @@ where
         };
         if !counted {
             shared.counters.coalesced.add();
+            callbacks.tell(&key, CacheEvent::Coalesced);
             counted = true;
         }
         let Some(landed) = flight::wait(landing, shared.config.lock_timeout).await else {
@@ -329,6 +345,7 @@ where
         match from_remote(&shared, remote, &key).await {
             FromRemote::Entry(entry) => {
                 shared.counters.remote_hits.add();
+                callbacks.tell(&key, CacheEvent::RemoteHit);
                 let value = entry.value.clone();
                 let now = shared.now();
                 if !shared.store.is_local() && entry.times.phase(now) == Phase::Stale {
@@ -336,6 +353,7 @@ where
                     start_refresh(
                         &shared,
                         &classifier,
+                        callbacks.on_event.as_ref(),
                         || inner,
                         key.clone(),
                         &entry,
@@ -352,6 +370,7 @@ where
             }
             FromRemote::Value(value) => {
                 shared.counters.remote_hits.add();
+                callbacks.tell(&key, CacheEvent::RemoteHit);
                 if let Some(leader) = leader {
                     leader.land(Landing::Value(value.clone()), || {});
                 }
@@ -364,6 +383,7 @@ where
         }
     }
     shared.counters.misses.add();
+    callbacks.tell(&key, CacheEvent::Miss);
     let started = shared.now();
     let result = inner.call(req).await;
     let done = shared.now();
@@ -399,8 +419,9 @@ where
     // An old value still covering errors stands in for it (stale-if-error).
     if let Some(old) = fallback.filter(|old| old.times.covers_errors(done)) {
         shared.counters.stale_if_error.add();
+        callbacks.tell(&key, CacheEvent::StaleIfError);
         tracing::debug!(target: "palisade::cache", "fetch failed; serving the stale entry (stale-if-error)");
-        let value = match mark {
+        let value = match &callbacks.mark {
             Some(mark) => mark(old.value.clone()),
             None => old.value.clone(),
         };

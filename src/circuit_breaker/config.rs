@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use super::CircuitBreakerLayer;
 use super::breaker::Breaker;
+use super::error::CircuitOpen;
+use super::handle::Transition;
 use super::keyed::{DEFAULT_MAX_KEYS, KeyedCircuitBreakerLayer};
 use super::state::{MAX_PROBES, MAX_UNTIL_MS};
 use crate::Ratio;
 use crate::classify::DefaultClassifier;
 use crate::clock::Clock;
 use crate::error::{ConfigError, duration_within};
+use crate::hook::Hook;
 
 /// Size of the default count-based window: the last 100 calls (resilience4j's
 /// `slidingWindowSize`).
@@ -77,10 +80,18 @@ pub(crate) enum WindowKind {
     Time { span: Duration, buckets: u32 },
 }
 
+/// The breaker's event hooks (see [`crate::hook`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Hooks {
+    pub(crate) on_transition: Hook<Transition>,
+    pub(crate) on_rejected: Hook<CircuitOpen>,
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) name: Option<Arc<str>>,
+    pub(crate) hooks: Hooks,
     pub(crate) trip: Trip,
     pub(crate) slow_call: Option<Duration>,
     pub(crate) open_base: Duration,
@@ -121,6 +132,7 @@ pub(crate) struct Config {
 pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     classifier: C,
     name: Option<Arc<str>>,
+    hooks: Hooks,
     window: Option<WindowKind>,
     consecutive: Option<NonZeroU32>,
     failure_rate: Ratio,
@@ -145,6 +157,7 @@ impl CircuitBreakerBuilder {
         Self {
             classifier: DefaultClassifier,
             name: None,
+            hooks: Hooks::default(),
             window: None,
             consecutive: None,
             failure_rate: DEFAULT_FAILURE_RATE,
@@ -173,6 +186,7 @@ impl<C> CircuitBreakerBuilder<C> {
         CircuitBreakerBuilder {
             classifier,
             name: self.name,
+            hooks: self.hooks,
             window: self.window,
             consecutive: self.consecutive,
             failure_rate: self.failure_rate,
@@ -195,6 +209,23 @@ impl<C> CircuitBreakerBuilder<C> {
     /// A name for this breaker's transition events and `Debug` output. Defaults to none.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `hook` with every state change, as it happens (on the task that made it, after
+    /// the new state is in place, before the next call can see a later one): nothing spawned,
+    /// nothing buffered, so unlike [`subscribe`](crate::circuit_breaker::CircuitBreakerHandle::subscribe)
+    /// it never lags. Keep it short; see [`crate::circuit_breaker#event-hooks`]. Set twice,
+    /// both run. For keyed breakers, every key's breaker calls it.
+    pub fn on_transition(mut self, hook: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
+        self.hooks.on_transition = self.hooks.on_transition.then(hook);
+        self
+    }
+
+    /// Calls `hook` with every rejection, before the rejected call returns it (on the caller's
+    /// task). Costs nothing on admitted calls. Set twice, both run.
+    pub fn on_rejected(mut self, hook: impl Fn(&CircuitOpen) + Send + Sync + 'static) -> Self {
+        self.hooks.on_rejected = self.hooks.on_rejected.then(hook);
         self
     }
 
@@ -497,6 +528,7 @@ impl<C> CircuitBreakerBuilder<C> {
         };
         Ok(Config {
             name: self.name.clone(),
+            hooks: self.hooks.clone(),
             trip,
             slow_call: self.slow_call.map(|(threshold, _)| threshold),
             open_base,

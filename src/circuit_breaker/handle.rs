@@ -78,6 +78,8 @@ pub struct Transition {
     pub generation: u16,
     /// Why.
     pub reason: TransitionReason,
+    /// When, by the breaker's clock (tokio's by default, so paused time in tests).
+    pub at: crate::clock::Instant,
 }
 
 /// A snapshot of a breaker's state and window, from [`CircuitBreakerHandle::metrics`].

@@ -360,7 +360,10 @@ where
                 let call = Call::start(breaker, permit);
                 ResponseFuture::admitted(self.inner.call(request), call)
             }
-            Admission::Rejected(rejection) => ResponseFuture::rejected(rejection),
+            Admission::Rejected(rejection) => {
+                breaker.rejected(&rejection);
+                ResponseFuture::rejected(rejection)
+            }
         }
     }
 }

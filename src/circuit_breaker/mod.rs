@@ -143,6 +143,39 @@
 //! (whole seconds, rounded up; none when isolated) and an `application/problem+json` body of type
 //! `urn:palisade:circuit-open`.
 //!
+//! # Event hooks
+//!
+//! [`on_transition`](CircuitBreakerBuilder::on_transition) is called with every
+//! [`Transition`] (from, to, generation, reason, and the instant by the breaker's clock) as it
+//! happens, and [`on_rejected`](CircuitBreakerBuilder::on_rejected) with every
+//! [`CircuitOpen`] before the rejected call returns it. They are plain callbacks: called on
+//! the task where the event happens, with no lock of the breaker held, never spawned or
+//! buffered, so unlike [`subscribe`](CircuitBreakerHandle::subscribe) they cannot lag or miss
+//! one. Keep them short (count, log, `try_send` on a channel). Unset, they cost nothing: an
+//! admitted call never looks at them, and a rejection checks one pointer.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use palisade::circuit_breaker::{CircuitBreakerLayer, State};
+//!
+//! let opened = Arc::new(AtomicU64::new(0));
+//! let rejected = Arc::new(AtomicU64::new(0));
+//! let (o, r) = (Arc::clone(&opened), Arc::clone(&rejected));
+//! let layer = CircuitBreakerLayer::builder()
+//!     .on_transition(move |transition| {
+//!         if transition.to == State::Open {
+//!             o.fetch_add(1, Ordering::Relaxed);
+//!         }
+//!     })
+//!     .on_rejected(move |_| {
+//!         r.fetch_add(1, Ordering::Relaxed);
+//!     })
+//!     .build()
+//!     .unwrap();
+//! # let _ = layer;
+//! ```
+//!
 //! # Interaction with other layers
 //!
 //! - **Retry** goes outside the breaker, so each attempt is admitted (and counted) on its own.

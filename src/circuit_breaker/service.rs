@@ -78,7 +78,10 @@ where
                 let call = Call::start(Arc::clone(&self.breaker), permit);
                 ResponseFuture::admitted(self.inner.call(request), call)
             }
-            Admission::Rejected(rejection) => ResponseFuture::rejected(rejection),
+            Admission::Rejected(rejection) => {
+                self.breaker.rejected(&rejection);
+                ResponseFuture::rejected(rejection)
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ use tower_service::Service;
 use super::budget::RetryBudget;
 use super::config::Config;
 use super::error::BudgetExhausted;
+use super::hooks::{BudgetRefused, Hooks, RetryEvent, RetryReason};
 use super::policy::{Decision, Described, Policy};
 use crate::RequestExtensions;
 use crate::clock::Instant;
@@ -77,6 +78,8 @@ struct Retrying<S, Req, P> {
     config: Config,
     budget: RetryBudget,
     random: Option<Arc<Random>>,
+    /// The layer's event hooks, if any is set.
+    hooks: Option<Arc<Hooks>>,
     /// Attempts made so far.
     attempts: u32,
     /// The last computed wait, for decorrelated jitter (the base after a pushback).
@@ -105,6 +108,7 @@ impl<S: Service<Req>, Req, P> ResponseFuture<S, Req, P> {
         config: Config,
         budget: RetryBudget,
         random: Option<Arc<Random>>,
+        hooks: Option<Arc<Hooks>>,
         started: Option<Instant>,
     ) -> Self {
         Self {
@@ -117,6 +121,7 @@ impl<S: Service<Req>, Req, P> ResponseFuture<S, Req, P> {
                 config,
                 budget,
                 random,
+                hooks,
                 attempts: 1,
                 previous_delay: config.backoff.base(),
                 started,
@@ -253,6 +258,13 @@ where
             return Next::Finish(result);
         }
         tracing::debug!(?delay, attempt = self.attempts, "waiting for the reopening");
+        if let Some(hooks) = &self.hooks {
+            hooks.on_retry.emit_with(|| RetryEvent {
+                attempt: self.attempts,
+                delay,
+                reason: RetryReason::Reopening,
+            });
+        }
         self.waited_for_reopening = true;
         // The rejected attempt was not one: it is sent again, and a copy is kept only if
         // another attempt may follow it.
@@ -311,6 +323,12 @@ where
         }
         if !self.budget.try_withdraw() {
             tracing::debug!(attempts = self.attempts, %outcome, "retry budget exhausted: not retrying");
+            if let Some(hooks) = &self.hooks {
+                let attempts = self.attempts;
+                hooks
+                    .on_budget_exhausted
+                    .emit_with(|| BudgetRefused { attempts });
+            }
             return Next::Finish(match result {
                 Err(error) if self.config.fail_when_exhausted => {
                     Err(BudgetExhausted::new(self.attempts, error).into())
@@ -319,6 +337,17 @@ where
             });
         }
         tracing::debug!(attempt = self.attempts + 1, ?delay, pushback, %outcome, "retrying");
+        if let Some(hooks) = &self.hooks {
+            hooks.on_retry.emit_with(|| RetryEvent {
+                attempt: self.attempts + 1,
+                delay,
+                reason: if pushback {
+                    RetryReason::Pushback
+                } else {
+                    RetryReason::Backoff
+                },
+            });
+        }
         // Decorrelated jitter grows from computed waits only: a server's pushback says
         // nothing about how far apart our own retries should be.
         self.previous_delay = if pushback {

@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use super::backoff::Backoff;
 use super::budget::RetryBudget;
 use super::config::Config;
+use super::hooks::{BudgetRefused, Hooks, RetryEvent};
 use super::policy::RetryFailures;
 use super::service::Retry;
 use crate::random::Random;
@@ -33,6 +34,7 @@ pub struct RetryLayer<P = RetryFailures> {
     config: Config,
     budget: RetryBudget,
     random: Option<Arc<Random>>,
+    hooks: Option<Arc<Hooks>>,
 }
 
 impl RetryLayer {
@@ -52,6 +54,7 @@ impl RetryLayer {
             },
             budget: RetryBudget::default(),
             random: None,
+            hooks: None,
         }
     }
 }
@@ -70,6 +73,7 @@ impl<P> RetryLayer<P> {
             config: self.config,
             budget: self.budget,
             random: self.random,
+            hooks: self.hooks,
         }
     }
 
@@ -143,6 +147,31 @@ impl<P> RetryLayer<P> {
         self
     }
 
+    /// Calls `hook` before every wait for another attempt (with the attempt's number, the
+    /// wait and why), on the task of the call that retries. Costs nothing on a call whose first
+    /// attempt succeeds; see [`crate::retry#event-hooks`]. Set twice, both run.
+    pub fn on_retry(self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
+        self.with_hooks(|hooks| hooks.on_retry = hooks.on_retry.clone().then(hook))
+    }
+
+    /// Calls `hook` whenever the budget refuses a retry (the failed result is returned
+    /// instead), on the task of that call. Set twice, both run.
+    pub fn on_budget_exhausted(
+        self,
+        hook: impl Fn(&BudgetRefused) + Send + Sync + 'static,
+    ) -> Self {
+        self.with_hooks(|hooks| {
+            hooks.on_budget_exhausted = hooks.on_budget_exhausted.clone().then(hook);
+        })
+    }
+
+    fn with_hooks(mut self, change: impl FnOnce(&mut Hooks)) -> Self {
+        let mut hooks = self.hooks.as_deref().cloned().unwrap_or_default();
+        change(&mut hooks);
+        self.hooks = Some(Arc::new(hooks));
+        self
+    }
+
     /// The budget this layer's services share.
     #[must_use]
     pub fn budget_handle(&self) -> &RetryBudget {
@@ -160,6 +189,7 @@ impl<S, P: Clone> Layer<S> for RetryLayer<P> {
             self.config,
             self.budget.clone(),
             self.random.clone(),
+            self.hooks.clone(),
         )
     }
 }

@@ -129,6 +129,30 @@
 //! refused to retry becomes [`BudgetExhausted`] (503 with the `http` feature), its source the
 //! real error.
 //!
+//! # Event hooks
+//!
+//! [`on_retry`](RetryLayer::on_retry) is called before every wait for another attempt with a
+//! [`RetryEvent`] (the attempt about to be made, the wait, and whether the backoff, a server's
+//! pushback or a reopening chose it); [`on_budget_exhausted`](RetryLayer::on_budget_exhausted)
+//! with a [`BudgetRefused`] whenever the budget turns a retry down. Both are plain callbacks,
+//! called on the task of the call that retries; keep them short. A call whose first attempt
+//! succeeds never looks at them; with none set, each call copies one empty pointer.
+//!
+//! ```
+//! use palisade::retry::{RetryLayer, RetryReason};
+//!
+//! let layer = RetryLayer::new()
+//!     .on_retry(|event| {
+//!         if event.reason == RetryReason::Pushback {
+//!             tracing::info!(attempt = event.attempt, wait = ?event.delay, "the server asked us to wait");
+//!         }
+//!     })
+//!     .on_budget_exhausted(|refused| {
+//!         tracing::warn!(attempts = refused.attempts, "retry budget exhausted");
+//!     });
+//! # let _ = layer;
+//! ```
+//!
 //! # Interaction with other layers
 //!
 //! - **Outside the circuit breaker or throttle**: each attempt is admitted and counted by the
@@ -162,6 +186,7 @@ mod buffer_body;
 mod config;
 mod error;
 pub mod future;
+mod hooks;
 #[cfg(feature = "http")]
 mod http_policy;
 mod layer;
@@ -181,6 +206,7 @@ pub use self::buffer_body::{
     RequestBodyError, UnknownLength,
 };
 pub use self::error::BudgetExhausted;
+pub use self::hooks::{BudgetRefused, RetryEvent, RetryReason};
 #[cfg(feature = "http")]
 pub use self::http_policy::HttpPolicy;
 pub use self::layer::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PUSHBACK, RetryLayer};

@@ -9,6 +9,7 @@ use tower_service::Service;
 use super::budget::RetryBudget;
 use super::config::Config;
 use super::future::ResponseFuture;
+use super::hooks::Hooks;
 use super::policy::{Policy, RetryFailures};
 use crate::RequestExtensions;
 use crate::clock::Instant;
@@ -30,6 +31,7 @@ pub struct Retry<S, P = RetryFailures> {
     config: Config,
     budget: RetryBudget,
     random: Option<Arc<Random>>,
+    hooks: Option<Arc<Hooks>>,
 }
 
 impl<S, P> Retry<S, P> {
@@ -39,6 +41,7 @@ impl<S, P> Retry<S, P> {
         config: Config,
         budget: RetryBudget,
         random: Option<Arc<Random>>,
+        hooks: Option<Arc<Hooks>>,
     ) -> Self {
         Self {
             inner,
@@ -46,6 +49,7 @@ impl<S, P> Retry<S, P> {
             config,
             budget,
             random,
+            hooks,
         }
     }
 
@@ -66,6 +70,7 @@ impl<S: Clone, P: Clone> Clone for Retry<S, P> {
             config: self.config,
             budget: self.budget.clone(),
             random: self.random.clone(),
+            hooks: self.hooks.clone(),
         }
     }
 }
@@ -108,6 +113,7 @@ where
             self.config,
             self.budget.clone(),
             self.random.clone(),
+            self.hooks.clone(),
             started,
         )
     }

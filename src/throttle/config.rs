@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ThrottleLayer;
+use super::error::Throttled;
 use super::gate::Gate;
 use crate::classify::DefaultClassifier;
 use crate::clock::Clock;
 use crate::error::{ConfigError, duration_within};
+use crate::hook::Hook;
 use crate::{Factor, Ratio};
 
 /// `K` in the rejection probability `max(0, (requests − K·accepts) / (requests + 1))`: 2, the
@@ -53,6 +55,8 @@ const MAX_MULTIPLIER: f64 = 100.0;
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) name: Option<Arc<str>>,
+    /// Called with every rejection (see [`crate::hook`]).
+    pub(crate) on_rejected: Hook<Throttled>,
     pub(crate) multiplier: f64,
     pub(crate) window: u32,
     pub(crate) minimum_calls: u64,
@@ -87,6 +91,7 @@ pub(crate) struct Config {
 pub struct ThrottleBuilder<C = DefaultClassifier> {
     classifier: C,
     name: Option<Arc<str>>,
+    on_rejected: Hook<Throttled>,
     multiplier: Factor,
     window: NonZeroU32,
     /// `None`: the default, [`DEFAULT_MINIMUM_CALLS`] or a smaller window's size.
@@ -104,6 +109,7 @@ impl ThrottleBuilder {
         Self {
             classifier: DefaultClassifier,
             name: None,
+            on_rejected: Hook::default(),
             multiplier: DEFAULT_MULTIPLIER,
             window: DEFAULT_WINDOW_SIZE,
             minimum_calls: None,
@@ -128,6 +134,7 @@ impl<C> ThrottleBuilder<C> {
         ThrottleBuilder {
             classifier,
             name: self.name,
+            on_rejected: self.on_rejected,
             multiplier: self.multiplier,
             window: self.window,
             minimum_calls: self.minimum_calls,
@@ -143,6 +150,14 @@ impl<C> ThrottleBuilder<C> {
     /// A name for this throttle's events and `Debug` output. Defaults to none.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `hook` with every call the throttle sheds, before the call returns the rejection
+    /// (on the caller's task; see [`crate::throttle#event-hooks`]). Costs nothing on admitted
+    /// calls. Set twice, both run.
+    pub fn on_rejected(mut self, hook: impl Fn(&Throttled) + Send + Sync + 'static) -> Self {
+        self.on_rejected = self.on_rejected.then(hook);
         self
     }
 
@@ -260,6 +275,7 @@ impl<C> ThrottleBuilder<C> {
             .transpose()?;
         Ok(Config {
             name: self.name.clone(),
+            on_rejected: self.on_rejected.clone(),
             multiplier,
             window: self.window.get(),
             minimum_calls: u64::from(minimum_calls.get()),

@@ -172,6 +172,20 @@ impl<C> Gate<C> {
         })
     }
 
+    /// Tells the rejection hook, if one is set, about `rejection`.
+    #[inline]
+    pub(crate) fn rejected(&self, rejection: &Throttled) {
+        if self.config.on_rejected.is_set() {
+            self.tell_rejected(rejection);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn tell_rejected(&self, rejection: &Throttled) {
+        self.config.on_rejected.emit(rejection);
+    }
+
     /// Admits or rejects one call.
     ///
     /// Always inlined, so the healthy decision (two loads) stays in the caller's registers.

@@ -151,6 +151,12 @@
 //! (whole seconds, rounded up) when it names a probe slot, and an `application/problem+json`
 //! body of type `urn:palisade:throttled`.
 //!
+//! # Event hooks
+//!
+//! [`on_rejected`](ThrottleBuilder::on_rejected) is called with every [`Throttled`] before the
+//! shed call returns it, on the caller's task, with no lock held. A plain callback: keep it
+//! short. Admitted calls never look at it; a rejection checks one pointer.
+//!
 //! # Interaction with other layers
 //!
 //! - **Retry** goes outside the throttle, so each attempt is admitted and counted on its own. A

@@ -77,7 +77,10 @@ where
                 let call = Call::start(Arc::clone(&self.gate), permit);
                 ResponseFuture::admitted(self.inner.call(request), call)
             }
-            Admission::Rejected(rejection) => ResponseFuture::rejected(rejection),
+            Admission::Rejected(rejection) => {
+                self.gate.rejected(&rejection);
+                ResponseFuture::rejected(rejection)
+            }
         }
     }
 }

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use super::TimedOut;
 use super::deadline_header::DeadlineHeader;
 use super::server::OnInvalidHeader;
+use crate::hook::Hook;
 
 /// What the server-side timeout reads per request.
 #[derive(Clone, Debug)]
@@ -16,4 +18,5 @@ pub(super) struct Config {
     pub(super) accept: Vec<DeadlineHeader>,
     pub(super) on_invalid: OnInvalidHeader,
     pub(super) publish_deadline: bool,
+    pub(super) on_timeout: Hook<TimedOut>,
 }

@@ -13,6 +13,7 @@ use tokio::time::Sleep;
 use super::{TimedOut, TimeoutKind};
 use crate::clock::Instant;
 use crate::error::BoxError;
+use crate::hook::Hook;
 
 /// When a request's timer should fire.
 #[derive(Clone, Copy, Debug)]
@@ -35,15 +36,17 @@ pin_project! {
         sleep: Option<Sleep>,
         expiry: Expiry,
         kind: TimeoutKind,
+        on_timeout: Hook<TimedOut>,
     }
 }
 
 impl Timer {
-    pub(crate) fn new(expiry: Expiry, kind: TimeoutKind) -> Self {
+    pub(crate) fn new(expiry: Expiry, kind: TimeoutKind, on_timeout: Hook<TimedOut>) -> Self {
         Self {
             sleep: None,
             expiry,
             kind,
+            on_timeout,
         }
     }
 
@@ -86,6 +89,7 @@ impl Timer {
         };
         let timed_out = TimedOut::new(after, *this.kind);
         tracing::trace!(after = ?timed_out.after(), kind = ?timed_out.kind(), "request timed out");
+        this.on_timeout.emit(&timed_out);
         Poll::Ready(timed_out)
     }
 
@@ -133,11 +137,16 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) fn running(inner: F, expiry: Expiry, kind: TimeoutKind) -> Self {
+    pub(crate) fn running(
+        inner: F,
+        expiry: Expiry,
+        kind: TimeoutKind,
+        on_timeout: Hook<TimedOut>,
+    ) -> Self {
         Self {
             kind: Kind::Running {
                 inner,
-                timer: Timer::new(expiry, kind),
+                timer: Timer::new(expiry, kind, on_timeout),
             },
         }
     }
@@ -205,8 +214,9 @@ mod server {
     use pin_project_lite::pin_project;
 
     use super::{Expiry, Timer};
+    use crate::hook::Hook;
     use crate::http::{Problem, ResponseBody};
-    use crate::timeout::TimeoutKind;
+    use crate::timeout::{TimedOut, TimeoutKind};
 
     pin_project! {
         /// The response future of [`ServerTimeout`](crate::timeout::ServerTimeout): the
@@ -240,11 +250,12 @@ mod server {
             expiry: Expiry,
             kind: TimeoutKind,
             status: StatusCode,
+            on_timeout: Hook<TimedOut>,
         ) -> Self {
             Self {
                 kind: Kind::Running {
                     inner,
-                    timer: Timer::new(expiry, kind),
+                    timer: Timer::new(expiry, kind, on_timeout),
                     status,
                 },
             }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::{FixedTimeout, PerRequestTimeout, Timeout};
+use super::{FixedTimeout, PerRequestTimeout, TimedOut, Timeout};
+use crate::hook::Hook;
 
 /// Applies a [`Timeout`] to every request: see the [module docs](crate::timeout).
 ///
@@ -17,6 +18,7 @@ use super::{FixedTimeout, PerRequestTimeout, Timeout};
 pub struct TimeoutLayer<P = FixedTimeout> {
     policy: P,
     publish_deadline: bool,
+    on_timeout: Hook<TimedOut>,
 }
 
 impl TimeoutLayer {
@@ -31,6 +33,7 @@ impl TimeoutLayer {
         Self {
             policy: FixedTimeout::new(timeout),
             publish_deadline: false,
+            on_timeout: Hook::default(),
         }
     }
 
@@ -52,6 +55,7 @@ impl TimeoutLayer {
         TimeoutLayer {
             policy: PerRequestTimeout::new(choose, self.policy.get()),
             publish_deadline: self.publish_deadline,
+            on_timeout: self.on_timeout,
         }
     }
 }
@@ -62,6 +66,7 @@ impl<P> TimeoutLayer<P> {
         Self {
             policy,
             publish_deadline: false,
+            on_timeout: Hook::default(),
         }
     }
 
@@ -77,12 +82,26 @@ impl<P> TimeoutLayer<P> {
         self.publish_deadline = publish;
         self
     }
+
+    /// Calls `hook` with every request this timeout abandons (its limit or the request's
+    /// deadline ran out, or the deadline had passed before the call), on the task of that
+    /// request, as the timer fires. Costs nothing on a request that finishes in time; see
+    /// [`crate::timeout#event-hooks`]. Set twice, both run.
+    pub fn on_timeout(mut self, hook: impl Fn(&TimedOut) + Send + Sync + 'static) -> Self {
+        self.on_timeout = self.on_timeout.then(hook);
+        self
+    }
 }
 
 impl<S, P: Clone> Layer<S> for TimeoutLayer<P> {
     type Service = Timeout<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout::with_policy(inner, self.policy.clone(), self.publish_deadline)
+        Timeout::with_policy(
+            inner,
+            self.policy.clone(),
+            self.publish_deadline,
+            self.on_timeout.clone(),
+        )
     }
 }

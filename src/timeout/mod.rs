@@ -110,6 +110,26 @@
 //! rejections with `application/problem+json` responses. For a classifier, a `TimedOut` error is
 //! a [`Failure`](crate::classify::Outcome::Failure).
 //!
+//! # Event hooks
+//!
+//! [`TimeoutLayer::on_timeout`] and [`ServerTimeoutLayer::on_timeout`] are called with the
+//! [`TimedOut`] of every request they abandon (its limit or deadline ran out, or the deadline
+//! had passed before the call), on that request's task, as the timer fires and before the
+//! rejection is returned. A plain callback: keep it short. A request that finishes in time
+//! never looks at it; with none set, each call copies one empty pointer.
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::timeout::{TimeoutKind, TimeoutLayer};
+//!
+//! let layer = TimeoutLayer::new(Duration::from_secs(2)).on_timeout(|timed_out| {
+//!     if timed_out.kind() == TimeoutKind::Deadline {
+//!         tracing::debug!(after = ?timed_out.after(), "the caller's deadline ran out");
+//!     }
+//! });
+//! # let _ = layer;
+//! ```
+//!
 //! # Interaction with other layers
 //!
 //! - **Client stacks** put a per-attempt `Timeout` innermost, just outside the client (and

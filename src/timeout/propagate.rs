@@ -12,6 +12,7 @@ use super::{TimedOut, TimeoutKind};
 use crate::clock::Instant;
 use crate::deadline::Deadline;
 use crate::error::BoxError;
+use crate::hook::Hook;
 use crate::http::DeadlineHeader;
 use std::sync::Arc;
 
@@ -127,6 +128,7 @@ where
             self.inner.call(request),
             Expiry::Never,
             TimeoutKind::Deadline,
+            Hook::default(),
         )
     }
 }

@@ -12,6 +12,7 @@ use super::future::{Expiry, ServerResponseFuture};
 use super::{TimedOut, TimeoutKind};
 use crate::clock::Instant;
 use crate::deadline::Deadline;
+use crate::hook::Hook;
 use crate::http::{DeadlineHeader, ResponseBody};
 use std::sync::Arc;
 
@@ -97,8 +98,19 @@ impl ServerTimeoutLayer {
                 accept: Vec::new(),
                 on_invalid: OnInvalidHeader::default(),
                 publish_deadline: true,
+                on_timeout: Hook::default(),
             }),
         }
+    }
+
+    /// Calls `hook` with every request whose handler runs out of time (or whose caller's
+    /// deadline had passed before it ran), on that request's task, as the timer fires. Costs
+    /// nothing on a request answered in time; see [`crate::timeout#event-hooks`]. Set twice,
+    /// both run.
+    pub fn on_timeout(mut self, hook: impl Fn(&TimedOut) + Send + Sync + 'static) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.on_timeout = std::mem::take(&mut config.on_timeout).then(hook);
+        self
     }
 
     /// The status of the response to a timed-out handler. Defaults to
@@ -198,6 +210,7 @@ where
         if kind == TimeoutKind::Deadline && expiry.is_some_and(|at| at <= now) {
             let timed_out = TimedOut::new(Duration::ZERO, TimeoutKind::Deadline);
             tracing::trace!("caller's deadline had already passed; handler not called");
+            config.on_timeout.emit(&timed_out);
             return ServerResponseFuture::answer(timed_out.problem().with_status(config.status));
         }
         if let Some(at) = expiry {
@@ -216,6 +229,13 @@ where
             Some(at) => Expiry::At { at, since: now },
             None => Expiry::Never,
         };
-        ServerResponseFuture::running(self.inner.call(request), expiry, kind, config.status)
+        let on_timeout = config.on_timeout.clone();
+        ServerResponseFuture::running(
+            self.inner.call(request),
+            expiry,
+            kind,
+            config.status,
+            on_timeout,
+        )
     }
 }

@@ -11,6 +11,7 @@ use crate::RequestExtensions;
 use crate::clock::Instant;
 use crate::deadline::Deadline;
 use crate::error::BoxError;
+use crate::hook::Hook;
 
 /// Limits how long the inner service may take to answer each request: see the
 /// [module docs](crate::timeout).
@@ -33,22 +34,29 @@ pub struct Timeout<S, P = FixedTimeout> {
     inner: S,
     policy: P,
     publish_deadline: bool,
+    on_timeout: Hook<TimedOut>,
 }
 
 impl<S> Timeout<S> {
     /// Limits every request to `inner` to `timeout` (and to its deadline, whichever is sooner).
     #[must_use]
     pub fn new(inner: S, timeout: Duration) -> Self {
-        Self::with_policy(inner, FixedTimeout::new(timeout), false)
+        Self::with_policy(inner, FixedTimeout::new(timeout), false, Hook::default())
     }
 }
 
 impl<S, P> Timeout<S, P> {
-    pub(crate) fn with_policy(inner: S, policy: P, publish_deadline: bool) -> Self {
+    pub(crate) fn with_policy(
+        inner: S,
+        policy: P,
+        publish_deadline: bool,
+        on_timeout: Hook<TimedOut>,
+    ) -> Self {
         Self {
             inner,
             policy,
             publish_deadline,
+            on_timeout,
         }
     }
 
@@ -86,6 +94,7 @@ where
                 self.inner.call(request),
                 Expiry::After(limit),
                 TimeoutKind::Limit,
+                self.on_timeout.clone(),
             );
         }
 
@@ -93,10 +102,9 @@ where
         let now = Instant::now();
         if let Some(deadline) = deadline {
             if deadline.is_expired_at(now) {
-                return ResponseFuture::expired(TimedOut::new(
-                    Duration::ZERO,
-                    TimeoutKind::Deadline,
-                ));
+                let timed_out = TimedOut::new(Duration::ZERO, TimeoutKind::Deadline);
+                self.on_timeout.emit(&timed_out);
+                return ResponseFuture::expired(timed_out);
             }
         }
         let own = now.checked_add(limit);
@@ -123,6 +131,7 @@ where
             Some(at) => Expiry::At { at, since: now },
             None => Expiry::Never,
         };
-        ResponseFuture::running(self.inner.call(request), expiry, kind)
+        let on_timeout = self.on_timeout.clone();
+        ResponseFuture::running(self.inner.call(request), expiry, kind, on_timeout)
     }
 }

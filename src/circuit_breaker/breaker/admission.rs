@@ -144,6 +144,20 @@ impl<C> Breaker<C> {
         });
     }
 
+    /// Tells the rejection hook, if one is set, about `rejection`.
+    #[inline]
+    pub(crate) fn rejected(&self, rejection: &CircuitOpen) {
+        if self.config.hooks.on_rejected.is_set() {
+            self.tell_rejected(rejection);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn tell_rejected(&self, rejection: &CircuitOpen) {
+        self.config.hooks.on_rejected.emit(rejection);
+    }
+
     fn rejection(&self, snapshot: Snapshot) -> CircuitOpen {
         match snapshot {
             Snapshot::Open { until_ms, .. } => self.open_rejection(until_ms),

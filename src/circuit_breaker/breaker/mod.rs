@@ -212,14 +212,16 @@ impl<C> Breaker<C> {
     {
         // Relaxed: a statistic.
         self.transitions.fetch_add(1, Ordering::Relaxed);
+        let at = self.clock().now();
         let transition = Transition {
             from: State::from(old),
             to: State::from(new),
             generation: new.generation(),
             reason,
+            at,
         };
         let breaker = self.config.name.as_deref().unwrap_or("");
-        if let Some(quieted) = self.info_line(self.ms_after(self.clock().now(), Duration::ZERO)) {
+        if let Some(quieted) = self.info_line(self.ms_after(at, Duration::ZERO)) {
             tracing::info!(
                 breaker,
                 from = ?transition.from,
@@ -239,6 +241,7 @@ impl<C> Breaker<C> {
                 "circuit breaker transition (info lines rate-limited)"
             );
         }
+        self.config.hooks.on_transition.emit(&transition);
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(transition);
         }
