@@ -91,6 +91,8 @@ pub(crate) struct Hooks {
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) name: Option<Arc<str>>,
+    /// The layer's name, interned for its rejections (0: none; see `names`).
+    pub(crate) name_id: u32,
     pub(crate) hooks: Hooks,
     pub(crate) trip: Trip,
     pub(crate) slow_call: Option<Duration>,
@@ -528,6 +530,7 @@ impl<C> CircuitBreakerBuilder<C> {
         };
         Ok(Config {
             name: self.name.clone(),
+            name_id: super::names::intern(self.name.as_ref()),
             hooks: self.hooks.clone(),
             trip,
             slow_call: self.slow_call.map(|(threshold, _)| threshold),

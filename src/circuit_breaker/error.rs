@@ -14,9 +14,13 @@ use crate::error::BoxError;
 /// [`reopens_at`](Self::reopens_at)), or until a half-open breaker's busy probes count as
 /// stuck. An isolated breaker (forced open through its handle) has none.
 ///
-/// Rejecting reads no clock: the time left is computed when you ask for it. The rejection is one
-/// machine word, so returning it through the response future costs what returning an integer
-/// does.
+/// Its `Display` names the breaker (its [name](super::CircuitBreakerBuilder::name)) and the
+/// time left, e.g. `circuit open (breaker "payments"): calls resume in 1.25s`; its
+/// [problem](Self::problem) leaves the name out (a client need not learn what is behind it).
+///
+/// Rejecting reads no clock: the time left is computed when you ask for it. The rejection is
+/// two machine words with no reference count (the name is an interned index), so returning it
+/// through the response future costs what returning two integers does.
 #[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub struct CircuitOpen {
@@ -24,6 +28,8 @@ pub struct CircuitOpen {
     /// and the time the breaker lets calls through again, in nanoseconds since the clock's
     /// process-wide anchor (all ones: not known). 2^62 ns is about 146 years.
     word: u64,
+    /// The breaker's interned name (0: none).
+    name: u32,
 }
 
 const STATE_SHIFT: u32 = 62;
@@ -42,7 +48,20 @@ impl CircuitOpen {
         let reopens = reopens.map_or(REOPENS_UNKNOWN, |ns| ns.min(REOPENS_UNKNOWN - 1));
         Self {
             word: (code << STATE_SHIFT) | reopens,
+            name: 0,
         }
+    }
+
+    /// This rejection, by the breaker whose interned name is `name`.
+    #[inline]
+    pub(crate) fn named(self, name: u32) -> Self {
+        Self { name, ..self }
+    }
+
+    /// The name of the breaker that refused the call, if it has one.
+    #[must_use]
+    pub fn breaker(&self) -> Option<std::sync::Arc<str>> {
+        super::names::name_of(self.name)
     }
 
     /// The state that refused the call: [`State::Open`], [`State::HalfOpen`] (every probe slot
@@ -85,18 +104,60 @@ impl fmt::Debug for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitOpen")
             .field("state", &self.state())
+            .field("breaker", &self.breaker())
             .field("reopens_at", &self.reopens_at())
             .finish()
     }
 }
 
+impl CircuitOpen {
+    /// What happened and when calls resume, without the breaker's name.
+    fn describe(&self, f: &mut fmt::Formatter<'_>, name: Option<&str>) -> fmt::Result {
+        f.write_str(match self.state() {
+            State::HalfOpen => "circuit half-open",
+            State::Isolated => "circuit isolated",
+            _ => "circuit open",
+        })?;
+        if let Some(name) = name {
+            write!(f, " (breaker {name:?})")?;
+        }
+        match (self.state(), self.retry_after()) {
+            (State::Isolated, _) => f.write_str(": forced open until released"),
+            (State::HalfOpen, Some(left)) => write!(
+                f,
+                ": every probe slot is taken, for {:?} at most",
+                Millis(left)
+            ),
+            (State::HalfOpen, None) => f.write_str(": every probe slot is taken"),
+            (_, Some(left)) => write!(f, ": calls resume in {:?}", Millis(left)),
+            (_, None) => Ok(()),
+        }
+    }
+}
+
+/// A duration shown to the millisecond, rounded up (`1.25s`, `3ms`, `0ns` once over).
+struct Millis(Duration);
+
+impl fmt::Debug for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_nanos().div_ceil(1_000_000);
+        let rounded = Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX));
+        fmt::Debug::fmt(&rounded, f)
+    }
+}
+
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.state() {
-            State::HalfOpen => f.write_str("circuit half-open: every probe slot is taken"),
-            State::Isolated => f.write_str("circuit isolated: forced open"),
-            _ => f.write_str("circuit open"),
-        }
+        self.describe(f, self.breaker().as_deref())
+    }
+}
+
+/// A [`CircuitOpen`] shown without its breaker's name (for the problem sent to a client).
+struct Anonymous<'a>(&'a CircuitOpen);
+
+impl fmt::Display for Anonymous<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.describe(f, None)
     }
 }
 
@@ -116,7 +177,7 @@ impl CircuitOpen {
             self.status(),
             "urn:palisade:circuit-open",
             "Circuit open",
-            self.to_string(),
+            Anonymous(self).to_string(),
         );
         match self.retry_after() {
             Some(retry_after) => problem.with_retry_after(retry_after),
@@ -220,7 +281,26 @@ mod tests {
     }
 
     #[test]
-    fn a_rejection_is_one_word() {
-        assert_eq!(size_of::<CircuitOpen>(), size_of::<u64>());
+    fn a_rejection_is_two_words_with_no_reference_count() {
+        assert_eq!(size_of::<CircuitOpen>(), 2 * size_of::<u64>());
+    }
+
+    #[test]
+    fn a_rejection_names_its_breaker_and_the_time_left_but_its_problem_does_not_name_it() {
+        let name = std::sync::Arc::from("error-test-payments");
+        let id = super::super::names::intern(Some(&name));
+        let isolated = CircuitOpen::new(State::Isolated, None).named(id);
+        assert_eq!(
+            isolated.to_string(),
+            "circuit isolated (breaker \"error-test-payments\"): forced open until released"
+        );
+        assert_eq!(isolated.breaker().as_deref(), Some("error-test-payments"));
+        let unnamed = CircuitOpen::new(State::Open, None);
+        assert_eq!(unnamed.to_string(), "circuit open");
+        #[cfg(feature = "http")]
+        assert_eq!(
+            isolated.problem().detail(),
+            "circuit isolated: forced open until released"
+        );
     }
 }

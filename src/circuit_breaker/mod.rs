@@ -225,6 +225,7 @@ mod layer;
 mod loom_models;
 #[cfg(all(test, not(palisade_loom)))]
 mod model_tests;
+mod names;
 mod service;
 mod state;
 #[cfg(all(test, not(palisade_loom)))]

@@ -166,8 +166,9 @@ impl<C> Breaker<C> {
                 self.probe_deadline
                     .of(generation)
                     .and_then(|ms| self.since_anchor(ms)),
-            ),
-            _ => CircuitOpen::new(State::Isolated, None),
+            )
+            .named(self.config.name_id),
+            _ => CircuitOpen::new(State::Isolated, None).named(self.config.name_id),
         }
     }
 
@@ -176,6 +177,7 @@ impl<C> Breaker<C> {
     #[inline]
     fn open_rejection(&self, until_ms: u64) -> CircuitOpen {
         CircuitOpen::new(State::Open, self.since_anchor(until_ms.saturating_add(1)))
+            .named(self.config.name_id)
     }
 
     /// `ms` since the epoch as nanoseconds since the clock's anchor, if it can be named.
