@@ -38,6 +38,23 @@ impl CircuitBreakerLayer {
     pub fn builder() -> CircuitBreakerBuilder {
         CircuitBreakerBuilder::new()
     }
+
+    /// Starts a configuration for a breaker around an HTTP client or handler: the
+    /// [`StatusClassifier`](crate::classify::StatusClassifier), so a 5xx or a `429` counts as
+    /// a failure. With [`builder`](Self::builder)'s default classifier only an `Err` does, and
+    /// an HTTP service answers a failing upstream with `Ok(503)`: a breaker built that way
+    /// around one never opens.
+    ///
+    /// ```
+    /// use palisade::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let breaker = CircuitBreakerLayer::http_builder().name("payments").build().unwrap();
+    /// # let _ = breaker;
+    /// ```
+    #[cfg(feature = "http")]
+    pub fn http_builder() -> CircuitBreakerBuilder<crate::classify::StatusClassifier> {
+        CircuitBreakerBuilder::new().classifier(crate::classify::StatusClassifier::new())
+    }
 }
 
 impl Default for CircuitBreakerLayer {

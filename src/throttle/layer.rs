@@ -38,6 +38,14 @@ impl ThrottleLayer {
     pub fn builder() -> ThrottleBuilder {
         ThrottleBuilder::new()
     }
+
+    /// Starts a configuration for a throttle around an HTTP client: the
+    /// [`StatusClassifier`](crate::classify::StatusClassifier), so a 5xx or a `429` counts as
+    /// a failure (with [`builder`](Self::builder)'s default classifier only an `Err` does).
+    #[cfg(feature = "http")]
+    pub fn http_builder() -> ThrottleBuilder<crate::classify::StatusClassifier> {
+        ThrottleBuilder::new().classifier(crate::classify::StatusClassifier::new())
+    }
 }
 
 impl Default for ThrottleLayer {
