@@ -366,7 +366,7 @@ where
                 throttled.status()
             ),
             Some(Rejection::CircuitOpen(open)) => {
-                let answer = open.problem().into_response::<Body>();
+                let answer = open.problem().into_http_response::<Body>();
                 let retry_after = &answer.headers()[http::header::RETRY_AFTER];
                 println!(
                     "  rejected after {took} ms, never sent: {open}, retry after {} ms\n  \

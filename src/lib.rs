@@ -188,6 +188,7 @@
 //! | `idempotency` | yes | [`idempotency`]: [`IdempotencyLayer`](idempotency::IdempotencyLayer), [`AddIdempotencyKeyLayer`](idempotency::AddIdempotencyKeyLayer), the in-memory store; enables `http` (adds `sha2`, `scc`, `rand`) |
 //! | `cache` | yes | [`cache`]: [`CacheLayer`](cache::CacheLayer), the stale-while-revalidate cache (adds `quick_cache`); with `http`, [`HttpCacheLayer`](cache::HttpCacheLayer), its HTTP mode |
 //! | `redis` | no | [`redis`]: [`RedisIdempotencyStore`](redis::RedisIdempotencyStore) and [`RedisCacheStore`](redis::RedisCacheStore), idempotency records and a remote cache tier shared by a fleet; enables `idempotency` and `cache` (adds `redis`; needs Rust 1.88) |
+//! | `axum` | no | `IntoResponse` for [`Problem`](http::Problem) and every rejection, and [`handle_error`](http::handle_error) for axum's `HandleErrorLayer`; enables `http` (adds `axum-core`) |
 //! | `full` | no | every feature |
 //!
 //! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`], [`Factor`] and
@@ -234,6 +235,15 @@
 #[cfg(not(target_has_atomic = "64"))]
 compile_error!("palisade needs 64-bit atomics (`AtomicU64`), which this target lacks");
 
+#[cfg(any(
+    feature = "cache",
+    feature = "circuit-breaker",
+    feature = "idempotency",
+    feature = "retry",
+    feature = "throttle",
+    feature = "timeout"
+))]
+pub mod builder;
 #[cfg(feature = "cache")]
 pub mod cache;
 #[cfg(feature = "circuit-breaker")]
@@ -281,6 +291,15 @@ pub mod throttle;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 
+#[cfg(any(
+    feature = "cache",
+    feature = "circuit-breaker",
+    feature = "idempotency",
+    feature = "retry",
+    feature = "throttle",
+    feature = "timeout"
+))]
+pub use self::builder::ServiceBuilderExt;
 pub use self::extensions::{NoExtensions, RequestExtensions};
 pub use self::ratio::{Factor, Ratio};
 

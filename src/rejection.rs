@@ -119,7 +119,7 @@ macro_rules! rejections {
             }
 
             /// The rejection as an `application/problem+json` description (feature `http`);
-            /// turn it into a response with [`Problem::into_response`].
+            /// turn it into a response with [`Problem::into_http_response`].
             #[cfg(feature = "http")]
             #[must_use]
             pub fn problem(&self) -> Problem {

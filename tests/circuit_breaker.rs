@@ -1026,7 +1026,7 @@ mod http_mapping {
         let err: BoxError = call(&mut svc, Ask::Ok).await.unwrap_err().into();
         let rejection = Rejection::find(&*err).unwrap();
         assert_eq!(rejection.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let response = rejection.problem().into_response::<axum::body::Body>();
+        let response = rejection.problem().into_http_response::<axum::body::Body>();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.headers()[header::RETRY_AFTER],
@@ -1256,7 +1256,7 @@ mod http_mapping {
         match Rejection::find(&err) {
             Some(rejection) => rejection
                 .problem()
-                .into_response::<axum::body::Body>()
+                .into_http_response::<axum::body::Body>()
                 .into_response(),
             None => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
         }

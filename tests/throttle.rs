@@ -495,7 +495,7 @@ async fn a_throttled_call_is_a_503_naming_the_next_probe_slot() {
     let rejection = Rejection::find(&*boxed).unwrap();
     assert_eq!(rejection.status(), 503);
     assert!(rejection.protects_dependency());
-    let response = rejection.problem().into_response::<()>();
+    let response = rejection.problem().into_http_response::<()>();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
     assert_eq!(

@@ -13,6 +13,9 @@
 //! - [`IDEMPOTENCY_KEY`] and [`IDEMPOTENT_REPLAYED`]: the idempotency headers, and (with
 //!   `idempotency`) [`parse_idempotency_key`] for the first (an RFC 8941 sf-string).
 //!
+//! - With the `axum` feature: `IntoResponse` for [`Problem`] and every rejection, and
+//!   [`handle_error`] / [`error_response`] for axum's `HandleErrorLayer`.
+//!
 //! The HTTP classifier lives with the other classifiers:
 //! [`StatusClassifier`](crate::classify::StatusClassifier).
 
@@ -26,12 +29,16 @@
 //! `timeout/` (so they need the `timeout` feature), the `Idempotency-Key` parser in
 //! `idempotency/` (the `idempotency` feature).
 
+#[cfg(feature = "axum")]
+mod axum;
 mod body;
 pub(crate) mod headers;
 mod problem;
 pub(crate) mod replay_body;
 pub(crate) mod retry_after;
 
+#[cfg(feature = "axum")]
+pub use self::axum::{error_response, handle_error};
 pub use self::body::ResponseBody;
 pub use self::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use self::problem::{PROBLEM_JSON, Problem};

@@ -15,7 +15,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// short title, a detail sentence and, where the rejection has one, a `Retry-After`.
 ///
 /// Get one from [`Rejection::problem`](crate::error::Rejection::problem) and turn it into a
-/// response with [`Problem::into_response`]. The body is a JSON object with the members `type`,
+/// response with [`Problem::into_http_response`]. The body is a JSON object with the members `type`,
 /// `title`, `status` and `detail`:
 ///
 /// ```json
@@ -125,7 +125,7 @@ impl Problem {
     /// The body type wraps a service's own body type `B`, so a layer can answer either with the
     /// inner service's response or with a problem and keep one response type.
     #[must_use]
-    pub fn into_response<B>(self) -> Response<ResponseBody<B>> {
+    pub fn into_http_response<B>(self) -> Response<ResponseBody<B>> {
         let body = ResponseBody::full(Bytes::from(self.to_json()));
         let mut response = Response::new(body);
         *response.status_mut() = self.status;

@@ -14,7 +14,7 @@ use crate::http::{IDEMPOTENT_REPLAYED, ResponseBody};
 
 /// The problem response for `rejection`, carrying the rejection in its extensions.
 pub(super) fn reject<B>(rejection: IdempotencyRejection) -> Response<ResponseBody<B>> {
-    let mut response = rejection.problem().into_response();
+    let mut response = rejection.problem().into_http_response();
     response.extensions_mut().insert(rejection);
     response
 }

@@ -287,9 +287,11 @@ mod server {
                     }
                     let timed_out = ready!(timer.poll_expired(cx));
                     let problem = timed_out.problem().with_status(*status);
-                    Poll::Ready(Ok(problem.into_response()))
+                    Poll::Ready(Ok(problem.into_http_response()))
                 }
-                KindProj::Answer { problem } => Poll::Ready(Ok(problem.clone().into_response())),
+                KindProj::Answer { problem } => {
+                    Poll::Ready(Ok(problem.clone().into_http_response()))
+                }
             }
         }
     }

@@ -77,7 +77,7 @@ where
                     "Polled after completion",
                     "the cache's response future was polled again after it completed".into(),
                 )
-                .into_response())),
+                .into_http_response())),
             },
             KindProj::Forward {
                 inner,

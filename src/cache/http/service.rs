@@ -226,7 +226,7 @@ where
                 "Not in the cache",
                 "the request said only-if-cached and no stored response may answer it".into(),
             );
-            let mut response = problem.into_response();
+            let mut response = problem.into_http_response();
             let status = CacheStatus {
                 detail: Some("only-if-cached"),
                 ..CacheStatus::default()
@@ -1001,7 +1001,7 @@ impl<S> Fetch<S> {
         {
             problem = problem.with_retry_after(wait);
         }
-        let mut response = problem.into_response();
+        let mut response = problem.into_http_response();
         let cache_status = CacheStatus {
             fwd: Some(self.fwd),
             fwd_status: status,
@@ -1267,7 +1267,7 @@ impl<S> Fetch<S> {
             "Unusable revalidation",
             detail.to_owned(),
         );
-        self.with_status(problem.into_response(), Some(StatusCode::NOT_MODIFIED))
+        self.with_status(problem.into_http_response(), Some(StatusCode::NOT_MODIFIED))
     }
 }
 
