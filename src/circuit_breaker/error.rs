@@ -153,8 +153,10 @@ impl fmt::Display for CircuitOpen {
 }
 
 /// A [`CircuitOpen`] shown without its breaker's name (for the problem sent to a client).
+#[cfg(feature = "http")]
 struct Anonymous<'a>(&'a CircuitOpen);
 
+#[cfg(feature = "http")]
 impl fmt::Display for Anonymous<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.describe(f, None)
