@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example demo
+//! RUST_LOG=palisade=debug cargo run --example demo     # and every decision the layers log
 //! ```
 //!
 //! The server gives every handler at most 1 s, less if the caller says it has less
@@ -383,6 +384,15 @@ where
 
 #[tokio::main]
 async fn main() {
+    // palisade logs its decisions through `tracing`: `RUST_LOG=palisade=debug` shows them,
+    // `RUST_LOG=palisade::circuit_breaker=info` only the breaker's transitions. Silent unset.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_target(true)
+        .init();
     let flaky = Arc::new(Flaky::default());
     let addr = serve(Arc::clone(&flaky)).await;
     println!("palisade demo: server on http://{addr}, handlers limited to 1 s");

@@ -200,6 +200,60 @@ fn own_error(any: &dyn Any) -> Option<&(dyn Error + 'static)> {
 
 #[cfg(feature = "http")]
 pub use self::status::StatusClassifier;
+#[cfg(feature = "tower-http")]
+pub use self::tower_http_classify::FromTowerHttp;
+
+#[cfg(feature = "tower-http")]
+mod tower_http_classify {
+    use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
+
+    use super::{Classify, Outcome, rejection_outcome};
+
+    /// A tower-http response classifier as a palisade [`Classify`] (feature `tower-http`):
+    /// `ServerErrorsAsFailures`, `StatusInRangeAsFailures`, `GrpcErrorsAsFailures` or your own
+    /// `ClassifyResponse`, so a breaker, a throttle or a retry counts failures exactly as your
+    /// `TraceLayer` reports them.
+    ///
+    /// A response the classifier calls a failure is a [`Failure`](Outcome::Failure), any other
+    /// a [`Success`](Outcome::Success); an `Err` is a failure, except palisade's rejections that
+    /// say nothing about the dependency, which are ignored (as with every palisade
+    /// classifier). A classifier that can only decide at the end of the body
+    /// (`RequiresEos`: gRPC with its status in the trailers) counts as a success: a layer
+    /// decides when the response head arrives.
+    ///
+    /// ```
+    /// use palisade::circuit_breaker::CircuitBreakerLayer;
+    /// use palisade::classify::FromTowerHttp;
+    /// use tower_http::classify::StatusInRangeAsFailures;
+    ///
+    /// // 4xx and 5xx count as failures, as a TraceLayer with this classifier reports them.
+    /// let breaker = CircuitBreakerLayer::builder()
+    ///     .classifier(FromTowerHttp(StatusInRangeAsFailures::new(400..=599)))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = breaker;
+    /// ```
+    #[derive(Clone, Debug, Default)]
+    pub struct FromTowerHttp<C>(pub C);
+
+    impl<C, B, E: 'static> Classify<http::Response<B>, E> for FromTowerHttp<C>
+    where
+        C: ClassifyResponse + Clone,
+    {
+        fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
+            match result {
+                // tower-http's classifiers are consumed by each classification.
+                Ok(response) => match self.0.clone().classify_response(response) {
+                    ClassifiedResponse::Ready(Ok(())) | ClassifiedResponse::RequiresEos(_) => {
+                        Outcome::Success
+                    }
+                    ClassifiedResponse::Ready(Err(_)) => Outcome::Failure,
+                },
+                Err(error) => rejection_outcome(error).unwrap_or(Outcome::Failure),
+            }
+        }
+    }
+}
 
 #[cfg(feature = "http")]
 mod status {
@@ -478,5 +532,68 @@ mod rejection_tests {
         let failed: Result<http::Response<()>, BoxError> = Err(limit().into());
         assert_eq!(StatusClassifier::new().classify(&ignored), Outcome::Ignore);
         assert_eq!(StatusClassifier::new().classify(&failed), Outcome::Failure);
+    }
+}
+
+#[cfg(all(test, feature = "tower-http", not(palisade_loom)))]
+mod tower_http_tests {
+    use http::{Response, StatusCode};
+    use tower_http::classify::{
+        GrpcErrorsAsFailures, ServerErrorsAsFailures, StatusInRangeAsFailures,
+    };
+
+    use super::{Classify, FromTowerHttp, Outcome};
+    use crate::error::BoxError;
+
+    fn status(code: u16) -> Result<Response<()>, BoxError> {
+        Ok(Response::builder().status(code).body(()).unwrap())
+    }
+
+    #[test]
+    fn tower_http_classifiers_decide_as_they_do_for_a_trace_layer() {
+        let server_errors = FromTowerHttp(ServerErrorsAsFailures::new());
+        assert_eq!(server_errors.classify(&status(200)), Outcome::Success);
+        assert_eq!(server_errors.classify(&status(404)), Outcome::Success);
+        assert_eq!(server_errors.classify(&status(503)), Outcome::Failure);
+        let range = FromTowerHttp(StatusInRangeAsFailures::new(400..=599));
+        assert_eq!(range.classify(&status(404)), Outcome::Failure);
+        assert_eq!(range.classify(&status(302)), Outcome::Success);
+        let transport: Result<Response<()>, BoxError> = Err("connection reset".into());
+        assert_eq!(range.classify(&transport), Outcome::Failure);
+    }
+
+    #[test]
+    fn a_grpc_status_in_the_head_counts_and_one_left_for_the_trailers_does_not() {
+        let grpc = FromTowerHttp(GrpcErrorsAsFailures::new());
+        let with_status = |code: &str| -> Result<Response<()>, BoxError> {
+            Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header("grpc-status", code)
+                .body(())
+                .unwrap())
+        };
+        assert_eq!(grpc.classify(&with_status("0")), Outcome::Success);
+        assert_eq!(
+            grpc.classify(&with_status("14")),
+            Outcome::Failure,
+            "UNAVAILABLE"
+        );
+        assert_eq!(
+            grpc.classify(&status(200)),
+            Outcome::Success,
+            "decided in the trailers"
+        );
+    }
+
+    #[cfg(feature = "circuit-breaker")]
+    #[test]
+    fn a_palisade_rejection_is_ignored() {
+        let open =
+            crate::circuit_breaker::CircuitOpen::new(crate::circuit_breaker::State::Open, None);
+        let rejected: Result<Response<()>, BoxError> = Err(Box::new(open));
+        assert_eq!(
+            FromTowerHttp(ServerErrorsAsFailures::new()).classify(&rejected),
+            Outcome::Ignore
+        );
     }
 }

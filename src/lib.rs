@@ -189,6 +189,7 @@
 //! | `cache` | yes | [`cache`]: [`CacheLayer`](cache::CacheLayer), the stale-while-revalidate cache (adds `quick_cache`); with `http`, [`HttpCacheLayer`](cache::HttpCacheLayer), its HTTP mode |
 //! | `redis` | no | [`redis`]: [`RedisIdempotencyStore`](redis::RedisIdempotencyStore) and [`RedisCacheStore`](redis::RedisCacheStore), idempotency records and a remote cache tier shared by a fleet; enables `idempotency` and `cache` (adds `redis`; needs Rust 1.88) |
 //! | `axum` | no | `IntoResponse` for [`Problem`](http::Problem) and every rejection, and [`handle_error`](http::handle_error) for axum's `HandleErrorLayer`; enables `http` (adds `axum-core`) |
+//! | `tower-http` | no | [`FromTowerHttp`](classify::FromTowerHttp): tower-http's response classifiers (`ServerErrorsAsFailures`, `GrpcErrorsAsFailures`, …) as palisade's; enables `http` (adds `tower-http` without features) |
 //! | `full` | no | every feature |
 //!
 //! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`], [`Factor`] and
@@ -215,6 +216,44 @@
 //! | [`Cache`](cache::Cache) | [`BoxError`](error::BoxError) | [`LeaderFailed`](cache::LeaderFailed) (a waiter behind a failed fetch) | 502 |
 //! | [`HttpCache`](cache::HttpCache) | the inner service's | answers itself: a problem response for a waiter behind a failed fetch (the origin's status, else 502), for `only-if-cached` on a miss (504), for an unusable `304` (502) | as listed |
 //! | [`Fallback`](fallback::Fallback), the presets | [`BoxError`](error::BoxError) | what the layers inside return | as above |
+//!
+//! # Observability
+//!
+//! **Event hooks**: plain callbacks set on a layer's builder, called on the task where the
+//! event happens, with no lock held, never spawned or buffered (so they cannot lag), and free
+//! when unset. Each is chained when set twice.
+//!
+//! | layer | hook | told | when |
+//! | --- | --- | --- | --- |
+//! | breaker | [`on_transition`](circuit_breaker::CircuitBreakerBuilder::on_transition) | [`Transition`](circuit_breaker::Transition) (from, to, generation, reason, instant) | every state change |
+//! | breaker | [`on_rejected`](circuit_breaker::CircuitBreakerBuilder::on_rejected) | [`CircuitOpen`](circuit_breaker::CircuitOpen) | every rejection |
+//! | retry | [`on_retry`](retry::RetryLayer::on_retry) | [`RetryEvent`](retry::RetryEvent) (attempt, wait, backoff / pushback / reopening) | before every wait for another attempt |
+//! | retry | [`on_budget_exhausted`](retry::RetryLayer::on_budget_exhausted) | [`BudgetRefused`](retry::BudgetRefused) | every retry the budget turns down |
+//! | timeout | [`on_timeout`](timeout::TimeoutLayer::on_timeout) (and the [server timeout's](timeout::ServerTimeoutLayer::on_timeout)) | [`TimedOut`](timeout::TimedOut) | every request abandoned |
+//! | throttle | [`on_rejected`](throttle::ThrottleBuilder::on_rejected) | [`Throttled`](throttle::Throttled) | every shed call |
+//! | cache | [`on_event`](cache::CacheLayer::on_event) | the key and a [`CacheEvent`](cache::CacheEvent) | misses, waits, remote hits, refreshes, failed refreshes, stale-if-error |
+//!
+//! **Snapshots**: the handles' `metrics()` ([breaker](circuit_breaker::CircuitBreakerHandle::metrics),
+//! [throttle](throttle::ThrottleHandle::metrics), [cache](cache::CacheHandle::metrics), and
+//! with `redis` the [connection's](redis::RedisConnection::metrics) per operation), the
+//! breaker's [`subscribe`](circuit_breaker::CircuitBreakerHandle::subscribe) stream, and the
+//! retry budget's [`allows_retry`](retry::RetryBudget::allows_retry).
+//!
+//! **Tracing**: every line's target is its module under `palisade::<layer>` (so
+//! `RUST_LOG=palisade::retry=debug` shows one layer), and the levels mean one thing each:
+//!
+//! | level | what | examples |
+//! | --- | --- | --- |
+//! | `trace` | one line per call on a path that may be hot | a rejection, a timeout firing |
+//! | `debug` | a decision | retrying (attempt, delay, outcome), not retrying and why, a refresh failing, a remote tier bypassed |
+//! | `info` | a state change | a breaker's or a throttle's transition (rate-limited), a Redis script reloaded |
+//! | `warn` | trouble with a store or a misconfiguration | an idempotency store failing or full, Redis out of memory, an unusable `304`, an idempotency layer without an identity |
+//! | `error` | a state that should be impossible | a response future polled in a state it cannot be in |
+//!
+//! Fields are named alike across layers: the layer's name under its kind (`breaker`,
+//! `throttle`), `error` for an error's text, `key` for an idempotency key, `attempt` /
+//! `attempts`, `delay`. The demo installs a subscriber that honours `RUST_LOG`
+//! (`RUST_LOG=palisade=debug cargo run --example demo`).
 //!
 //! # Testing your stack
 //!

@@ -222,6 +222,28 @@ impl CircuitBreakerError {
             Self::Open(_) => None,
         }
     }
+
+    /// The error as the other layers return theirs: the inner service's own error, unwrapped
+    /// (so `downcast_ref` finds it), or the boxed [`CircuitOpen`]. For a stack that wants
+    /// `BoxError` throughout, `.map_err(CircuitBreakerError::into_box_error)`; a plain
+    /// `BoxError::from` keeps this wrapper on top, whose `source()` is the inner error's own
+    /// source (it forwards `Display` and `source()` as a transparent wrapper does).
+    ///
+    /// ```
+    /// use palisade::circuit_breaker::CircuitBreakerError;
+    /// use palisade::error::BoxError;
+    ///
+    /// let inner: BoxError = Box::new(std::io::Error::other("connection reset"));
+    /// let error = CircuitBreakerError::Inner(inner).into_box_error();
+    /// assert!(error.downcast_ref::<std::io::Error>().is_some());
+    /// ```
+    #[must_use]
+    pub fn into_box_error(self) -> BoxError {
+        match self {
+            Self::Inner(inner) => inner,
+            Self::Open(open) => Box::new(open),
+        }
+    }
 }
 
 impl fmt::Display for CircuitBreakerError {

@@ -53,6 +53,37 @@
 //! # }
 //! ```
 //!
+//! ## An HTTP client
+//!
+//! HTTP requests are retried by [`HttpPolicy`] (safe methods, or a request with an
+//! `Idempotency-Key`), whose copies need a body that can be sent again: a [`ReplayBody`].
+//! [`BufferBodyLayer`] outside the retry makes one from any body (kept in memory up to its
+//! limit), and the client inside is typed on it:
+//!
+//! ```no_run
+//! use http_body_util::Full;
+//! use hyper::body::Bytes;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use palisade::retry::{BufferBodyLayer, HttpPolicy, ReplayBody, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), palisade::error::BoxError> {
+//! let http = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
+//! let client = ServiceBuilder::new()
+//!     .layer(BufferBodyLayer::new(64 * 1024))
+//!     .layer(RetryLayer::new().policy(HttpPolicy::new()))
+//!     .service(http);
+//! let request = http::Request::get("http://127.0.0.1:3000/").body(Full::default())?;
+//! let response = client.oneshot(request).await?;
+//! # let _ = response;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Without the buffer, the retry's `Policy` bound fails with a note naming `ReplayBody`.
+//!
 //! # Behaviour
 //!
 //! Each call's future is a state machine (see [`future::ResponseFuture`]): **calling** an

@@ -46,6 +46,13 @@ pub enum Decision {
 ///
 /// Implemented by [`RetryFailures`] (any `Clone` request, classifier-driven) and, with the
 /// `http` feature, [`HttpPolicy`](super::HttpPolicy).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot retry a `{Req}` answered by `{Res}`",
+    note = "`HttpPolicy` retries `http::Request<ReplayBody<B>>`: put `BufferBodyLayer` outside \
+            the retry (it makes any body a `ReplayBody`), and type the client inside on it, \
+            e.g. `Client::builder(..).build_http::<ReplayBody<Full<Bytes>>>()`",
+    note = "`RetryFailures` (the default policy) retries any request that is `Clone`"
+)]
 pub trait Policy<Req, Res> {
     /// A copy of `request` for another attempt, or `None` if it must not be retried.
     fn clone_request(&self, request: &Req) -> Option<Req>;

@@ -186,6 +186,19 @@ impl ThrottleError {
             Self::Throttled(_) => None,
         }
     }
+
+    /// The error as the other layers return theirs: the inner service's own error, unwrapped
+    /// (so `downcast_ref` finds it), or the boxed [`Throttled`]; a failed probe stays this
+    /// error (a rejection whose `source()` is the probe's error). For a stack that wants
+    /// `BoxError` throughout: `.map_err(ThrottleError::into_box_error)`.
+    #[must_use]
+    pub fn into_box_error(self) -> BoxError {
+        match self {
+            Self::Inner(inner) => inner,
+            Self::Throttled(throttled) => Box::new(throttled),
+            probe @ Self::ProbeFailed { .. } => Box::new(probe),
+        }
+    }
 }
 
 impl fmt::Display for ThrottleError {
