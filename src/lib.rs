@@ -231,7 +231,7 @@
 //! | retry | [`on_budget_exhausted`](retry::RetryLayer::on_budget_exhausted) | [`BudgetRefused`](retry::BudgetRefused) | every retry the budget turns down |
 //! | timeout | [`on_timeout`](timeout::TimeoutLayer::on_timeout) (and the [server timeout's](timeout::ServerTimeoutLayer::on_timeout)) | [`TimedOut`](timeout::TimedOut) | every request abandoned |
 //! | throttle | [`on_rejected`](throttle::ThrottleBuilder::on_rejected) | [`Throttled`](throttle::Throttled) | every shed call |
-//! | cache | [`on_event`](cache::CacheLayer::on_event) | the key and a [`CacheEvent`](cache::CacheEvent) | misses, waits, remote hits, refreshes, failed refreshes, stale-if-error |
+//! | cache | [`on_event`](cache::CacheLayer::on_event) (HTTP mode: [`on_event`](cache::HttpCacheBuilder::on_event), with the target) | the key and a [`CacheEvent`](cache::CacheEvent) | misses, waits, remote hits, refreshes, failed refreshes, stale-if-error |
 //!
 //! **Snapshots**: the handles' `metrics()` ([breaker](circuit_breaker::CircuitBreakerHandle::metrics),
 //! [throttle](throttle::ThrottleHandle::metrics), [cache](cache::CacheHandle::metrics), and

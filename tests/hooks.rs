@@ -356,3 +356,47 @@ async fn the_cache_tells_misses_waits_refreshes_and_stale_if_error() {
         .collect();
     assert_eq!(tail, [(1, CacheEvent::StaleIfError), (1, CacheEvent::Miss)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_http_cache_tells_misses_and_revalidations_by_target() {
+    use axum::Router;
+    use axum::body::Body;
+    use palisade::cache::{CacheMode, HttpCacheLayer};
+    let (events, push) = recorder::<(String, CacheEvent)>();
+    let cache = HttpCacheLayer::builder(CacheMode::Shared)
+        .early_refresh(palisade::Factor::new_const(0.0))
+        .on_event(move |target, event| push((target.to_owned(), event)))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/items",
+            axum::routing::get(|| async {
+                (
+                    [("cache-control", "max-age=1, stale-while-revalidate=10")],
+                    "v",
+                )
+            }),
+        )
+        .layer(cache);
+    let get = || {
+        http::Request::get("/items")
+            .header("host", "shop.example")
+            .body(Body::empty())
+            .unwrap()
+    };
+    app.clone().oneshot(get()).await.unwrap();
+    app.clone().oneshot(get()).await.unwrap();
+    assert_eq!(
+        *events.lock().unwrap(),
+        [("shop.example/items".to_owned(), CacheEvent::Miss)],
+        "a hit tells nothing"
+    );
+    advance(Duration::from_millis(1_500)).await;
+    app.clone().oneshot(get()).await.unwrap();
+    tokio::time::sleep(50 * MS).await;
+    assert_eq!(
+        events.lock().unwrap().last(),
+        Some(&("shop.example/items".to_owned(), CacheEvent::Refreshed))
+    );
+}

@@ -125,7 +125,8 @@
 //!
 //! # Event hooks
 //!
-//! [`CacheLayer::on_event`] is called with the key and a [`CacheEvent`] at each miss,
+//! [`CacheLayer::on_event`] (in HTTP mode [`HttpCacheBuilder::on_event`], with the target as
+//! `host/path?query`) is called with the key and a [`CacheEvent`] at each miss,
 //! coalesced wait, remote hit, refresh, failed refresh and stale-if-error answer, on the task
 //! that sees it, with no lock of the cache held (a refresh's on its background task). Hits are
 //! not told: they are the hot path, and the [metrics](CacheHandle::metrics) count them. A hit

@@ -14,6 +14,7 @@ use super::service::HttpCache;
 use super::stored::HttpValue;
 use crate::cache::config::{CacheBuilder, LeaderFailure, WeightOf};
 use crate::cache::handle::{CacheHandle, Metrics};
+use crate::cache::hooks::{CacheEvent, OnEvent};
 use crate::cache::remote::RemoteStore;
 use crate::cache::shared::Shared;
 use crate::clock::Clock;
@@ -49,6 +50,18 @@ pub(crate) struct Settings {
     pub(crate) wall_at_epoch: Duration,
     /// The store shared with the other instances of a fleet, if any.
     pub(crate) remote: Remote,
+    /// The event hook, if one is set.
+    pub(crate) on_event: Option<OnEvent<str>>,
+}
+
+impl Settings {
+    /// Tells the event hook, if one is set, that `event` happened to `key`'s target.
+    #[inline]
+    pub(crate) fn tell(&self, key: &HttpKey, event: CacheEvent) {
+        if let Some(hook) = &self.on_event {
+            hook(key.target_str(), event);
+        }
+    }
 }
 
 impl Settings {
@@ -75,6 +88,7 @@ pub struct HttpCacheBuilder {
     remote: Remote,
     /// Whether responses are kept in memory (not with [`remote_only`](Self::remote_only)).
     local: bool,
+    on_event: Option<OnEvent<str>>,
 }
 
 impl HttpCacheBuilder {
@@ -91,6 +105,7 @@ impl HttpCacheBuilder {
             name: None,
             remote: None,
             local: true,
+            on_event: None,
         }
     }
 
@@ -233,6 +248,21 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// Calls `hook` with each target's misses, coalesced waits, remote hits, background
+    /// revalidations that stored, failed ones and stale-if-error answers, as they happen, with
+    /// the target as `host/path?query` (see [`CacheLayer::on_event`](crate::cache::CacheLayer::on_event)
+    /// for the contract). Set twice, both run.
+    pub fn on_event(mut self, hook: impl Fn(&str, CacheEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(match self.on_event.take() {
+            None => Arc::new(hook),
+            Some(first) => Arc::new(move |target: &str, event| {
+                first(target, event);
+                hook(target, event);
+            }),
+        });
+        self
+    }
+
     /// Checks the settings and builds the layer.
     ///
     /// # Errors
@@ -274,6 +304,7 @@ impl HttpCacheBuilder {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default(),
             remote: self.remote,
+            on_event: self.on_event,
         };
         Ok(HttpCacheLayer {
             shared,

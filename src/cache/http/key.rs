@@ -106,6 +106,11 @@ impl HttpKey {
         self.target.as_bytes()
     }
 
+    /// The target as text: `host/path?query`, with a scheme for a request that carried one.
+    pub(crate) fn target_str(&self) -> &str {
+        &self.target
+    }
+
     pub(crate) fn same_target(&self, other: &Self) -> bool {
         self.target == other.target
     }

@@ -28,6 +28,7 @@ use super::stored::{
 use crate::cache::config::LeaderFailure;
 use crate::cache::error::LeaderFailed;
 use crate::cache::flight::{self, Landing, Leader, Role};
+use crate::cache::hooks::CacheEvent;
 use crate::cache::remote::MAX_LOOK_PAUSE;
 use crate::cache::shared::Shared;
 use crate::cache::state::Times;
@@ -335,6 +336,7 @@ fn start_revalidation<S, ReqB, ResB>(
                             && shared.store.replace_if_current(&key, &old, entry)
                         {
                             shared.counters.remote_hits.add();
+                            settings.tell(&key, CacheEvent::RemoteHit);
                         }
                         old.refresh.release(claim, shared.now());
                         return;
@@ -398,6 +400,7 @@ fn start_revalidation<S, ReqB, ResB>(
                         }
                         if applied {
                             shared.counters.refreshes.add();
+                            settings.tell(&key, CacheEvent::Refreshed);
                             if not_modified {
                                 shared.counters.revalidated.add();
                             }
@@ -427,6 +430,7 @@ fn start_revalidation<S, ReqB, ResB>(
             remote::release(&shared, settings.remote.as_ref(), remote_lock);
             if !stored_anew {
                 shared.counters.refresh_failures.add();
+                settings.tell(&key, CacheEvent::RefreshFailed);
                 let backoff = Engine::ticks(shared.config.refresh_backoff);
                 old.refresh.release(claim, done.saturating_add(backoff));
                 tracing::debug!(target: "palisade::cache", "revalidation failed; the stale response stays");
@@ -752,6 +756,7 @@ impl<S> Fetch<S> {
             };
             if !collapsed {
                 shared.counters.coalesced.add();
+                self.settings.tell(&self.key, CacheEvent::Coalesced);
                 collapsed = true;
             }
             let Some(landed) = flight::wait(landing, shared.config.lock_timeout).await else {
@@ -808,6 +813,7 @@ impl<S> Fetch<S> {
             .as_ref()
             .is_some_and(|(_, stored)| add_validators(req.headers_mut(), stored));
         shared.counters.misses.add();
+        self.settings.tell(&self.key, CacheEvent::Miss);
         let method = req.method().clone();
         let request_headers = req.headers().clone();
         let request_time = shared.now();
@@ -1058,6 +1064,7 @@ impl<S> Fetch<S> {
             return None;
         }
         self.shared.counters.stale_if_error.add();
+        self.settings.tell(&self.key, CacheEvent::StaleIfError);
         tracing::debug!(target: "palisade::cache", "origin failed; serving the stored response (stale-if-error)");
         let cache_status = CacheStatus {
             fwd: Some(self.fwd),
@@ -1117,6 +1124,7 @@ impl<S> Fetch<S> {
     {
         let shared = &self.shared;
         shared.counters.remote_hits.add();
+        self.settings.tell(&self.key, CacheEvent::RemoteHit);
         let stored: Arc<Stored> = stored.into();
         let entry = new_entry(shared, Arc::clone(&stored), fetch, &self.key);
         let keep = entry.weight <= shared.config.max_entry_weight;
