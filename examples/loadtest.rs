@@ -149,36 +149,44 @@ struct Tally {
 
 type Stack = BoxCloneSyncService<http::Request<Full<Bytes>>, http::Response<Bytes>, BoxError>;
 
-/// The bare hyper-util client, bodies collected.
-fn bare_client() -> Stack {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+/// `service`, its response bodies collected.
+fn collected<S, B>(service: S) -> Stack
+where
+    S: tower::Service<http::Request<Full<Bytes>>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<BoxError>,
+{
     BoxCloneSyncService::new(tower::service_fn(move |request| {
-        let client = client.clone();
+        let service = service.clone();
         async move {
-            let response = client.request(request).await?;
+            let response = service.oneshot(request).await.map_err(Into::into)?;
             let (parts, body) = response.into_parts();
-            let body = body.collect().await?.to_bytes();
+            let body = body.collect().await.map_err(Into::into)?.to_bytes();
             Ok::<_, BoxError>(http::Response::from_parts(parts, body))
         }
     }))
 }
 
+/// The bare hyper-util client.
+fn bare_client() -> Stack {
+    collected(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>())
+}
+
 /// palisade's client preset over the same client: 1 s in all, 100 ms per attempt.
 fn palisade_client() -> Stack {
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
-    let stack = HttpClientLayer::new()
-        .total_timeout(Duration::from_secs(1))
-        .attempt_timeout(Duration::from_millis(100))
-        .layer(client);
-    BoxCloneSyncService::new(tower::service_fn(move |request| {
-        let stack = stack.clone();
-        async move {
-            let response = stack.oneshot(request).await?;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await?.to_bytes();
-            Ok::<_, BoxError>(http::Response::from_parts(parts, body))
-        }
-    }))
+    collected(
+        HttpClientLayer::new()
+            .total_timeout(Duration::from_secs(1))
+            .attempt_timeout(Duration::from_millis(100))
+            .layer(client),
+    )
 }
 
 /// Runs `stages` of virtual users against `url` through `stack`, and tallies every request.

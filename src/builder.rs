@@ -22,7 +22,6 @@
 //! are inherent methods, which would win over a trait method of the same name.
 
 use tower::ServiceBuilder;
-use tower_layer::Stack;
 
 /// palisade's layers as [`ServiceBuilder`] methods; each adds the layer as
 /// [`ServiceBuilder::layer`] does (inside the layers added before it). See the
@@ -33,7 +32,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn palisade_timeout(
         self,
         limit: std::time::Duration,
-    ) -> ServiceBuilder<Stack<crate::timeout::TimeoutLayer, L>>;
+    ) -> ServiceBuilder<tower_layer::Stack<crate::timeout::TimeoutLayer, L>>;
 
     /// Adds a [`ServerTimeoutLayer`](crate::timeout::ServerTimeoutLayer) of `limit`, for
     /// handlers.
@@ -41,49 +40,49 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn server_timeout(
         self,
         limit: std::time::Duration,
-    ) -> ServiceBuilder<Stack<crate::timeout::ServerTimeoutLayer, L>>;
+    ) -> ServiceBuilder<tower_layer::Stack<crate::timeout::ServerTimeoutLayer, L>>;
 
     /// Adds a configured [`RetryLayer`](crate::retry::RetryLayer).
     #[cfg(feature = "retry")]
     fn palisade_retry<P>(
         self,
         layer: crate::retry::RetryLayer<P>,
-    ) -> ServiceBuilder<Stack<crate::retry::RetryLayer<P>, L>>;
+    ) -> ServiceBuilder<tower_layer::Stack<crate::retry::RetryLayer<P>, L>>;
 
     /// Adds a configured [`CircuitBreakerLayer`](crate::circuit_breaker::CircuitBreakerLayer).
     #[cfg(feature = "circuit-breaker")]
     fn circuit_breaker<C>(
         self,
         layer: crate::circuit_breaker::CircuitBreakerLayer<C>,
-    ) -> ServiceBuilder<Stack<crate::circuit_breaker::CircuitBreakerLayer<C>, L>>;
+    ) -> ServiceBuilder<tower_layer::Stack<crate::circuit_breaker::CircuitBreakerLayer<C>, L>>;
 
     /// Adds a configured [`ThrottleLayer`](crate::throttle::ThrottleLayer).
     #[cfg(feature = "throttle")]
     fn throttle<C>(
         self,
         layer: crate::throttle::ThrottleLayer<C>,
-    ) -> ServiceBuilder<Stack<crate::throttle::ThrottleLayer<C>, L>>;
+    ) -> ServiceBuilder<tower_layer::Stack<crate::throttle::ThrottleLayer<C>, L>>;
 
     /// Adds a configured [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer).
     #[cfg(feature = "idempotency")]
     fn idempotency<St>(
         self,
         layer: crate::idempotency::IdempotencyLayer<St>,
-    ) -> ServiceBuilder<Stack<crate::idempotency::IdempotencyLayer<St>, L>>;
+    ) -> ServiceBuilder<tower_layer::Stack<crate::idempotency::IdempotencyLayer<St>, L>>;
 
     /// Adds a configured [`CacheLayer`](crate::cache::CacheLayer).
     #[cfg(feature = "cache")]
     fn swr_cache<F, C, K, V>(
         self,
         layer: crate::cache::CacheLayer<F, C, K, V>,
-    ) -> ServiceBuilder<Stack<crate::cache::CacheLayer<F, C, K, V>, L>>;
+    ) -> ServiceBuilder<tower_layer::Stack<crate::cache::CacheLayer<F, C, K, V>, L>>;
 
     /// Adds a configured [`HttpCacheLayer`](crate::cache::HttpCacheLayer).
     #[cfg(all(feature = "cache", feature = "http"))]
     fn http_cache(
         self,
         layer: crate::cache::HttpCacheLayer,
-    ) -> ServiceBuilder<Stack<crate::cache::HttpCacheLayer, L>>;
+    ) -> ServiceBuilder<tower_layer::Stack<crate::cache::HttpCacheLayer, L>>;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -93,7 +92,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn palisade_timeout(
         self,
         limit: std::time::Duration,
-    ) -> ServiceBuilder<Stack<crate::timeout::TimeoutLayer, L>> {
+    ) -> ServiceBuilder<tower_layer::Stack<crate::timeout::TimeoutLayer, L>> {
         self.layer(crate::timeout::TimeoutLayer::new(limit))
     }
 
@@ -101,7 +100,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn server_timeout(
         self,
         limit: std::time::Duration,
-    ) -> ServiceBuilder<Stack<crate::timeout::ServerTimeoutLayer, L>> {
+    ) -> ServiceBuilder<tower_layer::Stack<crate::timeout::ServerTimeoutLayer, L>> {
         self.layer(crate::timeout::ServerTimeoutLayer::new(limit))
     }
 
@@ -109,7 +108,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn palisade_retry<P>(
         self,
         layer: crate::retry::RetryLayer<P>,
-    ) -> ServiceBuilder<Stack<crate::retry::RetryLayer<P>, L>> {
+    ) -> ServiceBuilder<tower_layer::Stack<crate::retry::RetryLayer<P>, L>> {
         self.layer(layer)
     }
 
@@ -117,7 +116,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn circuit_breaker<C>(
         self,
         layer: crate::circuit_breaker::CircuitBreakerLayer<C>,
-    ) -> ServiceBuilder<Stack<crate::circuit_breaker::CircuitBreakerLayer<C>, L>> {
+    ) -> ServiceBuilder<tower_layer::Stack<crate::circuit_breaker::CircuitBreakerLayer<C>, L>> {
         self.layer(layer)
     }
 
@@ -125,7 +124,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn throttle<C>(
         self,
         layer: crate::throttle::ThrottleLayer<C>,
-    ) -> ServiceBuilder<Stack<crate::throttle::ThrottleLayer<C>, L>> {
+    ) -> ServiceBuilder<tower_layer::Stack<crate::throttle::ThrottleLayer<C>, L>> {
         self.layer(layer)
     }
 
@@ -133,7 +132,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn idempotency<St>(
         self,
         layer: crate::idempotency::IdempotencyLayer<St>,
-    ) -> ServiceBuilder<Stack<crate::idempotency::IdempotencyLayer<St>, L>> {
+    ) -> ServiceBuilder<tower_layer::Stack<crate::idempotency::IdempotencyLayer<St>, L>> {
         self.layer(layer)
     }
 
@@ -141,7 +140,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn swr_cache<F, C, K, V>(
         self,
         layer: crate::cache::CacheLayer<F, C, K, V>,
-    ) -> ServiceBuilder<Stack<crate::cache::CacheLayer<F, C, K, V>, L>> {
+    ) -> ServiceBuilder<tower_layer::Stack<crate::cache::CacheLayer<F, C, K, V>, L>> {
         self.layer(layer)
     }
 
@@ -149,7 +148,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn http_cache(
         self,
         layer: crate::cache::HttpCacheLayer,
-    ) -> ServiceBuilder<Stack<crate::cache::HttpCacheLayer, L>> {
+    ) -> ServiceBuilder<tower_layer::Stack<crate::cache::HttpCacheLayer, L>> {
         self.layer(layer)
     }
 }

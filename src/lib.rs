@@ -274,14 +274,6 @@
 #[cfg(not(target_has_atomic = "64"))]
 compile_error!("palisade needs 64-bit atomics (`AtomicU64`), which this target lacks");
 
-#[cfg(any(
-    feature = "cache",
-    feature = "circuit-breaker",
-    feature = "idempotency",
-    feature = "retry",
-    feature = "throttle",
-    feature = "timeout"
-))]
 pub mod builder;
 #[cfg(feature = "cache")]
 pub mod cache;
@@ -330,14 +322,6 @@ pub mod throttle;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 
-#[cfg(any(
-    feature = "cache",
-    feature = "circuit-breaker",
-    feature = "idempotency",
-    feature = "retry",
-    feature = "throttle",
-    feature = "timeout"
-))]
 pub use self::builder::ServiceBuilderExt;
 pub use self::extensions::{NoExtensions, RequestExtensions};
 pub use self::ratio::{Factor, Ratio};
