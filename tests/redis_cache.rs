@@ -364,3 +364,23 @@ async fn without_a_local_tier_a_stale_entry_is_served_and_refreshed_once_for_the
     let (a, b) = (a_handle.metrics(), b_handle.metrics());
     assert_eq!(a.refreshes + b.refreshes, 1, "{a:?} {b:?}");
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_mid_fetch_gives_the_lock_up() {
+    support::init_tracing();
+    let redis = RedisServer::start().await;
+    let origin = Origin::default();
+    let (a, _, connection) = instance(&redis, &origin, Duration::from_secs(30));
+    get(&a, 1).await; // loads the scripts
+    // The origin takes 100 ms; the caller gives up after 30, holding the key's lock.
+    let gone = tokio::time::timeout(Duration::from_millis(30), get(&a, 9)).await;
+    assert!(gone.is_err(), "the caller went away");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let store = RedisCacheStore::builder(connection).build().unwrap();
+    let mut admin = redis.admin().await;
+    let locked: bool = admin.exists(store.lock_key(b"price:9")).await.unwrap();
+    assert!(
+        !locked,
+        "given up when the fetch was dropped, not after its 5 s lease"
+    );
+}

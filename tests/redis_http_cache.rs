@@ -273,7 +273,8 @@ async fn a_response_that_varies_is_shared_per_variant() {
     );
     assert_eq!(origin.calls(), 2, "one call per variant for the fleet");
     assert_eq!(b_handle.metrics().remote_hits, 1);
-    // The next variant on an instance that has the index locally: one lookup.
+    // The next variant: the index, then the variant (always through the index, even where the
+    // local tier has it), then the variant's and the index's puts.
     let mut admin = redis.admin().await;
     reset_stats(&mut admin).await;
     let de = [("accept-language", "de")];
@@ -282,10 +283,50 @@ async fn a_response_that_varies_is_shared_per_variant() {
         "v3 de"
     );
     published().await;
+    assert_eq!(commands(&mut admin).await, [("evalsha".to_owned(), 4)]);
+}
+
+#[tokio::test]
+async fn after_an_invalidation_no_instance_reads_a_variant_of_the_old_index() {
+    support::init_tracing();
+    let redis = RedisServer::start().await;
+    let origin = Origin::serving(&[("cache-control", "max-age=60"), ("vary", "accept-language")]);
+    let (a, _) = instance(&redis, &origin).await;
+    let (c, _) = instance(&redis, &origin).await;
+    let client = client();
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
     assert_eq!(
-        commands(&mut admin).await,
-        [("evalsha".to_owned(), 3)],
-        "a lookup of the variant (the index is local), a put of the variant and of the index"
+        send(&client, Method::GET, a, "/items/2", &en).await.body,
+        "v1 en"
+    );
+    assert_eq!(
+        send(&client, Method::GET, a, "/items/2", &fr).await.body,
+        "v2 fr"
+    );
+    published().await;
+    // C takes `en` (and the target's index) from Redis; `fr` is in Redis, not in C.
+    let answer = send(&client, Method::GET, c, "/items/2", &en).await;
+    assert!(
+        answer.cache_status().contains("detail=remote"),
+        "{}",
+        answer.cache_status()
+    );
+    // A's POST invalidates the target: its index goes, and every variant under it.
+    send(&client, Method::POST, a, "/items/2", &[]).await;
+    published().await;
+    let answer = send(&client, Method::GET, c, "/items/2", &fr).await;
+    assert_eq!(
+        answer.body,
+        "v4 fr",
+        "fetched anew, not the old `fr`: {}",
+        answer.cache_status()
+    );
+    // And the new `fr` is under a new index: another instance reads it, not the old one.
+    published().await;
+    assert_eq!(
+        send(&client, Method::GET, a, "/items/2", &fr).await.body,
+        "v4 fr"
     );
 }
 

@@ -143,7 +143,7 @@ impl<F, C, K: Hash + Eq + Clone, V: Clone> CacheLayer<F, C, K, V> {
     /// As [`remote`](Self::remote), with the remote as the only tier: nothing is kept in
     /// memory, so every call asks the remote (one round trip; the callers of one instance are
     /// still coalesced behind one lookup), and an invalidation anywhere in the fleet is seen
-    /// everywhere at once. A stale entry found there is served and refreshed by the call that
+    /// everywhere once its removal lands. A stale entry found there is served and refreshed by the call that
     /// found it (one instance of the fleet, by the remote lock); XFetch's early refresh, which
     /// draws on local hits, does not run. See the
     /// [module docs](crate::cache#without-a-local-tier).

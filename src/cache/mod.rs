@@ -209,19 +209,28 @@
 //!
 //! The local tier is bounded like any cache (entries, weight) and optional:
 //! [`CacheLayer::remote_only`] (and [`HttpCacheBuilder::remote_only`]) keep nothing in memory.
-//! Choose it when the fleet must agree at once: an invalidation from any instance is seen by
-//! every other on its next call, where with a local tier the others serve what they hold until
+//! Choose it when the fleet must agree soon: an invalidation from any instance is seen by
+//! every other once its removal lands in the remote (one round trip, sent on a task of its own
+//! as the invalidation happens), where with a local tier the others serve what they hold until
 //! it is stale. What it costs: every call asks the remote (one round trip; the concurrent
 //! callers of one instance still share one lookup), and a remote that is down leaves nothing
 //! to serve but the origin.
+//!
+//! Two races remain, with a local tier or without: a fetch already running on another
+//! instance when the invalidation lands publishes its (older) response when it finishes, and
+//! the remote lock has no owner, so a holder whose lease lapsed mid-fetch gives up its
+//! successor's lock when it publishes (at worst one more origin call). A removal that fails is
+//! counted in `remote_errors`, not retried.
 //!
 //! | | with a local tier (default) | remote only |
 //! | --- | --- | --- |
 //! | a hit | in memory, no round trip | one lookup |
 //! | a stale entry | served; the background refresh takes the remote lock | served; the call that found it refreshes in the background, under the remote lock |
 //! | XFetch's early refresh | drawn on each local hit | does not run |
-//! | an invalidation elsewhere | seen once the local entry is stale | seen at once |
+//! | an invalidation elsewhere | seen once the local entry is stale | seen once its removal lands |
 //! | the remote down | local entries still served | every call goes to the origin |
+//! | stale-if-error (HTTP mode) | the local copy stands in | not served: no local copy |
+//! | `HEAD`, `only-if-cached` (HTTP mode) | answered from the local tier | `HEAD` goes to the origin; `only-if-cached` is answered `504` |
 //!
 //! # HTTP mode
 //!
@@ -379,8 +388,9 @@
 //!   looks its target up (one round trip). A response there that this request may use (fresh,
 //!   or within its stale window, by the request's directives too) is stored locally and served
 //!   as `hit; …; detail=remote`. A target whose responses `Vary` holds an index naming the
-//!   headers; the variant the request selects is a second lookup (the only one, when the local
-//!   tier has the index already). Nothing usable: the same round trip takes the key's lock,
+//!   headers and its generation; the variant the request selects, under that generation, is a
+//!   second lookup (always through the index: a variant is reachable only while its index
+//!   is). Nothing usable: the same round trip takes the key's lock,
 //!   and the holder goes to the origin while the other instances look again, as in the generic
 //!   mode, for up to half the lock timeout.
 //! - **A stale response's background revalidation** first takes a fresher response another
@@ -391,7 +401,8 @@
 //!   varies: the variant, then the index). `Age` counts the time spent in the remote: its age
 //!   when published plus the time since, by the remote's own clock.
 //! - **A successful unsafe request**, and [`HttpCacheHandle::invalidate`], remove the target's
-//!   remote entry (its variants, unreachable without their index, age out). The other
+//!   remote entry: its index, and with it every variant (the next index has a new generation,
+//!   so the old variants are never read again; they age out). The other
 //!   instances' local tiers keep what they hold until it is stale: the remote tier shares
 //!   fetches, it does not broadcast invalidations. Keep freshness lifetimes as short as a
 //!   change may take to show.

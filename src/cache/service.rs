@@ -203,10 +203,13 @@ fn start_refresh<S, C, K, V, Req>(
     // Dropped unrun if the runtime is shutting down: the claim then lapses on its own.
     runtime.spawn(async move {
         let _slot = slot;
-        let mut holds_remote_lock = false;
+        // Given up on every way out but a publication (whose put gives it up).
+        let mut remote_lock = None;
         if let Some(remote) = shared.remote.get() {
             let refresh = remote_refresh(&shared, remote, &key, &old).await;
-            holds_remote_lock = refresh == RemoteRefresh::Locked;
+            if refresh == RemoteRefresh::Locked {
+                remote_lock = Some(RemoteLock::held(&shared, &key));
+            }
             if refresh == RemoteRefresh::Elsewhere {
                 let pause = Shared::<K, V>::ticks(MAX_LOOK_PAUSE);
                 old.refresh
@@ -233,22 +236,28 @@ fn start_refresh<S, C, K, V, Req>(
             Some(fresh) => {
                 // Published only once stored (without a local tier: unless written
                 // since): an invalidation meanwhile wins remotely too.
+                let mut published = false;
                 let applied = if shared.store.is_local() {
                     let applied = shared
                         .store
                         .replace_if_current(&key, &old, Arc::clone(&fresh));
                     if applied {
-                        publish(&shared, &key, &fresh, done);
+                        published = publish(&shared, &key, &fresh, done);
                     }
                     applied
                 } else {
                     let mut applied = false;
                     shared.flights.store_unless_written(generation, || {
-                        publish(&shared, &key, &fresh, done);
+                        published = publish(&shared, &key, &fresh, done);
                         applied = true;
                     });
                     applied
                 };
+                if published {
+                    if let Some(lock) = remote_lock.take() {
+                        lock.disarm();
+                    }
+                }
                 if applied {
                     shared.counters.refreshes.add();
                     tell(on_event.as_ref(), &key, CacheEvent::Refreshed);
@@ -260,9 +269,7 @@ fn start_refresh<S, C, K, V, Req>(
                 }
             }
             None => {
-                if holds_remote_lock {
-                    unlock(&shared, &key);
-                }
+                drop(remote_lock.take());
                 shared.counters.refresh_failures.add();
                 tell(on_event.as_ref(), &key, CacheEvent::RefreshFailed);
                 let backoff = Shared::<K, V>::ticks(shared.config.refresh_backoff);
@@ -340,7 +347,8 @@ where
         }
     };
     let mut fallback = fallback;
-    let mut holds_remote_lock = false;
+    // Given up on every way out but a publication, the caller's going away included.
+    let mut remote_lock = None;
     if let Some(remote) = shared.remote.get() {
         match from_remote(&shared, remote, &key).await {
             FromRemote::Entry(entry) => {
@@ -378,7 +386,7 @@ where
             }
             FromRemote::Fetch { expired, locked } => {
                 fallback = fallback.or(expired);
-                holds_remote_lock = locked;
+                remote_lock = locked.then(|| RemoteLock::held(&shared, &key));
             }
         }
     }
@@ -397,10 +405,12 @@ where
             let publication = entry
                 .as_ref()
                 .and_then(|entry| Publication::of(&shared, &key, entry, done));
+            let published = std::cell::Cell::new(false);
             let store = || {
                 if let Some(entry) = entry {
                     if let Some(publication) = publication {
                         publication.send();
+                        published.set(true);
                     }
                     shared.store.insert(key.clone(), entry);
                 }
@@ -409,13 +419,16 @@ where
                 Some(leader) => leader.land(Landing::Value(value.clone()), store),
                 None => shared.flights.store_unless_written(generation, store),
             }
+            if published.get() {
+                if let Some(lock) = remote_lock.take() {
+                    lock.disarm();
+                }
+            }
             return Ok(value);
         }
     }
     // A failure: the other instances waiting on this one's remote lock may try at once.
-    if holds_remote_lock {
-        unlock(&shared, &key);
-    }
+    drop(remote_lock.take());
     // An old value still covering errors stands in for it (stale-if-error).
     if let Some(old) = fallback.filter(|old| old.times.covers_errors(done)) {
         shared.counters.stale_if_error.add();
@@ -495,7 +508,7 @@ where
                 tracing::debug!(target: "palisade::cache", "remote entry does not decode: fetching from the origin");
                 return FromRemote::Fetch {
                     expired: None,
-                    locked: false,
+                    locked: lookup.locked,
                 };
             };
             let now = shared.now();
@@ -585,37 +598,77 @@ where
     }
 }
 
-/// Gives up `key`'s remote lock after a failed fetch, on a task of its own.
-fn unlock<K, V>(shared: &Arc<Shared<K, V>>, key: &K)
+/// A remote lock this instance holds: given up when dropped (on a task of its own), unless a
+/// publication, whose put gives it up, was sent ([`disarm`](Self::disarm)). Held across a
+/// fetch, so a fetch that fails, stores nothing, publishes nothing or whose caller goes away
+/// lets the other instances go to the origin at once rather than wait out its lease.
+struct RemoteLock<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    let Some(remote) = shared.remote.get() else {
-        return;
-    };
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let store = Arc::clone(&remote.store);
-    let bytes = remote.codec.key(key);
-    let shared = Arc::clone(shared);
-    runtime.spawn(async move {
-        if store.unlock(&bytes).await.is_err() {
-            shared.counters.remote_errors.add();
+    shared: Arc<Shared<K, V>>,
+    key: Option<K>,
+}
+
+impl<K, V> RemoteLock<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn held(shared: &Arc<Shared<K, V>>, key: &K) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            key: Some(key.clone()),
         }
-    });
+    }
+
+    /// A publication gives the lock up: nothing more to do.
+    fn disarm(mut self) {
+        self.key = None;
+    }
+}
+
+impl<K, V> Drop for RemoteLock<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        let Some(remote) = self.shared.remote.get() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = Arc::clone(&remote.store);
+        let bytes = remote.codec.key(&key);
+        let shared = Arc::clone(&self.shared);
+        runtime.spawn(async move {
+            if store.unlock(&bytes).await.is_err() {
+                shared.counters.remote_errors.add();
+            }
+        });
+    }
 }
 
 /// Sends `entry` to the remote tier, on a task of its own (the callers have their value
-/// already): one round trip, which also gives up the key's remote lock.
-pub(crate) fn publish<K, V>(shared: &Arc<Shared<K, V>>, key: &K, entry: &Entry<V>, now: u64)
+/// already): one round trip, which also gives up the key's remote lock. Whether anything was
+/// sent (not without a remote tier, a codec that keeps the value local, or life left).
+pub(crate) fn publish<K, V>(shared: &Arc<Shared<K, V>>, key: &K, entry: &Entry<V>, now: u64) -> bool
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    if let Some(publication) = Publication::of(shared, key, entry, now) {
-        publication.send();
+    match Publication::of(shared, key, entry, now) {
+        Some(publication) => {
+            publication.send();
+            true
+        }
+        None => false,
     }
 }
 

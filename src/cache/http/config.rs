@@ -239,9 +239,11 @@ impl HttpCacheBuilder {
     /// As [`remote`](Self::remote), with the remote as the only tier: nothing is kept in
     /// memory, so every request the cache may answer asks the remote (one round trip, two for
     /// a response that varies; the requests of one instance are still coalesced), and an
-    /// invalidation anywhere in the fleet is seen everywhere at once. A stale response found
-    /// there is served and revalidated by the request that found it (one instance of the
-    /// fleet, by the remote lock). See the [module docs](crate::cache#without-a-local-tier).
+    /// invalidation anywhere in the fleet is seen everywhere once its removal lands. A stale
+    /// response found there is served and revalidated by the request that found it (one
+    /// instance of the fleet, by the remote lock); `HEAD` goes to the origin, `only-if-cached`
+    /// is answered `504`, and stale-if-error has no copy to serve. See the
+    /// [module docs](crate::cache#without-a-local-tier).
     pub fn remote_only(mut self, store: impl RemoteStore) -> Self {
         self.remote = Some(Arc::new(store));
         self.local = false;

@@ -5,12 +5,16 @@
 //!
 //! A response that does not vary lives at its **target's key**: the effective target (method
 //! `GET` implied) as the local tier spells it, e.g. `api.example/items?page=2`. A response that
-//! `Vary`s lives at a **variant key**: the target, then for each header it varies on (sorted,
-//! lowercase) `0x00`, the name, and `0x01` with the request's value or `0x02` for an absent
-//! header (neither byte can occur in a URI, a header name or a header value). At the target's
-//! key an **index** then names those headers, so another instance reading the target learns
-//! which variant to read: two round trips for a response that varies (one when the local tier
-//! has the index already), one for the rest.
+//! `Vary`s lives at a **variant key**: the target, `0x00 0x03` and its index's generation (16
+//! hex digits), then for each header it varies on (sorted, lowercase) `0x00`, the name, and
+//! `0x01` with the request's value or `0x02` for an absent header (none of these bytes can
+//! occur in a URI, a header name or a header value). At the target's key an **index** names
+//! those headers and its generation, so another instance reading the target learns which
+//! variant to read: two round trips for a response that varies, one for the rest.
+//!
+//! Removing the target's key (an invalidation) removes the index, and with it every variant:
+//! the next index is made with a new generation (a random 64-bit number), so no variant stored
+//! under the old one is ever read again; they age out of the store unread.
 //!
 //! # Record format, version 1
 //!
@@ -19,7 +23,7 @@
 //! | kind | what follows |
 //! |---|---|
 //! | `R` (a response) | status `u16`; lifetime, age when published, stale-while-revalidate and stale-if-error windows (`u64` ns each); flags `u8` (bit 0 `must-revalidate` and kin); the headers; a trailers byte (`0` none, `1` headers follow); a selection byte (`0` none, `1` a `u16` count of name, value pairs, each value led by `1` or, when absent, just `2`); the body (`u32` length, bytes) |
-//! | `V` (an index) | a `u16` count of header names |
+//! | `V` (an index) | its generation (`u64`), then a `u16` count of header names |
 //!
 //! Headers are a `u16` count of name, value pairs; a name is a `u16` length and its bytes, a
 //! value a `u32` length and its bytes. A record that does not decode (another version, a torn
@@ -73,13 +77,17 @@ pub(crate) fn target_key(target: &HttpKey) -> Vec<u8> {
     target.target_bytes().to_vec()
 }
 
-/// The remote key of the variant of `target` that `values` of `names` select.
+/// The remote key of the variant of `target` that `values` of `names` select, under the
+/// index of `generation`.
 pub(crate) fn variant_key(
     target: &HttpKey,
+    generation: u64,
     names: &[HeaderName],
     values: &[Option<HeaderValue>],
 ) -> Vec<u8> {
     let mut bytes = target_key(target);
+    bytes.extend_from_slice(&[0x00, 0x03]);
+    bytes.extend_from_slice(format!("{generation:016x}").as_bytes());
     for (name, value) in names.iter().zip(values) {
         bytes.push(0x00);
         bytes.extend_from_slice(name.as_str().as_bytes());
@@ -97,14 +105,41 @@ pub(crate) fn variant_key(
 /// The remote key `stored` lives at: its variant's, or its target's.
 pub(crate) fn key_of(target: &HttpKey, stored: &Stored) -> Vec<u8> {
     match &stored.selected_by {
-        Some((names, values)) => variant_key(target, names, values),
+        Some((names, values)) => {
+            variant_key(target, stored.remote_index.unwrap_or(0), names, values)
+        }
         None => target_key(target),
     }
 }
 
-/// The remote key of the variant a request with `headers` selects under `names`.
-pub(crate) fn selected_key(target: &HttpKey, names: &[HeaderName], headers: &HeaderMap) -> Vec<u8> {
-    variant_key(target, names, &key::selecting_values(names, headers))
+/// The remote key of the variant a request with `headers` selects under the index of
+/// `generation` naming `names`.
+pub(crate) fn selected_key(
+    target: &HttpKey,
+    generation: u64,
+    names: &[HeaderName],
+    headers: &HeaderMap,
+) -> Vec<u8> {
+    variant_key(
+        target,
+        generation,
+        names,
+        &key::selecting_values(names, headers),
+    )
+}
+
+/// A generation for a new remote index: random, so that no two instances (and no index made
+/// after an invalidation) share one.
+pub(crate) fn new_index_generation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static MADE: AtomicU64 = AtomicU64::new(0);
+    // `RandomState` is seeded from the OS's randomness; the count keeps two draws in one
+    // process apart even where it is reused.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    // Relaxed: only distinctness matters.
+    hasher.write_u64(MADE.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
 }
 
 /// The windows a response of `freshness` at age `age` is published with (fresh, stale,
@@ -147,11 +182,12 @@ pub(crate) fn response_entry(stored: &Stored, fetch: u64, now: u64) -> Option<Re
     })
 }
 
-/// The index naming `names`, as the remote keeps it.
-pub(crate) fn index_entry(names: &[HeaderName]) -> RemoteEntry {
-    let mut buf = BytesMut::with_capacity(8 + names.len() * 16);
+/// The index of `generation` naming `names`, as the remote keeps it.
+pub(crate) fn index_entry(names: &[HeaderName], generation: u64) -> RemoteEntry {
+    let mut buf = BytesMut::with_capacity(16 + names.len() * 16);
     buf.put_slice(MAGIC);
     buf.put_u8(INDEX);
+    buf.put_u64(generation);
     put_names(&mut buf, names);
     RemoteEntry {
         value: buf.freeze(),
@@ -241,8 +277,8 @@ fn put_headers(buf: &mut BytesMut, headers: &HeaderMap) {
 pub(crate) enum Decoded {
     /// A response, its freshness moved onto the local clock.
     Response(Box<Stored>),
-    /// The headers the target's responses vary on.
-    Index(Box<[HeaderName]>),
+    /// The headers the target's responses vary on, and the generation of their variants.
+    Index(Box<[HeaderName]>, u64),
 }
 
 /// Reads the record of `entry` at local tick `now`; `None` when it does not decode.
@@ -255,7 +291,10 @@ pub(crate) fn decode(entry: &RemoteEntry, now: u64) -> Option<Decoded> {
     }
     let decoded = match reader.u8()? {
         RESPONSE => Decoded::Response(Box::new(reader.response(entry, now)?)),
-        INDEX => Decoded::Index(reader.names()?),
+        INDEX => {
+            let generation = reader.u64()?;
+            Decoded::Index(reader.names()?, generation)
+        }
         _ => return None,
     };
     reader.bytes.is_empty().then_some(decoded)
@@ -313,10 +352,12 @@ impl<'a> Reader<'a> {
         if count > self.bytes.len() / 6 {
             return None;
         }
-        let mut headers = HeaderMap::with_capacity(count);
+        // Capacity grows as fields arrive: a map sized by an untrusted count, or grown past
+        // `http`'s bound, would panic; `try_append` refuses instead.
+        let mut headers = HeaderMap::with_capacity(count.min(64));
         for _ in 0..count {
             let name = self.name()?;
-            headers.append(name, self.value()?);
+            headers.try_append(name, self.value()?).ok()?;
         }
         Some(headers)
     }
@@ -385,6 +426,8 @@ impl<'a> Reader<'a> {
             trailers,
             freshness,
             selected_by,
+            // Known to the lookup that found it under its index.
+            remote_index: None,
         })
     }
 }
@@ -392,17 +435,24 @@ impl<'a> Reader<'a> {
 /// What the remote tier said about a request the local tier could not answer.
 pub(crate) enum FromRemote {
     /// A response another instance stored, on the local clock now, that this request may
-    /// use; and how long its fetch took.
-    Found(Box<Stored>, u64),
+    /// use; how long its fetch took; and the lock the lookup took anyway (a response past its
+    /// stale window that this request's `max-stale` accepts), to give up at once.
+    Found(Box<Stored>, u64, Option<Vec<u8>>),
     /// Go to the origin. `lock`: the remote key whose lock this caller holds (to publish to,
-    /// or to give up); `failed`: the remote did not answer, or answered what does not decode.
-    Fetch { lock: Option<Vec<u8>>, failed: bool },
+    /// or to give up); `failed`: the remote did not answer, or answered what does not decode;
+    /// `index`: the target's index found on the way (its names and generation), for the
+    /// response to be published under.
+    Fetch {
+        lock: Option<Vec<u8>>,
+        failed: bool,
+        index: Option<(Box<[HeaderName]>, u64)>,
+    },
 }
 
 /// Looks the target of a request with `headers` up in the remote tier: its entry, and for a
-/// target whose responses vary, its variant's (started at once when the local tier holds the
-/// target's index). While another instance holds the lock, looks again (5 ms apart, doubling
-/// to 50 ms) for up to half the lock timeout, as the generic mode does.
+/// target whose responses vary, through its index, its variant's. While another instance
+/// holds the lock, looks again (5 ms apart, doubling to 50 ms) for up to half the lock
+/// timeout, as the generic mode does.
 pub(crate) async fn look_up(
     shared: &Engine,
     store: &dyn RemoteStore,
@@ -413,15 +463,10 @@ pub(crate) async fn look_up(
     let lease = shared.config.lock_timeout;
     let deadline = tokio::time::Instant::now() + lease / 2;
     let mut pause = FIRST_LOOK_PAUSE;
-    let local_index = shared
-        .store
-        .get(target)
-        .and_then(|entry| match &entry.value {
-            HttpValue::Vary(index) => Some(selected_key(target, &index.names, headers)),
-            _ => None,
-        });
-    let mut at_variant = local_index.is_some();
-    let mut key = local_index.unwrap_or_else(|| target_key(target));
+    // Always through the index: a variant key is only ever known from a live index, so a
+    // removed (invalidated) index leaves its variants unreachable.
+    let mut index: Option<(Box<[HeaderName]>, u64)> = None;
+    let mut key = target_key(target);
     loop {
         let lookup = match store.lookup(&key, lease).await {
             Ok(lookup) => lookup,
@@ -431,6 +476,7 @@ pub(crate) async fn look_up(
                 return FromRemote::Fetch {
                     lock: None,
                     failed: true,
+                    index,
                 };
             }
         };
@@ -443,38 +489,43 @@ pub(crate) async fn look_up(
                     return FromRemote::Fetch {
                         lock: lock(),
                         failed: true,
+                        index,
                     };
                 }
-                Some(Decoded::Index(names)) if !at_variant => {
-                    key = selected_key(target, &names, headers);
-                    at_variant = true;
+                Some(Decoded::Index(names, generation)) if index.is_none() => {
+                    key = selected_key(target, generation, &names, headers);
+                    index = Some((names, generation));
                     continue;
                 }
                 // An index where a response belongs: nothing to wait for.
-                Some(Decoded::Index(_)) => {
+                Some(Decoded::Index(..)) => {
                     return FromRemote::Fetch {
                         lock: lock(),
                         failed: false,
+                        index,
                     };
                 }
-                Some(Decoded::Response(stored)) => {
+                Some(Decoded::Response(mut stored)) => {
                     if !stored.selected_by(headers) {
                         return FromRemote::Fetch {
                             lock: lock(),
                             failed: false,
+                            index,
                         };
                     }
+                    stored.remote_index = index.as_ref().map(|(_, generation)| *generation);
                     let age = stored.freshness.age(shared.now());
                     match freshness::reuse(&stored.freshness, age, directives) {
                         Reuse::Fresh | Reuse::Stale { .. } => {
                             let fetch = Epoch::ticks_of(found.fetch);
-                            return FromRemote::Found(stored, fetch);
+                            return FromRemote::Found(stored, fetch, lock());
                         }
                         // Usable by others, not by this request: nothing to wait for.
                         Reuse::Forward(_) if !lookup.locked && !found.stale_for.is_zero() => {
                             return FromRemote::Fetch {
                                 lock: None,
                                 failed: false,
+                                index,
                             };
                         }
                         Reuse::Forward(_) => {}
@@ -486,6 +537,7 @@ pub(crate) async fn look_up(
             return FromRemote::Fetch {
                 lock: lock(),
                 failed: false,
+                index,
             };
         }
         tokio::time::sleep(pause).await;
@@ -526,7 +578,8 @@ pub(crate) async fn refresh_claim(
     };
     let now = shared.now();
     if let Some(found) = &lookup.entry {
-        if let Some(Decoded::Response(newer)) = decode(found, now) {
+        if let Some(Decoded::Response(mut newer)) = decode(found, now) {
+            newer.remote_index = stored.remote_index;
             let fresher = newer.freshness.fresh_until() > stored.freshness.fresh_until()
                 && newer.freshness.age(now) < newer.freshness.lifetime
                 && newer.selected_by == stored.selected_by;
@@ -576,7 +629,8 @@ impl Publication {
             // The variant first: a reader that finds the index finds the variant too.
             puts.push((key_of(target, stored), entry));
             if let Some((names, _)) = &stored.selected_by {
-                puts.push((target_key(target), index_entry(names)));
+                let generation = stored.remote_index.unwrap_or(0);
+                puts.push((target_key(target), index_entry(names, generation)));
             }
         }
         Some(Self {
@@ -685,6 +739,7 @@ mod tests {
                 no_cache: false,
             },
             selected_by,
+            remote_index: None,
         }
     }
 
@@ -767,23 +822,26 @@ mod tests {
             HeaderName::from_static("accept-language"),
         ]
         .into();
-        let Some(Decoded::Index(back)) = decode(&index_entry(&names), 0) else {
+        let Some(Decoded::Index(back, generation)) = decode(&index_entry(&names, 7), 0) else {
             panic!("does not decode");
         };
-        assert_eq!(back, names);
+        assert_eq!((back, generation), (names, 7));
     }
 
     #[test]
     fn variant_keys_differ_by_value_and_by_absence() {
         let target = HttpKey::of_uri(&"http://api.example/items".parse().unwrap());
         let names = [HeaderName::from_static("accept")];
-        let gzip = variant_key(&target, &names, &[Some(HeaderValue::from_static("x"))]);
-        let empty = variant_key(&target, &names, &[Some(HeaderValue::from_static(""))]);
-        let absent = variant_key(&target, &names, &[None]);
+        let gzip = variant_key(&target, 1, &names, &[Some(HeaderValue::from_static("x"))]);
+        let empty = variant_key(&target, 1, &names, &[Some(HeaderValue::from_static(""))]);
+        let absent = variant_key(&target, 1, &names, &[None]);
+        let later = variant_key(&target, 2, &names, &[None]);
         assert_ne!(gzip, empty);
         assert_ne!(empty, absent);
+        assert_ne!(absent, later, "another index's generation: another key");
         assert_ne!(absent, target_key(&target));
         assert!(gzip.starts_with(&target_key(&target)));
+        assert_ne!(new_index_generation(), new_index_generation());
     }
 
     #[test]
@@ -800,6 +858,39 @@ mod tests {
             };
             assert!(decode(&entry, 0).is_none());
         }
+    }
+
+    /// A record of `count` fields named by `name(i)`, each with an empty value.
+    fn record_with_fields(count: u16, name: impl Fn(u16) -> String) -> RemoteEntry {
+        let published = response_entry(&stored(None), 0, 1_000).unwrap();
+        let mut bytes = published.value[..4 + 1 + 2 + 8 * 4 + 1].to_vec();
+        bytes.extend_from_slice(&count.to_be_bytes());
+        for i in 0..count {
+            let name = name(i);
+            let length = u16::try_from(name.len()).unwrap();
+            bytes.extend_from_slice(&length.to_be_bytes());
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(&[0, 0, 0, 0]);
+        }
+        // No trailers, no selection, an empty body: the record is whole.
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        RemoteEntry {
+            value: bytes.into(),
+            ..published
+        }
+    }
+
+    #[test]
+    fn a_record_with_more_fields_than_a_map_holds_decodes_or_is_refused_never_a_panic() {
+        // 65 535 values of one name: a map holds them (sizing it by the count would panic).
+        let one_name = record_with_fields(u16::MAX, |_| "a".to_owned());
+        let Some(Decoded::Response(back)) = decode(&one_name, 0) else {
+            panic!("does not decode");
+        };
+        assert_eq!(back.headers.len(), usize::from(u16::MAX));
+        // 65 535 distinct names: past the 32 768 a map holds, refused.
+        let distinct = record_with_fields(u16::MAX, |i| format!("x{i}"));
+        assert!(decode(&distinct, 0).is_none());
     }
 
     proptest! {

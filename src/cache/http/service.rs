@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
@@ -251,6 +251,7 @@ where
             conditional,
             fallback,
             remote_lock: None,
+            remote_index: None,
             remote_failed: false,
         };
         ResponseFuture::boxed(Box::pin(job.run(req)))
@@ -525,6 +526,7 @@ fn merge_not_modified(
                 trailers: stored.trailers.clone(),
                 freshness,
                 selected_by: stored.selected_by.clone(),
+                remote_index: stored.remote_index,
             }),
             true,
         ),
@@ -586,6 +588,8 @@ where
                 trailers,
                 freshness,
                 selected_by: selection,
+                // The same names (checked above): the same remote index.
+                remote_index: stored.remote_index,
             }),
             false,
         ),
@@ -703,6 +707,8 @@ struct Fetch<S> {
     fallback: Option<(HttpEntry, Arc<Stored>)>,
     /// The remote key whose lock this fetch holds: published to, or given up, at the end.
     remote_lock: Option<Vec<u8>>,
+    /// The remote index the lookup found for the target: its header names and generation.
+    remote_index: Option<(Box<[HeaderName]>, u64)>,
     /// The remote tier failed on this request's way (said in `Cache-Status`).
     remote_failed: bool,
 }
@@ -796,14 +802,20 @@ impl<S> Fetch<S> {
                 let found =
                     remote::look_up(&shared, &*store, &target, req.headers(), &directives).await;
                 match found {
-                    FromRemote::Found(stored, fetch) => {
+                    FromRemote::Found(stored, fetch, lock) => {
+                        remote::release(&shared, Some(&store), lock);
                         let answer =
                             self.answer_from_remote(stored, fetch, leader, generation, req);
                         return Ok(answer);
                     }
-                    FromRemote::Fetch { lock, failed } => {
+                    FromRemote::Fetch {
+                        lock,
+                        failed,
+                        index,
+                    } => {
                         self.remote_lock = lock;
                         self.remote_failed = failed;
+                        self.remote_index = index;
                     }
                 }
             }
@@ -876,13 +888,16 @@ impl<S> Fetch<S> {
         let mut collect = Collect::new(body, self.settings.max_body);
         match poll_fn(|cx| collect.poll_collect(cx)).await {
             Ok(Collected::Whole { data, trailers }) => {
+                let selected_by = selected_by(&parts.headers, &request_headers);
+                let remote_index = self.remote_index_for(selected_by.as_ref());
                 let stored = Stored {
                     status,
                     headers: kept_headers(&parts.headers),
                     body: data.clone(),
                     trailers: trailers.clone(),
                     freshness,
-                    selected_by: selected_by(&parts.headers, &request_headers),
+                    selected_by,
+                    remote_index,
                 };
                 let ttl = freshness.ttl_seconds(freshness.age(exchange.response_time));
                 let entry = new_entry(&shared, stored, fetch, &self.key);
@@ -1098,6 +1113,28 @@ impl<S> Fetch<S> {
         response
     }
 
+    /// The remote index generation a response selected by `selection` is published under: the
+    /// one the lookup found if it names the same headers, else a new one (a new index replaces
+    /// the old, and the old one's variants become unreachable). None without a remote tier,
+    /// or for a response that does not vary.
+    fn remote_index_for(&self, selection: Option<&Selection>) -> Option<u64> {
+        let (names, _) = selection?;
+        self.settings.remote.as_ref()?;
+        Some(match &self.remote_index {
+            Some((found, generation)) if found == names => *generation,
+            _ => remote::new_index_generation(),
+        })
+    }
+
+    /// Removes the remote tier's copy of `stored` (and its lock, which this fetch then no
+    /// longer holds): the origin's own word dropped the local one.
+    fn drop_remote_copy(&mut self, stored: &Stored) {
+        if let Some(store) = &self.settings.remote {
+            self.remote_lock = None;
+            remote::remove(&self.shared, store, remote::key_of(&self.key, stored));
+        }
+    }
+
     /// `Cache-Status`'s `detail` for a response that went forward: whether the remote tier
     /// was bypassed because it failed.
     fn remote_detail(&self) -> Option<&'static str> {
@@ -1177,6 +1214,7 @@ impl<S> Fetch<S> {
         };
         if !validates(&stored, response) {
             shared.store.remove_if_current(&self.key, &old);
+            self.drop_remote_copy(&stored);
             land(&shared, leader, at.generation, HttpValue::Pass, || {});
             return self.bad_revalidation(
                 "the origin answered 304 for a representation the cache does not hold",
@@ -1204,6 +1242,7 @@ impl<S> Fetch<S> {
             Renewed::Dropped | Renewed::Failed => {
                 if matches!(renewed, Renewed::Dropped) {
                     shared.store.remove_if_current(&self.key, &old);
+                    self.drop_remote_copy(&stored);
                 }
                 land(&shared, leader, at.generation, HttpValue::Pass, || {});
                 // Served as validated, but not stored (or not shared).

@@ -30,6 +30,10 @@ pub(crate) struct Stored {
     /// a caller coalesced behind that request is handed the response only if its own values
     /// match.
     pub(crate) selected_by: Option<Selection>,
+    /// For a response that varies, with a remote tier: the generation of the remote index its
+    /// variant key is under (see `remote`), so that an invalidation, which removes the index,
+    /// leaves every variant under it unreachable.
+    pub(crate) remote_index: Option<u64>,
 }
 
 /// What the store holds under a key, and what a fetch lands for the callers coalesced
