@@ -384,3 +384,52 @@ async fn a_caller_that_goes_away_mid_fetch_gives_the_lock_up() {
         "given up when the fetch was dropped, not after its 5 s lease"
     );
 }
+
+#[tokio::test]
+async fn only_the_locks_holder_gives_it_up_not_a_holder_whose_lease_lapsed() {
+    use palisade::cache::{LockToken, RemoteEntry, RemoteStore};
+    support::init_tracing();
+    let redis = RedisServer::start().await;
+    let connection = RedisConnection::builder(redis.url()).build().unwrap();
+    let store = RedisCacheStore::builder(connection).build().unwrap();
+    let mut admin = redis.admin().await;
+    let held = |admin: &mut redis::aio::MultiplexedConnection| {
+        let lock = store.lock_key(b"price:1");
+        let mut admin = admin.clone();
+        async move { admin.exists::<_, bool>(lock).await.unwrap() }
+    };
+    let (first, second) = (LockToken::new(), LockToken::new());
+    // The first holder's lease (50 ms) lapses mid-fetch; a second instance takes the lock.
+    let lookup = store
+        .lookup(b"price:1", Duration::from_millis(50), first)
+        .await
+        .unwrap();
+    assert!(lookup.locked);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(
+        store
+            .lock(b"price:1", Duration::from_secs(5), second)
+            .await
+            .unwrap()
+    );
+    // The first one's late unlock and late put leave the second one's lock alone.
+    store.unlock(b"price:1", first).await.unwrap();
+    assert!(held(&mut admin).await, "not the first holder's to give up");
+    let entry = RemoteEntry {
+        value: Bytes::from_static(b"price 1"),
+        fresh_for: Duration::from_secs(30),
+        stale_for: Duration::from_secs(40),
+        errors_for: Duration::from_secs(40),
+        fetch: Duration::from_millis(100),
+    };
+    store
+        .put(b"price:1", entry.clone(), Some(first))
+        .await
+        .unwrap();
+    assert!(
+        held(&mut admin).await,
+        "a put with another token stores, and frees nothing"
+    );
+    store.put(b"price:1", entry, Some(second)).await.unwrap();
+    assert!(!held(&mut admin).await, "the holder's own put frees it");
+}

@@ -98,7 +98,8 @@ where
         let Some(entry) = self.shared.entry(&key, value, now, 0) else {
             return false;
         };
-        super::service::publish(&self.shared, &key, &entry, now);
+        // An explicit write holds no lock: it gives none up.
+        super::service::publish(&self.shared, &key, &entry, now, None);
         self.shared.flights.invalidate(&key);
         self.shared.store.insert(key, entry);
         true

@@ -216,11 +216,11 @@
 //! callers of one instance still share one lookup), and a remote that is down leaves nothing
 //! to serve but the origin.
 //!
-//! Two races remain, with a local tier or without: a fetch already running on another
-//! instance when the invalidation lands publishes its (older) response when it finishes, and
-//! the remote lock has no owner, so a holder whose lease lapsed mid-fetch gives up its
-//! successor's lock when it publishes (at worst one more origin call). A removal that fails is
-//! counted in `remote_errors`, not retried.
+//! One race remains, with a local tier or without: a fetch already running on another
+//! instance when the invalidation lands publishes its (older) response when it finishes. (The
+//! remote lock, by contrast, is its holder's: it keeps a random [`LockToken`], so a holder
+//! whose lease lapsed mid-fetch cannot give up the lock of the instance that took over.) A
+//! removal that fails is counted in `remote_errors`, not retried.
 //!
 //! | | with a local tier (default) | remote only |
 //! | --- | --- | --- |
@@ -471,5 +471,7 @@ pub use self::http::{
     HttpCacheLayer, HttpResponseFuture,
 };
 pub use self::layer::{CacheLayer, MarkStale};
-pub use self::remote::{Lookup, RemoteCodec, RemoteEntry, RemoteError, RemoteFuture, RemoteStore};
+pub use self::remote::{
+    LockToken, Lookup, RemoteCodec, RemoteEntry, RemoteError, RemoteFuture, RemoteStore,
+};
 pub use self::service::Cache;

@@ -90,20 +90,64 @@ pub struct Lookup {
     pub locked: bool,
 }
 
+/// Who holds a key's remote lock: drawn at random by the caller that takes it, and kept in
+/// the lock, so that only its holder gives it up. A holder whose lease lapsed mid-fetch cannot
+/// free the lock of the instance that took it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LockToken(u64);
+
+impl LockToken {
+    /// A token no other caller holds (a random 64-bit number).
+    #[must_use]
+    pub fn new() -> Self {
+        Self(random_u64())
+    }
+
+    /// Its value, as a store keeps it.
+    #[must_use]
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for LockToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A random 64-bit number: std's `RandomState` is seeded from the OS, and a count keeps two
+/// draws in one process apart even where the seed is reused.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWN: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    // Relaxed: only distinctness matters.
+    hasher.write_u64(DRAWN.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
 /// A store shared by a fleet's caches: `palisade::redis::RedisCacheStore` with the `redis`
 /// feature, or your own. Keys are the [`RemoteCodec`]'s bytes. Each operation is one round
 /// trip to the store, and must be bounded in time (return an error rather than hang).
+///
+/// A key's lock holds the [`LockToken`] of the caller that took it; only that token gives it
+/// up (a put or an unlock with another token, or none, leaves it).
 pub trait RemoteStore: Send + Sync + 'static {
     /// The entry under `key`; if there is none that may be served (fresh or stale), also takes
-    /// `key`'s lock for `lease` if nobody holds it. One atomic step.
-    fn lookup(&self, key: &[u8], lease: Duration) -> RemoteFuture<Lookup>;
-    /// Stores `entry` under `key` for its [life](RemoteEntry::life), and gives up `key`'s lock.
-    fn put(&self, key: &[u8], entry: RemoteEntry) -> RemoteFuture<()>;
-    /// Takes `key`'s lock for `lease` if nobody holds it: `true` if this caller holds it now.
-    fn lock(&self, key: &[u8], lease: Duration) -> RemoteFuture<bool>;
-    /// Gives up `key`'s lock (after a failed fetch: the others need not wait its lease out).
-    fn unlock(&self, key: &[u8]) -> RemoteFuture<()>;
-    /// Removes `key`'s entry (and its lock).
+    /// `key`'s lock for `lease` with `token` if nobody holds it. One atomic step.
+    fn lookup(&self, key: &[u8], lease: Duration, token: LockToken) -> RemoteFuture<Lookup>;
+    /// Stores `entry` under `key` for its [life](RemoteEntry::life), and gives up `key`'s lock
+    /// if `token` holds it.
+    fn put(&self, key: &[u8], entry: RemoteEntry, token: Option<LockToken>) -> RemoteFuture<()>;
+    /// Takes `key`'s lock for `lease` with `token` if nobody holds it: `true` if this caller
+    /// holds it now.
+    fn lock(&self, key: &[u8], lease: Duration, token: LockToken) -> RemoteFuture<bool>;
+    /// Gives up `key`'s lock if `token` holds it (after a failed fetch: the others need not
+    /// wait its lease out).
+    fn unlock(&self, key: &[u8], token: LockToken) -> RemoteFuture<()>;
+    /// Removes `key`'s entry (and its lock, whoever holds it).
     fn remove(&self, key: &[u8]) -> RemoteFuture<()>;
 }
 

@@ -15,7 +15,9 @@ use super::error::LeaderFailed;
 use super::flight::{self, Landing, Role};
 use super::future::ResponseFuture;
 use super::hooks::{CacheEvent, Callbacks, OnEvent, tell};
-use super::remote::{FIRST_LOOK_PAUSE, MAX_LOOK_PAUSE, Remote, RemoteEntry, RemoteError};
+use super::remote::{
+    FIRST_LOOK_PAUSE, LockToken, MAX_LOOK_PAUSE, Remote, RemoteEntry, RemoteError,
+};
 use super::shared::Shared;
 use super::state::Phase;
 use super::store::Entry;
@@ -206,9 +208,10 @@ fn start_refresh<S, C, K, V, Req>(
         // Given up on every way out but a publication (whose put gives it up).
         let mut remote_lock = None;
         if let Some(remote) = shared.remote.get() {
-            let refresh = remote_refresh(&shared, remote, &key, &old).await;
+            let token = LockToken::new();
+            let refresh = remote_refresh(&shared, remote, &key, &old, token).await;
             if refresh == RemoteRefresh::Locked {
-                remote_lock = Some(RemoteLock::held(&shared, &key));
+                remote_lock = Some(RemoteLock::held(&shared, &key, token));
             }
             if refresh == RemoteRefresh::Elsewhere {
                 let pause = Shared::<K, V>::ticks(MAX_LOOK_PAUSE);
@@ -237,18 +240,19 @@ fn start_refresh<S, C, K, V, Req>(
                 // Published only once stored (without a local tier: unless written
                 // since): an invalidation meanwhile wins remotely too.
                 let mut published = false;
+                let token = remote_lock.as_ref().map(RemoteLock::token);
                 let applied = if shared.store.is_local() {
                     let applied = shared
                         .store
                         .replace_if_current(&key, &old, Arc::clone(&fresh));
                     if applied {
-                        published = publish(&shared, &key, &fresh, done);
+                        published = publish(&shared, &key, &fresh, done, token);
                     }
                     applied
                 } else {
                     let mut applied = false;
                     shared.flights.store_unless_written(generation, || {
-                        published = publish(&shared, &key, &fresh, done);
+                        published = publish(&shared, &key, &fresh, done, token);
                         applied = true;
                     });
                     applied
@@ -350,7 +354,8 @@ where
     // Given up on every way out but a publication, the caller's going away included.
     let mut remote_lock = None;
     if let Some(remote) = shared.remote.get() {
-        match from_remote(&shared, remote, &key).await {
+        let token = LockToken::new();
+        match from_remote(&shared, remote, &key, token).await {
             FromRemote::Entry(entry) => {
                 shared.counters.remote_hits.add();
                 callbacks.tell(&key, CacheEvent::RemoteHit);
@@ -386,7 +391,7 @@ where
             }
             FromRemote::Fetch { expired, locked } => {
                 fallback = fallback.or(expired);
-                remote_lock = locked.then(|| RemoteLock::held(&shared, &key));
+                remote_lock = locked.then(|| RemoteLock::held(&shared, &key, token));
             }
         }
     }
@@ -402,9 +407,10 @@ where
                 shared.counters.uncached.add();
             }
             // Published only if stored here: a fetch that an invalidation overtook is not.
-            let publication = entry
-                .as_ref()
-                .and_then(|entry| Publication::of(&shared, &key, entry, done));
+            let publication = entry.as_ref().and_then(|entry| {
+                let token = remote_lock.as_ref().map(RemoteLock::token);
+                Publication::of(&shared, &key, entry, done, token)
+            });
             let published = std::cell::Cell::new(false);
             let store = || {
                 if let Some(entry) = entry {
@@ -480,7 +486,12 @@ enum FromRemote<V> {
 /// Looks `key` up in the remote tier, and while another instance holds its lock, looks again
 /// (5 ms apart, doubling to 50 ms) for up to half the lock timeout: the local waiters behind
 /// this leader wait the whole lock timeout, so the leader still has time to fetch itself.
-async fn from_remote<K, V>(shared: &Shared<K, V>, remote: &Remote<K, V>, key: &K) -> FromRemote<V>
+async fn from_remote<K, V>(
+    shared: &Shared<K, V>,
+    remote: &Remote<K, V>,
+    key: &K,
+    token: LockToken,
+) -> FromRemote<V>
 where
     K: Hash + Eq + Clone + 'static,
     V: Clone + 'static,
@@ -490,7 +501,7 @@ where
     let deadline = tokio::time::Instant::now() + lease / 2;
     let mut pause = FIRST_LOOK_PAUSE;
     loop {
-        let lookup = match remote.store.lookup(&bytes, lease).await {
+        let lookup = match remote.store.lookup(&bytes, lease, token).await {
             Ok(lookup) => lookup,
             Err(error) => {
                 shared.counters.remote_errors.add();
@@ -552,6 +563,7 @@ async fn remote_refresh<K, V>(
     remote: &Remote<K, V>,
     key: &K,
     old: &Arc<Entry<V>>,
+    token: LockToken,
 ) -> RemoteRefresh
 where
     K: Hash + Eq + Clone + 'static,
@@ -564,7 +576,7 @@ where
         tracing::debug!(target: "palisade::cache", %error, "remote tier failed: refreshing from the origin");
         RemoteRefresh::Unlocked
     };
-    let lookup = match remote.store.lookup(&bytes, lease).await {
+    let lookup = match remote.store.lookup(&bytes, lease, token).await {
         Ok(lookup) => lookup,
         Err(error) => return failed(error),
     };
@@ -585,7 +597,7 @@ where
         // The remote entry is past its stale window too: this instance holds the lock now.
         return RemoteRefresh::Locked;
     }
-    match remote.store.lock(&bytes, lease).await {
+    match remote.store.lock(&bytes, lease, token).await {
         Ok(true) => RemoteRefresh::Locked,
         Ok(false) => {
             tracing::debug!(
@@ -609,6 +621,7 @@ where
 {
     shared: Arc<Shared<K, V>>,
     key: Option<K>,
+    token: LockToken,
 }
 
 impl<K, V> RemoteLock<K, V>
@@ -616,11 +629,16 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    fn held(shared: &Arc<Shared<K, V>>, key: &K) -> Self {
+    fn held(shared: &Arc<Shared<K, V>>, key: &K, token: LockToken) -> Self {
         Self {
             shared: Arc::clone(shared),
             key: Some(key.clone()),
+            token,
         }
+    }
+
+    fn token(&self) -> LockToken {
+        self.token
     }
 
     /// A publication gives the lock up: nothing more to do.
@@ -646,9 +664,9 @@ where
         };
         let store = Arc::clone(&remote.store);
         let bytes = remote.codec.key(&key);
-        let shared = Arc::clone(&self.shared);
+        let (shared, token) = (Arc::clone(&self.shared), self.token);
         runtime.spawn(async move {
-            if store.unlock(&bytes).await.is_err() {
+            if store.unlock(&bytes, token).await.is_err() {
                 shared.counters.remote_errors.add();
             }
         });
@@ -656,14 +674,21 @@ where
 }
 
 /// Sends `entry` to the remote tier, on a task of its own (the callers have their value
-/// already): one round trip, which also gives up the key's remote lock. Whether anything was
-/// sent (not without a remote tier, a codec that keeps the value local, or life left).
-pub(crate) fn publish<K, V>(shared: &Arc<Shared<K, V>>, key: &K, entry: &Entry<V>, now: u64) -> bool
+/// already): one round trip, which also gives up the key's remote lock if `token` holds it.
+/// Whether anything was sent (not without a remote tier, a codec that keeps the value local,
+/// or life left).
+pub(crate) fn publish<K, V>(
+    shared: &Arc<Shared<K, V>>,
+    key: &K,
+    entry: &Entry<V>,
+    now: u64,
+    token: Option<LockToken>,
+) -> bool
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    match Publication::of(shared, key, entry, now) {
+    match Publication::of(shared, key, entry, now, token) {
         Some(publication) => {
             publication.send();
             true
@@ -678,6 +703,7 @@ struct Publication<K, V> {
     shared: Arc<Shared<K, V>>,
     key: Vec<u8>,
     entry: RemoteEntry,
+    token: Option<LockToken>,
 }
 
 impl<K, V> Publication<K, V>
@@ -686,13 +712,20 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// `entry` for the remote, if there is a remote tier, the codec encodes the value and the
-    /// entry has life left at `now`.
-    fn of(shared: &Arc<Shared<K, V>>, key: &K, entry: &Entry<V>, now: u64) -> Option<Self> {
+    /// entry has life left at `now`; its put gives up the lock `token` holds.
+    fn of(
+        shared: &Arc<Shared<K, V>>,
+        key: &K,
+        entry: &Entry<V>,
+        now: u64,
+        token: Option<LockToken>,
+    ) -> Option<Self> {
         let remote = shared.remote.get()?;
         Some(Self {
             entry: shared.remote_entry(entry, now)?,
             key: remote.codec.key(key),
             shared: Arc::clone(shared),
+            token,
         })
     }
 
@@ -705,7 +738,7 @@ where
         };
         let store = Arc::clone(&remote.store);
         runtime.spawn(async move {
-            if let Err(error) = store.put(&self.key, self.entry).await {
+            if let Err(error) = store.put(&self.key, self.entry, self.token).await {
                 self.shared.counters.remote_errors.add();
                 tracing::debug!(target: "palisade::cache", %error, "could not publish an entry to the remote tier");
             }

@@ -12,7 +12,7 @@ use super::connection::{
     Operation, RedisConnection, StoreScript, checked_prefix, millis, unexpected,
 };
 use super::error::RedisStoreError;
-use crate::cache::{Lookup, RemoteEntry, RemoteError, RemoteFuture, RemoteStore};
+use crate::cache::{LockToken, Lookup, RemoteEntry, RemoteError, RemoteFuture, RemoteStore};
 use crate::error::ConfigError;
 
 /// The key prefix by default: `palisade:cache:`.
@@ -129,9 +129,14 @@ impl RedisCacheStore {
         lock
     }
 
-    async fn lookup_now(self, key: Vec<u8>, lease: Duration) -> Result<Lookup, RemoteError> {
+    async fn lookup_now(
+        self,
+        key: Vec<u8>,
+        lease: Duration,
+        token: LockToken,
+    ) -> Result<Lookup, RemoteError> {
         let (entry, lock) = (self.entry_key(&key), self.lock_key(&key));
-        let lease = millis(lease);
+        let (lease, token) = (millis(lease), token.get().to_string());
         let answer = self
             .inner
             .connection
@@ -139,7 +144,7 @@ impl RedisCacheStore {
                 Operation::CacheLookup,
                 &LOOKUP,
                 &[&entry, &lock],
-                &[lease.as_bytes()],
+                &[lease.as_bytes(), token.as_bytes()],
             )
             .await
             .map_err(RemoteError::new)?;
@@ -149,7 +154,12 @@ impl RedisCacheStore {
         })
     }
 
-    async fn put_now(self, key: Vec<u8>, remote: RemoteEntry) -> Result<(), RemoteError> {
+    async fn put_now(
+        self,
+        key: Vec<u8>,
+        remote: RemoteEntry,
+        token: Option<LockToken>,
+    ) -> Result<(), RemoteError> {
         let (entry, lock) = (self.entry_key(&key), self.lock_key(&key));
         let (fresh, stale, errors) = (
             millis_or_zero(remote.fresh_for),
@@ -157,6 +167,7 @@ impl RedisCacheStore {
             millis_or_zero(remote.errors_for),
         );
         let fetch = remote.fetch.as_micros().to_string();
+        let token = token.map_or_else(String::new, |token| token.get().to_string());
         self.inner
             .connection
             .run(
@@ -169,6 +180,7 @@ impl RedisCacheStore {
                     stale.as_bytes(),
                     errors.as_bytes(),
                     fetch.as_bytes(),
+                    token.as_bytes(),
                 ],
             )
             .await
@@ -176,13 +188,23 @@ impl RedisCacheStore {
             .map_err(RemoteError::new)
     }
 
-    async fn lock_now(self, key: Vec<u8>, lease: Duration) -> Result<bool, RemoteError> {
+    async fn lock_now(
+        self,
+        key: Vec<u8>,
+        lease: Duration,
+        token: LockToken,
+    ) -> Result<bool, RemoteError> {
         let lock = self.lock_key(&key);
-        let lease = millis(lease);
+        let (lease, token) = (millis(lease), token.get().to_string());
         match self
             .inner
             .connection
-            .run(Operation::CacheLock, &LOCK, &[&lock], &[lease.as_bytes()])
+            .run(
+                Operation::CacheLock,
+                &LOCK,
+                &[&lock],
+                &[lease.as_bytes(), token.as_bytes()],
+            )
             .await
             .map_err(RemoteError::new)?
         {
@@ -194,11 +216,12 @@ impl RedisCacheStore {
         }
     }
 
-    async fn unlock_now(self, key: Vec<u8>) -> Result<(), RemoteError> {
+    async fn unlock_now(self, key: Vec<u8>, token: LockToken) -> Result<(), RemoteError> {
         let lock = self.lock_key(&key);
+        let token = token.get().to_string();
         self.inner
             .connection
-            .run(Operation::CacheLock, &UNLOCK, &[&lock], &[])
+            .run(Operation::CacheLock, &UNLOCK, &[&lock], &[token.as_bytes()])
             .await
             .map(drop)
             .map_err(RemoteError::new)
@@ -263,20 +286,20 @@ fn millis_or_zero(duration: Duration) -> String {
 }
 
 impl RemoteStore for RedisCacheStore {
-    fn lookup(&self, key: &[u8], lease: Duration) -> RemoteFuture<Lookup> {
-        Box::pin(self.clone().lookup_now(key.to_vec(), lease))
+    fn lookup(&self, key: &[u8], lease: Duration, token: LockToken) -> RemoteFuture<Lookup> {
+        Box::pin(self.clone().lookup_now(key.to_vec(), lease, token))
     }
 
-    fn put(&self, key: &[u8], entry: RemoteEntry) -> RemoteFuture<()> {
-        Box::pin(self.clone().put_now(key.to_vec(), entry))
+    fn put(&self, key: &[u8], entry: RemoteEntry, token: Option<LockToken>) -> RemoteFuture<()> {
+        Box::pin(self.clone().put_now(key.to_vec(), entry, token))
     }
 
-    fn lock(&self, key: &[u8], lease: Duration) -> RemoteFuture<bool> {
-        Box::pin(self.clone().lock_now(key.to_vec(), lease))
+    fn lock(&self, key: &[u8], lease: Duration, token: LockToken) -> RemoteFuture<bool> {
+        Box::pin(self.clone().lock_now(key.to_vec(), lease, token))
     }
 
-    fn unlock(&self, key: &[u8]) -> RemoteFuture<()> {
-        Box::pin(self.clone().unlock_now(key.to_vec()))
+    fn unlock(&self, key: &[u8], token: LockToken) -> RemoteFuture<()> {
+        Box::pin(self.clone().unlock_now(key.to_vec(), token))
     }
 
     fn remove(&self, key: &[u8]) -> RemoteFuture<()> {

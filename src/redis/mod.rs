@@ -156,10 +156,10 @@
 //!
 //! | operation | script | round trips |
 //! | --- | --- | --- |
-//! | lookup | the entry with its windows as time left by the server's clock; when there is none to serve, also `SET <lock> NX PX <lock timeout>` | 1 |
-//! | put | `HSET` the value and its windows as server-clock instants, `PEXPIRE` the entry's whole life (fresh, stale-while-revalidate and stale-if-error windows), `DEL` the lock | 1 |
-//! | lock (a refresh) | `SET <lock> NX PX <lock timeout>` | 1 |
-//! | unlock (the holder's fetch failed) | `DEL` the lock | 1 |
+//! | lookup | the entry with its windows as time left by the server's clock; when there is none to serve, also `SET <lock> <token> NX PX <lock timeout>` | 1 |
+//! | put | `HSET` the value and its windows as server-clock instants, `PEXPIRE` the entry's whole life (fresh, stale-while-revalidate and stale-if-error windows), `DEL` the lock if it holds the caller's token | 1 |
+//! | lock (a refresh) | `SET <lock> <token> NX PX <lock timeout>` | 1 |
+//! | unlock (the holder's fetch failed) | `DEL` the lock if it holds the caller's token | 1 |
 //! | remove (invalidation) | `DEL` the entry and its lock | 1 |
 //!
 //! Keys: `<prefix>{<key>}` for the entry (a hash: `v` value, `f` / `s` / `e` the ends of the

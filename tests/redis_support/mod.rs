@@ -156,6 +156,7 @@ pub(crate) async fn commands(admin: &mut MultiplexedConnection) -> Vec<(String, 
 const SCRIPT_COMMANDS: &[&str] = &[
     "time",
     "set",
+    "get",
     "hmget",
     "hget",
     "hset",

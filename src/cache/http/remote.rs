@@ -52,7 +52,7 @@ use super::freshness::{self, Freshness, Reuse};
 use super::key::{self, HttpKey};
 use super::stored::{HttpValue, Selection, Stored};
 use crate::cache::remote::{
-    FIRST_LOOK_PAUSE, MAX_LOOK_PAUSE, RemoteEntry, RemoteError, RemoteStore,
+    FIRST_LOOK_PAUSE, LockToken, MAX_LOOK_PAUSE, RemoteEntry, RemoteError, RemoteStore,
 };
 use crate::cache::shared::Shared;
 use crate::clock::Epoch;
@@ -432,18 +432,25 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A remote lock this instance holds: the key, and the token only its holder gives it up with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HeldLock {
+    pub(crate) key: Vec<u8>,
+    pub(crate) token: LockToken,
+}
+
 /// What the remote tier said about a request the local tier could not answer.
 pub(crate) enum FromRemote {
     /// A response another instance stored, on the local clock now, that this request may
     /// use; how long its fetch took; and the lock the lookup took anyway (a response past its
     /// stale window that this request's `max-stale` accepts), to give up at once.
-    Found(Box<Stored>, u64, Option<Vec<u8>>),
+    Found(Box<Stored>, u64, Option<HeldLock>),
     /// Go to the origin. `lock`: the remote key whose lock this caller holds (to publish to,
     /// or to give up); `failed`: the remote did not answer, or answered what does not decode;
     /// `index`: the target's index found on the way (its names and generation), for the
     /// response to be published under.
     Fetch {
-        lock: Option<Vec<u8>>,
+        lock: Option<HeldLock>,
         failed: bool,
         index: Option<(Box<[HeaderName]>, u64)>,
     },
@@ -459,6 +466,7 @@ pub(crate) async fn look_up(
     target: &HttpKey,
     headers: &HeaderMap,
     directives: &RequestDirectives,
+    token: LockToken,
 ) -> FromRemote {
     let lease = shared.config.lock_timeout;
     let deadline = tokio::time::Instant::now() + lease / 2;
@@ -468,7 +476,7 @@ pub(crate) async fn look_up(
     let mut index: Option<(Box<[HeaderName]>, u64)> = None;
     let mut key = target_key(target);
     loop {
-        let lookup = match store.lookup(&key, lease).await {
+        let lookup = match store.lookup(&key, lease, token).await {
             Ok(lookup) => lookup,
             Err(error) => {
                 shared.counters.remote_errors.add();
@@ -480,7 +488,12 @@ pub(crate) async fn look_up(
                 };
             }
         };
-        let lock = || lookup.locked.then(|| key.clone());
+        let lock = || {
+            lookup.locked.then(|| HeldLock {
+                key: key.clone(),
+                token,
+            })
+        };
         if let Some(found) = &lookup.entry {
             match decode(found, shared.now()) {
                 None => {
@@ -552,8 +565,8 @@ pub(crate) enum RemoteRefresh {
     Newer(Box<Stored>, u64),
     /// Another instance holds the lock and is revalidating: serve stale meanwhile.
     Elsewhere,
-    /// This instance, holding the lock of this remote key.
-    Locked(Vec<u8>),
+    /// This instance, holding this lock.
+    Locked(HeldLock),
     /// This instance, without the lock: the remote failed.
     Unlocked,
 }
@@ -564,6 +577,7 @@ pub(crate) async fn refresh_claim(
     store: &dyn RemoteStore,
     target: &HttpKey,
     stored: &Stored,
+    token: LockToken,
 ) -> RemoteRefresh {
     let key = key_of(target, stored);
     let lease = shared.config.lock_timeout;
@@ -572,7 +586,7 @@ pub(crate) async fn refresh_claim(
         tracing::debug!(target: "palisade::cache", %error, "remote tier failed: revalidating with the origin");
         RemoteRefresh::Unlocked
     };
-    let lookup = match store.lookup(&key, lease).await {
+    let lookup = match store.lookup(&key, lease, token).await {
         Ok(lookup) => lookup,
         Err(error) => return failed(error),
     };
@@ -589,10 +603,10 @@ pub(crate) async fn refresh_claim(
         }
     }
     if lookup.locked {
-        return RemoteRefresh::Locked(key);
+        return RemoteRefresh::Locked(HeldLock { key, token });
     }
-    match store.lock(&key, lease).await {
-        Ok(true) => RemoteRefresh::Locked(key),
+    match store.lock(&key, lease, token).await {
+        Ok(true) => RemoteRefresh::Locked(HeldLock { key, token }),
         Ok(false) => {
             tracing::debug!(target: "palisade::cache", "another instance is revalidating: serving stale meanwhile");
             RemoteRefresh::Elsewhere
@@ -608,7 +622,7 @@ pub(crate) struct Publication {
     store: Arc<dyn RemoteStore>,
     shared: Arc<Engine>,
     puts: Vec<(Vec<u8>, RemoteEntry)>,
-    lock: Option<Vec<u8>>,
+    lock: Option<HeldLock>,
 }
 
 impl Publication {
@@ -621,7 +635,7 @@ impl Publication {
         stored: &Stored,
         fetch: u64,
         now: u64,
-        lock: Option<Vec<u8>>,
+        lock: Option<HeldLock>,
     ) -> Option<Self> {
         let store = Arc::clone(remote.as_ref()?);
         let mut puts = Vec::with_capacity(2);
@@ -642,22 +656,27 @@ impl Publication {
     }
 
     /// Publishes, on a task of its own (the callers have their response already): a round
-    /// trip per put, each of which also gives up its key's lock.
+    /// trip per put; the put to the locked key gives the lock up, and where there is none (or
+    /// it failed), an unlock does.
     pub(crate) fn send(self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         runtime.spawn(async move {
+            let mut freed = false;
             for (key, entry) in &self.puts {
-                if let Err(error) = self.store.put(key, entry.clone()).await {
-                    self.shared.counters.remote_errors.add();
-                    tracing::debug!(target: "palisade::cache", %error, "could not publish a response to the remote tier");
+                let holds = self.lock.as_ref().filter(|lock| lock.key == *key);
+                let token = holds.map(|lock| lock.token);
+                match self.store.put(key, entry.clone(), token).await {
+                    Ok(()) => freed |= holds.is_some(),
+                    Err(error) => {
+                        self.shared.counters.remote_errors.add();
+                        tracing::debug!(target: "palisade::cache", %error, "could not publish a response to the remote tier");
+                    }
                 }
             }
-            if let Some(lock) = &self.lock {
-                if !self.puts.iter().any(|(key, _)| key == lock) {
-                    unlock_now(&self.shared, &*self.store, lock).await;
-                }
+            if let Some(lock) = self.lock.as_ref().filter(|_| !freed) {
+                unlock_now(&self.shared, &*self.store, lock).await;
             }
         });
     }
@@ -673,7 +692,7 @@ impl Publication {
 pub(crate) fn release(
     shared: &Arc<Engine>,
     store: Option<&Arc<dyn RemoteStore>>,
-    lock: Option<Vec<u8>>,
+    lock: Option<HeldLock>,
 ) {
     let (Some(store), Some(lock)) = (store, lock) else {
         return;
@@ -686,8 +705,8 @@ pub(crate) fn release(
     runtime.spawn(async move { unlock_now(&shared, &*store, &lock).await });
 }
 
-async fn unlock_now(shared: &Engine, store: &dyn RemoteStore, lock: &[u8]) {
-    if let Err(error) = store.unlock(lock).await {
+async fn unlock_now(shared: &Engine, store: &dyn RemoteStore, lock: &HeldLock) {
+    if let Err(error) = store.unlock(&lock.key, lock.token).await {
         shared.counters.remote_errors.add();
         tracing::debug!(target: "palisade::cache", %error, "could not give up a remote lock");
     }

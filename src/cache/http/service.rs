@@ -20,7 +20,7 @@ use super::directives::RequestDirectives;
 use super::freshness::{self, Exchange, Forward, Freshness, NotStored, Reuse};
 use super::future::ResponseFuture;
 use super::key::{self, HttpKey, VaryIndex};
-use super::remote::{self, FromRemote, Publication, RemoteRefresh};
+use super::remote::{self, FromRemote, HeldLock, Publication, RemoteRefresh};
 use super::stored::{
     CacheStatus, Conditional, Fwd, HttpValue, Selection, Stored, kept_headers, merged_headers,
     validates,
@@ -328,7 +328,8 @@ fn start_revalidation<S, ReqB, ResB>(
             let _slot = slot;
             let mut remote_lock = None;
             if let Some(store) = &settings.remote {
-                match remote::refresh_claim(&shared, &**store, &key, &stored).await {
+                let token = crate::cache::remote::LockToken::new();
+                match remote::refresh_claim(&shared, &**store, &key, &stored, token).await {
                     RemoteRefresh::Newer(newer, fetch) => {
                         // Another instance revalidated it already: its response replaces
                         // this one, without the origin.
@@ -705,8 +706,8 @@ struct Fetch<S> {
     /// The stored response the request could not use: the validators for a conditional
     /// request, and the stand-in for an error (stale-if-error).
     fallback: Option<(HttpEntry, Arc<Stored>)>,
-    /// The remote key whose lock this fetch holds: published to, or given up, at the end.
-    remote_lock: Option<Vec<u8>>,
+    /// The remote lock this fetch holds: published to, or given up, at the end.
+    remote_lock: Option<HeldLock>,
     /// The remote index the lookup found for the target: its header names and generation.
     remote_index: Option<(Box<[HeaderName]>, u64)>,
     /// The remote tier failed on this request's way (said in `Cache-Status`).
@@ -799,8 +800,10 @@ impl<S> Fetch<S> {
             if self.fwd != Fwd::Request && !revalidated_each_use {
                 let target = self.key.without_variant();
                 let directives = self.directives;
+                let token = crate::cache::remote::LockToken::new();
+                let headers = req.headers();
                 let found =
-                    remote::look_up(&shared, &*store, &target, req.headers(), &directives).await;
+                    remote::look_up(&shared, &*store, &target, headers, &directives, token).await;
                 match found {
                     FromRemote::Found(stored, fetch, lock) => {
                         remote::release(&shared, Some(&store), lock);

@@ -5,6 +5,7 @@
 --          clock), d the fetch's duration in microseconds)
 -- KEYS[2]  the entry's lock
 -- ARGV[1]  the lock's lease, in milliseconds
+-- ARGV[2]  the caller's lock token (kept in the lock: only it gives the lock up)
 --
 -- Returns {entry, locked}: entry is false (nil) or {value, fresh ms, stale ms, errors ms, fetch
 -- us}, each window as time left from now; locked is 1 when this caller took the lock, which it
@@ -26,7 +27,7 @@ if found[1] then
     return {entry, 0}
   end
 end
-local locked = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1])
+local locked = redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1])
 if locked then
   return {entry, 1}
 end
