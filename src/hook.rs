@@ -2,9 +2,11 @@
 //! something worth telling happens (a retry, a transition, a rejection, a timeout, a refresh).
 //!
 //! Set on a layer's builder (`on_retry`, `on_transition`, `on_rejected`, `on_timeout`,
-//! `on_event`), a hook costs nothing where nothing is set: the layer checks one `Option`, on
-//! paths that are already off the happy path, and builds no event unless a hook will read it.
-//! Setting the same hook twice calls both, in the order they were set.
+//! `on_event`). Unset, a hook costs an empty pointer: checked only on paths already off the
+//! happy one (the retry and the timeout copy it into each call's future), and no event is built
+//! unless a hook will read it. Set, the retry and the timeouts clone its reference-counted
+//! pointer into each call (two atomic operations); the others keep it in shared state. Setting
+//! the same hook twice calls both, in the order they were set.
 //!
 //! A hook runs synchronously inside the layer, with no lock of the layer's held: keep it
 //! short (count, log, send on a channel) and let it not panic, since a panic unwinds through

@@ -220,8 +220,9 @@
 //! # Observability
 //!
 //! **Event hooks**: plain callbacks set on a layer's builder, called on the task where the
-//! event happens, with no lock held, never spawned or buffered (so they cannot lag), and free
-//! when unset. Each is chained when set twice.
+//! event happens, with no lock held, never spawned or buffered (so they cannot lag). Unset, a
+//! hook costs an empty pointer; each setter's docs say what a set one costs. Each is chained
+//! when set twice.
 //!
 //! | layer | hook | told | when |
 //! | --- | --- | --- | --- |

@@ -130,7 +130,7 @@
 //! coalesced wait, remote hit, refresh, failed refresh and stale-if-error answer, on the task
 //! that sees it, with no lock of the cache held (a refresh's on its background task). Hits are
 //! not told: they are the hot path, and the [metrics](CacheHandle::metrics) count them. A hit
-//! never looks at the hook; a miss clones one pointer.
+//! never looks at the hook; a miss clones the layer's two callback pointers.
 //!
 //! ```
 //! use std::time::Duration;

@@ -209,7 +209,8 @@ fn start_refresh<S, C, K, V, Req>(
         let mut remote_lock = None;
         if let Some(remote) = shared.remote.get() {
             let token = LockToken::new();
-            let refresh = remote_refresh(&shared, remote, &key, &old, token).await;
+            let refresh =
+                remote_refresh(&shared, remote, &key, &old, token, on_event.as_ref()).await;
             if refresh == RemoteRefresh::Locked {
                 remote_lock = Some(RemoteLock::held(&shared, &key, token));
             }
@@ -564,6 +565,7 @@ async fn remote_refresh<K, V>(
     key: &K,
     old: &Arc<Entry<V>>,
     token: LockToken,
+    on_event: Option<&OnEvent<K>>,
 ) -> RemoteRefresh
 where
     K: Hash + Eq + Clone + 'static,
@@ -590,6 +592,7 @@ where
     }) {
         if shared.store.replace_if_current(key, old, entry) {
             shared.counters.remote_hits.add();
+            tell(on_event, key, CacheEvent::RemoteHit);
         }
         return RemoteRefresh::Elsewhere;
     }

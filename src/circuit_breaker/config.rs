@@ -214,11 +214,13 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// Calls `hook` with every state change, as it happens (on the task that made it, after
-    /// the new state is in place, before the next call can see a later one): nothing spawned,
-    /// nothing buffered, so unlike [`subscribe`](crate::circuit_breaker::CircuitBreakerHandle::subscribe)
-    /// it never lags. Keep it short; see [`crate::circuit_breaker#event-hooks`]. Set twice,
-    /// both run. For keyed breakers, every key's breaker calls it.
+    /// Calls `hook` with every state change, on the task that made it, once the new state is in
+    /// place (and its open timer armed): nothing spawned, nothing buffered, so unlike
+    /// [`subscribe`](crate::circuit_breaker::CircuitBreakerHandle::subscribe) it never lags.
+    /// Calls on different tasks may run at once, so two quick transitions can be told out of
+    /// order: order them by [`Transition::generation`](crate::circuit_breaker::Transition).
+    /// Keep it short; see [`crate::circuit_breaker#event-hooks`]. Set twice, both run. For
+    /// keyed breakers, every key's breaker calls it.
     pub fn on_transition(mut self, hook: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
         self.hooks.on_transition = self.hooks.on_transition.then(hook);
         self
@@ -530,7 +532,7 @@ impl<C> CircuitBreakerBuilder<C> {
         };
         Ok(Config {
             name: self.name.clone(),
-            name_id: super::names::intern(self.name.as_ref()),
+            name_id: super::names::intern(self.name.as_deref()),
             hooks: self.hooks.clone(),
             trip,
             slow_call: self.slow_call.map(|(threshold, _)| threshold),

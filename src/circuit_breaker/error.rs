@@ -58,9 +58,10 @@ impl CircuitOpen {
         Self { name, ..self }
     }
 
-    /// The name of the breaker that refused the call, if it has one.
+    /// The name of the breaker that refused the call, if it has one (for a keyed breaker, the
+    /// layer's [name](super::CircuitBreakerBuilder::name), not the key's).
     #[must_use]
-    pub fn breaker(&self) -> Option<std::sync::Arc<str>> {
+    pub fn breaker(&self) -> Option<&'static str> {
         super::names::name_of(self.name)
     }
 
@@ -148,7 +149,7 @@ impl fmt::Debug for Millis {
 
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.describe(f, self.breaker().as_deref())
+        self.describe(f, self.breaker())
     }
 }
 
@@ -311,14 +312,13 @@ mod tests {
 
     #[test]
     fn a_rejection_names_its_breaker_and_the_time_left_but_its_problem_does_not_name_it() {
-        let name = std::sync::Arc::from("error-test-payments");
-        let id = super::super::names::intern(Some(&name));
+        let id = super::super::names::intern(Some("error-test-payments"));
         let isolated = CircuitOpen::new(State::Isolated, None).named(id);
         assert_eq!(
             isolated.to_string(),
             "circuit isolated (breaker \"error-test-payments\"): forced open until released"
         );
-        assert_eq!(isolated.breaker().as_deref(), Some("error-test-payments"));
+        assert_eq!(isolated.breaker(), Some("error-test-payments"));
         let unnamed = CircuitOpen::new(State::Open, None);
         assert_eq!(unnamed.to_string(), "circuit open");
         #[cfg(feature = "http")]

@@ -78,8 +78,12 @@ pub struct Transition {
     pub generation: u16,
     /// Why.
     pub reason: TransitionReason,
-    /// When, by the breaker's clock (tokio's by default, so paused time in tests).
+    /// When it was applied, by the breaker's clock (tokio's by default, so paused time in
+    /// tests).
     pub at: crate::clock::Instant,
+    /// The breaker's [name](super::CircuitBreakerBuilder::name), if it has one (for a keyed
+    /// breaker, the layer's: every key's breaker tells the same hook).
+    pub breaker: Option<&'static str>,
 }
 
 /// A snapshot of a breaker's state and window, from [`CircuitBreakerHandle::metrics`].

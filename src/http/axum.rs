@@ -1,10 +1,10 @@
 //! axum integration (feature `axum`): [`IntoResponse`] for [`Problem`] and for every palisade
 //! rejection, and [`handle_error`] for axum's `HandleErrorLayer`.
 //!
-//! A handler can return a rejection as its error, and a router can turn the errors of the
-//! palisade layers it runs (a client-side [`TimeoutLayer`](crate::timeout::TimeoutLayer)'s
-//! `BoxError`, a breaker's [`CircuitBreakerError`](crate::circuit_breaker::CircuitBreakerError))
-//! into problem+json answers in one place:
+//! A handler can return a rejection (or a breaker's or a throttle's error) as its error, and a
+//! router can turn the `BoxError`s of the palisade layers it runs (a client-side
+//! [`TimeoutLayer`](crate::timeout::TimeoutLayer)'s; a breaker's after
+//! `.map_err(CircuitBreakerError::into_box_error)`) into problem+json answers in one place:
 //!
 //! ```
 //! use std::time::Duration;
@@ -36,7 +36,7 @@ impl IntoResponse for Problem {
 /// The response for any error a palisade stack returns: the problem of the first palisade
 /// rejection in its `source()` chain ([`Rejection::find`]), or, for anything else, a `500`
 /// problem that does not repeat the error (its text may say what the client should not
-/// learn; it is logged at `debug` instead). For axum's `HandleErrorLayer::new(handle_error)`.
+/// learn; it is logged at `warn` instead). For axum's `HandleErrorLayer::new(handle_error)`.
 pub async fn handle_error(error: BoxError) -> Response {
     error_response(&*error)
 }
@@ -47,7 +47,7 @@ pub fn error_response(error: &(dyn std::error::Error + 'static)) -> Response {
     match Rejection::find(error) {
         Some(rejection) => IntoResponse::into_response(rejection.problem()),
         None => {
-            tracing::debug!(%error, "an error with no palisade rejection in it: answering 500");
+            tracing::warn!(%error, "an error with no palisade rejection in it: answering 500");
             IntoResponse::into_response(Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "urn:palisade:internal-error",

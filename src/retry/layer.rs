@@ -148,8 +148,10 @@ impl<P> RetryLayer<P> {
     }
 
     /// Calls `hook` before every wait for another attempt (with the attempt's number, the
-    /// wait and why), on the task of the call that retries. Costs nothing on a call whose first
-    /// attempt succeeds; see [`crate::retry#event-hooks`]. Set twice, both run.
+    /// wait and why), on the task of the call that retries; the attempt may still not be made
+    /// (the service fails to get ready, or time runs out during the wait). Unset, it costs a
+    /// call an empty pointer; set, a reference count; see [`crate::retry#event-hooks`]. Set
+    /// twice, both run.
     pub fn on_retry(self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
         self.with_hooks(|hooks| hooks.on_retry = hooks.on_retry.clone().then(hook))
     }

@@ -85,8 +85,8 @@ impl<P> TimeoutLayer<P> {
 
     /// Calls `hook` with every request this timeout abandons (its limit or the request's
     /// deadline ran out, or the deadline had passed before the call), on the task of that
-    /// request, as the timer fires. Costs nothing on a request that finishes in time; see
-    /// [`crate::timeout#event-hooks`]. Set twice, both run.
+    /// request, as the timer fires. Unset, it costs a request an empty pointer; set, a
+    /// reference count; see [`crate::timeout#event-hooks`]. Set twice, both run.
     pub fn on_timeout(mut self, hook: impl Fn(&TimedOut) + Send + Sync + 'static) -> Self {
         self.on_timeout = self.on_timeout.then(hook);
         self

@@ -104,8 +104,8 @@ impl ServerTimeoutLayer {
     }
 
     /// Calls `hook` with every request whose handler runs out of time (or whose caller's
-    /// deadline had passed before it ran), on that request's task, as the timer fires. Costs
-    /// nothing on a request answered in time; see [`crate::timeout#event-hooks`]. Set twice,
+    /// deadline had passed before it ran), on that request's task, as the timer fires. Set, it
+    /// costs each request a reference count; see [`crate::timeout#event-hooks`]. Set twice,
     /// both run.
     pub fn on_timeout(mut self, hook: impl Fn(&TimedOut) + Send + Sync + 'static) -> Self {
         let config = Arc::make_mut(&mut self.config);

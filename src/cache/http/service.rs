@@ -1016,7 +1016,7 @@ impl<S> Fetch<S> {
             Some(status) => format!("the origin answered {status}"),
             None => "the origin did not answer".to_owned(),
         };
-        let mut problem = LeaderFailed::new(text.into()).problem();
+        let mut problem = LeaderFailed::public(text.into()).problem();
         if let Some(status) = status {
             problem = problem.with_status(status);
         }

@@ -219,6 +219,7 @@ impl<C> Breaker<C> {
             generation: new.generation(),
             reason,
             at,
+            breaker: super::names::name_of(self.config.name_id),
         };
         let breaker = self.config.name.as_deref().unwrap_or("");
         if let Some(quieted) = self.info_line(self.ms_after(at, Duration::ZERO)) {
@@ -241,7 +242,6 @@ impl<C> Breaker<C> {
                 "circuit breaker transition (info lines rate-limited)"
             );
         }
-        self.config.hooks.on_transition.emit(&transition);
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(transition);
         }
@@ -254,6 +254,8 @@ impl<C> Breaker<C> {
         {
             self.arm_timer(generation, until_ms);
         }
+        // Last: a hook that panics leaves the timer armed and the subscribers told.
+        self.config.hooks.on_transition.emit(&transition);
     }
 
     /// Whether a transition at `now_ms` may log at info: at most [`LOG_LINES_PER_WINDOW`] per
