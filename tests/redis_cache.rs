@@ -118,6 +118,36 @@ async fn get(service: &Instance, id: u64) -> Arc<str> {
     service.clone().oneshot(id).await.expect("a price")
 }
 
+/// Asks both instances for `id` until both answer `price 2` (within 5 s), then checks that the
+/// origin was called twice in all (one fetch, one refresh) and one refresh stored.
+async fn refreshed_once(
+    a: &Instance,
+    b: &Instance,
+    id: u64,
+    origin: &Origin,
+    handles: [&CacheHandle<u64, Arc<str>>; 2],
+) {
+    let started = Instant::now();
+    loop {
+        let (x, y) = tokio::join!(get(a, id), get(b, id));
+        if &*x == "price 2" && &*y == "price 2" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never refreshed: {x} {y}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        origin.calls(),
+        2,
+        "refreshed once between the two instances"
+    );
+    let [a, b] = handles.map(CacheHandle::metrics);
+    assert_eq!(a.refreshes + b.refreshes, 1, "{a:?} {b:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_key_stampeded_on_two_instances_calls_the_origin_once() {
     support::init_tracing();
@@ -168,25 +198,7 @@ async fn a_stale_key_is_refreshed_by_one_instance_and_both_take_the_result() {
     let (x, y) = tokio::join!(get(&a, 7), get(&b, 7));
     assert_eq!((&*x, &*y), ("price 1", "price 1"), "stale, served at once");
     // One refresh for the fleet; the other instance takes its result on a later stale hit.
-    let started = Instant::now();
-    loop {
-        let (x, y) = tokio::join!(get(&a, 7), get(&b, 7));
-        if &*x == "price 2" && &*y == "price 2" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never refreshed: {x} {y}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        origin.calls(),
-        2,
-        "refreshed once between the two instances"
-    );
-    let (a, b) = (a_handle.metrics(), b_handle.metrics());
-    assert_eq!(a.refreshes + b.refreshes, 1, "{a:?} {b:?}");
+    refreshed_once(&a, &b, 7, &origin, [&a_handle, &b_handle]).await;
 }
 
 #[tokio::test]
@@ -344,25 +356,7 @@ async fn without_a_local_tier_a_stale_entry_is_served_and_refreshed_once_for_the
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     let (x, y) = tokio::join!(get(&a, 8), get(&b, 8));
     assert_eq!((&*x, &*y), ("price 1", "price 1"), "stale, served at once");
-    let started = Instant::now();
-    loop {
-        let (x, y) = tokio::join!(get(&a, 8), get(&b, 8));
-        if &*x == "price 2" && &*y == "price 2" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never refreshed: {x} {y}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        origin.calls(),
-        2,
-        "refreshed once between the two instances"
-    );
-    let (a, b) = (a_handle.metrics(), b_handle.metrics());
-    assert_eq!(a.refreshes + b.refreshes, 1, "{a:?} {b:?}");
+    refreshed_once(&a, &b, 8, &origin, [&a_handle, &b_handle]).await;
 }
 
 #[tokio::test]

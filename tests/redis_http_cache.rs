@@ -186,6 +186,31 @@ async fn get(client: &HttpClient, addr: SocketAddr, path: &str) -> Answer {
     send(client, Method::GET, addr, path, &[]).await
 }
 
+/// Asks both instances for `path` until both answer fresh (`ttl` not negative), within 5 s:
+/// the two answers that were.
+async fn both_fresh_again(
+    client: &HttpClient,
+    a: SocketAddr,
+    b: SocketAddr,
+    path: &str,
+) -> (Answer, Answer) {
+    let started = Instant::now();
+    loop {
+        let (x, y) = tokio::join!(get(client, a, path), get(client, b, path));
+        let fresh = |answer: &Answer| !answer.cache_status().contains("ttl=-");
+        if fresh(&x) && fresh(&y) {
+            return (x, y);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never revalidated: {} / {}",
+            x.cache_status(),
+            y.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Published after the caller has its response: long enough for it to land.
 async fn published() {
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -416,23 +441,9 @@ async fn a_stale_response_is_revalidated_by_one_instance_for_the_fleet() {
     // Both stale now: served at once, and one revalidation for the two.
     let (x, y) = tokio::join!(get(&client, a, "/items/4"), get(&client, b, "/items/4"));
     assert_eq!((x.body.as_str(), y.body.as_str()), ("v1 any", "v1 any"));
-    let started = Instant::now();
-    loop {
-        let (x, y) = tokio::join!(get(&client, a, "/items/4"), get(&client, b, "/items/4"));
-        // Renewed by a `304`: fresh again (ttl=0 or 1), the same body.
-        let fresh = |answer: &Answer| !answer.cache_status().contains("ttl=-");
-        if fresh(&x) && fresh(&y) {
-            assert_eq!((x.body.as_str(), y.body.as_str()), ("v1 any", "v1 any"));
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never revalidated: {} / {}",
-            x.cache_status(),
-            y.cache_status()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Renewed by a `304`: fresh again, the same body.
+    let (x, y) = both_fresh_again(&client, a, b, "/items/4").await;
+    assert_eq!((x.body.as_str(), y.body.as_str()), ("v1 any", "v1 any"));
     assert_eq!(origin.calls(), 2, "one fetch and one revalidation");
     assert_eq!(
         origin.conditionals.lock().unwrap()[1].as_deref(),
@@ -619,21 +630,7 @@ async fn without_a_local_tier_a_stale_response_is_revalidated_once_for_the_fleet
         ("v1 any", "v1 any"),
         "stale, at once"
     );
-    let started = Instant::now();
-    loop {
-        let (x, y) = tokio::join!(get(&client, a, "/items/13"), get(&client, b, "/items/13"));
-        let fresh = |answer: &Answer| !answer.cache_status().contains("ttl=-");
-        if fresh(&x) && fresh(&y) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never revalidated: {} / {}",
-            x.cache_status(),
-            y.cache_status()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    both_fresh_again(&client, a, b, "/items/13").await;
     // A `304` to a request without the stored validators could not happen: the revalidation
     // carried them, though nothing was stored locally.
     assert_eq!(origin.calls(), 2, "one fetch and one revalidation");
