@@ -68,16 +68,7 @@ where
         // Mark the flight first, then remove: see `Flights::finish`.
         self.shared.flights.invalidate(key);
         if let Some(remote) = self.shared.remote.get() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let store = Arc::clone(&remote.store);
-                let bytes = remote.codec.key(key);
-                let shared = Arc::clone(&self.shared);
-                runtime.spawn(async move {
-                    if store.remove(&bytes).await.is_err() {
-                        shared.counters.remote_errors.add();
-                    }
-                });
-            }
+            super::remote::spawn_remove(&self.shared, &remote.store, remote.codec.key(key));
         }
         self.shared.store.remove(key)
     }

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::shared::Shared;
 use crate::error::BoxError;
 
 /// A boxed future of a remote store operation.
@@ -173,6 +174,60 @@ pub(crate) struct Remote<K, V> {
 impl<K, V> fmt::Debug for Remote<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Remote").finish_non_exhaustive()
+    }
+}
+
+/// Removes `key`'s remote entry (and its lock), on a task of its own: an invalidation does not
+/// wait for the round trip. A failure is counted in `remote_errors`, not retried.
+pub(crate) fn spawn_remove<K, V>(
+    shared: &Arc<Shared<K, V>>,
+    store: &Arc<dyn RemoteStore>,
+    key: Vec<u8>,
+) where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (shared, store) = (Arc::clone(shared), Arc::clone(store));
+    runtime.spawn(async move {
+        if let Err(error) = store.remove(&key).await {
+            shared.counters.remote_errors.add();
+            tracing::debug!(target: "palisade::cache", %error, "could not remove a remote entry");
+        }
+    });
+}
+
+/// Gives up `key`'s remote lock if `token` still holds it, on a task of its own: a fetch that
+/// publishes nothing lets the instances waiting on it go to the origin at once rather than wait
+/// out its lease. A failure is counted in `remote_errors`.
+pub(crate) fn spawn_unlock<K, V>(
+    shared: &Arc<Shared<K, V>>,
+    store: &Arc<dyn RemoteStore>,
+    key: Vec<u8>,
+    token: LockToken,
+) where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (shared, store) = (Arc::clone(shared), Arc::clone(store));
+    runtime.spawn(async move { unlock_now(&shared, &*store, &key, token).await });
+}
+
+/// Gives up `key`'s remote lock if `token` holds it, now; a failure is counted.
+pub(crate) async fn unlock_now<K, V>(
+    shared: &Shared<K, V>,
+    store: &dyn RemoteStore,
+    key: &[u8],
+    token: LockToken,
+) {
+    if let Err(error) = store.unlock(key, token).await {
+        shared.counters.remote_errors.add();
+        tracing::debug!(target: "palisade::cache", %error, "could not give up a remote lock");
     }
 }
 

@@ -182,17 +182,7 @@ fn start_refresh<S, C, K, V, Req>(
     V: Clone + Send + Sync + 'static,
     Req: Send + 'static,
 {
-    let lapses = now.saturating_add(Shared::<K, V>::ticks(shared.config.lock_timeout));
-    let Some(claim) = entry.refresh.try_claim(now, lapses) else {
-        return;
-    };
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        entry.refresh.release(claim, now);
-        return;
-    };
-    let Ok(slot) = Arc::clone(&shared.refresh_slots).try_acquire_owned() else {
-        // Every slot is busy: serve stale without a refresh; the next stale hit tries again.
-        entry.refresh.release(claim, now);
+    let Some((claim, runtime, slot)) = shared.background_refresh(entry, now) else {
         return;
     };
     let mut inner = inner();
@@ -659,20 +649,10 @@ where
         let Some(key) = self.key.take() else {
             return;
         };
-        let Some(remote) = self.shared.remote.get() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let store = Arc::clone(&remote.store);
-        let bytes = remote.codec.key(&key);
-        let (shared, token) = (Arc::clone(&self.shared), self.token);
-        runtime.spawn(async move {
-            if store.unlock(&bytes, token).await.is_err() {
-                shared.counters.remote_errors.add();
-            }
-        });
+        if let Some(remote) = self.shared.remote.get() {
+            let bytes = remote.codec.key(&key);
+            super::remote::spawn_unlock(&self.shared, &remote.store, bytes, self.token);
+        }
     }
 }
 

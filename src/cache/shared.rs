@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::Config;
 use super::flight::Flights;
 use super::remote::{Remote, RemoteEntry};
-use super::state::{RefreshWord, Times};
+use super::state::{Claim, RefreshWord, Times};
 use super::store::{Entry, Store};
 use crate::clock::{Clock, Epoch};
 use crate::random::{Random, draw};
@@ -208,6 +208,28 @@ impl<K: Hash + Eq + Clone, V: Clone> Shared<K, V> {
             weight,
             refresh: RefreshWord::new(),
         })
+    }
+
+    /// What `entry`'s background refresh needs to start at `now`, in both modes: its claim
+    /// (held for the lock timeout), the runtime to spawn it on and a refresh slot. `None` when
+    /// another caller holds the claim, there is no runtime, or every slot is busy (the claim is
+    /// then given back at once: the next stale hit tries again).
+    pub(crate) fn background_refresh(
+        &self,
+        entry: &Entry<V>,
+        now: u64,
+    ) -> Option<(Claim, tokio::runtime::Handle, OwnedSemaphorePermit)> {
+        let lapses = now.saturating_add(Self::ticks(self.config.lock_timeout));
+        let claim = entry.refresh.try_claim(now, lapses)?;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            entry.refresh.release(claim, now);
+            return None;
+        };
+        let Ok(slot) = Arc::clone(&self.refresh_slots).try_acquire_owned() else {
+            entry.refresh.release(claim, now);
+            return None;
+        };
+        Some((claim, runtime, slot))
     }
 
     /// XFetch: whether a fresh `entry` is refreshed early at `now`, with probability

@@ -52,7 +52,8 @@ use super::freshness::{self, Freshness, Reuse};
 use super::key::{self, HttpKey};
 use super::stored::{HttpValue, Selection, Stored};
 use crate::cache::remote::{
-    FIRST_LOOK_PAUSE, LockToken, MAX_LOOK_PAUSE, RemoteEntry, RemoteError, RemoteStore,
+    FIRST_LOOK_PAUSE, LockToken, MAX_LOOK_PAUSE, RemoteEntry, RemoteError, RemoteStore, random_u64,
+    spawn_remove, spawn_unlock, unlock_now,
 };
 use crate::cache::shared::Shared;
 use crate::clock::Epoch;
@@ -131,15 +132,7 @@ pub(crate) fn selected_key(
 /// A generation for a new remote index: random, so that no two instances (and no index made
 /// after an invalidation) share one.
 pub(crate) fn new_index_generation() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static MADE: AtomicU64 = AtomicU64::new(0);
-    // `RandomState` is seeded from the OS's randomness; the count keeps two draws in one
-    // process apart even where it is reused.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    // Relaxed: only distinctness matters.
-    hasher.write_u64(MADE.fetch_add(1, Ordering::Relaxed));
-    hasher.finish()
+    random_u64()
 }
 
 /// The windows a response of `freshness` at age `age` is published with (fresh, stale,
@@ -676,7 +669,7 @@ impl Publication {
                 }
             }
             if let Some(lock) = self.lock.as_ref().filter(|_| !freed) {
-                unlock_now(&self.shared, &*self.store, lock).await;
+                unlock_now(&*self.shared, &*self.store, &lock.key, lock.token).await;
             }
         });
     }
@@ -694,37 +687,14 @@ pub(crate) fn release(
     store: Option<&Arc<dyn RemoteStore>>,
     lock: Option<HeldLock>,
 ) {
-    let (Some(store), Some(lock)) = (store, lock) else {
-        return;
-    };
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let store = Arc::clone(store);
-    let shared = Arc::clone(shared);
-    runtime.spawn(async move { unlock_now(&shared, &*store, &lock).await });
-}
-
-async fn unlock_now(shared: &Engine, store: &dyn RemoteStore, lock: &HeldLock) {
-    if let Err(error) = store.unlock(&lock.key, lock.token).await {
-        shared.counters.remote_errors.add();
-        tracing::debug!(target: "palisade::cache", %error, "could not give up a remote lock");
+    if let (Some(store), Some(lock)) = (store, lock) {
+        spawn_unlock(shared, store, lock.key, lock.token);
     }
 }
 
 /// Removes the remote entry at `key` (and its lock), on a task of its own.
 pub(crate) fn remove(shared: &Arc<Engine>, store: &Arc<dyn RemoteStore>, key: Vec<u8>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let store = Arc::clone(store);
-    let shared = Arc::clone(shared);
-    runtime.spawn(async move {
-        if let Err(error) = store.remove(&key).await {
-            shared.counters.remote_errors.add();
-            tracing::debug!(target: "palisade::cache", %error, "could not remove a remote entry");
-        }
-    });
+    spawn_remove(shared, store, key);
 }
 
 #[cfg(all(test, not(palisade_loom)))]

@@ -302,16 +302,7 @@ fn start_revalidation<S, ReqB, ResB>(
     ResB: Body<Data = Bytes> + Unpin + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let lock = Engine::ticks(shared.config.lock_timeout);
-    let Some(claim) = entry.refresh.try_claim(now, now.saturating_add(lock)) else {
-        return;
-    };
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        entry.refresh.release(claim, now);
-        return;
-    };
-    let Ok(slot) = Arc::clone(&shared.refresh_slots).try_acquire_owned() else {
-        entry.refresh.release(claim, now);
+    let Some((claim, runtime, slot)) = shared.background_refresh(entry, now) else {
         return;
     };
     add_validators(req.headers_mut(), stored);
