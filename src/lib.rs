@@ -296,10 +296,14 @@ pub mod fallback;
     feature = "timeout"
 ))]
 mod hook;
+// Always compiled: its types are empty without the `metrics` feature.
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "idempotency")]
 pub mod idempotency;
+mod instruments;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "preset")]
 pub mod preset;
 #[cfg(any(

@@ -301,6 +301,9 @@ fn the_throttle_allocates_nothing_admitting_or_refusing() {
     let refused = rt.block_on(async {
         let _ = svc.ready().await.unwrap().call(1).await;
         assert_eq!(handle.state(), ThrottleState::Shedding);
+        // The first rejection resolves the rejection metrics (feature `metrics`), once per
+        // layer: what is measured is every rejection after it.
+        assert!(svc.ready().await.unwrap().call(1).await.is_err());
         let before = allocations();
         for _ in 0..CALLS {
             let result = svc.ready().await.unwrap().call(1).await;

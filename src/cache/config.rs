@@ -164,7 +164,8 @@ impl<F, C> CacheBuilder<F, C> {
         }
     }
 
-    /// A name for this cache's log lines and `Debug` output. Defaults to none.
+    /// A name for this cache's log lines, `Debug` output and metrics (the `name` label; see
+    /// `palisade::metrics`, feature `metrics`). Defaults to none.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = Some(name.into());
         self

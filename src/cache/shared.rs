@@ -15,6 +15,7 @@ use super::remote::{Remote, RemoteEntry};
 use super::state::{Claim, RefreshWord, Times};
 use super::store::{Entry, Store};
 use crate::clock::{Clock, Epoch};
+use crate::instruments::{self, LayerKind, name_label};
 use crate::random::{Random, draw};
 use crate::ratio::scale;
 
@@ -22,8 +23,9 @@ use crate::ratio::scale;
 /// is skipped.
 const XFETCH_CUTOFF: f64 = 20.0;
 
-/// Counters, each on its own line: hits are counted by every thread on the hot path.
-#[derive(Debug, Default)]
+/// Counters, each on its own line: hits are counted by every thread on the hot path. Each also
+/// counts into `palisade_cache_results_total{result}` with the `metrics` feature.
+#[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) hits: Padded,
     pub(crate) stale_hits: Padded,
@@ -38,20 +40,54 @@ pub(crate) struct Counters {
     pub(crate) remote_errors: Padded,
 }
 
-/// A counter alone on a pair of cache lines.
-#[derive(Debug, Default)]
+impl Counters {
+    /// The counters of the cache called `name`.
+    pub(crate) fn new(name: Option<&str>) -> Self {
+        let name = name_label(name);
+        let counter = |result: &'static &'static str| Padded {
+            count: AtomicU64::new(0),
+            metric: instruments::Counters::new(
+                "palisade_cache_results_total",
+                LayerKind::Cache,
+                &name,
+                "result",
+                std::slice::from_ref(result),
+            ),
+        };
+        Self {
+            hits: counter(&"hit"),
+            stale_hits: counter(&"stale"),
+            misses: counter(&"miss"),
+            coalesced: counter(&"collapsed"),
+            refreshes: counter(&"refresh"),
+            refresh_failures: counter(&"refresh_failed"),
+            stale_if_error: counter(&"stale_if_error"),
+            uncached: counter(&"uncached"),
+            revalidated: counter(&"revalidated"),
+            remote_hits: counter(&"remote_hit"),
+            remote_errors: counter(&"remote_error"),
+        }
+    }
+}
+
+/// A counter alone on a pair of cache lines, and its metric.
+#[derive(Debug)]
 #[repr(align(128))]
-pub(crate) struct Padded(AtomicU64);
+pub(crate) struct Padded {
+    count: AtomicU64,
+    metric: instruments::Counters,
+}
 
 impl Padded {
     #[inline]
     pub(crate) fn add(&self) {
         // Relaxed: a statistic, read only by snapshots.
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.metric.count_one();
     }
 
     pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.count.load(Ordering::Relaxed)
     }
 }
 
@@ -89,12 +125,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Shared<K, V> {
         let admissible = (store.shard_capacity() / 100 * 97).max(1);
         config.max_entry_weight = config.max_entry_weight.min(admissible);
         let epoch = Epoch::new(clock.now());
+        let counters = Counters::new(config.name.as_deref());
         Self {
             config,
             store,
             flights: Flights::new(max_in_flight.get()),
             refresh_slots: Arc::new(Semaphore::new(max_refreshes.get())),
-            counters: Counters::default(),
+            counters,
             remote: OnceLock::new(),
             clock,
             epoch,

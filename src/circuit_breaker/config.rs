@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::CircuitBreakerLayer;
 use super::breaker::Breaker;
 use super::error::CircuitOpen;
-use super::handle::Transition;
+use super::handle::{REJECTION_LABELS, STATE_LABELS, Transition};
 use super::keyed::{DEFAULT_MAX_KEYS, KeyedCircuitBreakerLayer};
 use super::state::{MAX_PROBES, MAX_UNTIL_MS};
 use crate::Ratio;
@@ -15,6 +15,7 @@ use crate::classify::DefaultClassifier;
 use crate::clock::Clock;
 use crate::error::{ConfigError, duration_within};
 use crate::hook::Hook;
+use crate::instruments::{BreakerStates, Calls, LayerKind, name_label};
 
 /// Size of the default count-based window: the last 100 calls (resilience4j's
 /// `slidingWindowSize`).
@@ -87,10 +88,31 @@ pub(crate) struct Hooks {
     pub(crate) on_rejected: Hook<CircuitOpen>,
 }
 
+/// The breaker's metrics (empty without the `metrics` feature): one set per layer, which the
+/// breakers of a keyed layer share (their state is not one gauge, so only its transitions are
+/// counted).
+#[derive(Clone, Debug)]
+pub(crate) struct Instruments {
+    pub(crate) calls: Calls,
+    pub(crate) states: BreakerStates,
+}
+
+impl Instruments {
+    fn new(name: Option<&str>, keyed: bool) -> Self {
+        let label = name_label(name);
+        let states = if keyed { &[][..] } else { STATE_LABELS };
+        Self {
+            calls: Calls::new(LayerKind::CircuitBreaker, &label, REJECTION_LABELS, &[]),
+            states: BreakerStates::new(&label, states),
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) name: Option<Arc<str>>,
+    pub(crate) instruments: Instruments,
     /// The layer's name, interned for its rejections (0: none; see `names`).
     pub(crate) name_id: u32,
     pub(crate) hooks: Hooks,
@@ -379,7 +401,7 @@ impl<C> CircuitBreakerBuilder<C> {
     where
         C: Clone + Send + Sync + 'static,
     {
-        let config = self.validate()?;
+        let config = self.validate(true)?;
         Ok(KeyedCircuitBreakerLayer::new(
             key_of,
             config,
@@ -399,14 +421,14 @@ impl<C> CircuitBreakerBuilder<C> {
     /// pushback cap outside 1 ms to 30 days (a pushback cap under 1 s), a backoff cap below the
     /// open duration, more than 4095 probes, or slow-call detection without a window.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
-        let config = self.validate()?;
+        let config = self.validate(false)?;
         Ok(CircuitBreakerLayer::from_breaker(Arc::new(Breaker::new(
             config,
             self.classifier,
         ))))
     }
 
-    fn validate(&self) -> Result<Config, ConfigError> {
+    fn validate(&self, keyed: bool) -> Result<Config, ConfigError> {
         let duration = |setting, value| duration_within(setting, value, MIN_DURATION, MAX_DURATION);
         let open_base = duration("open_for", self.open_base)?;
         let open_max = match self.open_max {
@@ -532,6 +554,7 @@ impl<C> CircuitBreakerBuilder<C> {
         };
         Ok(Config {
             name: self.name.clone(),
+            instruments: Instruments::new(self.name.as_deref(), keyed),
             name_id: super::names::intern(self.name.as_deref()),
             hooks: self.hooks.clone(),
             trip,

@@ -13,6 +13,7 @@ use super::error::{CircuitBreakerError, CircuitOpen};
 use crate::classify::Classify;
 use crate::clock::Instant;
 use crate::error::BoxError;
+use crate::instruments;
 
 /// An admitted call's claim on the breaker: records the outcome exactly once, or gives the
 /// permit back if the future is dropped first (the caller went away; nothing is learned).
@@ -20,6 +21,9 @@ pub(crate) struct Call<C> {
     breaker: Arc<Breaker<C>>,
     permit: Option<Permit>,
     started: Option<Instant>,
+    /// The call's metrics (nothing without the `metrics` feature); dropped unfinished, it
+    /// counts the call cancelled.
+    metrics: instruments::Call,
 }
 
 impl<C> Call<C> {
@@ -29,10 +33,12 @@ impl<C> Call<C> {
     pub(crate) fn start(breaker: Arc<Breaker<C>>, permit: Permit) -> Self {
         let started =
             (breaker.times_calls() && permit != Permit::Untracked).then(|| breaker.clock().now());
+        let metrics = breaker.instruments().calls.start();
         Self {
             breaker,
             permit: Some(permit),
             started,
+            metrics,
         }
     }
 
@@ -44,8 +50,9 @@ impl<C> Call<C> {
         // panics the unwinding drop gives the permit (a half-open probe slot) back. `record` runs
         // no user code after it has changed the state, so nothing is released twice.
         if let Some(permit) = self.permit {
-            self.breaker.record(permit, self.started, result);
+            let outcome = self.breaker.record(permit, self.started, result);
             self.permit = None;
+            self.metrics.finish(outcome.into());
         }
     }
 }

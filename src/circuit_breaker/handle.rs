@@ -25,6 +25,27 @@ pub enum State {
     ForcedClosed,
 }
 
+impl State {
+    /// The `state` label of the breaker's metrics.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+            Self::Isolated => "isolated",
+            Self::ForcedClosed => "forced_closed",
+        }
+    }
+}
+
+/// Every [`State::label`].
+pub(crate) const STATE_LABELS: &[&str] =
+    &["closed", "open", "half_open", "isolated", "forced_closed"];
+
+/// The `reason` labels of the breaker's rejections: the refusing states.
+pub(crate) const REJECTION_LABELS: &[&str] = &["open", "half_open", "isolated"];
+
 impl From<Snapshot> for State {
     fn from(snapshot: Snapshot) -> Self {
         match snapshot {

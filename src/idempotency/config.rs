@@ -15,6 +15,7 @@ use super::layer::IdempotencyLayer;
 use super::store::{IdempotencyStore, MemoryStore};
 use crate::error::{ConfigError, duration_within};
 use crate::http::DEFAULT_MAX_KEY_LENGTH;
+use crate::instruments::{Counters, LayerKind, name_label};
 
 /// The largest request body read to fingerprint a request by default: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -119,6 +120,11 @@ pub(crate) struct Config {
     /// a warning, once per layer.
     pub(crate) identity_chosen: bool,
     pub(crate) warned: Arc<AtomicBool>,
+    /// The `name` label of its metrics.
+    pub(crate) name: Option<Arc<str>>,
+    /// `palisade_idempotency_requests_total` (empty without the `metrics` feature; resolved
+    /// when the layer is built).
+    pub(crate) outcomes: Counters,
 }
 
 impl Config {
@@ -143,6 +149,14 @@ impl Config {
             identity: Arc::new(Anonymous),
             identity_chosen: false,
             warned: Arc::new(AtomicBool::new(false)),
+            name: None,
+            outcomes: Counters::new(
+                "palisade_idempotency_requests_total",
+                LayerKind::Idempotency,
+                &name_label(None),
+                "outcome",
+                &[],
+            ),
         }
     }
 
@@ -223,6 +237,13 @@ impl<St> IdempotencyBuilder<St> {
             client_error_retention: self.client_error_retention,
             store,
         }
+    }
+
+    /// Names this layer: the `name` label of its metrics (feature `metrics`; see
+    /// [`crate::metrics`]). Defaults to none (the label reads `unnamed`).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.settings.name = Some(name.into());
+        self
     }
 
     /// Which methods are deduplicated. Default: POST and PATCH (the methods that are not

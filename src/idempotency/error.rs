@@ -60,7 +60,40 @@ pub enum IdempotencyRejection {
     StoreUnavailable,
 }
 
+/// The `outcome` label values of `palisade_idempotency_requests_total`: the handler ran
+/// (`claimed`), a stored answer was replayed, the request ran without the guarantee (the store
+/// failed open, or the body was over the limit and passed through), or one of the rejections.
+pub(crate) const OUTCOME_LABELS: &[&str] = &[
+    "claimed",
+    "replayed",
+    "unprotected",
+    "invalid",
+    "in_flight",
+    "mismatch",
+    "result_not_kept",
+    "quota_exceeded",
+    "store_full",
+    "store_unavailable",
+];
+
 impl IdempotencyRejection {
+    /// The `outcome` label of this rejection in `palisade_idempotency_requests_total`.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) const fn label(&self) -> &'static str {
+        match self {
+            Self::MissingKey
+            | Self::InvalidKey(_)
+            | Self::BodyTooLarge { .. }
+            | Self::BodyUnreadable => "invalid",
+            Self::KeyInFlight { .. } => "in_flight",
+            Self::KeyReused => "mismatch",
+            Self::ResultNotKept { .. } => "result_not_kept",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::StoreFull => "store_full",
+            Self::StoreUnavailable => "store_unavailable",
+        }
+    }
+
     /// The response status.
     #[must_use]
     pub fn status(&self) -> StatusCode {

@@ -223,6 +223,10 @@ where
                     let rejection = rejection
                         .take()
                         .unwrap_or_else(|| cannot_happen("a rejection answered twice"));
+                    // The service counts the rejections it answers before a request exists.
+                    if let Some(request) = this.request.as_ref() {
+                        request.settings.outcomes.count(rejection.label());
+                    }
                     Step::Answer(Ok(reject(rejection)))
                 }
                 StateProj::Done => Step::Answer(Ok(reject(cannot_happen("polled after done")))),

@@ -1,5 +1,7 @@
 //! [`IdempotencyLayer`]: the settings and the store, shared by every service it makes.
 
+use super::error::OUTCOME_LABELS;
+use crate::instruments::{Counters, LayerKind, name_label};
 use std::fmt;
 use std::sync::Arc;
 
@@ -53,11 +55,26 @@ impl Default for IdempotencyLayer {
 }
 
 impl<St> IdempotencyLayer<St> {
-    pub(crate) fn from_parts(settings: Config, store: St) -> Self {
+    pub(crate) fn from_parts(mut settings: Config, store: St) -> Self {
+        settings.outcomes = Counters::new(
+            "palisade_idempotency_requests_total",
+            LayerKind::Idempotency,
+            &name_label(settings.name.as_deref()),
+            "outcome",
+            OUTCOME_LABELS,
+        );
         Self {
             settings: Arc::new(settings),
             store,
         }
+    }
+
+    /// This layer with its metrics under `name` (the records stay shared).
+    #[cfg(feature = "preset")]
+    pub(crate) fn renamed(self, name: Arc<str>) -> Self {
+        let mut settings = Arc::unwrap_or_clone(self.settings);
+        settings.name = Some(name);
+        Self::from_parts(settings, self.store)
     }
 
     #[cfg(test)]

@@ -97,6 +97,7 @@ where
                         key = ?self.key,
                         "request body over the limit: running it unprotected"
                     );
+                    self.settings.outcomes.count("unprotected");
                     let body = ReplayBody::streaming(prefix, rest);
                     match self.service.take() {
                         Some(mut service) => State::Passed {
@@ -123,6 +124,7 @@ where
     ) -> Step<S, St, B, ResB> {
         Step::Next(match outcome {
             Ok(ClaimOutcome::Claimed(token)) => {
+                self.settings.outcomes.count("claimed");
                 *held = Some(token);
                 match self.send() {
                     Some(future) => State::Calling { future },
@@ -131,6 +133,7 @@ where
             }
             Ok(ClaimOutcome::Completed(Completed::Response(stored))) => {
                 tracing::debug!(key = ?self.key, "replaying a stored response");
+                self.settings.outcomes.count("replayed");
                 return Step::Answer(Ok(replay(&stored)));
             }
             Ok(ClaimOutcome::Completed(Completed::NotKept { status })) => {
@@ -163,6 +166,7 @@ where
                         %error,
                         "idempotency store failed: running the request unprotected"
                     );
+                    self.settings.outcomes.count("unprotected");
                     match self.send() {
                         Some(future) => State::Passed { future },
                         None => rejected(cannot_happen("request sent twice")),

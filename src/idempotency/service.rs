@@ -88,7 +88,9 @@ where
         let mut keys = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
         let key = match (keys.next(), keys.next()) {
             (None, _) if settings.require_key => {
-                return ResponseFuture::rejected(IdempotencyRejection::MissingKey);
+                let rejection = IdempotencyRejection::MissingKey;
+                settings.outcomes.count(rejection.label());
+                return ResponseFuture::rejected(rejection);
             }
             (None, _) => return self.pass_through(Request::from_parts(parts, body)),
             (Some(_), Some(_)) => Err(KeyError::Repeated),
@@ -122,7 +124,9 @@ where
             }
             Err(error) => {
                 tracing::debug!(%error, "invalid Idempotency-Key");
-                return ResponseFuture::rejected(IdempotencyRejection::InvalidKey(error));
+                let rejection = IdempotencyRejection::InvalidKey(error);
+                settings.outcomes.count(rejection.label());
+                return ResponseFuture::rejected(rejection);
             }
         };
         // The body is read before the inner service is called: the instance polled ready goes

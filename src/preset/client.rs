@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -71,6 +72,10 @@ pub struct HttpClientLayer {
     guard: GuardLayer,
     attempt: Option<Duration>,
     propagate: Option<PropagateDeadlineLayer>,
+    /// The stages' metrics name, if one was given.
+    name: Option<Arc<str>>,
+    /// Whether the guard is still the default throttle (renamed along with the preset).
+    default_guard: bool,
 }
 
 impl HttpClientLayer {
@@ -89,7 +94,22 @@ impl HttpClientLayer {
             guard: GuardLayer::Throttle(default_throttle()),
             attempt: Some(DEFAULT_ATTEMPT_TIMEOUT),
             propagate: Some(PropagateDeadlineLayer::new(DeadlineHeader::grpc())),
+            name: None,
+            default_guard: true,
         }
+    }
+
+    /// Names the stages for their metrics (feature `metrics`; see `palisade::metrics`): the
+    /// retry and the default throttle get `name`, the total and attempt timeouts
+    /// `{name}/total` and `{name}/attempt`. A throttle or breaker passed in keeps its own name.
+    /// Defaults to none (`unnamed`).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        let name = name.into();
+        if self.default_guard {
+            self.guard = GuardLayer::Throttle(default_throttle_named(Some(&name)));
+        }
+        self.name = Some(name);
+        self
     }
 
     /// Gives each POST and PATCH a generated `Idempotency-Key` (kept across its retries), which
@@ -145,18 +165,21 @@ impl HttpClientLayer {
     /// Guards the dependency with `throttle` (the default is [`ThrottleLayer`]'s defaults with
     /// [`StatusClassifier`]).
     pub fn throttle(mut self, throttle: ThrottleLayer<StatusClassifier>) -> Self {
+        self.default_guard = false;
         self.guard = GuardLayer::Throttle(throttle);
         self
     }
 
     /// Guards the dependency with a circuit breaker instead of the throttle.
     pub fn breaker(mut self, breaker: CircuitBreakerLayer<StatusClassifier>) -> Self {
+        self.default_guard = false;
         self.guard = GuardLayer::Breaker(breaker);
         self
     }
 
     /// Removes the throttle or breaker.
     pub fn without_guard(mut self) -> Self {
+        self.default_guard = false;
         self.guard = GuardLayer::None;
         self
     }
@@ -234,10 +257,17 @@ fn default_retry() -> RetryLayer<HttpPolicy> {
 
 /// The preset's throttle: the defaults, with HTTP statuses classified.
 fn default_throttle() -> ThrottleLayer<StatusClassifier> {
-    match ThrottleLayer::builder()
-        .classifier(StatusClassifier::new())
-        .build()
-    {
+    default_throttle_named(None)
+}
+
+/// The preset's throttle, named `name`.
+fn default_throttle_named(name: Option<&Arc<str>>) -> ThrottleLayer<StatusClassifier> {
+    let builder = ThrottleLayer::builder().classifier(StatusClassifier::new());
+    let builder = match name {
+        Some(name) => builder.name(Arc::clone(name)),
+        None => builder,
+    };
+    match builder.build() {
         Ok(throttle) => throttle,
         // The defaults are valid (a test checks it); never reached.
         Err(error) => unreachable!("invalid default throttle: {error}"),
@@ -253,11 +283,17 @@ impl<S> Layer<S> for HttpClientLayer {
             .clone()
             .unwrap_or_else(PropagateDeadlineLayer::writing_nothing);
         // `Duration::MAX`: no limit of its own, at no cost (a deadline still applies).
-        let attempt = TimeoutLayer::new(self.attempt.unwrap_or(Duration::MAX));
+        let attempt = self.named(
+            TimeoutLayer::new(self.attempt.unwrap_or(Duration::MAX)),
+            "/attempt",
+        );
         let guarded = self.guard.layer(attempt.layer(propagate.layer(client)));
         let (retry, buffer) = match &self.retry {
             Some(retry) => (
-                retry.clone(),
+                match &self.name {
+                    Some(name) => retry.clone().name(Arc::clone(name)),
+                    None => retry.clone(),
+                },
                 BufferBodyLayer::new(self.body_limit).unknown_length(self.unknown_length),
             ),
             // One attempt and no budget: the stage does nothing, and bodies stream through
@@ -274,11 +310,22 @@ impl<S> Layer<S> for HttpClientLayer {
             Some(limit) => TimeoutLayer::new(limit).publish_deadline(true),
             None => TimeoutLayer::new(Duration::MAX),
         };
+        let total = self.named(total, "/total");
         let keys = self
             .keys
             .clone()
             .unwrap_or_else(|| AddIdempotencyKeyLayer::new().methods(Vec::<Method>::new()));
         keys.layer(total.layer(buffer.layer(retry.layer(guarded))))
+    }
+}
+
+impl HttpClientLayer {
+    /// `timeout` named after the preset, with `suffix`.
+    fn named(&self, timeout: TimeoutLayer, suffix: &str) -> TimeoutLayer {
+        match &self.name {
+            Some(name) => timeout.name(format!("{name}{suffix}")),
+            None => timeout,
+        }
     }
 }
 
@@ -293,6 +340,7 @@ impl fmt::Debug for HttpClientLayer {
             .field("guard", &self.guard)
             .field("attempt_timeout", &self.attempt)
             .field("propagate", &self.propagate)
+            .field("name", &self.name)
             .finish()
     }
 }

@@ -67,6 +67,17 @@ impl HttpServerLayer {
         self
     }
 
+    /// Names both stages for their metrics (feature `metrics`; see `palisade::metrics`): the
+    /// server timeout and the idempotency layer get `name`. Set it after
+    /// [`timeout`](Self::timeout) and [`idempotency`](Self::idempotency): it renames what
+    /// they were given. Defaults to none (`unnamed`).
+    pub fn name(mut self, name: impl Into<std::sync::Arc<str>>) -> Self {
+        let name = name.into();
+        self.timeout = self.timeout.name(std::sync::Arc::clone(&name));
+        self.idempotency = self.idempotency.renamed(name);
+        self
+    }
+
     /// Removes the idempotency stage: no request is deduplicated.
     pub fn without_idempotency(mut self) -> Self {
         self.idempotency = IdempotencyLayer::covering_nothing();

@@ -20,6 +20,7 @@ use crate::RequestExtensions;
 use crate::clock::Instant;
 use crate::deadline::Deadline;
 use crate::error::BoxError;
+use crate::instruments::{self, Outcome, Stamp};
 use crate::random::Random;
 use crate::ratio::fraction_of;
 
@@ -88,6 +89,10 @@ struct Retrying<S, Req, P> {
     started: Option<Instant>,
     /// Whether this call has waited out a protective rejection (at most once).
     waited_for_reopening: bool,
+    /// The call's metrics, finished when it returns (nothing without the `metrics` feature).
+    metrics: instruments::Call,
+    /// When the attempt in flight started (nothing without the `metrics` feature).
+    attempt_started: Stamp,
 }
 
 /// After an attempt: return its result, or wait this long and try again (keeping the result
@@ -110,6 +115,7 @@ impl<S: Service<Req>, Req, P> ResponseFuture<S, Req, P> {
         random: Option<Arc<Random>>,
         hooks: Option<Arc<Hooks>>,
         started: Option<Instant>,
+        metrics: instruments::Call,
     ) -> Self {
         Self {
             state: State::Calling { future },
@@ -126,6 +132,8 @@ impl<S: Service<Req>, Req, P> ResponseFuture<S, Req, P> {
                 previous_delay: config.backoff.base(),
                 started,
                 waited_for_reopening: false,
+                metrics,
+                attempt_started: Stamp::now(),
             },
         }
     }
@@ -183,11 +191,13 @@ where
                         (Ok(()), None) => None,
                     };
                     let Some(request) = start else {
+                        this.retry.metrics.finish(Outcome::Failure);
                         return Poll::Ready(
                             last.take()
                                 .unwrap_or_else(|| Err("retry lost its last result".into())),
                         );
                     };
+                    this.retry.attempt_started = Stamp::now();
                     let future = this.retry.service.call(request);
                     this.state.set(State::Calling { future });
                 }
@@ -208,18 +218,31 @@ where
         &mut self,
         result: Result<S::Response, BoxError>,
     ) -> Next<Result<S::Response, BoxError>> {
+        if let Some(Hooks {
+            instruments: Some(instruments),
+            ..
+        }) = self.hooks.as_deref()
+        {
+            instruments.attempts.record_since(self.attempt_started);
+        }
         // The budget learns from every attempt the policy judged: a success refills, a
         // failure takes a token (in `after_failure`), an ignored result or a rejection counts
         // nowhere.
-        match self.policy.decide(&result) {
+        let (next, outcome) = match self.policy.decide(&result) {
             Decision::Done => {
                 self.budget.record(true);
-                Next::Finish(result)
+                (Next::Finish(result), Outcome::Success)
             }
-            Decision::Ignore => Next::Finish(result),
-            Decision::Rejected(reopens_at) => self.after_rejection(reopens_at, result),
-            decision => self.after_failure(decision, result),
+            Decision::Ignore => (Next::Finish(result), Outcome::Ignored),
+            Decision::Rejected(reopens_at) => {
+                (self.after_rejection(reopens_at, result), Outcome::Failure)
+            }
+            decision => (self.after_failure(decision, result), Outcome::Failure),
+        };
+        if let Next::Finish(_) = next {
+            self.metrics.finish(outcome);
         }
+        next
     }
 
     /// A layer inside refused the attempt to protect the dependency: return the rejection, or
@@ -259,6 +282,9 @@ where
         }
         tracing::debug!(?delay, attempt = self.attempts, "waiting for the reopening");
         if let Some(hooks) = &self.hooks {
+            if let Some(instruments) = &hooks.instruments {
+                instruments.retries.count(RetryReason::Reopening.label());
+            }
             hooks.on_retry.emit_with(|| RetryEvent {
                 attempt: self.attempts,
                 delay,
@@ -324,6 +350,9 @@ where
         if !self.budget.try_withdraw() {
             tracing::debug!(attempts = self.attempts, %outcome, "retry budget exhausted: not retrying");
             if let Some(hooks) = &self.hooks {
+                if let Some(instruments) = &hooks.instruments {
+                    instruments.refusals.count_one();
+                }
                 let attempts = self.attempts;
                 hooks
                     .on_budget_exhausted
@@ -338,14 +367,18 @@ where
         }
         tracing::debug!(attempt = self.attempts + 1, ?delay, pushback, %outcome, "retrying");
         if let Some(hooks) = &self.hooks {
+            let reason = if pushback {
+                RetryReason::Pushback
+            } else {
+                RetryReason::Backoff
+            };
+            if let Some(instruments) = &hooks.instruments {
+                instruments.retries.count(reason.label());
+            }
             hooks.on_retry.emit_with(|| RetryEvent {
                 attempt: self.attempts + 1,
                 delay,
-                reason: if pushback {
-                    RetryReason::Pushback
-                } else {
-                    RetryReason::Backoff
-                },
+                reason,
             });
         }
         // Decorrelated jitter grows from computed waits only: a server's pushback says

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::hook::Hook;
+use crate::instruments::{Calls, Counters, Durations, LayerKind, name_label};
 
 /// A retry about to wait, told to [`RetryLayer::on_retry`](super::RetryLayer::on_retry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,9 +42,52 @@ pub struct BudgetRefused {
     pub attempts: u32,
 }
 
-/// The layer's hooks, behind one pointer each call copies (none at all when nothing is set).
+impl RetryReason {
+    /// The `reason` label of `palisade_retries_total`.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Self::Backoff => "backoff",
+            Self::Pushback => "pushback",
+            Self::Reopening => "reopening",
+        }
+    }
+}
+
+/// The layer's hooks and metrics, behind one pointer each call copies (none at all when no
+/// hook is set and the `metrics` feature is off).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Hooks {
     pub(crate) on_retry: Hook<RetryEvent>,
     pub(crate) on_budget_exhausted: Hook<BudgetRefused>,
+    /// Set when the layer builds a service (it needs the layer's name).
+    pub(crate) instruments: Option<Instruments>,
+}
+
+/// The retry layer's metrics (empty types without the `metrics` feature).
+#[derive(Clone, Debug)]
+pub(crate) struct Instruments {
+    pub(crate) calls: Calls,
+    pub(crate) retries: Counters,
+    pub(crate) refusals: Counters,
+    pub(crate) attempts: Durations,
+}
+
+impl Instruments {
+    pub(crate) fn new(name: Option<&str>) -> Self {
+        let name = name_label(name);
+        let layer = LayerKind::Retry;
+        Self {
+            calls: Calls::new(layer, &name, &[], &[]),
+            retries: Counters::new(
+                "palisade_retries_total",
+                layer,
+                &name,
+                "reason",
+                &["backoff", "pushback", "reopening"],
+            ),
+            refusals: Counters::one("palisade_retry_budget_refusals_total", layer, &name),
+            attempts: Durations::new("palisade_attempt_duration_seconds", layer, &name),
+        }
+    }
 }

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 use super::backoff::Backoff;
 use super::budget::RetryBudget;
 use super::config::Config;
-use super::hooks::{BudgetRefused, Hooks, RetryEvent};
+use super::hooks::{BudgetRefused, Hooks, Instruments, RetryEvent};
 use super::policy::RetryFailures;
 use super::service::Retry;
 use crate::random::Random;
@@ -35,6 +35,7 @@ pub struct RetryLayer<P = RetryFailures> {
     budget: RetryBudget,
     random: Option<Arc<Random>>,
     hooks: Option<Arc<Hooks>>,
+    name: Option<Arc<str>>,
 }
 
 impl RetryLayer {
@@ -55,6 +56,7 @@ impl RetryLayer {
             budget: RetryBudget::default(),
             random: None,
             hooks: None,
+            name: None,
         }
     }
 }
@@ -74,6 +76,7 @@ impl<P> RetryLayer<P> {
             budget: self.budget,
             random: self.random,
             hooks: self.hooks,
+            name: self.name,
         }
     }
 
@@ -167,6 +170,25 @@ impl<P> RetryLayer<P> {
         })
     }
 
+    /// Names this layer: the `name` label of its metrics (feature `metrics`; see
+    /// [`crate::metrics`]). Defaults to none (the label reads `unnamed`).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The hooks and metrics the services built now get: with the `metrics` feature, always
+    /// some (the instruments are resolved here, once per built service).
+    fn service_hooks(&self) -> Option<Arc<Hooks>> {
+        if cfg!(feature = "metrics") {
+            let mut hooks = self.hooks.as_deref().cloned().unwrap_or_default();
+            hooks.instruments = Some(Instruments::new(self.name.as_deref()));
+            Some(Arc::new(hooks))
+        } else {
+            self.hooks.clone()
+        }
+    }
+
     fn with_hooks(mut self, change: impl FnOnce(&mut Hooks)) -> Self {
         let mut hooks = self.hooks.as_deref().cloned().unwrap_or_default();
         change(&mut hooks);
@@ -191,7 +213,7 @@ impl<S, P: Clone> Layer<S> for RetryLayer<P> {
             self.config,
             self.budget.clone(),
             self.random.clone(),
-            self.hooks.clone(),
+            self.service_hooks(),
         )
     }
 }

@@ -14,6 +14,7 @@ use super::policy::{Policy, RetryFailures};
 use crate::RequestExtensions;
 use crate::clock::Instant;
 use crate::error::BoxError;
+use crate::instruments;
 use crate::random::Random;
 
 /// Retries failed calls: see the [module docs](crate::retry).
@@ -104,6 +105,13 @@ where
         self.budget.on_request();
         // The first attempt goes to the instance that was polled ready; later attempts go to
         // a clone, which polls for readiness again before each one.
+        let metrics = match self.hooks.as_deref() {
+            Some(Hooks {
+                instruments: Some(instruments),
+                ..
+            }) => instruments.calls.start(),
+            _ => instruments::Call::detached(),
+        };
         let future = self.inner.call(request);
         ResponseFuture::new(
             future,
@@ -115,6 +123,7 @@ where
             self.random.clone(),
             self.hooks.clone(),
             started,
+            metrics,
         )
     }
 }

@@ -11,6 +11,7 @@ use crate::classify::DefaultClassifier;
 use crate::clock::Clock;
 use crate::error::{ConfigError, duration_within};
 use crate::hook::Hook;
+use crate::instruments::{Calls, LayerKind, name_label};
 use crate::{Factor, Ratio};
 
 /// `K` in the rejection probability `max(0, (requests − K·accepts) / (requests + 1))`: 2, the
@@ -57,6 +58,8 @@ pub(crate) struct Config {
     pub(crate) name: Option<Arc<str>>,
     /// Called with every rejection (see [`crate::hook`]).
     pub(crate) on_rejected: Hook<Throttled>,
+    /// The throttle's metrics (empty without the `metrics` feature).
+    pub(crate) calls: Calls,
     pub(crate) multiplier: f64,
     pub(crate) window: u32,
     pub(crate) minimum_calls: u64,
@@ -147,7 +150,8 @@ impl<C> ThrottleBuilder<C> {
         }
     }
 
-    /// A name for this throttle's events and `Debug` output. Defaults to none.
+    /// A name for this throttle's events, `Debug` output and metrics (the `name` label; see
+    /// `palisade::metrics`, feature `metrics`). Defaults to none.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = Some(name.into());
         self
@@ -276,6 +280,12 @@ impl<C> ThrottleBuilder<C> {
         Ok(Config {
             name: self.name.clone(),
             on_rejected: self.on_rejected.clone(),
+            calls: Calls::new(
+                LayerKind::Throttle,
+                &name_label(self.name.as_deref()),
+                &["throttled"],
+                &[],
+            ),
             multiplier,
             window: self.window.get(),
             minimum_calls: u64::from(minimum_calls.get()),

@@ -13,6 +13,7 @@ use super::gate::{Gate, Permit};
 use crate::classify::Classify;
 use crate::clock::Instant;
 use crate::error::BoxError;
+use crate::instruments;
 
 /// An admitted call's claim on the throttle: records the outcome once. A call whose future is
 /// dropped first records nothing (the caller went away; nothing was learned) and holds nothing
@@ -22,6 +23,8 @@ pub(crate) struct Call<C> {
     /// [`Permit::SPENT`] once the one outcome is recorded.
     permit: Permit,
     started: Option<Instant>,
+    /// The call's metrics (nothing without the `metrics` feature).
+    metrics: instruments::Call,
 }
 
 impl<C> Call<C> {
@@ -29,10 +32,12 @@ impl<C> Call<C> {
     #[inline(always)]
     pub(crate) fn start(gate: Arc<Gate<C>>, permit: Permit) -> Self {
         let started = gate.times_calls().then(|| gate.now());
+        let metrics = gate.config().calls.start();
         Self {
             gate,
             permit,
             started,
+            metrics,
         }
     }
 
@@ -46,7 +51,9 @@ impl<C> Call<C> {
         if permit == Permit::SPENT {
             return None;
         }
-        self.gate.record(permit, self.started, result)
+        let (outcome, probe_failed) = self.gate.record_classified(permit, self.started, result);
+        self.metrics.finish(outcome.into());
+        probe_failed
     }
 }
 

@@ -175,6 +175,7 @@ impl<C> Gate<C> {
     /// Tells the rejection hook, if one is set, about `rejection`.
     #[inline]
     pub(crate) fn rejected(&self, rejection: &Throttled) {
+        self.config.calls.rejected("throttled");
         if self.config.on_rejected.is_set() {
             self.tell_rejected(rejection);
         }
@@ -283,12 +284,27 @@ impl<C> Gate<C> {
     /// calls are timed). For a probe that failed, returns the rejection its caller gets in
     /// place of an error (see [`ThrottleError::ProbeFailed`](super::ThrottleError::ProbeFailed)).
     #[inline]
+    #[cfg(any(test, palisade_loom))]
     pub(crate) fn record<Res, E>(
         &self,
         permit: Permit,
         started: Option<Instant>,
         result: &Result<Res, E>,
     ) -> Option<Throttled>
+    where
+        C: Classify<Res, E>,
+    {
+        self.record_classified(permit, started, result).1
+    }
+
+    /// [`record`](Self::record), also returning how the classifier judged the result.
+    #[inline]
+    pub(crate) fn record_classified<Res, E>(
+        &self,
+        permit: Permit,
+        started: Option<Instant>,
+        result: &Result<Res, E>,
+    ) -> (Outcome, Option<Throttled>)
     where
         C: Classify<Res, E>,
     {
@@ -301,9 +317,9 @@ impl<C> Gate<C> {
             && !permit.is_probe()
             && self.window.success_changes_nothing()
         {
-            return None;
+            return (outcome, None);
         }
-        self.record_outcome(permit, started, outcome)
+        (outcome, self.record_outcome(permit, started, outcome))
     }
 
     #[cold]

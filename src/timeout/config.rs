@@ -1,6 +1,7 @@
 //! The timeout layers' private settings: the server-side timeout's (the client-side
 //! [`TimeoutLayer`](super::TimeoutLayer) holds only its policy).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -19,4 +20,6 @@ pub(super) struct Config {
     pub(super) on_invalid: OnInvalidHeader,
     pub(super) publish_deadline: bool,
     pub(super) on_timeout: Hook<TimedOut>,
+    /// The `name` label of its metrics.
+    pub(super) name: Option<Arc<str>>,
 }

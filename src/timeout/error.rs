@@ -31,6 +31,20 @@ pub enum TimeoutKind {
     Deadline,
 }
 
+impl TimeoutKind {
+    /// The `kind` label of `palisade_timeouts_total`.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Self::Limit => "limit",
+            Self::Deadline => "deadline",
+        }
+    }
+}
+
+/// The `kind` label values of `palisade_timeouts_total`.
+pub(crate) const TIMEOUT_KINDS: &[&str] = &["limit", "deadline"];
+
 impl TimedOut {
     pub(crate) fn new(after: Duration, kind: TimeoutKind) -> Self {
         Self { after, kind }

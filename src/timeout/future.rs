@@ -14,6 +14,7 @@ use super::{TimedOut, TimeoutKind};
 use crate::clock::Instant;
 use crate::error::BoxError;
 use crate::hook::Hook;
+use crate::instruments::{Call, Outcome};
 
 /// When a request's timer should fire.
 #[derive(Clone, Copy, Debug)]
@@ -37,17 +38,31 @@ pin_project! {
         expiry: Expiry,
         kind: TimeoutKind,
         on_timeout: Hook<TimedOut>,
+        // The call's metrics (nothing without the `metrics` feature).
+        call: Call,
     }
 }
 
 impl Timer {
-    pub(crate) fn new(expiry: Expiry, kind: TimeoutKind, on_timeout: Hook<TimedOut>) -> Self {
+    pub(crate) fn new(
+        expiry: Expiry,
+        kind: TimeoutKind,
+        on_timeout: Hook<TimedOut>,
+        call: Call,
+    ) -> Self {
         Self {
             sleep: None,
             expiry,
             kind,
             on_timeout,
+            call,
         }
+    }
+
+    /// Records that the inner future answered in time, with `outcome`.
+    #[inline]
+    pub(crate) fn answered(self: Pin<&mut Self>, outcome: Outcome) {
+        self.project().call.finish(outcome);
     }
 
     /// Arms the timer if needed and polls it; on expiry, the rejection to report. Call only
@@ -89,6 +104,7 @@ impl Timer {
         };
         let timed_out = TimedOut::new(after, *this.kind);
         tracing::trace!(after = ?timed_out.after(), kind = ?timed_out.kind(), "request timed out");
+        this.call.timed_out(timed_out.kind().label());
         this.on_timeout.emit(&timed_out);
         Poll::Ready(timed_out)
     }
@@ -142,11 +158,12 @@ impl<F> ResponseFuture<F> {
         expiry: Expiry,
         kind: TimeoutKind,
         on_timeout: Hook<TimedOut>,
+        call: Call,
     ) -> Self {
         Self {
             kind: Kind::Running {
                 inner,
-                timer: Timer::new(expiry, kind, on_timeout),
+                timer: Timer::new(expiry, kind, on_timeout, call),
             },
         }
     }
@@ -171,6 +188,11 @@ where
         match self.project().kind.project() {
             KindProj::Running { inner, timer } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
+                    timer.answered(if result.is_ok() {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    });
                     return Poll::Ready(result.map_err(Into::into));
                 }
                 let timed_out = ready!(timer.poll_expired(cx));
@@ -216,6 +238,7 @@ mod server {
     use super::{Expiry, Timer};
     use crate::hook::Hook;
     use crate::http::{Problem, ResponseBody};
+    use crate::instruments::{Call, Outcome};
     use crate::timeout::{TimedOut, TimeoutKind};
 
     pin_project! {
@@ -251,11 +274,12 @@ mod server {
             kind: TimeoutKind,
             status: StatusCode,
             on_timeout: Hook<TimedOut>,
+            call: Call,
         ) -> Self {
             Self {
                 kind: Kind::Running {
                     inner,
-                    timer: Timer::new(expiry, kind, on_timeout),
+                    timer: Timer::new(expiry, kind, on_timeout, call),
                     status,
                 },
             }
@@ -283,6 +307,15 @@ mod server {
                     status,
                 } => {
                     if let Poll::Ready(result) = inner.poll(cx) {
+                        // A handler's 5xx is a failure; its other answers are successes.
+                        let failed = result
+                            .as_ref()
+                            .map_or(true, |response| response.status().is_server_error());
+                        timer.answered(if failed {
+                            Outcome::Failure
+                        } else {
+                            Outcome::Success
+                        });
                         return Poll::Ready(result.map(|response| response.map(ResponseBody::new)));
                     }
                     let timed_out = ready!(timer.poll_expired(cx));

@@ -1,11 +1,14 @@
 //! [`TimeoutLayer`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::service::timeout_calls;
 use super::{FixedTimeout, PerRequestTimeout, TimedOut, Timeout};
 use crate::hook::Hook;
+use crate::instruments::LayerKind;
 
 /// Applies a [`Timeout`] to every request: see the [module docs](crate::timeout).
 ///
@@ -19,6 +22,7 @@ pub struct TimeoutLayer<P = FixedTimeout> {
     policy: P,
     publish_deadline: bool,
     on_timeout: Hook<TimedOut>,
+    name: Option<Arc<str>>,
 }
 
 impl TimeoutLayer {
@@ -34,6 +38,7 @@ impl TimeoutLayer {
             policy: FixedTimeout::new(timeout),
             publish_deadline: false,
             on_timeout: Hook::default(),
+            name: None,
         }
     }
 
@@ -56,6 +61,7 @@ impl TimeoutLayer {
             policy: PerRequestTimeout::new(choose, self.policy.get()),
             publish_deadline: self.publish_deadline,
             on_timeout: self.on_timeout,
+            name: self.name,
         }
     }
 }
@@ -67,7 +73,15 @@ impl<P> TimeoutLayer<P> {
             policy,
             publish_deadline: false,
             on_timeout: Hook::default(),
+            name: None,
         }
+    }
+
+    /// Names this timeout: the `name` label of its metrics (feature `metrics`; see
+    /// [`crate::metrics`]). Defaults to none (the label reads `unnamed`).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Whether this timeout's expiry also becomes the request's
@@ -102,6 +116,7 @@ impl<S, P: Clone> Layer<S> for TimeoutLayer<P> {
             self.policy.clone(),
             self.publish_deadline,
             self.on_timeout.clone(),
+            timeout_calls(LayerKind::Timeout, self.name.as_deref()),
         )
     }
 }

@@ -129,6 +129,7 @@ where
             Expiry::Never,
             TimeoutKind::Deadline,
             Hook::default(),
+            crate::instruments::Call::detached(),
         )
     }
 }

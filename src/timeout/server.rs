@@ -14,6 +14,7 @@ use crate::clock::Instant;
 use crate::deadline::Deadline;
 use crate::hook::Hook;
 use crate::http::{DeadlineHeader, ResponseBody};
+use crate::instruments::{Calls, LayerKind};
 use std::sync::Arc;
 
 /// The status a timed-out handler is answered with unless configured otherwise:
@@ -99,8 +100,16 @@ impl ServerTimeoutLayer {
                 on_invalid: OnInvalidHeader::default(),
                 publish_deadline: true,
                 on_timeout: Hook::default(),
+                name: None,
             }),
         }
+    }
+
+    /// Names this timeout: the `name` label of its metrics (feature `metrics`; see
+    /// [`crate::metrics`]). Defaults to none (the label reads `unnamed`).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        Arc::make_mut(&mut self.config).name = Some(name.into());
+        self
     }
 
     /// Calls `hook` with every request whose handler runs out of time (or whose caller's
@@ -149,6 +158,10 @@ impl<S> Layer<S> for ServerTimeoutLayer {
         ServerTimeout {
             inner,
             config: Arc::clone(&self.config),
+            calls: super::service::timeout_calls(
+                LayerKind::ServerTimeout,
+                self.config.name.as_deref(),
+            ),
         }
     }
 }
@@ -158,6 +171,7 @@ impl<S> Layer<S> for ServerTimeoutLayer {
 pub struct ServerTimeout<S> {
     inner: S,
     config: Arc<Config>,
+    calls: Calls,
 }
 
 impl<S> ServerTimeout<S> {
@@ -210,6 +224,7 @@ where
         if kind == TimeoutKind::Deadline && expiry.is_some_and(|at| at <= now) {
             let timed_out = TimedOut::new(Duration::ZERO, TimeoutKind::Deadline);
             tracing::trace!("caller's deadline had already passed; handler not called");
+            self.calls.expired(TimeoutKind::Deadline.label());
             config.on_timeout.emit(&timed_out);
             return ServerResponseFuture::answer(timed_out.problem().with_status(config.status));
         }
@@ -236,6 +251,7 @@ where
             kind,
             config.status,
             on_timeout,
+            self.calls.start(),
         )
     }
 }

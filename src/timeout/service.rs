@@ -12,6 +12,7 @@ use crate::clock::Instant;
 use crate::deadline::Deadline;
 use crate::error::BoxError;
 use crate::hook::Hook;
+use crate::instruments::{Calls, LayerKind, name_label};
 
 /// Limits how long the inner service may take to answer each request: see the
 /// [module docs](crate::timeout).
@@ -35,14 +36,27 @@ pub struct Timeout<S, P = FixedTimeout> {
     policy: P,
     publish_deadline: bool,
     on_timeout: Hook<TimedOut>,
+    calls: Calls,
 }
 
 impl<S> Timeout<S> {
     /// Limits every request to `inner` to `timeout` (and to its deadline, whichever is sooner).
     #[must_use]
     pub fn new(inner: S, timeout: Duration) -> Self {
-        Self::with_policy(inner, FixedTimeout::new(timeout), false, Hook::default())
+        let calls = timeout_calls(LayerKind::Timeout, None);
+        Self::with_policy(
+            inner,
+            FixedTimeout::new(timeout),
+            false,
+            Hook::default(),
+            calls,
+        )
     }
+}
+
+/// The instruments of a timeout layer called `name`.
+pub(super) fn timeout_calls(layer: LayerKind, name: Option<&str>) -> Calls {
+    Calls::new(layer, &name_label(name), &[], super::error::TIMEOUT_KINDS)
 }
 
 impl<S, P> Timeout<S, P> {
@@ -51,12 +65,14 @@ impl<S, P> Timeout<S, P> {
         policy: P,
         publish_deadline: bool,
         on_timeout: Hook<TimedOut>,
+        calls: Calls,
     ) -> Self {
         Self {
             inner,
             policy,
             publish_deadline,
             on_timeout,
+            calls,
         }
     }
 
@@ -95,6 +111,7 @@ where
                 Expiry::After(limit),
                 TimeoutKind::Limit,
                 self.on_timeout.clone(),
+                self.calls.start(),
             );
         }
 
@@ -103,6 +120,7 @@ where
         if let Some(deadline) = deadline {
             if deadline.is_expired_at(now) {
                 let timed_out = TimedOut::new(Duration::ZERO, TimeoutKind::Deadline);
+                self.calls.expired(TimeoutKind::Deadline.label());
                 self.on_timeout.emit(&timed_out);
                 return ResponseFuture::expired(timed_out);
             }
@@ -132,6 +150,7 @@ where
             None => Expiry::Never,
         };
         let on_timeout = self.on_timeout.clone();
-        ResponseFuture::running(self.inner.call(request), expiry, kind, on_timeout)
+        let call = self.calls.start();
+        ResponseFuture::running(self.inner.call(request), expiry, kind, on_timeout, call)
     }
 }

@@ -147,6 +147,7 @@ impl<C> Breaker<C> {
     /// Tells the rejection hook, if one is set, about `rejection`.
     #[inline]
     pub(crate) fn rejected(&self, rejection: &CircuitOpen) {
+        self.instruments().calls.rejected(rejection.state().label());
         if self.config.hooks.on_rejected.is_set() {
             self.tell_rejected(rejection);
         }

@@ -158,6 +158,16 @@ impl<C> Breaker<C> {
         &self.config.clock
     }
 
+    /// The layer's metrics, with the state gauges resolved (see `BreakerStates::ensure`).
+    #[inline(always)]
+    pub(crate) fn instruments(&self) -> &super::config::Instruments {
+        let instruments = &self.config.instruments;
+        instruments
+            .states
+            .ensure(|| State::from(self.state().load()).label());
+        instruments
+    }
+
     /// Whether outcomes need the clock: slow-call detection times each call.
     pub(crate) fn times_calls(&self) -> bool {
         self.config.slow_call.is_some()
@@ -221,6 +231,10 @@ impl<C> Breaker<C> {
             at,
             breaker: super::names::name_of(self.config.name_id),
         };
+        self.config
+            .instruments
+            .states
+            .transition(transition.from.label(), transition.to.label());
         let breaker = self.config.name.as_deref().unwrap_or("");
         if let Some(quieted) = self.info_line(self.ms_after(at, Duration::ZERO)) {
             tracing::info!(

@@ -18,14 +18,15 @@ use crate::clock::Instant;
 use crate::sync::{Ordering, fence};
 
 impl<C> Breaker<C> {
-    /// Records the outcome of a call admitted with `permit`.
+    /// Records the outcome of a call admitted with `permit`, and returns it.
     #[inline]
     pub(crate) fn record<Res, E>(
         self: &Arc<Self>,
         permit: Permit,
         started: Option<Instant>,
         result: &Result<Res, E>,
-    ) where
+    ) -> Outcome
+    where
         C: Classify<Res, E> + Send + Sync + 'static,
     {
         let outcome = self.classifier.classify(result);
@@ -41,7 +42,7 @@ impl<C> Breaker<C> {
                     // Every success is counted in its bucket, but needs nothing else unless the
                     // window may hold failures (then it can bring it to minimum_calls).
                     if self.state().closed_generation() != Some(generation) {
-                        return;
+                        return outcome;
                     }
                     let now = self.clock().now();
                     if window.record(now, false, false) {
@@ -49,11 +50,11 @@ impl<C> Breaker<C> {
                         fence(Ordering::SeqCst);
                         self.evaluate(generation, window.counts(now), Some(now));
                     }
-                    return;
+                    return outcome;
                 }
             };
             if unchanged {
-                return;
+                return outcome;
             }
         }
         if self.config.server_directed {
@@ -64,6 +65,7 @@ impl<C> Breaker<C> {
             }
         }
         self.record_outcome(permit, started, outcome);
+        outcome
     }
 
     fn record_outcome(self: &Arc<Self>, permit: Permit, started: Option<Instant>, outcome: Outcome)
