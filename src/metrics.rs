@@ -66,6 +66,11 @@
 //!   [`metrics`](crate::cache::CacheHandle::metrics) snapshot counts, one result per lookup
 //!   (`hit`, `stale`, `miss`, `collapsed`) and per background event.
 //!
+//! A layer registers its series at zero at its first call (the rejections, timeouts, retries
+//! and budget refusals along with its calls), so that a `rate()` over them exists before the
+//! first event; only the transitions counter appears at the first transition (most `from`,
+//! `to` pairs never happen). A layer that is never called registers nothing.
+//!
 //! Names follow the Prometheus conventions (`_total` counters, base units in seconds), and
 //! each metric is described (unit and help text) to the recorder when it is first resolved.
 //!

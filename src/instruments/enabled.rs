@@ -145,7 +145,7 @@ impl LazyCalls {
                 "outcome" => outcome
             )
         });
-        CallInstruments {
+        let instruments = CallInstruments {
             outcomes,
             rejections: Counters::new(
                 "palisade_rejections_total",
@@ -171,7 +171,11 @@ impl LazyCalls {
                 "layer" => layer_label,
                 "name" => name.clone()
             ),
-        }
+        };
+        // Registered now, at zero, so that a rate over them exists before the first one.
+        instruments.rejections.touch();
+        instruments.timeouts.touch();
+        instruments
     }
 }
 
@@ -192,6 +196,16 @@ impl Calls {
             timeouts,
             cell: OnceLock::new(),
         }))
+    }
+
+    /// [`start`](Self::start), running `also` first if this is the layer's first record (to
+    /// register the layer's other metrics at zero with its calls).
+    #[inline]
+    pub(crate) fn start_resolving(&self, also: impl FnOnce()) -> Call {
+        if self.0.cell.get().is_none() {
+            also();
+        }
+        self.start()
     }
 
     /// A call enters the layer: counted in flight until it ends.
@@ -334,6 +348,11 @@ impl Counters {
         }))
     }
 
+    /// Registers the counters (at zero) if they are not yet.
+    pub(crate) fn touch(&self) {
+        self.0.get();
+    }
+
     /// Adds one to a counter built by [`one`](Self::one) (or to the first value's).
     #[inline]
     pub(crate) fn count_one(&self) {
@@ -374,16 +393,28 @@ impl Durations {
         }))
     }
 
+    /// Registers the histogram if it is not yet.
+    pub(crate) fn touch(&self) {
+        self.get();
+    }
+
     /// Records the time since `started`.
     #[inline]
     pub(crate) fn record_since(&self, started: Stamp) {
+        self.get().record(started.0.elapsed().as_secs_f64());
+    }
+
+    #[inline]
+    fn get(&self) -> &Histogram {
         let lazy = &*self.0;
-        lazy.cell
-            .get_or_init(|| {
-                describe();
-                metrics::histogram!(lazy.metric, "layer" => lazy.layer.label(), "name" => lazy.name.clone())
-            })
-            .record(started.0.elapsed().as_secs_f64());
+        lazy.cell.get_or_init(|| {
+            describe();
+            metrics::histogram!(
+                lazy.metric,
+                "layer" => lazy.layer.label(),
+                "name" => lazy.name.clone()
+            )
+        })
     }
 }
 

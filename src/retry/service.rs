@@ -109,7 +109,11 @@ where
             Some(Hooks {
                 instruments: Some(instruments),
                 ..
-            }) => instruments.calls.start(),
+            }) => instruments.calls.start_resolving(|| {
+                instruments.retries.touch();
+                instruments.refusals.touch();
+                instruments.attempts.touch();
+            }),
             _ => instruments::Call::detached(),
         };
         let future = self.inner.call(request);
