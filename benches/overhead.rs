@@ -10,6 +10,8 @@
 //! ```text
 //! cargo bench --bench overhead                  # everything
 //! cargo bench --bench overhead -- timeout/      # one group
+//! cargo bench --bench overhead --features metrics   # with every layer recording into a
+//!                                                   # Prometheus recorder
 //! ```
 //!
 //! Adding a layer: write a `fn <layer>_group(bench: &mut Bench)` next to `timeout_group` with a
@@ -1023,6 +1025,17 @@ fn cache_group(bench: &mut Bench) {
 }
 
 fn main() {
+    // With the `metrics` feature, the layers record into a Prometheus recorder, as in an
+    // application: the run then measures what the instrumentation costs on top.
+    // `PALISADE_BENCH_RECORDER=none` leaves the facade's no-op recorder instead, to tell
+    // palisade's own share (clock reads, the reference count) from the exporter's.
+    #[cfg(feature = "metrics")]
+    let _recorder =
+        (std::env::var("PALISADE_BENCH_RECORDER").as_deref() != Ok("none")).then(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("the bench's only recorder")
+        });
     let criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))

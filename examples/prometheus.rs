@@ -343,9 +343,9 @@ async fn burst(addr: SocketAddr) -> Result<(), BoxError> {
 }
 
 /// Awaits every future of `futures`, concurrently.
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();

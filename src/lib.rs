@@ -190,6 +190,8 @@
 //! | `redis` | no | [`redis`]: [`RedisIdempotencyStore`](redis::RedisIdempotencyStore) and [`RedisCacheStore`](redis::RedisCacheStore), idempotency records and a remote cache tier shared by a fleet; enables `idempotency` and `cache` (adds `redis`; needs Rust 1.88) |
 //! | `axum` | no | `IntoResponse` for [`Problem`](http::Problem) and every rejection, and [`handle_error`](http::handle_error) for axum's `HandleErrorLayer`; enables `http` (adds `axum-core`) |
 //! | `tower-http` | no | [`FromTowerHttp`](classify::FromTowerHttp): tower-http's response classifiers (`ServerErrorsAsFailures`, `GrpcErrorsAsFailures`, …) as palisade's; enables `http` (adds `tower-http` without features) |
+//! | `serde` | no | [`config`]: every layer's settings from TOML, JSON or the environment through serde, with human durations, validated by the builders (adds `serde`) |
+//! | `metrics` | no | [`metrics`]: counters, gauges and histograms of every layer through the `metrics` facade, labelled by layer and name; nothing at all when off (adds `metrics`) |
 //! | `full` | no | every feature |
 //!
 //! Always present: [`clock`], [`classify`], [`deadline`], [`error`], [`Ratio`], [`Factor`] and
@@ -233,6 +235,12 @@
 //! | timeout | [`on_timeout`](timeout::TimeoutLayer::on_timeout) (and the [server timeout's](timeout::ServerTimeoutLayer::on_timeout)) | [`TimedOut`](timeout::TimedOut) | every request abandoned |
 //! | throttle | [`on_rejected`](throttle::ThrottleBuilder::on_rejected) | [`Throttled`](throttle::Throttled) | every shed call |
 //! | cache | [`on_event`](cache::CacheLayer::on_event) (HTTP mode: [`on_event`](cache::HttpCacheBuilder::on_event), with the target) | the key and a [`CacheEvent`](cache::CacheEvent) | misses, waits, remote hits, refreshes, failed refreshes, stale-if-error |
+//!
+//! **Metrics** (feature `metrics`): every layer records calls by outcome, rejections,
+//! in-flight calls, durations and its own events (breaker state, retries, timeouts,
+//! idempotency outcomes, cache results) into the application's `metrics` recorder, labelled by
+//! layer and `name`; the names and labels are in `palisade::metrics`, and
+//! `examples/prometheus.rs` serves them to Prometheus.
 //!
 //! **Snapshots**: the handles' `metrics()` ([breaker](circuit_breaker::CircuitBreakerHandle::metrics),
 //! [throttle](throttle::ThrottleHandle::metrics), [cache](cache::CacheHandle::metrics), and
@@ -297,6 +305,8 @@ pub mod fallback;
 ))]
 mod hook;
 // Always compiled: its types are empty without the `metrics` feature.
+#[cfg(feature = "serde")]
+pub mod config;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "idempotency")]

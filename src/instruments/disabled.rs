@@ -55,7 +55,15 @@ impl Call {
     }
 
     #[inline(always)]
+    pub(crate) fn started(&self) -> Stamp {
+        Stamp
+    }
+
+    #[inline(always)]
     pub(crate) fn finish(&mut self, _: Outcome) {}
+
+    #[inline(always)]
+    pub(crate) fn finish_at(&mut self, _: Outcome, _: Stamp) {}
 
     #[inline(always)]
     pub(crate) fn timed_out(&mut self, _: &'static str) {}
@@ -103,7 +111,7 @@ impl Durations {
     }
 
     #[inline(always)]
-    pub(crate) fn record_since(&self, _: Stamp) {}
+    pub(crate) fn record_between(&self, _: Stamp, _: Stamp) {}
 
     #[inline(always)]
     pub(crate) fn touch(&self) {}

@@ -244,14 +244,34 @@ impl Call {
         Self(None)
     }
 
+    /// When the call started (now, for a detached one): for a span that starts with it.
+    #[inline]
+    pub(crate) fn started(&self) -> Stamp {
+        match &self.0 {
+            Some((_, started)) => Stamp(*started),
+            None => Stamp::now(),
+        }
+    }
+
     /// Records the call's outcome and duration, once (later calls do nothing).
     #[inline]
     pub(crate) fn finish(&mut self, outcome: Outcome) {
+        if self.0.is_some() {
+            self.finish_at(outcome, Stamp::now());
+        }
+    }
+
+    /// [`finish`](Self::finish), the call having ended at `now` (a clock read shared with
+    /// another span that ends with it).
+    #[inline]
+    pub(crate) fn finish_at(&mut self, outcome: Outcome, now: Stamp) {
         if let Some((lazy, started)) = self.0.take() {
             let instruments = lazy.get();
             instruments.in_flight.decrement(1.0);
             instruments.outcomes[outcome as usize].increment(1);
-            instruments.duration.record(started.elapsed().as_secs_f64());
+            instruments
+                .duration
+                .record(now.0.saturating_duration_since(started).as_secs_f64());
         }
     }
 
@@ -398,10 +418,11 @@ impl Durations {
         self.get();
     }
 
-    /// Records the time since `started`.
+    /// Records the time from `started` to `ended`.
     #[inline]
-    pub(crate) fn record_since(&self, started: Stamp) {
-        self.get().record(started.0.elapsed().as_secs_f64());
+    pub(crate) fn record_between(&self, started: Stamp, ended: Stamp) {
+        self.get()
+            .record(ended.0.saturating_duration_since(started.0).as_secs_f64());
     }
 
     #[inline]

@@ -132,8 +132,9 @@ impl<S: Service<Req>, Req, P> ResponseFuture<S, Req, P> {
                 previous_delay: config.backoff.base(),
                 started,
                 waited_for_reopening: false,
+                // The first attempt starts with the call: one clock read for both.
+                attempt_started: metrics.started(),
                 metrics,
-                attempt_started: Stamp::now(),
             },
         }
     }
@@ -218,12 +219,16 @@ where
         &mut self,
         result: Result<S::Response, BoxError>,
     ) -> Next<Result<S::Response, BoxError>> {
+        // One clock read ends the attempt and, if it is the last, the call.
+        let ended = Stamp::now();
         if let Some(Hooks {
             instruments: Some(instruments),
             ..
         }) = self.hooks.as_deref()
         {
-            instruments.attempts.record_since(self.attempt_started);
+            instruments
+                .attempts
+                .record_between(self.attempt_started, ended);
         }
         // The budget learns from every attempt the policy judged: a success refills, a
         // failure takes a token (in `after_failure`), an ignored result or a rejection counts
@@ -240,7 +245,7 @@ where
             decision => (self.after_failure(decision, result), Outcome::Failure),
         };
         if let Next::Finish(_) = next {
-            self.metrics.finish(outcome);
+            self.metrics.finish_at(outcome, ended);
         }
         next
     }
