@@ -37,7 +37,7 @@ fn run() -> Result<(), BoxError> {
     // A typo or a malformed value fails here, naming the table, the key and the line.
     let stack: Stack = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
     // A value out of range fails here, naming the setting and its range.
-    let server = stack.server.layer();
+    let server = stack.server.layer()?;
     let client = stack.client.layer()?;
     let prices = stack
         .prices

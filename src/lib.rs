@@ -190,7 +190,7 @@
 //! | `redis` | no | [`redis`]: [`RedisIdempotencyStore`](redis::RedisIdempotencyStore) and [`RedisCacheStore`](redis::RedisCacheStore), idempotency records and a remote cache tier shared by a fleet; enables `idempotency` and `cache` (adds `redis`; needs Rust 1.88) |
 //! | `axum` | no | `IntoResponse` for [`Problem`](http::Problem) and every rejection, and [`handle_error`](http::handle_error) for axum's `HandleErrorLayer`; enables `http` (adds `axum-core`) |
 //! | `tower-http` | no | [`FromTowerHttp`](classify::FromTowerHttp): tower-http's response classifiers (`ServerErrorsAsFailures`, `GrpcErrorsAsFailures`, …) as palisade's; enables `http` (adds `tower-http` without features) |
-//! | `serde` | no | [`config`]: every layer's settings from TOML, JSON or the environment through serde, with human durations, validated by the builders (adds `serde`) |
+//! | `serde` | no | [`config`]: every layer's settings from TOML, JSON or any format serde reads, with human durations, validated by the builders (adds `serde`) |
 //! | `metrics` | no | [`metrics`]: counters, gauges and histograms of every layer through the `metrics` facade, labelled by layer and name; nothing at all when off (adds `metrics`) |
 //! | `full` | no | every feature |
 //!

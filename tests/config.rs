@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use palisade::circuit_breaker::State;
 use palisade::config::{
-    CircuitBreakerConfig, HttpClientConfig, HttpServerConfig, RetryConfig, Switch, ThrottleConfig,
-    TimeoutConfig,
+    CircuitBreakerConfig, HttpClientConfig, HttpServerConfig, IdempotencyConfig, RetryConfig,
+    Switch, ThrottleConfig, TimeoutConfig,
 };
 use palisade::error::{BoxError, ConfigError};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -156,7 +156,50 @@ fn a_client_with_both_guards_is_refused_and_a_server_without_idempotency_builds(
 
     let server: HttpServerConfig =
         toml::from_str("name = \"api\"\ntimeout = \"5s\"\nidempotency = false").unwrap();
-    let _ = server.layer();
+    let _server = server.layer().unwrap();
+    let typo = toml::from_str::<HttpServerConfig>("[idempotency]\nleese = \"30s\"").unwrap_err();
+    assert!(typo.to_string().contains("unknown field `leese`"), "{typo}");
+}
+
+#[tokio::test]
+async fn idempotency_from_toml_enforces_its_settings_and_refuses_a_retention_past_the_record() {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::post;
+
+    let server: HttpServerConfig = toml::from_str(
+        r#"
+        [idempotency]
+        require_key = true
+        methods = ["POST"]
+        lease = "30s"
+        in_flight = "conflict"
+        store_failure = "fail_closed"
+        "#,
+    )
+    .unwrap();
+    let app: Router = Router::new()
+        .route("/orders", post(|| async { "placed" }))
+        .layer(server.layer().unwrap());
+    let keyless = http::Request::post("/orders").body(Body::empty()).unwrap();
+    let answer = app.oneshot(keyless).await.unwrap();
+    assert_eq!(answer.status(), 400, "require_key came from the file");
+
+    let config: IdempotencyConfig =
+        toml::from_str("retention = \"1h\"\nclient_error_retention = \"2h\"").unwrap();
+    let error = config.build().unwrap_err();
+    assert!(
+        error.to_string().contains("`client_error_retention`"),
+        "{error}"
+    );
+    let method = toml::from_str::<IdempotencyConfig>("methods = [\"PO ST\"]").unwrap();
+    assert!(
+        method
+            .build()
+            .unwrap_err()
+            .to_string()
+            .contains("`methods`")
+    );
 }
 
 #[tokio::test(start_paused = true)]

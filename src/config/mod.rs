@@ -1,11 +1,13 @@
-//! Layer configurations from files and the environment (feature `serde`).
+//! Layer configurations from files (feature `serde`).
 //!
 //! Each layer has a plain-data twin of its builder that deserializes with serde from TOML,
-//! JSON, YAML or an env-style map (anything serde reads), and builds the layer *through the
-//! builder*: the same defaults, the same validation, the same [`ConfigError`] naming the
-//! setting and its allowed range. Fields are named like the builder's setters; every field is
-//! optional unless its builder requires it (a timeout's `limit`, a cache's `ttl`); an unknown
-//! field is an error that names it and lists the known ones.
+//! JSON or any other format serde reads (numbers must arrive as numbers: an environment
+//! reader that hands every value over as a string needs one that parses them, as `envy`
+//! does), and builds the layer *through the builder*: the same defaults, the same
+//! validation, the same [`ConfigError`] naming the setting and its allowed range. Fields are
+//! named like the builder's setters; every field is optional unless its builder requires it (a
+//! timeout's `limit`, a cache's `ttl`); an unknown field is an error that names it and lists
+//! the known ones.
 //!
 //! Durations are human strings (see [`parse_duration`]): `"250ms"`, `"2s"`, `"1m30s"`.
 //! Shares (`failure_rate`, `open_jitter`, …) are [`Ratio`]s, numbers from 0 to 1;
@@ -614,6 +616,147 @@ impl CacheConfig {
     }
 }
 
+/// [`IdempotencyBuilder`](crate::idempotency::IdempotencyBuilder)'s settings (the store and
+/// the caller's identity are code: set them on the builder [`apply`](Self::apply) returns).
+#[cfg(feature = "idempotency")]
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)] // Each field is the builder setter of the same name.
+pub struct IdempotencyConfig {
+    pub name: Option<String>,
+    /// The methods covered, by name (`["POST", "PATCH"]`).
+    pub methods: Option<Vec<String>>,
+    pub require_key: Option<bool>,
+    pub accept_unquoted_keys: Option<bool>,
+    pub max_key_length: Option<NonZeroUsize>,
+    /// In bytes.
+    pub body_limit: Option<usize>,
+    /// `"reject"` (413) or `"pass_through"` (run unprotected).
+    pub oversized_body: Option<OversizedBodyConfig>,
+    /// In bytes.
+    pub response_limit: Option<usize>,
+    #[serde(deserialize_with = "duration::human_opt")]
+    pub lease: Option<Duration>,
+    #[serde(deserialize_with = "duration::human_opt")]
+    pub retention: Option<Duration>,
+    #[serde(deserialize_with = "duration::human_opt")]
+    pub client_error_retention: Option<Duration>,
+    /// A duplicate of a request in flight: `"conflict"` (409 at once) or how long to wait for
+    /// its answer (`"2s"`).
+    pub in_flight: Option<Switch>,
+    #[serde(deserialize_with = "duration::human_opt")]
+    pub in_flight_retry_after: Option<Duration>,
+    /// `"fail_closed"` (503) or `"fail_open"` (run unprotected).
+    pub store_failure: Option<StoreFailureConfig>,
+}
+
+/// [`OversizedBody`](crate::idempotency::OversizedBody), by name.
+#[cfg(feature = "idempotency")]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)] // Each is the variant of the same name.
+pub enum OversizedBodyConfig {
+    Reject,
+    PassThrough,
+}
+
+/// [`StoreFailure`](crate::idempotency::StoreFailure), by name.
+#[cfg(feature = "idempotency")]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)] // Each is the variant of the same name.
+pub enum StoreFailureConfig {
+    FailClosed,
+    FailOpen,
+}
+
+#[cfg(feature = "idempotency")]
+impl IdempotencyConfig {
+    /// `builder` with these settings (it keeps its store and identity).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for a method name that is not one; the rest is checked by the
+    /// builder's `build`.
+    pub fn apply<St>(
+        &self,
+        mut builder: crate::idempotency::IdempotencyBuilder<St>,
+    ) -> Result<crate::idempotency::IdempotencyBuilder<St>, ConfigError> {
+        use crate::idempotency::{InFlight, OversizedBody, StoreFailure};
+        if let Some(name) = &self.name {
+            builder = builder.name(name.as_str());
+        }
+        if let Some(methods) = &self.methods {
+            let methods = methods
+                .iter()
+                .map(|method| {
+                    http::Method::from_bytes(method.as_bytes()).map_err(|_| ConfigError::Invalid {
+                        setting: "methods",
+                        why: "an entry is not an HTTP method name",
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            builder = builder.methods(methods);
+        }
+        if let Some(require) = self.require_key {
+            builder = builder.require_key(require);
+        }
+        if let Some(accept) = self.accept_unquoted_keys {
+            builder = builder.accept_unquoted_keys(accept);
+        }
+        if let Some(max) = self.max_key_length {
+            builder = builder.max_key_length(max);
+        }
+        if let Some(limit) = self.body_limit {
+            builder = builder.body_limit(limit);
+        }
+        if let Some(oversized) = self.oversized_body {
+            builder = builder.oversized_body(match oversized {
+                OversizedBodyConfig::Reject => OversizedBody::Reject,
+                OversizedBodyConfig::PassThrough => OversizedBody::PassThrough,
+            });
+        }
+        if let Some(limit) = self.response_limit {
+            builder = builder.response_limit(limit);
+        }
+        if let Some(lease) = self.lease {
+            builder = builder.lease(lease);
+        }
+        if let Some(retention) = self.retention {
+            builder = builder.retention(retention);
+        }
+        if let Some(retention) = self.client_error_retention {
+            builder = builder.client_error_retention(retention);
+        }
+        if let Some(in_flight) = self.in_flight {
+            builder = builder.in_flight(match in_flight {
+                Switch::After(wait) => InFlight::Wait(wait),
+                Switch::Off => InFlight::Conflict,
+            });
+        }
+        if let Some(retry_after) = self.in_flight_retry_after {
+            builder = builder.in_flight_retry_after(retry_after);
+        }
+        if let Some(failure) = self.store_failure {
+            builder = builder.store_failure(match failure {
+                StoreFailureConfig::FailClosed => StoreFailure::FailClosed,
+                StoreFailureConfig::FailOpen => StoreFailure::FailOpen,
+            });
+        }
+        Ok(builder)
+    }
+
+    /// The layer, with the in-memory store and no identity.
+    ///
+    /// # Errors
+    ///
+    /// As [`apply`](Self::apply) and the builder's `build`.
+    pub fn build(&self) -> Result<crate::idempotency::IdempotencyLayer, ConfigError> {
+        self.apply(crate::idempotency::IdempotencyLayer::builder())?
+            .build()
+    }
+}
+
 /// [`HttpClientLayer`](crate::preset::HttpClientLayer)'s settings: each stage's, where
 /// given (an absent stage keeps the preset's default).
 #[cfg(feature = "preset")]
@@ -636,7 +779,7 @@ pub struct HttpClientConfig {
     pub breaker: Option<CircuitBreakerConfig>,
 }
 
-/// A duration, or `"off"`.
+/// A duration, or `"off"` (for `in_flight`, `"conflict"` also means off: no wait).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Switch {
     /// This long.
@@ -648,7 +791,7 @@ pub enum Switch {
 impl<'de> Deserialize<'de> for Switch {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        if text == "off" {
+        if text == "off" || text == "conflict" {
             return Ok(Self::Off);
         }
         parse_duration(&text)
@@ -714,14 +857,58 @@ pub struct HttpServerConfig {
     pub name: Option<String>,
     /// The server timeout, or `"off"`.
     pub timeout: Option<Switch>,
-    /// Whether POST and PATCH requests with an `Idempotency-Key` run once. Default: `true`.
-    pub idempotency: Option<bool>,
+    /// The idempotency stage's settings, or `false` for none. Default: the layer's defaults.
+    pub idempotency: Option<IdempotencyStage>,
+}
+
+/// The server preset's idempotency stage: `false` (none), `true` (the defaults), or a table of
+/// settings.
+#[cfg(feature = "preset")]
+#[derive(Clone, Debug)]
+pub enum IdempotencyStage {
+    /// `true`: the defaults; `false`: no stage.
+    On(bool),
+    /// These settings.
+    Settings(IdempotencyConfig),
+}
+
+// By hand rather than `untagged`: an untagged enum reports a typo in the table as "did not
+// match any variant", losing the field's name.
+#[cfg(feature = "preset")]
+impl<'de> Deserialize<'de> for IdempotencyStage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Stage;
+        impl<'de> serde::de::Visitor<'de> for Stage {
+            type Value = IdempotencyStage;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, or a table of idempotency settings")
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<Self::Value, E> {
+                Ok(IdempotencyStage::On(on))
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                map: M,
+            ) -> Result<Self::Value, M::Error> {
+                IdempotencyConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(IdempotencyStage::Settings)
+            }
+        }
+        deserializer.deserialize_any(Stage)
+    }
 }
 
 #[cfg(feature = "preset")]
 impl HttpServerConfig {
     /// The preset with these settings.
-    pub fn layer(&self) -> crate::preset::HttpServerLayer {
+    ///
+    /// # Errors
+    ///
+    /// As [`IdempotencyConfig::build`].
+    pub fn layer(&self) -> Result<crate::preset::HttpServerLayer, ConfigError> {
         let mut layer = crate::preset::HttpServerLayer::new();
         match self.timeout {
             Some(Switch::After(limit)) => {
@@ -733,12 +920,16 @@ impl HttpServerConfig {
             Some(Switch::Off) => layer = layer.without_timeout(),
             None => {}
         }
-        if self.idempotency == Some(false) {
-            layer = layer.without_idempotency();
+        match &self.idempotency {
+            Some(IdempotencyStage::On(false)) => layer = layer.without_idempotency(),
+            Some(IdempotencyStage::Settings(settings)) => {
+                layer = layer.idempotency(settings.build()?);
+            }
+            Some(IdempotencyStage::On(true)) | None => {}
         }
         if let Some(name) = &self.name {
             layer = layer.name(name.as_str());
         }
-        layer
+        Ok(layer)
     }
 }
