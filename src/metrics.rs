@@ -31,7 +31,7 @@
 //! | metric | type | layers | extra labels |
 //! | --- | --- | --- | --- |
 //! | `palisade_calls_total` | counter | timeout, server_timeout, circuit_breaker, retry, throttle | `outcome`: `success`, `failure`, `ignored`, `timeout`, `rejected`, `cancelled` |
-//! | `palisade_rejections_total` | counter | circuit_breaker, throttle | `reason`: `open`, `half_open`, `isolated` (breaker); `throttled` |
+//! | `palisade_rejections_total` | counter | circuit_breaker, throttle, server_timeout | `reason`: `open`, `half_open`, `isolated` (breaker); `throttled`; `invalid_deadline` (a malformed deadline header, answered 400) |
 //! | `palisade_in_flight` | gauge | timeout, server_timeout, circuit_breaker, retry, throttle | |
 //! | `palisade_request_duration_seconds` | histogram | timeout, server_timeout, circuit_breaker, retry, throttle | |
 //! | `palisade_attempt_duration_seconds` | histogram | retry | |
@@ -61,7 +61,8 @@
 //! - **`palisade_circuit_breaker_state`** is resolved at the breaker's first call, so an idle
 //!   breaker has no series yet. The breakers of a keyed layer share one set of call metrics
 //!   under the layer's name and count their transitions there; they have no state gauge (a
-//!   set of breakers has no one state).
+//!   set of breakers has no one state). Name every breaker: two unnamed ones share the
+//!   `name="unnamed"` series, and their state gauges overwrite each other.
 //! - **`palisade_cache_results_total`** counts what the cache handle's
 //!   [`metrics`](crate::cache::CacheHandle::metrics) snapshot counts, one result per lookup
 //!   (`hit`, `stale`, `miss`, `collapsed`) and per background event.

@@ -84,6 +84,14 @@ fn counter(metric: &str, labels: &[(&str, &str)]) -> u64 {
         .sum()
 }
 
+/// Whether a counter `metric{labels…}` is registered (at zero or more).
+fn registered(metric: &str, labels: &[(&str, &str)]) -> bool {
+    registry()
+        .get_counter_handles()
+        .into_iter()
+        .any(|(key, _)| matches(&key, metric, labels))
+}
+
 /// The gauge `metric{labels…}`, if registered.
 fn gauge(metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
     registry()
@@ -281,15 +289,37 @@ async fn the_server_timeout_counts_a_5xx_as_a_failure_and_a_late_handler_as_a_ti
                 "late"
             }),
         )
-        .layer(ServerTimeoutLayer::new(Duration::from_secs(1)).name(name));
+        .layer(
+            ServerTimeoutLayer::new(Duration::from_secs(1))
+                .accept(palisade::http::DeadlineHeader::grpc())
+                .name(name),
+        );
     for (path, status) in [("/ok", 200), ("/broken", 500), ("/late", 503)] {
         let request = Request::post(path).body(Body::empty()).unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status(), status, "{path}");
     }
+    // A malformed deadline header is refused before the handler runs.
+    let malformed = Request::post("/ok")
+        .header("grpc-timeout", "soon")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(malformed).await.unwrap().status(), 400);
     assert_eq!(
         outcomes("server_timeout", name),
-        expected(&[("success", 1), ("failure", 1), ("timeout", 1)])
+        expected(&[
+            ("success", 1),
+            ("failure", 1),
+            ("timeout", 1),
+            ("rejected", 1)
+        ])
+    );
+    assert_eq!(
+        counter(
+            "palisade_rejections_total",
+            &[("name", name), ("reason", "invalid_deadline")]
+        ),
+        1
     );
 }
 
@@ -452,4 +482,42 @@ async fn the_cache_counts_misses_hits_and_collapsed_callers() {
         (result("miss"), result("collapsed"), result("hit")),
         (1, 1, 2)
     );
+    // Every result is registered with the first, so a ratio over them has its series.
+    let stale = [
+        ("layer", "cache"),
+        ("name", name),
+        ("result", "stale_if_error"),
+    ];
+    assert!(registered("palisade_cache_results_total", &stale));
+    assert_eq!(result("stale_if_error"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_named_client_preset_names_every_stage_even_its_retry_switched_off() {
+    use palisade::http::ReplayBody;
+    use palisade::preset::HttpClientLayer;
+    registry();
+    let name = "metrics-preset";
+    let client = HttpClientLayer::new()
+        .name(name)
+        .without_retry()
+        .layer(service_fn(|_: Request<ReplayBody<String>>| async {
+            Ok::<_, BoxError>(http::Response::new(String::new()))
+        }));
+    client
+        .oneshot(Request::new(String::from("x")))
+        .await
+        .unwrap();
+    for (layer, stage) in [
+        ("retry", name.to_owned()),
+        ("throttle", name.to_owned()),
+        ("timeout", format!("{name}/total")),
+        ("timeout", format!("{name}/attempt")),
+    ] {
+        assert_eq!(
+            outcomes(layer, &stage),
+            expected(&[("success", 1)]),
+            "{layer} {stage}"
+        );
+    }
 }

@@ -43,29 +43,45 @@ pub(crate) struct Counters {
 impl Counters {
     /// The counters of the cache called `name`.
     pub(crate) fn new(name: Option<&str>) -> Self {
-        let name = name_label(name);
-        let counter = |result: &'static &'static str| Padded {
+        // One set for all results, so that the first count registers every series at zero
+        // (a hit ratio has a denominator from the first lookup). `hit` first: the hot path
+        // finds its label at the first comparison.
+        let metric = instruments::Counters::new(
+            "palisade_cache_results_total",
+            LayerKind::Cache,
+            &name_label(name),
+            "result",
+            &[
+                "hit",
+                "stale",
+                "miss",
+                "collapsed",
+                "refresh",
+                "refresh_failed",
+                "stale_if_error",
+                "uncached",
+                "revalidated",
+                "remote_hit",
+                "remote_error",
+            ],
+        );
+        let counter = |result: &'static str| Padded {
             count: AtomicU64::new(0),
-            metric: instruments::Counters::new(
-                "palisade_cache_results_total",
-                LayerKind::Cache,
-                &name,
-                "result",
-                std::slice::from_ref(result),
-            ),
+            metric: metric.clone(),
+            result,
         };
         Self {
-            hits: counter(&"hit"),
-            stale_hits: counter(&"stale"),
-            misses: counter(&"miss"),
-            coalesced: counter(&"collapsed"),
-            refreshes: counter(&"refresh"),
-            refresh_failures: counter(&"refresh_failed"),
-            stale_if_error: counter(&"stale_if_error"),
-            uncached: counter(&"uncached"),
-            revalidated: counter(&"revalidated"),
-            remote_hits: counter(&"remote_hit"),
-            remote_errors: counter(&"remote_error"),
+            hits: counter("hit"),
+            stale_hits: counter("stale"),
+            misses: counter("miss"),
+            coalesced: counter("collapsed"),
+            refreshes: counter("refresh"),
+            refresh_failures: counter("refresh_failed"),
+            stale_if_error: counter("stale_if_error"),
+            uncached: counter("uncached"),
+            revalidated: counter("revalidated"),
+            remote_hits: counter("remote_hit"),
+            remote_errors: counter("remote_error"),
         }
     }
 }
@@ -76,6 +92,8 @@ impl Counters {
 pub(crate) struct Padded {
     count: AtomicU64,
     metric: instruments::Counters,
+    /// Its `result` label.
+    result: &'static str,
 }
 
 impl Padded {
@@ -83,7 +101,7 @@ impl Padded {
     pub(crate) fn add(&self) {
         // Relaxed: a statistic, read only by snapshots.
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.metric.count_one();
+        self.metric.count(self.result);
     }
 
     pub(crate) fn get(&self) -> u64 {

@@ -9,11 +9,11 @@ pub(crate) fn name_label(_: Option<&str>) -> NameLabel {
 }
 
 /// See the `enabled` twin.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct NameLabel;
 
 /// See the `enabled` twin.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Calls;
 
 impl Calls {
@@ -70,7 +70,7 @@ impl Call {
 }
 
 /// See the `enabled` twin.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Counters;
 
 impl Counters {
@@ -101,7 +101,7 @@ impl Counters {
 }
 
 /// See the `enabled` twin.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Durations;
 
 impl Durations {
@@ -129,7 +129,7 @@ impl Stamp {
 }
 
 /// See the `enabled` twin.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct BreakerStates;
 
 impl BreakerStates {
@@ -142,5 +142,11 @@ impl BreakerStates {
     pub(crate) fn ensure(&self, _: impl FnOnce() -> &'static str) {}
 
     #[inline(always)]
-    pub(crate) fn transition(&self, _: &'static str, _: &'static str) {}
+    pub(crate) fn transition(
+        &self,
+        _: &'static str,
+        _: &'static str,
+        _: impl Fn() -> &'static str,
+    ) {
+    }
 }

@@ -503,22 +503,36 @@ impl BreakerStates {
         })
     }
 
-    /// The breaker moved from `from` to `to`. Looks the transitions counter up in the recorder
-    /// each time (transitions are rare, and most pairs never happen, so none is registered
-    /// ahead).
-    pub(crate) fn transition(&self, from: &'static str, to: &'static str) {
+    /// The breaker moved from `from` to `to`; `now()` reads its state at this moment. The
+    /// gauges are set from that read, not from `to`, and set again if the state moved while
+    /// they were written: two transitions racing (a handle's `isolate` and a trip) may write
+    /// their gauges in either order, and whichever writes last re-reads the state after
+    /// writing, so exactly the current state is left at 1. Looks the transitions counter up in
+    /// the recorder each time (transitions are rare, and most pairs never happen, so none is
+    /// registered ahead).
+    pub(crate) fn transition(
+        &self,
+        from: &'static str,
+        to: &'static str,
+        now: impl Fn() -> &'static str,
+    ) {
         let lazy = &*self.0;
         let gauges = match lazy.cell.get() {
             Some(gauges) => gauges,
             None => self.resolve(from),
         };
-        for (state, gauge) in lazy.states.iter().zip(gauges.iter()) {
-            if *state == from {
-                gauge.set(0.0);
+        let mut current = now();
+        // Bounded: a breaker flapping faster than this loop has its later transitions write
+        // the gauges again anyway.
+        for _ in 0..4 {
+            for (state, gauge) in lazy.states.iter().zip(gauges.iter()) {
+                gauge.set(if *state == current { 1.0 } else { 0.0 });
             }
-            if *state == to {
-                gauge.set(1.0);
+            let after = now();
+            if after == current {
+                break;
             }
+            current = after;
         }
         metrics::counter!(
             "palisade_circuit_breaker_transitions_total",

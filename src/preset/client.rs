@@ -103,6 +103,10 @@ impl HttpClientLayer {
     /// retry and the default throttle get `name`, the total and attempt timeouts
     /// `{name}/total` and `{name}/attempt`. A throttle or breaker passed in keeps its own name.
     /// Defaults to none (`unnamed`).
+    ///
+    /// Set it before taking a [`throttle_handle`](Self::throttle_handle): with the default
+    /// throttle, naming builds the named one in its place (a throttle's name is fixed when it
+    /// is built), and a handle taken before watches the one replaced.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         let name = name.into();
         if self.default_guard {
@@ -299,10 +303,16 @@ impl<S> Layer<S> for HttpClientLayer {
             // One attempt and no budget: the stage does nothing, and bodies stream through
             // without waiting.
             None => (
-                RetryLayer::new()
-                    .policy(HttpPolicy::new())
-                    .max_attempts(NonZeroU32::MIN)
-                    .budget(RetryBudget::unlimited()),
+                {
+                    let once = RetryLayer::new()
+                        .policy(HttpPolicy::new())
+                        .max_attempts(NonZeroU32::MIN)
+                        .budget(RetryBudget::unlimited());
+                    match &self.name {
+                        Some(name) => once.name(Arc::clone(name)),
+                        None => once,
+                    }
+                },
                 BufferBodyLayer::new(0).unknown_length(UnknownLength::WaitUpTo(Duration::ZERO)),
             ),
         };

@@ -221,11 +221,7 @@ where
     ) -> Next<Result<S::Response, BoxError>> {
         // One clock read ends the attempt and, if it is the last, the call.
         let ended = Stamp::now();
-        if let Some(Hooks {
-            instruments: Some(instruments),
-            ..
-        }) = self.hooks.as_deref()
-        {
+        if let Some(instruments) = self.hooks.as_deref().and_then(Hooks::instruments) {
             instruments
                 .attempts
                 .record_between(self.attempt_started, ended);
@@ -287,7 +283,7 @@ where
         }
         tracing::debug!(?delay, attempt = self.attempts, "waiting for the reopening");
         if let Some(hooks) = &self.hooks {
-            if let Some(instruments) = &hooks.instruments {
+            if let Some(instruments) = hooks.instruments() {
                 instruments.retries.count(RetryReason::Reopening.label());
             }
             hooks.on_retry.emit_with(|| RetryEvent {
@@ -355,7 +351,7 @@ where
         if !self.budget.try_withdraw() {
             tracing::debug!(attempts = self.attempts, %outcome, "retry budget exhausted: not retrying");
             if let Some(hooks) = &self.hooks {
-                if let Some(instruments) = &hooks.instruments {
+                if let Some(instruments) = hooks.instruments() {
                     instruments.refusals.count_one();
                 }
                 let attempts = self.attempts;
@@ -377,7 +373,7 @@ where
             } else {
                 RetryReason::Backoff
             };
-            if let Some(instruments) = &hooks.instruments {
+            if let Some(instruments) = hooks.instruments() {
                 instruments.retries.count(reason.label());
             }
             hooks.on_retry.emit_with(|| RetryEvent {

@@ -60,8 +60,22 @@ impl RetryReason {
 pub(crate) struct Hooks {
     pub(crate) on_retry: Hook<RetryEvent>,
     pub(crate) on_budget_exhausted: Hook<BudgetRefused>,
-    /// Set when the layer builds a service (it needs the layer's name).
+    /// Set when the layer builds a service (it needs the layer's name); read through
+    /// [`Hooks::instruments`].
     pub(crate) instruments: Option<Instruments>,
+}
+
+impl Hooks {
+    /// The metrics, if any: without the `metrics` feature a constant `None`, so the calls and
+    /// attempts of a layer with hooks set test nothing for them.
+    #[inline(always)]
+    pub(crate) fn instruments(&self) -> Option<&Instruments> {
+        if cfg!(feature = "metrics") {
+            self.instruments.as_ref()
+        } else {
+            None
+        }
+    }
 }
 
 /// The retry layer's metrics (empty types without the `metrics` feature).

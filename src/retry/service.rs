@@ -105,16 +105,13 @@ where
         self.budget.on_request();
         // The first attempt goes to the instance that was polled ready; later attempts go to
         // a clone, which polls for readiness again before each one.
-        let metrics = match self.hooks.as_deref() {
-            Some(Hooks {
-                instruments: Some(instruments),
-                ..
-            }) => instruments.calls.start_resolving(|| {
+        let metrics = match self.hooks.as_deref().and_then(Hooks::instruments) {
+            Some(instruments) => instruments.calls.start_resolving(|| {
                 instruments.retries.touch();
                 instruments.refusals.touch();
                 instruments.attempts.touch();
             }),
-            _ => instruments::Call::detached(),
+            None => instruments::Call::detached(),
         };
         let future = self.inner.call(request);
         ResponseFuture::new(

@@ -212,6 +212,7 @@ where
                 Err(invalid) => match config.on_invalid {
                     OnInvalidHeader::Reject => {
                         tracing::trace!(%invalid, "rejected a malformed deadline header");
+                        self.calls.rejected("invalid_deadline");
                         return ServerResponseFuture::answer(invalid.problem());
                     }
                     OnInvalidHeader::Ignore => {
@@ -245,13 +246,14 @@ where
             None => Expiry::Never,
         };
         let on_timeout = config.on_timeout.clone();
+        let call = self.calls.start();
         ServerResponseFuture::running(
             self.inner.call(request),
             expiry,
             kind,
             config.status,
             on_timeout,
-            self.calls.start(),
+            call,
         )
     }
 }

@@ -54,9 +54,19 @@ impl<S> Timeout<S> {
     }
 }
 
-/// The instruments of a timeout layer called `name`.
+/// The instruments of a timeout layer called `name` (the server's refuses malformed deadline
+/// headers).
 pub(super) fn timeout_calls(layer: LayerKind, name: Option<&str>) -> Calls {
-    Calls::new(layer, &name_label(name), &[], super::error::TIMEOUT_KINDS)
+    let reasons: &[&str] = match layer {
+        LayerKind::ServerTimeout => &["invalid_deadline"],
+        _ => &[],
+    };
+    Calls::new(
+        layer,
+        &name_label(name),
+        reasons,
+        super::error::TIMEOUT_KINDS,
+    )
 }
 
 impl<S, P> Timeout<S, P> {
@@ -105,13 +115,15 @@ where
         let deadline = extensions.and_then(|e| e.get::<Deadline>()).copied();
 
         if deadline.is_none() && !self.publish_deadline {
-            // The common path: no clock read and no timer until the inner future is pending.
+            // The common path: no clock read and no timer until the inner future is pending
+            // (with the `metrics` feature, the call's duration reads it).
+            let call = self.calls.start();
             return ResponseFuture::running(
                 self.inner.call(request),
                 Expiry::After(limit),
                 TimeoutKind::Limit,
                 self.on_timeout.clone(),
-                self.calls.start(),
+                call,
             );
         }
 

@@ -231,10 +231,11 @@ impl<C> Breaker<C> {
             at,
             breaker: super::names::name_of(self.config.name_id),
         };
-        self.config
-            .instruments
-            .states
-            .transition(transition.from.label(), transition.to.label());
+        self.config.instruments.states.transition(
+            transition.from.label(),
+            transition.to.label(),
+            || State::from(self.state().load()).label(),
+        );
         let breaker = self.config.name.as_deref().unwrap_or("");
         if let Some(quieted) = self.info_line(self.ms_after(at, Duration::ZERO)) {
             tracing::info!(
