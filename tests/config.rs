@@ -202,6 +202,31 @@ async fn idempotency_from_toml_enforces_its_settings_and_refuses_a_retention_pas
     );
 }
 
+#[test]
+fn an_http_cache_from_toml_builds_and_a_mode_is_required_by_name() {
+    use palisade::config::HttpCacheConfig;
+    let config: HttpCacheConfig = toml::from_str(
+        r#"
+        mode = "shared"
+        max_body = 1048576
+        stale_while_revalidate = "30s"
+        stale_if_error = "10m"
+        "#,
+    )
+    .unwrap();
+    let _cache = config.builder().build().unwrap();
+    let missing = toml::from_str::<HttpCacheConfig>("max_entries = 10").unwrap_err();
+    assert!(
+        missing.to_string().contains("missing field `mode`"),
+        "{missing}"
+    );
+    let wrong = toml::from_str::<HttpCacheConfig>("mode = \"public\"").unwrap_err();
+    assert!(
+        wrong.to_string().contains("unknown variant `public`"),
+        "{wrong}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_timeout_from_json_cuts_a_slow_call_at_its_limit() {
     let config: TimeoutConfig = serde_json::from_str(r#"{"limit": "250ms"}"#).unwrap();

@@ -616,6 +616,108 @@ impl CacheConfig {
     }
 }
 
+/// [`HttpCacheBuilder`](crate::cache::HttpCacheBuilder)'s settings (a remote tier and hooks
+/// are code: set them on the builder [`builder`](Self::builder) returns).
+#[cfg(all(feature = "cache", feature = "http"))]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // Each field is the builder setter of the same name.
+pub struct HttpCacheConfig {
+    /// `"shared"` (in front of handlers: honours `s-maxage` and `private`) or `"private"`
+    /// (one client's own cache) (required).
+    pub mode: CacheModeConfig,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// In bytes.
+    #[serde(default)]
+    pub max_body: Option<NonZeroUsize>,
+    /// In bytes.
+    #[serde(default)]
+    pub max_bytes: Option<std::num::NonZeroU64>,
+    #[serde(default)]
+    pub max_entries: Option<NonZeroUsize>,
+    #[serde(default)]
+    pub heuristic_freshness: Option<Ratio>,
+    #[serde(default, deserialize_with = "duration::human_opt")]
+    pub stale_while_revalidate: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::human_opt")]
+    pub stale_if_error: Option<Duration>,
+    #[serde(default)]
+    pub store_set_cookie_responses: Option<bool>,
+    #[serde(default)]
+    pub early_refresh: Option<Factor>,
+    #[serde(default, deserialize_with = "duration::human_opt")]
+    pub lock_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::human_opt")]
+    pub refresh_backoff: Option<Duration>,
+    #[serde(default)]
+    pub max_refreshes: Option<NonZeroUsize>,
+    #[serde(default)]
+    pub max_in_flight: Option<NonZeroUsize>,
+}
+
+/// [`CacheMode`](crate::cache::CacheMode), by name.
+#[cfg(all(feature = "cache", feature = "http"))]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)] // Each is the mode of the same name.
+pub enum CacheModeConfig {
+    Shared,
+    Private,
+}
+
+#[cfg(all(feature = "cache", feature = "http"))]
+impl HttpCacheConfig {
+    /// A builder with these settings; finish it with `build`, which validates them.
+    pub fn builder(&self) -> crate::cache::HttpCacheBuilder {
+        let mode = match self.mode {
+            CacheModeConfig::Shared => crate::cache::CacheMode::Shared,
+            CacheModeConfig::Private => crate::cache::CacheMode::Private,
+        };
+        let mut builder = crate::cache::HttpCacheLayer::builder(mode);
+        if let Some(name) = &self.name {
+            builder = builder.name(name.as_str());
+        }
+        if let Some(max) = self.max_body {
+            builder = builder.max_body(max);
+        }
+        if let Some(max) = self.max_bytes {
+            builder = builder.max_bytes(max);
+        }
+        if let Some(max) = self.max_entries {
+            builder = builder.max_entries(max);
+        }
+        if let Some(share) = self.heuristic_freshness {
+            builder = builder.heuristic_freshness(share);
+        }
+        if let Some(window) = self.stale_while_revalidate {
+            builder = builder.stale_while_revalidate(window);
+        }
+        if let Some(window) = self.stale_if_error {
+            builder = builder.stale_if_error(window);
+        }
+        if let Some(store) = self.store_set_cookie_responses {
+            builder = builder.store_set_cookie_responses(store);
+        }
+        if let Some(beta) = self.early_refresh {
+            builder = builder.early_refresh(beta);
+        }
+        if let Some(timeout) = self.lock_timeout {
+            builder = builder.lock_timeout(timeout);
+        }
+        if let Some(backoff) = self.refresh_backoff {
+            builder = builder.refresh_backoff(backoff);
+        }
+        if let Some(max) = self.max_refreshes {
+            builder = builder.max_refreshes(max);
+        }
+        if let Some(max) = self.max_in_flight {
+            builder = builder.max_in_flight(max);
+        }
+        builder
+    }
+}
+
 /// [`IdempotencyBuilder`](crate::idempotency::IdempotencyBuilder)'s settings (the store and
 /// the caller's identity are code: set them on the builder [`apply`](Self::apply) returns).
 #[cfg(feature = "idempotency")]
